@@ -1,0 +1,239 @@
+//! `bpo-networks`: the BPO project's five network tiers (main, gpu, db, monitoring, external).
+//!
+//! Every service is attached to the tiers its name (or, failing that, its image) is assigned in the settings; the
+//! defaults are the BPO team's own table. db, gpu and monitoring are `internal` (no route out), and only services on a
+//! publishing tier (external by default) keep host ports. Subnets are carved per environment by default so parallel
+//! environments never collide; `"subnets": "fixed"` reproduces the BPO document's 172.30–34.0.0/16 for one dev stack.
+
+use std::collections::BTreeMap;
+
+use orch_plugin_api::*;
+
+pub const TIERS: [&str; 5] = ["main", "gpu", "db", "monitoring", "external"];
+const INTERNAL_TIERS: [&str; 3] = ["gpu", "db", "monitoring"];
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// "carved" (per environment, default) or "fixed" (the BPO document's subnets).
+    pub subnets: String,
+    /// Prefix length of carved tier subnets.
+    pub prefix: u8,
+    /// Service (or image) name → tiers. Merged over the defaults; an empty list removes a default.
+    pub assignments: BTreeMap<String, Vec<String>>,
+    /// Tiers of services that match no assignment.
+    pub default_tiers: Vec<String>,
+    /// Only services on one of these tiers publish host ports.
+    pub publish_tiers: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            subnets: "carved".into(),
+            prefix: 24,
+            assignments: BTreeMap::new(),
+            default_tiers: vec!["main".into()],
+            publish_tiers: vec!["external".into()],
+        }
+    }
+}
+
+/// The BPO document's service-to-tier table.
+pub fn default_assignments() -> BTreeMap<String, Vec<String>> {
+    let table: &[(&str, &[&str])] = &[
+        ("postgres", &["main", "db"]),
+        ("prefect-db", &["main", "db"]),
+        ("pgbouncer", &["main", "db"]),
+        ("prefect-server", &["main", "external"]),
+        ("prefect-agent", &["main", "gpu"]),
+        ("api", &["main", "gpu", "external"]),
+        ("redis", &["main"]),
+        ("ollama", &["main", "gpu"]),
+        ("label-studio", &["main", "external"]),
+        ("grafana", &["main", "monitoring"]),
+        ("prometheus", &["main", "monitoring"]),
+    ];
+    table.iter().map(|(k, v)| (k.to_string(), v.iter().map(|t| t.to_string()).collect())).collect()
+}
+
+/// The BPO document's fixed subnets: (tier, subnet, gateway, ip-range).
+const FIXED: [(&str, &str, &str, Option<&str>); 5] = [
+    ("main", "172.30.0.0/16", "172.30.0.1", Some("172.30.240.0/20")),
+    ("gpu", "172.31.0.0/16", "172.31.0.1", None),
+    ("db", "172.32.0.0/16", "172.32.0.1", None),
+    ("monitoring", "172.33.0.0/16", "172.33.0.1", None),
+    ("external", "172.34.0.0/16", "172.34.0.1", None),
+];
+
+impl Settings {
+    pub fn check(&self) -> Vec<Diagnostic> {
+        let mut out = vec![];
+        if self.subnets != "carved" && self.subnets != "fixed" {
+            out.push(diagnostic(
+                Level::Error,
+                "bpo.settings",
+                format!("`subnets` must be \"carved\" or \"fixed\", not {:?}", self.subnets),
+                Some("subnets".into()),
+            ));
+        }
+        if !(16..=28).contains(&self.prefix) {
+            out.push(diagnostic(
+                Level::Error,
+                "bpo.settings",
+                format!("`prefix` must be between 16 and 28, not {}", self.prefix),
+                Some("prefix".into()),
+            ));
+        }
+        let tier_lists = self
+            .assignments
+            .iter()
+            .map(|(k, v)| (format!("assignments.{k}"), v))
+            .chain([("default-tiers".to_string(), &self.default_tiers), ("publish-tiers".to_string(), &self.publish_tiers)]);
+        for (path, tiers) in tier_lists {
+            for t in tiers {
+                if !TIERS.contains(&t.as_str()) {
+                    out.push(diagnostic(
+                        Level::Error,
+                        "bpo.unknown-tier",
+                        format!("unknown tier {t:?}; the tiers are {}", TIERS.join(", ")),
+                        Some(path.clone()),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn load(json: &str) -> Result<Settings, PluginError> {
+        let s: Settings = parse_settings(json)?;
+        match s.check().into_iter().next() {
+            Some(d) => Err(error(&d.code, d.message, d.path)),
+            None => Ok(s),
+        }
+    }
+
+    fn table(&self) -> BTreeMap<String, Vec<String>> {
+        let mut table = default_assignments();
+        table.extend(self.assignments.iter().map(|(k, v)| (normalize(k), v.clone())));
+        table
+    }
+
+    /// The tiers a service belongs to, in tier order.
+    pub fn tiers_of(&self, service: &Service) -> Vec<String> {
+        let table = self.table();
+        let found = table
+            .get(&normalize(&service.name))
+            .or_else(|| service.image_base().and_then(|base| table.get(&normalize(base))));
+        let tiers = found.unwrap_or(&self.default_tiers);
+        TIERS.iter().filter(|t| tiers.iter().any(|x| x == *t)).map(|t| t.to_string()).collect()
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.to_ascii_lowercase().replace(['_', ' '], "-")
+}
+
+pub struct BpoNetworks;
+
+impl Plugin for BpoNetworks {
+    fn describe() -> Description {
+        let mut d = describe(
+            "bpo-networks",
+            env!("CARGO_PKG_VERSION"),
+            "BPO five-tier networks: main, gpu, db, monitoring, external; db/gpu/monitoring internal; only the external tier publishes ports",
+            &[Policy::Networks, Policy::Ports],
+        );
+        d.settings_schema = SCHEMA.into();
+        d
+    }
+
+    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
+        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let problems = s.check();
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
+        let settings = Settings::load(&snapshot.settings)?;
+        let mut plan = NetworkPlan::empty();
+        for tier in TIERS {
+            let (subnet, gateway, ip_range) = if settings.subnets == "fixed" {
+                let (_, subnet, gw, range) = FIXED.iter().find(|f| f.0 == tier).expect("every tier has a fixed subnet");
+                (SubnetRequest::Fixed(subnet.to_string()), Some(gw.to_string()), range.map(str::to_string))
+            } else {
+                (SubnetRequest::Size(settings.prefix), None, None)
+            };
+            plan.networks.push(NetworkIntent {
+                name: tier.into(),
+                subnet: Some(subnet),
+                gateway,
+                ip_range,
+                internal: Some(INTERNAL_TIERS.contains(&tier)),
+                driver: Some("bridge".into()),
+                driver_opts: vec![],
+            });
+        }
+        for service in &snapshot.services {
+            // Aliases the service already had keep working on every tier it joins.
+            let mut aliases: Vec<String> = service.networks.iter().flat_map(|n| n.aliases.iter().cloned()).collect();
+            aliases.sort();
+            aliases.dedup();
+            let networks = settings
+                .tiers_of(service)
+                .into_iter()
+                .map(|tier| ServiceNetwork { network: tier, aliases: aliases.clone(), ipv4_address: None })
+                .collect();
+            plan.attachments.push(Attachments { service: service.name.clone(), networks });
+        }
+        Ok(plan)
+    }
+
+    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
+        let settings = Settings::load(&snapshot.settings)?;
+        let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
+        for service in &snapshot.services {
+            let publishes = service.networks.iter().any(|n| settings.publish_tiers.contains(&n.network));
+            if publishes {
+                continue;
+            }
+            for port in service.ports.iter().filter(|p| p.strategy != PortStrategy::Unpublished) {
+                let path = format!("services.{}.ports.{}/{}", service.name, port.container_port, port.protocol);
+                plan.diagnostics.push(diagnostic(
+                    Level::Info,
+                    "bpo.port-dropped",
+                    format!(
+                        "{} is not on a publishing tier ({}); its port {} stays inside the environment",
+                        service.name,
+                        settings.publish_tiers.join(", "),
+                        port.container_port
+                    ),
+                    Some(path),
+                ));
+                plan.ports.push(PortIntent {
+                    service: service.name.clone(),
+                    container_port: port.container_port,
+                    protocol: port.protocol.clone(),
+                    host_ip: port.host_ip.clone(),
+                    strategy: PortStrategy::Unpublished,
+                });
+            }
+        }
+        Ok(plan)
+    }
+}
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "subnets": {"enum": ["carved", "fixed"], "default": "carved"},
+    "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24},
+    "assignments": {"type": "object", "additionalProperties": {"type": "array", "items": {"enum": ["main", "gpu", "db", "monitoring", "external"]}}},
+    "default-tiers": {"type": "array", "items": {"enum": ["main", "gpu", "db", "monitoring", "external"]}, "default": ["main"]},
+    "publish-tiers": {"type": "array", "items": {"enum": ["main", "gpu", "db", "monitoring", "external"]}, "default": ["external"]}
+  }
+}"#;
+
+export_plugin!(BpoNetworks);
