@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Project {
     /// Top-level `name:`, else `--project-name`, else the directory of the first file (normalised).
     pub name: String,
@@ -19,7 +19,7 @@ pub struct Project {
     pub disabled_services: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Service {
     pub image: Option<String>,
     pub build: Option<Build>,
@@ -48,7 +48,7 @@ pub struct Service {
     pub stop_grace_period_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Build {
     /// Absolute, or resolved against the project's working directory.
     pub context: PathBuf,
@@ -58,7 +58,7 @@ pub struct Build {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum Published {
     /// A fixed host port.
@@ -67,7 +67,7 @@ pub enum Published {
     Range(u16, u16),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Port {
     pub target: u16,
     /// `None`: ephemeral (the engine picks a host port).
@@ -77,7 +77,7 @@ pub struct Port {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Mount {
     /// volume, bind or tmpfs.
     pub kind: String,
@@ -88,7 +88,7 @@ pub struct Mount {
     pub tmpfs_size: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Healthcheck {
     /// Docker's form: ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"].
     pub test: Vec<String>,
@@ -99,7 +99,7 @@ pub struct Healthcheck {
     pub start_interval_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     #[default]
@@ -108,21 +108,21 @@ pub enum Condition {
     ServiceCompletedSuccessfully,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Dependency {
     pub condition: Condition,
     pub required: bool,
     pub restart: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceNetwork {
     pub aliases: Vec<String>,
     pub ipv4_address: Option<String>,
     pub priority: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Resources {
     pub memory_limit: Option<u64>,
     pub memory_reservation: Option<u64>,
@@ -130,19 +130,19 @@ pub struct Resources {
     pub cpus_reservation: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Logging {
     pub driver: Option<String>,
     pub options: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceSecret {
     pub source: String,
     pub target: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Network {
     /// `name:` — the engine-side name; only honoured for external networks (orch derives its own names).
     pub name: Option<String>,
@@ -156,14 +156,14 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct IpamConfig {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Volume {
     pub name: Option<String>,
     pub driver: Option<String>,
@@ -172,7 +172,7 @@ pub struct Volume {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Secret {
     pub file: Option<PathBuf>,
     pub environment: Option<String>,

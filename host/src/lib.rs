@@ -1,1 +1,85 @@
+//! orch's host: compose model → draft plan → policy plugins → resolved, validated plan → engine.
+//!
+//! Modules by the step they own: [`plan`] (the plan and its draft), [`plugins`] (sandboxed policy plugins),
+//! [`resolve`] (subnets, ports), [`validate`], [`facts`] and [`engine`] (what is on the machine), [`export`]
+//! (the plan as a compose file).
 
+pub mod engine;
+pub mod error;
+pub mod export;
+pub mod facts;
+pub mod plan;
+pub mod plugins;
+pub mod resolve;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+pub use error::Error;
+use ipnet::Ipv4Net;
+use orch_compose::{LoadOptions, Warning};
+use plan::{EnvKind, Identity, Plan};
+use plugins::{ActivePlugin, CallTiming};
+
+/// Everything `orch plan` (and later `up`) needs to make a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    pub compose: LoadOptions,
+    /// `--env`; a fresh id is generated when absent.
+    pub env_id: Option<String>,
+    pub env_kind: EnvKind,
+    /// Subnet pools to carve from; [`resolve::DEFAULT_POOL`] when empty.
+    pub pools: Vec<Ipv4Net>,
+}
+
+pub struct PlanOutcome {
+    pub plan: Plan,
+    pub warnings: Vec<Warning>,
+    pub timings: Vec<CallTiming>,
+}
+
+/// A fresh environment id: 8 hex digits from the clock and the pid, unique per run on a host.
+pub fn new_env_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let h = plan::fnv1a(format!("{nanos}/{}", std::process::id()).as_bytes());
+    format!("{:08x}", h as u32)
+}
+
+/// Environment ids become part of Docker names: lowercase letters, digits and dashes, at most 32.
+pub fn check_env_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-');
+    if ok { Ok(()) } else { Err(Error::Usage(format!("invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"))) }
+}
+
+/// Loads the compose files, applies the plugins in order, resolves and validates. A plan with error diagnostics is
+/// returned as [`Error::InvalidPlan`].
+pub fn make_plan(req: &PlanRequest, plugins: &[ActivePlugin], facts: &facts::Facts) -> Result<PlanOutcome, Error> {
+    let loaded = orch_compose::load(&req.compose)?;
+    let env_id = match &req.env_id {
+        Some(id) => {
+            check_env_id(id)?;
+            id.clone()
+        }
+        None => new_env_id(),
+    };
+    let identity = Identity { project: loaded.project.name.clone(), env_id, env_kind: req.env_kind };
+    let mut plan = plan::draft(&loaded.project, &identity, &loaded.variables);
+    let timings = plugins::apply_all(&mut plan, plugins, facts)?;
+    let default_pool: Vec<Ipv4Net> = vec![resolve::DEFAULT_POOL.parse().expect("literal")];
+    let pools = if req.pools.is_empty() { &default_pool } else { &req.pools };
+    resolve::resolve(&mut plan, facts, pools)?;
+    validate::validate(&mut plan, facts);
+    if plan.has_errors() {
+        let diagnostics = plan.diagnostics.iter().filter(|d| d.level == plan::Level::Error).cloned().collect();
+        return Err(Error::InvalidPlan { diagnostics });
+    }
+    Ok(PlanOutcome { plan, warnings: loaded.warnings, timings })
+}
+
+/// Settings for plugins from `orch.toml`-style maps plus `--plugin-setting` flags.
+pub fn plugin_settings(flags: &[String]) -> Result<BTreeMap<String, serde_json::Value>, Error> {
+    Ok(plugins::parse_settings(BTreeMap::new(), flags)?)
+}

@@ -1,0 +1,79 @@
+//! A test plugin that misbehaves on purpose in its `networks` call; `{"mode": ...}` picks how.
+
+use orch_plugin_api::*;
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Settings {
+    mode: String,
+}
+
+struct Misbehave;
+
+impl Plugin for Misbehave {
+    fn describe() -> Description {
+        describe("misbehave", "0.0.0", "Misbehaves on purpose (tests only)", &[Policy::Networks])
+    }
+
+    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
+        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, None)])?;
+        if s.mode == "bad-settings" {
+            return Err(vec![diagnostic(Level::Error, "misbehave.mode", "mode bad-settings is always rejected", Some("mode".into()))]);
+        }
+        Ok(())
+    }
+
+    fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
+        let s: Settings = parse_settings(&snapshot.settings)?;
+        match s.mode.as_str() {
+            "loop" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = vec![];
+                loop {
+                    hoard.push(std::hint::black_box(vec![7u8; 1 << 20]));
+                }
+            }
+            "open-file" => {
+                let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+                Err(error("misbehave.read", format!("read {} bytes", text.len()), None))
+            }
+            "socket" => {
+                let r = std::net::TcpStream::connect("127.0.0.1:9");
+                Err(error("misbehave.socket", format!("connect returned {}", r.is_ok()), None))
+            }
+            "env" => Err(error("misbehave.env", format!("HOME={:?}", std::env::var("HOME").ok()), None)),
+            "panic" => panic!("misbehave was asked to panic"),
+            "refuse" => Err(error("misbehave.refused", "refusing on purpose", Some("services".into()))),
+            "invalid-plan" => {
+                let mut plan = NetworkPlan::empty();
+                plan.networks.push(NetworkIntent {
+                    name: "broken".into(),
+                    subnet: Some(SubnetRequest::Fixed("300.1.2.0/24".into())),
+                    gateway: None,
+                    ip_range: None,
+                    internal: None,
+                    driver: None,
+                    driver_opts: vec![],
+                });
+                Ok(plan)
+            }
+            "clock" => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let mut plan = NetworkPlan::empty();
+                plan.diagnostics.push(diagnostic(Level::Info, "misbehave.clock", format!("{now}"), None));
+                Ok(plan)
+            }
+            _ => {
+                log(Level::Info, "misbehave: behaving");
+                Ok(NetworkPlan::empty())
+            }
+        }
+    }
+}
+
+export_plugin!(Misbehave);

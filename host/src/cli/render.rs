@@ -1,0 +1,162 @@
+//! Human-readable output: tables for plans and plugins.
+
+use orch::plan::{Level, Plan, PortStrategy, WaitStrategy};
+use orch::plugins::LoadedPlugin;
+use orch::plugins::runtime::types::Policy;
+
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::from("  ");
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn policies(list: &[Policy]) -> String {
+    list.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>().join(",")
+}
+
+fn bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}g", b >> 30),
+        b if b >= 1 << 20 => format!("{}m", b >> 20),
+        b => format!("{b}b"),
+    }
+}
+
+fn wait(w: &WaitStrategy) -> String {
+    match w {
+        WaitStrategy::Running => "running".into(),
+        WaitStrategy::Healthcheck => "healthy".into(),
+        WaitStrategy::Tcp { container_port } => format!("tcp:{container_port}"),
+        WaitStrategy::Http { container_port, path, .. } => format!("http:{container_port}{path}"),
+        WaitStrategy::LogLine { pattern, .. } => format!("log:{pattern:?}"),
+        WaitStrategy::ExitZero => "exit 0".into(),
+    }
+}
+
+pub fn plan(plan: &Plan, explain: bool) -> String {
+    let id = &plan.identity;
+    let mut out = format!(
+        "Plan for project {} — environment {} ({:?}) — plugins: {}\n\nNETWORKS\n",
+        id.project,
+        id.env_id,
+        id.env_kind,
+        if plan.plugins.is_empty() { "none".into() } else { plan.plugins.join(", ") }
+    );
+    let rows: Vec<Vec<String>> = plan
+        .networks
+        .iter()
+        .map(|(name, n)| {
+            let members: Vec<&str> = plan.services.iter().filter(|(_, s)| s.networks.contains_key(name)).map(|(s, _)| s.as_str()).collect();
+            vec![
+                name.clone(),
+                n.docker_name.clone(),
+                n.subnet.clone().unwrap_or_else(|| if n.external { "(external)".into() } else { "-".into() }),
+                n.gateway.clone().unwrap_or_else(|| "-".into()),
+                if n.internal { "yes".into() } else { "no".into() },
+                members.join(", "),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["NAME", "DOCKER NAME", "SUBNET", "GATEWAY", "INTERNAL", "SERVICES"], &rows));
+    out.push_str("\nSERVICES\n");
+    let rows: Vec<Vec<String>> = plan
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .map(|p| match (&p.strategy, p.host_port) {
+                    (PortStrategy::Unpublished, _) => format!("({})", p.key()),
+                    (_, Some(h)) => format!("{h}->{}", p.key()),
+                    (_, None) => format!("auto->{}", p.key()),
+                })
+                .collect();
+            let limits = [s.resources.memory_limit.map(bytes), s.resources.cpus.map(|c| format!("{c} cpu"))]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                name.clone(),
+                s.container_name.clone(),
+                s.image.clone().unwrap_or_else(|| "(build)".into()),
+                s.networks.keys().cloned().collect::<Vec<_>>().join(","),
+                if ports.is_empty() { "-".into() } else { ports.join(" ") },
+                s.wait.iter().map(wait).collect::<Vec<_>>().join("+"),
+                if limits.is_empty() { "-".into() } else { limits },
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["NAME", "CONTAINER", "IMAGE", "NETWORKS", "PORTS (host->container)", "READY WHEN", "LIMITS"], &rows));
+    let shown: Vec<_> = plan.diagnostics.iter().filter(|d| d.level >= Level::Info).collect();
+    if !shown.is_empty() {
+        out.push_str("\nDIAGNOSTICS\n");
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|d| vec![format!("{:?}", d.level).to_lowercase(), d.code.clone(), d.source.clone(), d.message.clone()])
+            .collect();
+        out.push_str(&table(&["LEVEL", "CODE", "FROM", "MESSAGE"], &rows));
+    }
+    if explain {
+        out.push_str("\nSET BY (later wins)\n");
+        let rows: Vec<Vec<String>> = plan.provenance.iter().map(|(path, chain)| vec![path.clone(), chain.join(" → ")]).collect();
+        out.push_str(&table(&["FIELD", "SOURCES"], &rows));
+    }
+    out
+}
+
+pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
+    let d = &p.description;
+    if json {
+        let schema: serde_json::Value = serde_json::from_str(&d.settings_schema).unwrap_or(serde_json::Value::Null);
+        let v = serde_json::json!({
+            "name": d.name,
+            "version": d.version,
+            "summary": d.summary,
+            "api_version": p.api_version,
+            "implements": d.implements.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
+            "settings_schema": schema,
+            "sha256": p.sha256,
+        });
+        return serde_json::to_string_pretty(&v).expect("serialises") + "\n";
+    }
+    let mut out = format!(
+        "name:        {}\nversion:     {}\napi:         orch:policy@{}\npolicies:    {}\nsha256:      {}\nsummary:     {}\n",
+        d.name,
+        d.version,
+        p.api_version,
+        policies(&d.implements),
+        p.sha256,
+        d.summary
+    );
+    if !d.settings_schema.is_empty() {
+        out.push_str("settings schema:\n");
+        let pretty = serde_json::from_str::<serde_json::Value>(&d.settings_schema)
+            .map(|v| serde_json::to_string_pretty(&v).expect("serialises"))
+            .unwrap_or_else(|_| d.settings_schema.clone());
+        for line in pretty.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}

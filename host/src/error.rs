@@ -1,0 +1,46 @@
+//! The library's error type and the exit code each kind maps to at the CLI edge.
+
+use crate::engine::EngineError;
+use crate::plan::Diagnostic;
+use crate::plugins::PluginError;
+use crate::resolve::ResolveError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Compose(#[from] orch_compose::ComposeError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the plan is invalid:\n{}", diagnostics.iter().map(|d| format!("  - {}{} [{}, from {}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source)).collect::<Vec<_>>().join("\n"))]
+    InvalidPlan { diagnostics: Vec<Diagnostic> },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Documented exit codes (README.md, "Exit codes").
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INVALID_INPUT: u8 = 3;
+    pub const PLUGIN: u8 = 4;
+    pub const ENGINE: u8 = 5;
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } => exit::INVALID_INPUT,
+            Error::Plugin(PluginError::Settings { .. } | PluginError::SettingSyntax { .. } | PluginError::Unknown { .. } | PluginError::Read { .. }) => {
+                exit::INVALID_INPUT
+            }
+            Error::Plugin(_) => exit::PLUGIN,
+            Error::Engine(_) => exit::ENGINE,
+            Error::Usage(_) => exit::USAGE,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Facts the planner must respect: subnets and host ports already in use, images present locally. They come from
+//! the engine (every network and published port, not only orch's) and from the host's routing table.
+
+use std::collections::BTreeSet;
+
+use ipnet::Ipv4Net;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub taken_subnets: BTreeSet<Ipv4Net>,
+    pub taken_host_ports: BTreeSet<u16>,
+    pub local_images: BTreeSet<String>,
+    /// Whether the engine was consulted (plans made without it cannot see its networks).
+    pub engine_consulted: bool,
+}
+
+impl Facts {
+    /// Adds the host's IPv4 routes (except the default route) from `/proc/net/route`.
+    pub fn add_host_routes(&mut self) {
+        let Ok(text) = std::fs::read_to_string("/proc/net/route") else { return };
+        self.taken_subnets.extend(parse_routes(&text));
+    }
+}
+
+/// Parses `/proc/net/route` (little-endian hex destination and mask columns).
+pub fn parse_routes(text: &str) -> Vec<Ipv4Net> {
+    let mut out = vec![];
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 8 {
+            continue;
+        }
+        let (Ok(dest), Ok(mask)) = (u32::from_str_radix(cols[1], 16), u32::from_str_radix(cols[7], 16)) else { continue };
+        // The kernel prints the address words in native byte order.
+        let (dest, mask) = (std::net::Ipv4Addr::from(dest.to_ne_bytes()), u32::from_be_bytes(mask.to_ne_bytes()));
+        if mask == 0 {
+            continue;
+        }
+        let prefix = mask.leading_ones() as u8;
+        if let Ok(net) = Ipv4Net::new(dest, prefix) {
+            out.push(net.trunc());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        assert_eq!(super::parse_routes(text), vec!["172.17.0.0/16".parse().unwrap()]);
+    }
+}

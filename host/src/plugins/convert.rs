@@ -1,0 +1,453 @@
+//! Between the plan and the WIT types: the snapshot a plugin sees, and how each kind of intent changes the plan.
+//! Intents are checked here (unknown services, malformed CIDRs, backwards ranges…) so a plugin's mistake is reported
+//! as the plugin's, with its name, before anything is resolved.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use orch_compose::{Build, Healthcheck, Logging, Resources};
+
+use super::PluginError;
+use super::runtime::types as w;
+use super::runtime::wit::exports::orch::policy as ex;
+use crate::facts::Facts;
+use crate::plan::*;
+
+fn kv(map: &BTreeMap<String, String>) -> Vec<w::KeyValue> {
+    map.iter().map(|(k, v)| w::KeyValue { key: k.clone(), value: v.clone() }).collect()
+}
+
+fn from_kv(list: &[w::KeyValue]) -> BTreeMap<String, String> {
+    list.iter().map(|p| (p.key.clone(), p.value.clone())).collect()
+}
+
+pub fn env_kind(k: EnvKind) -> w::EnvKind {
+    match k {
+        EnvKind::Test => w::EnvKind::Test,
+        EnvKind::Dev => w::EnvKind::Dev,
+        EnvKind::Ci => w::EnvKind::Ci,
+        EnvKind::Prod => w::EnvKind::Prod,
+    }
+}
+
+pub fn level(l: w::Level) -> Level {
+    match l {
+        w::Level::Debug => Level::Debug,
+        w::Level::Info => Level::Info,
+        w::Level::Warning => Level::Warning,
+        w::Level::Error => Level::Error,
+    }
+}
+
+fn healthcheck(h: &Healthcheck) -> w::Healthcheck {
+    w::Healthcheck {
+        test: h.test.clone(),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        retries: h.retries,
+        start_period_ms: h.start_period_ms,
+        start_interval_ms: h.start_interval_ms,
+    }
+}
+
+fn from_healthcheck(h: &w::Healthcheck) -> Healthcheck {
+    Healthcheck {
+        test: h.test.clone(),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        retries: h.retries,
+        start_period_ms: h.start_period_ms,
+        start_interval_ms: h.start_interval_ms,
+    }
+}
+
+fn wait(s: &WaitStrategy) -> w::WaitStrategy {
+    match s {
+        WaitStrategy::Running => w::WaitStrategy::Running,
+        WaitStrategy::Healthcheck => w::WaitStrategy::Healthcheck,
+        WaitStrategy::Tcp { container_port } => w::WaitStrategy::Tcp(*container_port),
+        WaitStrategy::Http { container_port, path, status } => {
+            w::WaitStrategy::Http(w::HttpWait { container_port: *container_port, path: path.clone(), status: *status })
+        }
+        WaitStrategy::LogLine { pattern, stream, times } => w::WaitStrategy::LogLine(w::LogWait {
+            pattern: pattern.clone(),
+            stream: match stream {
+                LogStream::Stdout => w::LogStream::Stdout,
+                LogStream::Stderr => w::LogStream::Stderr,
+                LogStream::Either => w::LogStream::Either,
+            },
+            times: *times,
+        }),
+        WaitStrategy::ExitZero => w::WaitStrategy::ExitZero,
+    }
+}
+
+fn from_wait(s: &w::WaitStrategy) -> WaitStrategy {
+    match s {
+        w::WaitStrategy::Running => WaitStrategy::Running,
+        w::WaitStrategy::Healthcheck => WaitStrategy::Healthcheck,
+        w::WaitStrategy::Tcp(p) => WaitStrategy::Tcp { container_port: *p },
+        w::WaitStrategy::Http(h) => WaitStrategy::Http { container_port: h.container_port, path: h.path.clone(), status: h.status },
+        w::WaitStrategy::LogLine(l) => WaitStrategy::LogLine {
+            pattern: l.pattern.clone(),
+            stream: match l.stream {
+                w::LogStream::Stdout => LogStream::Stdout,
+                w::LogStream::Stderr => LogStream::Stderr,
+                w::LogStream::Either => LogStream::Either,
+            },
+            times: l.times.max(1),
+        },
+        w::WaitStrategy::ExitZero => WaitStrategy::ExitZero,
+    }
+}
+
+fn strategy(s: &PortStrategy) -> w::PortStrategy {
+    match s {
+        PortStrategy::Fixed { port } => w::PortStrategy::Fixed(*port),
+        PortStrategy::Range { start, end } => w::PortStrategy::Range(w::PortRange { start: *start, end: *end }),
+        PortStrategy::Hashed { start, end } => w::PortStrategy::Hashed(w::PortRange { start: *start, end: *end }),
+        PortStrategy::Ephemeral => w::PortStrategy::Ephemeral,
+        PortStrategy::Unpublished => w::PortStrategy::Unpublished,
+    }
+}
+
+fn build(b: &Build) -> w::BuildSpec {
+    w::BuildSpec { context: b.context.display().to_string(), dockerfile: b.dockerfile.clone(), target: b.target.clone(), args: kv(&b.args) }
+}
+
+fn from_build(b: &w::BuildSpec, previous: Option<&Build>) -> Build {
+    Build {
+        context: b.context.clone().into(),
+        dockerfile: b.dockerfile.clone(),
+        args: from_kv(&b.args),
+        target: b.target.clone(),
+        labels: previous.map(|p| p.labels.clone()).unwrap_or_default(),
+    }
+}
+
+fn logging(l: &Logging) -> w::Logging {
+    w::Logging { driver: l.driver.clone().unwrap_or_else(|| "json-file".into()), options: kv(&l.options) }
+}
+
+/// What a plugin sees: the plan as it stands, its own settings, the host's facts and the environment's seed.
+pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
+    let services = plan
+        .services
+        .iter()
+        .map(|(name, s)| w::Service {
+            name: name.clone(),
+            image: s.image.clone(),
+            build: s.build.as_ref().map(build),
+            container_name: s.requested_container_name.clone(),
+            ports: s
+                .ports
+                .iter()
+                .map(|p| w::ServicePort { container_port: p.container_port, protocol: p.protocol.clone(), host_ip: p.host_ip.clone(), strategy: strategy(&p.strategy) })
+                .collect(),
+            networks: s
+                .networks
+                .iter()
+                .map(|(n, a)| w::ServiceNetwork { network: n.clone(), aliases: a.aliases.clone(), ipv4_address: a.ipv4_address.clone() })
+                .collect(),
+            healthcheck: s.healthcheck.as_ref().map(healthcheck),
+            wait: s.wait.iter().map(wait).collect(),
+            labels: kv(&s.labels),
+            environment: kv(&s.environment),
+            depends_on: s.depends_on.keys().cloned().collect(),
+            resources: w::Resources { memory_limit: s.resources.memory_limit, memory_reservation: s.resources.memory_reservation, cpus: s.resources.cpus },
+            tmpfs: s.tmpfs.clone(),
+            logging: s.logging.as_ref().map(logging),
+        })
+        .collect();
+    let networks = plan
+        .networks
+        .iter()
+        .map(|(name, n)| w::Network {
+            name: name.clone(),
+            external: n.external,
+            internal: n.internal,
+            driver: n.driver.clone(),
+            subnet: n.subnet_request.as_ref().map(|r| match r {
+                SubnetRequest::Size(s) => w::SubnetRequest::Size(*s),
+                SubnetRequest::Fixed(c) => w::SubnetRequest::Fixed(c.clone()),
+            }),
+            gateway: n.gateway.clone(),
+            ip_range: n.ip_range.clone(),
+            driver_opts: kv(&n.driver_opts),
+        })
+        .collect();
+    w::Snapshot {
+        api_version: super::runtime::API_VERSION.into(),
+        project: plan.identity.project.clone(),
+        env_id: plan.identity.env_id.clone(),
+        env_kind: env_kind(plan.identity.env_kind),
+        services,
+        networks,
+        settings: settings.into(),
+        facts: w::Facts {
+            taken_subnets: facts.taken_subnets.iter().map(|n| n.to_string()).collect(),
+            taken_host_ports: facts.taken_host_ports.iter().copied().collect(),
+            local_images: facts.local_images.iter().cloned().collect(),
+        },
+        seed: plan.identity.seed(),
+    }
+}
+
+/// Checks and applies what one call returned; `source` is "plugin:NAME".
+struct Apply<'a> {
+    plan: &'a mut Plan,
+    plugin: &'a str,
+    call: &'static str,
+    source: String,
+}
+
+impl Apply<'_> {
+    fn invalid(&self, message: impl Into<String>) -> PluginError {
+        PluginError::InvalidOutput { plugin: self.plugin.into(), call: self.call.into(), message: message.into() }
+    }
+
+    fn service(&self, name: &str) -> Result<(), PluginError> {
+        if self.plan.services.contains_key(name) {
+            Ok(())
+        } else {
+            Err(self.invalid(format!("it names service {name:?}, which the plan does not have (services: {})", self.plan.services.keys().cloned().collect::<Vec<_>>().join(", "))))
+        }
+    }
+
+    fn diagnostics(&mut self, list: &[w::Diagnostic]) {
+        for d in list {
+            let (source, path) = (self.source.clone(), d.path.clone());
+            self.plan.diagnose(level(d.level), &d.code, d.message.clone(), path, &source);
+        }
+    }
+
+    fn cidr(&self, what: &str, value: &str) -> Result<Ipv4Net, PluginError> {
+        value.parse::<Ipv4Net>().map_err(|_| self.invalid(format!("{what} {value:?} is not an IPv4 CIDR such as 10.1.2.0/24")))
+    }
+}
+
+pub fn apply_networks(plan: &mut Plan, plugin: &str, out: &ex::networks::NetworkPlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "networks.plan", source: format!("plugin:{plugin}") };
+    for n in &out.networks {
+        if n.name.is_empty() || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(a.invalid(format!("network name {:?} must be letters, digits, - or _", n.name)));
+        }
+        match &n.subnet {
+            Some(w::SubnetRequest::Size(s)) if !(8..=29).contains(s) => {
+                return Err(a.invalid(format!("network {}: subnet size /{s} is outside /8../29", n.name)));
+            }
+            Some(w::SubnetRequest::Fixed(c)) => {
+                a.cidr(&format!("network {}: subnet", n.name), c)?;
+            }
+            _ => {}
+        }
+        if let Some(g) = &n.gateway {
+            g.parse::<std::net::Ipv4Addr>().map_err(|_| a.invalid(format!("network {}: gateway {g:?} is not an IPv4 address", n.name)))?;
+        }
+        if let Some(r) = &n.ip_range {
+            a.cidr(&format!("network {}: ip-range", n.name), r)?;
+        }
+        let identity = a.plan.identity.clone();
+        let p = format!("networks.{}", n.name);
+        let entry = a.plan.networks.entry(n.name.clone()).or_insert_with(|| NetworkPlan {
+            docker_name: identity.resource_name(&n.name),
+            external: false,
+            internal: false,
+            driver: "bridge".into(),
+            subnet_request: None,
+            subnet: None,
+            gateway: None,
+            ip_range: None,
+            driver_opts: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        });
+        if entry.external {
+            return Err(a.invalid(format!("network {} is external (owned outside orch); a plugin cannot change it", n.name)));
+        }
+        let mut touched = vec![];
+        if let Some(s) = &n.subnet {
+            entry.subnet_request = Some(match s {
+                w::SubnetRequest::Size(s) => SubnetRequest::Size(*s),
+                w::SubnetRequest::Fixed(c) => SubnetRequest::Fixed(c.clone()),
+            });
+            touched.push("subnet");
+        }
+        if let Some(g) = &n.gateway {
+            entry.gateway = Some(g.clone());
+            touched.push("gateway");
+        }
+        if let Some(r) = &n.ip_range {
+            entry.ip_range = Some(r.clone());
+            touched.push("ip_range");
+        }
+        if let Some(i) = n.internal {
+            entry.internal = i;
+            touched.push("internal");
+        }
+        if let Some(d) = &n.driver {
+            entry.driver = d.clone();
+            touched.push("driver");
+        }
+        if !n.driver_opts.is_empty() {
+            entry.driver_opts.extend(from_kv(&n.driver_opts));
+            touched.push("driver_opts");
+        }
+        let source = a.source.clone();
+        a.plan.set_by(p.clone(), &source);
+        for t in touched {
+            a.plan.set_by(format!("{p}.{t}"), &source);
+        }
+    }
+    for att in &out.attachments {
+        a.service(&att.service)?;
+        for n in &att.networks {
+            if !a.plan.networks.contains_key(&n.network) {
+                return Err(a.invalid(format!("it attaches {} to network {:?}, which neither the compose file nor the plugin defines", att.service, n.network)));
+            }
+        }
+        let networks = att.networks.iter().map(|n| (n.network.clone(), Attachment { aliases: n.aliases.clone(), ipv4_address: n.ipv4_address.clone() })).collect();
+        a.plan.services.get_mut(&att.service).expect("checked above").networks = networks;
+        let source = a.source.clone();
+        a.plan.set_by(format!("services.{}.networks", att.service), &source);
+    }
+    a.diagnostics(&out.diagnostics);
+    Ok(())
+}
+
+pub fn apply_ports(plan: &mut Plan, plugin: &str, out: &ex::ports::PortPlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "ports.plan", source: format!("plugin:{plugin}") };
+    for p in &out.ports {
+        a.service(&p.service)?;
+        if p.container_port == 0 {
+            return Err(a.invalid(format!("service {}: container port 0 is not a port", p.service)));
+        }
+        if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(a.invalid(format!("service {}: protocol {:?} is not tcp, udp or sctp", p.service, p.protocol)));
+        }
+        let strategy = match &p.strategy {
+            w::PortStrategy::Fixed(port) => PortStrategy::Fixed { port: *port },
+            w::PortStrategy::Range(r) | w::PortStrategy::Hashed(r) if r.start == 0 || r.start > r.end => {
+                return Err(a.invalid(format!("service {}: port range {}-{} is empty or starts at 0", p.service, r.start, r.end)));
+            }
+            w::PortStrategy::Range(r) => PortStrategy::Range { start: r.start, end: r.end },
+            w::PortStrategy::Hashed(r) => PortStrategy::Hashed { start: r.start, end: r.end },
+            w::PortStrategy::Ephemeral => PortStrategy::Ephemeral,
+            w::PortStrategy::Unpublished => PortStrategy::Unpublished,
+        };
+        let service = a.plan.services.get_mut(&p.service).expect("checked above");
+        let port = PortPlan { container_port: p.container_port, protocol: p.protocol.clone(), host_ip: p.host_ip.clone(), strategy, host_port: None };
+        let key = port.key();
+        match service.ports.iter_mut().find(|x| x.key() == key) {
+            Some(existing) => *existing = port,
+            None => service.ports.push(port),
+        }
+        let source = a.source.clone();
+        a.plan.set_by(format!("services.{}.ports.{key}", p.service), &source);
+    }
+    a.diagnostics(&out.diagnostics);
+    Ok(())
+}
+
+pub fn apply_health(plan: &mut Plan, plugin: &str, out: &ex::health::HealthPlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "health.plan", source: format!("plugin:{plugin}") };
+    for h in &out.services {
+        a.service(&h.service)?;
+        if let Some(hc) = &h.healthcheck
+            && !matches!(hc.test.first().map(String::as_str), Some("CMD" | "CMD-SHELL" | "NONE"))
+        {
+            return Err(a.invalid(format!("service {}: a healthcheck test must start with CMD, CMD-SHELL or NONE", h.service)));
+        }
+        let source = a.source.clone();
+        let service = a.plan.services.get_mut(&h.service).expect("checked above");
+        let mut touched = vec![];
+        if let Some(hc) = &h.healthcheck {
+            service.healthcheck = Some(from_healthcheck(hc));
+            touched.push("healthcheck");
+        }
+        if let Some(ws) = &h.wait {
+            service.wait = ws.iter().map(from_wait).collect();
+            touched.push("wait");
+        }
+        for t in touched {
+            a.plan.set_by(format!("services.{}.{t}", h.service), &source);
+        }
+    }
+    a.diagnostics(&out.diagnostics);
+    Ok(())
+}
+
+pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "images.plan", source: format!("plugin:{plugin}") };
+    for i in &out.services {
+        a.service(&i.service)?;
+        if i.image.as_deref().is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace)) {
+            return Err(a.invalid(format!("service {}: image reference {:?} is not valid", i.service, i.image.as_deref().unwrap_or_default())));
+        }
+        let source = a.source.clone();
+        let service = a.plan.services.get_mut(&i.service).expect("checked above");
+        let mut touched = vec![];
+        if let Some(img) = &i.image {
+            service.image = Some(img.clone());
+            touched.push("image");
+        }
+        if let Some(b) = &i.build {
+            service.build = Some(from_build(b, service.build.as_ref()));
+            touched.push("build");
+        }
+        for t in touched {
+            a.plan.set_by(format!("services.{}.{t}", i.service), &source);
+        }
+    }
+    a.diagnostics(&out.diagnostics);
+    Ok(())
+}
+
+pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::ServicePlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "services.plan", source: format!("plugin:{plugin}") };
+    for i in &out.services {
+        a.service(&i.service)?;
+        if i.add_tmpfs.iter().any(|t| !t.starts_with('/')) {
+            return Err(a.invalid(format!("service {}: tmpfs mount points must be absolute paths", i.service)));
+        }
+        let source = a.source.clone();
+        let service = a.plan.services.get_mut(&i.service).expect("checked above");
+        let mut touched = vec![];
+        if let Some(r) = &i.resources {
+            let merged = Resources {
+                memory_limit: r.memory_limit.or(service.resources.memory_limit),
+                memory_reservation: r.memory_reservation.or(service.resources.memory_reservation),
+                cpus: r.cpus.or(service.resources.cpus),
+                cpus_reservation: service.resources.cpus_reservation,
+            };
+            service.resources = merged;
+            touched.push("resources");
+        }
+        for t in &i.add_tmpfs {
+            if !service.tmpfs.contains(t) {
+                service.tmpfs.push(t.clone());
+            }
+            touched.push("tmpfs");
+        }
+        if let Some(l) = &i.logging {
+            service.logging = Some(Logging { driver: Some(l.driver.clone()), options: from_kv(&l.options) });
+            touched.push("logging");
+        }
+        if !i.add_labels.is_empty() {
+            service.labels.extend(from_kv(&i.add_labels));
+            touched.push("labels");
+        }
+        if !i.add_environment.is_empty() {
+            service.environment.extend(from_kv(&i.add_environment));
+            touched.push("environment");
+        }
+        if i.drop_container_name && service.requested_container_name.take().is_some() {
+            touched.push("container_name");
+        }
+        touched.dedup();
+        for t in touched {
+            a.plan.set_by(format!("services.{}.{t}", i.service), &source);
+        }
+    }
+    a.diagnostics(&out.diagnostics);
+    Ok(())
+}

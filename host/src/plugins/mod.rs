@@ -1,0 +1,218 @@
+//! Policy plugins: where they come from (built-in or a path), their settings, and the pipeline that applies them to
+//! a plan in order. The sandbox itself is in [`runtime`]; plan ↔ WIT conversion in [`convert`].
+
+pub mod convert;
+pub mod runtime;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use runtime::{API_VERSION, LoadedPlugin, Runtime};
+use runtime::types::Policy;
+
+use crate::facts::Facts;
+use crate::plan::{Level, Plan};
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("unknown plugin {name:?}: built-in plugins are {builtins}; anything else must be a path to a .wasm component (e.g. ./policies/mine.wasm)")]
+    Unknown { name: String, builtins: String },
+    #[error("cannot read plugin {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the plugin engine failed: {0}")]
+    Engine(String),
+    #[error("plugin {plugin} is not a valid WebAssembly component: {message}")]
+    Compile { plugin: String, message: String },
+    #[error("plugin {plugin} cannot be linked: {message}")]
+    Link { plugin: String, message: String },
+    #[error("plugin {plugin} is not an orch policy plugin: {message}; build it with the orch-plugin-api crate (see plugin-api/README.md)")]
+    NotAPlugin { plugin: String, message: String },
+    #[error("plugin {plugin} was built against orch:policy@{found}, but this orch supports orch:policy@{supported}; rebuild the plugin against orch-plugin-api {supported}, or use an orch that supports {found}")]
+    IncompatibleApi { plugin: String, found: String, supported: String },
+    #[error("plugin {plugin}: {call} used up its CPU budget ({fuel} fuel) — it probably loops forever")]
+    OutOfFuel { plugin: String, call: String, fuel: u64 },
+    #[error("plugin {plugin}: {call} ran past its {limit_ms} ms deadline")]
+    Timeout { plugin: String, call: String, limit_ms: u64 },
+    #[error("plugin {plugin}: {call} tried to grow its memory to {requested} bytes, over its limit of {limit} bytes")]
+    OutOfMemory { plugin: String, call: String, requested: usize, limit: usize },
+    #[error("plugin {plugin}: {call} tried to use {capability} ({import}); policy plugins get no files, sockets or environment — they receive everything in the snapshot")]
+    Forbidden { plugin: String, call: String, capability: String, import: String },
+    #[error("plugin {plugin}: {call} crashed: {message}{}", if output.is_empty() { String::new() } else { format!("\n  plugin output:\n    {}", output.replace('\n', "\n    ")) })]
+    Trap { plugin: String, call: String, message: String, output: String },
+    #[error("plugin {plugin}: {call} refused the plan: [{code}] {message}{}", path.as_ref().map(|p| format!(" (at {p})")).unwrap_or_default())]
+    Refused { plugin: String, call: String, code: String, message: String, path: Option<String> },
+    #[error("plugin {plugin}: {call} returned an invalid plan: {message}")]
+    InvalidOutput { plugin: String, call: String, message: String },
+    #[error("plugin {plugin} rejected its settings:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Settings { plugin: String, problems: Vec<String> },
+    #[error("invalid plugin setting {setting:?}: {message}")]
+    SettingSyntax { setting: String, message: String },
+}
+
+/// Where a plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginRef {
+    Builtin(String),
+    Path(PathBuf),
+}
+
+impl PluginRef {
+    /// A name with a path separator or a `.wasm` ending is a path; anything else a built-in name.
+    pub fn parse(s: &str) -> PluginRef {
+        if s.contains('/') || s.ends_with(".wasm") {
+            PluginRef::Path(PathBuf::from(s))
+        } else {
+            PluginRef::Builtin(s.to_string())
+        }
+    }
+
+    /// The name the user gave, used in messages and for settings until `describe` names it.
+    pub fn display_name(&self) -> String {
+        match self {
+            PluginRef::Builtin(n) => n.clone(),
+            PluginRef::Path(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string()),
+        }
+    }
+
+    pub fn bytes(&self) -> Result<std::borrow::Cow<'static, [u8]>, PluginError> {
+        match self {
+            PluginRef::Builtin(name) => builtin_bytes(name).map(std::borrow::Cow::Borrowed).ok_or_else(|| PluginError::Unknown {
+                name: name.clone(),
+                builtins: builtin_names().join(", "),
+            }),
+            PluginRef::Path(p) => std::fs::read(p).map(std::borrow::Cow::Owned).map_err(|source| PluginError::Read { path: p.clone(), source }),
+        }
+    }
+}
+
+pub fn builtin_names() -> Vec<&'static str> {
+    builtin::BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
+    builtin::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
+/// A plugin with the settings it runs with.
+pub struct ActivePlugin {
+    pub plugin: LoadedPlugin,
+    /// A JSON object.
+    pub settings: String,
+}
+
+/// Collects `--plugin-setting NAME.KEY=VALUE` into per-plugin JSON objects (VALUE is JSON if it parses, else a
+/// string; KEY may be dotted to reach into objects).
+pub fn parse_settings(
+    base: BTreeMap<String, serde_json::Value>,
+    flags: &[String],
+) -> Result<BTreeMap<String, serde_json::Value>, PluginError> {
+    let mut out = base;
+    for flag in flags {
+        let err = |m: &str| PluginError::SettingSyntax { setting: flag.clone(), message: m.into() };
+        let (lhs, value) = flag.split_once('=').ok_or_else(|| err("expected NAME.KEY=VALUE, e.g. bpo-networks.subnets=fixed"))?;
+        let (plugin, key) = lhs.split_once('.').ok_or_else(|| err("expected NAME.KEY=VALUE, e.g. bpo-networks.subnets=fixed"))?;
+        if plugin.is_empty() || key.is_empty() {
+            return Err(err("the plugin name and the key must not be empty"));
+        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let mut node = out.entry(plugin.to_string()).or_insert_with(|| serde_json::json!({}));
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let obj = node.as_object_mut().ok_or_else(|| err("cannot set a key inside a value that is not an object"))?;
+            if i + 1 == parts.len() {
+                obj.insert(part.to_string(), value.clone());
+                break;
+            }
+            node = obj.entry(part.to_string()).or_insert_with(|| serde_json::json!({}));
+        }
+    }
+    Ok(out)
+}
+
+/// Loads plugins and checks their settings with the plugins' own `validate-settings`.
+pub fn activate(
+    runtime: &Runtime,
+    refs: &[PluginRef],
+    settings: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<ActivePlugin>, PluginError> {
+    let mut out = vec![];
+    for r in refs {
+        let bytes = r.bytes()?;
+        let plugin = runtime.load(&r.display_name(), &bytes)?;
+        // Settings are found under the name the user typed or the name the plugin gives itself.
+        let value = settings.get(&r.display_name()).or_else(|| settings.get(&plugin.description.name)).cloned().unwrap_or_else(|| serde_json::json!({}));
+        let text = value.to_string();
+        let problems = plugin.validate_settings(&text)?;
+        let errors: Vec<String> = problems
+            .iter()
+            .filter(|d| matches!(d.level, runtime::types::Level::Error))
+            .map(|d| format!("{}{} [{}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code))
+            .collect();
+        if !errors.is_empty() {
+            return Err(PluginError::Settings { plugin: plugin.name.clone(), problems: errors });
+        }
+        out.push(ActivePlugin { plugin, settings: text });
+    }
+    Ok(out)
+}
+
+/// The order policies are applied in, within each plugin.
+pub const POLICY_ORDER: [Policy; 5] = [Policy::Services, Policy::Images, Policy::Networks, Policy::Ports, Policy::Health];
+
+/// Time spent in one policy call.
+#[derive(Debug, Clone)]
+pub struct CallTiming {
+    pub plugin: String,
+    pub call: String,
+    pub elapsed: Duration,
+}
+
+/// Applies every plugin, in order, to the plan; each call sees the plan as the previous calls left it.
+pub fn apply_all(plan: &mut Plan, plugins: &[ActivePlugin], facts: &Facts) -> Result<Vec<CallTiming>, PluginError> {
+    let mut timings = vec![];
+    for active in plugins {
+        let p = &active.plugin;
+        plan.plugins.push(p.description.name.clone());
+        for policy in POLICY_ORDER.into_iter().filter(|pol| p.implements(*pol)) {
+            let snap = convert::snapshot(plan, &active.settings, facts);
+            let name = p.name.as_str();
+            let (logs, elapsed) = match policy {
+                Policy::Networks => {
+                    let out = p.plan_networks(&snap)?;
+                    convert::apply_networks(plan, name, &out.value)?;
+                    (out.logs, out.elapsed)
+                }
+                Policy::Ports => {
+                    let out = p.plan_ports(&snap)?;
+                    convert::apply_ports(plan, name, &out.value)?;
+                    (out.logs, out.elapsed)
+                }
+                Policy::Health => {
+                    let out = p.plan_health(&snap)?;
+                    convert::apply_health(plan, name, &out.value)?;
+                    (out.logs, out.elapsed)
+                }
+                Policy::Images => {
+                    let out = p.plan_images(&snap)?;
+                    convert::apply_images(plan, name, &out.value)?;
+                    (out.logs, out.elapsed)
+                }
+                Policy::Services => {
+                    let out = p.plan_services(&snap)?;
+                    convert::apply_services(plan, name, &out.value)?;
+                    (out.logs, out.elapsed)
+                }
+            };
+            for (lvl, message) in logs {
+                plan.diagnose(convert::level(lvl).min(Level::Info), "plugin.log", message, None, &format!("plugin:{name}"));
+            }
+            timings.push(CallTiming { plugin: name.to_string(), call: format!("{policy:?}").to_lowercase(), elapsed });
+        }
+    }
+    Ok(timings)
+}

@@ -1,0 +1,521 @@
+//! The sandbox plugins run in: wasmtime components with a deny-all WASI (no preopened files, no sockets, no
+//! environment or arguments, a fixed clock, seeded randomness, captured stdout/stderr), a memory limit, a fuel budget
+//! and a wall-clock deadline per call, and a fresh instance for every call. Compiled components are cached on disk,
+//! keyed by the component's hash and the engine's compatibility hash.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::PluginError;
+
+pub mod wit {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../plugin-api/wit",
+    });
+}
+
+use wit::exports::orch::policy as ex;
+pub use wit::orch::policy::types;
+
+/// The `orch:policy` version this host implements, and the range of plugin versions it accepts.
+pub const API_VERSION: &str = "0.1.0";
+
+/// Whether a plugin built against `version` can run here (semver: same major, and same minor while 0.x).
+pub fn api_compatible(version: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split(['.', '-', '+']);
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(version), parse(API_VERSION)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b && a != 0,
+        _ => false,
+    }
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub fuel: u64,
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A realistic policy call uses ~30k fuel and a few hundred KiB; these leave orders of magnitude of room.
+        Limits { memory_bytes: 64 << 20, fuel: 200_000_000, deadline: Duration::from_secs(2) }
+    }
+}
+
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Captured guest stdout/stderr per call.
+const OUTPUT_CAPACITY: usize = 64 << 10;
+/// Fixed wall clock seen by plugins: 2000-01-01T00:00:00Z.
+const FIXED_WALL_CLOCK: Duration = Duration::from_secs(946_684_800);
+
+/// The wasmtime engine and linker, shared by every plugin of a process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// What one store holds: the sandboxed WASI context, the limiter and what the guest logged.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    logs: Vec<(types::Level, String)>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit::orch::policy::log::Host for State {
+    fn log(&mut self, level: types::Level, message: String) {
+        // Bounded, so a chatty plugin cannot grow the host's memory.
+        if self.logs.len() < 1000 {
+            self.logs.push((level, message.chars().take(4096).collect()));
+        }
+    }
+}
+
+impl types::Host for State {}
+
+struct Limiter {
+    max_memory: usize,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.denied = Some(desired);
+            return Err(wasmtime::Error::msg("orch: plugin memory limit reached"));
+        }
+        Ok(true)
+    }
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+struct FixedWallClock;
+impl wasmtime_wasi::HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        FIXED_WALL_CLOCK
+    }
+}
+
+struct FixedMonotonicClock;
+impl wasmtime_wasi::HostMonotonicClock for FixedMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Where a loaded plugin's time went (for the benchmark and `--verbose`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadStats {
+    pub from_cache: bool,
+    pub load: Duration,
+}
+
+/// A compiled, type-checked plugin ready to be instantiated once per call.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub description: types::Description,
+    /// The orch:policy version the plugin was built against.
+    pub api_version: String,
+    pub sha256: String,
+    pub stats: LoadStats,
+    pre: InstancePre<State>,
+    indices: Indices,
+    runtime: Arc<RuntimeShared>,
+}
+
+struct RuntimeShared {
+    engine: Engine,
+    limits: Limits,
+}
+
+struct Indices {
+    metadata: ex::metadata::GuestIndices,
+    networks: Option<ex::networks::GuestIndices>,
+    ports: Option<ex::ports::GuestIndices>,
+    health: Option<ex::health::GuestIndices>,
+    images: Option<ex::images::GuestIndices>,
+    services: Option<ex::services::GuestIndices>,
+}
+
+impl Runtime {
+    /// `cache_dir`: where compiled components are kept (`None` disables the disk cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, PluginError> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        // Epochs advance on an OS thread: a spinning guest must not be able to starve the ticker.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("orch-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        add_sandboxed_wasi(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
+        wit::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
+        Ok(Runtime { engine, linker, cache_dir, limits: Limits::default() })
+    }
+
+    fn cache_path(&self, sha: &str) -> Option<PathBuf> {
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let dir = self.cache_dir.as_ref()?;
+        Some(dir.join(format!("{}-{:016x}.cwasm", &sha[..32], h.finish())))
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8], sha: &str) -> Result<(Component, bool), PluginError> {
+        let cache = self.cache_path(sha);
+        if let Some(path) = &cache
+            && path.is_file()
+        {
+            // SAFETY: the file was written by `precompile_component` of an engine with the same compatibility hash
+            // (it is in the file name) and lives in orch's private cache directory.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, path) } {
+                return Ok((c, true));
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
+        if let Some(path) = &cache {
+            write_atomically(path, &compiled);
+        }
+        // SAFETY: `compiled` was produced by this very engine a moment ago.
+        let c = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
+        Ok((c, false))
+    }
+
+    /// Compiles (or loads from cache), checks the API version, links and describes a plugin.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
+        let started = Instant::now();
+        let sha = hex::encode(Sha256::digest(bytes));
+        let (component, from_cache) = self.compile(name, bytes, &sha)?;
+        let api_version = self.check_api(name, &component)?;
+
+        let mut linker = self.linker.clone();
+        // Files and sockets are not linked at all: a plugin that touches them traps with a clear error.
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
+        let indices = Indices {
+            metadata: ex::metadata::GuestIndices::new(&pre).map_err(|e| PluginError::NotAPlugin { plugin: name.into(), message: format!("{e:#}") })?,
+            networks: ex::networks::GuestIndices::new(&pre).ok(),
+            ports: ex::ports::GuestIndices::new(&pre).ok(),
+            health: ex::health::GuestIndices::new(&pre).ok(),
+            images: ex::images::GuestIndices::new(&pre).ok(),
+            services: ex::services::GuestIndices::new(&pre).ok(),
+        };
+        let runtime = Arc::new(RuntimeShared { engine: self.engine.clone(), limits: self.limits });
+        let mut plugin = LoadedPlugin {
+            name: name.into(),
+            description: types::Description { name: name.into(), version: String::new(), summary: String::new(), settings_schema: String::new(), implements: vec![] },
+            api_version,
+            sha256: sha,
+            stats: LoadStats::default(),
+            pre,
+            indices,
+            runtime,
+        };
+        plugin.description = plugin.describe()?;
+        for policy in &plugin.description.implements {
+            if !plugin.exports(*policy) {
+                return Err(PluginError::InvalidOutput {
+                    plugin: name.into(),
+                    call: "describe".into(),
+                    message: format!("it claims to implement {policy:?} but does not export orch:policy/{}", policy_interface(*policy)),
+                });
+            }
+        }
+        plugin.stats = LoadStats { from_cache, load: started.elapsed() };
+        Ok(plugin)
+    }
+
+    /// Finds the orch:policy version the component was built against and refuses incompatible ones.
+    fn check_api(&self, name: &str, component: &Component) -> Result<String, PluginError> {
+        let ty = component.component_type();
+        let names: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let version = names
+            .iter()
+            .find_map(|n| n.strip_prefix("orch:policy/metadata@").map(str::to_string))
+            .ok_or_else(|| PluginError::NotAPlugin {
+                plugin: name.into(),
+                message: format!("it does not export orch:policy/metadata (its exports: {})", if names.is_empty() { "none".into() } else { names.join(", ") }),
+            })?;
+        if !api_compatible(&version) {
+            return Err(PluginError::IncompatibleApi { plugin: name.into(), found: version, supported: API_VERSION.into() });
+        }
+        Ok(version)
+    }
+}
+
+fn policy_interface(p: types::Policy) -> &'static str {
+    match p {
+        types::Policy::Networks => "networks",
+        types::Policy::Ports => "ports",
+        types::Policy::Health => "health",
+        types::Policy::Images => "images",
+        types::Policy::Services => "services",
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) {
+    // A cache write that fails only costs a recompile next time, so errors are ignored.
+    if let Some(dir) = path.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Clocks, randomness, stdio and the exit/environment interfaces, all sandboxed; no filesystem, no sockets.
+fn add_sandboxed_wasi(l: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
+    use wasmtime_wasi::random::WasiRandom;
+    clocks::wall_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
+    random::random::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::environment::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::stdin::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::stdout::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::terminal_input::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::terminal_output::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::terminal_stdin::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::terminal_stdout::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    cli::terminal_stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<State, HasTable>(l, |t| &mut t.table)?;
+    sync::io::poll::add_to_linker::<State, HasTable>(l, |t| &mut t.table)?;
+    sync::io::streams::add_to_linker::<State, HasTable>(l, |t| &mut t.table)?;
+    Ok(())
+}
+
+struct HasTable;
+impl wasmtime::component::HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Which call a failure happened in, for error messages.
+#[derive(Clone, Copy)]
+enum Call {
+    Describe,
+    ValidateSettings,
+    Plan(types::Policy),
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Call::Describe => f.write_str("describe"),
+            Call::ValidateSettings => f.write_str("validate-settings"),
+            Call::Plan(p) => write!(f, "{}.plan", policy_interface(*p)),
+        }
+    }
+}
+
+/// The output of one call, with what the guest logged and printed.
+pub struct CallOutput<T> {
+    pub value: T,
+    pub logs: Vec<(types::Level, String)>,
+    pub elapsed: Duration,
+}
+
+impl LoadedPlugin {
+    pub fn exports(&self, policy: types::Policy) -> bool {
+        match policy {
+            types::Policy::Networks => self.indices.networks.is_some(),
+            types::Policy::Ports => self.indices.ports.is_some(),
+            types::Policy::Health => self.indices.health.is_some(),
+            types::Policy::Images => self.indices.images.is_some(),
+            types::Policy::Services => self.indices.services.is_some(),
+        }
+    }
+
+    pub fn implements(&self, policy: types::Policy) -> bool {
+        self.description.implements.contains(&policy)
+    }
+
+    /// Runs `f` on a fresh instance in a fresh, limited store and turns every failure into a [`PluginError`].
+    fn call<T>(
+        &self,
+        call: Call,
+        f: impl FnOnce(&mut Store<State>, &wasmtime::component::Instance, &Indices) -> wasmtime::Result<T>,
+    ) -> Result<CallOutput<T>, PluginError> {
+        let started = Instant::now();
+        let limits = self.runtime.limits;
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FixedWallClock)
+            .monotonic_clock(FixedMonotonicClock)
+            .secure_random(seeded_rng(self.sha256.as_bytes()))
+            .insecure_random(seeded_rng(b"insecure"))
+            .insecure_random_seed(0x0c4c_0de5)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State { wasi, table: ResourceTable::new(), limiter: Limiter { max_memory: limits.memory_bytes, denied: None }, logs: vec![] };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store.set_fuel(limits.fuel).map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let result = self.pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance, &self.indices));
+        let elapsed = started.elapsed();
+        match result {
+            Ok(value) => Ok(CallOutput { value, logs: std::mem::take(&mut store.data_mut().logs), elapsed }),
+            Err(err) => Err(self.classify(call, err, &store, &stderr, &stdout, limits)),
+        }
+    }
+
+    fn classify(&self, call: Call, err: wasmtime::Error, store: &Store<State>, stderr: &MemoryOutputPipe, stdout: &MemoryOutputPipe, limits: Limits) -> PluginError {
+        let plugin = self.name.clone();
+        let call = call.to_string();
+        if let Some(requested) = store.data().limiter.denied {
+            return PluginError::OutOfMemory { plugin, call, requested, limit: limits.memory_bytes };
+        }
+        let text = format!("{err:?}");
+        if let Some(rest) = text.split("unknown import: `").nth(1) {
+            let import = rest.split('`').next().unwrap_or_default().to_string();
+            let capability = if import.starts_with("wasi:filesystem") {
+                "the filesystem"
+            } else if import.starts_with("wasi:sockets") {
+                "the network"
+            } else {
+                "an import orch does not provide"
+            };
+            return PluginError::Forbidden { plugin, call, capability: capability.into(), import };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, call, fuel: limits.fuel },
+            Some(Trap::Interrupt) => PluginError::Timeout { plugin, call, limit_ms: limits.deadline.as_millis() as u64 },
+            _ => {
+                let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+                let printed = if printed.is_empty() { String::from_utf8_lossy(&stdout.contents()).trim().to_string() } else { printed };
+                let root = format!("{err:#}");
+                PluginError::Trap { plugin, call, message: root, output: printed.lines().take(20).collect::<Vec<_>>().join("\n") }
+            }
+        }
+    }
+
+    pub fn describe(&self) -> Result<types::Description, PluginError> {
+        self.call(Call::Describe, |store, instance, ix| ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store))
+            .map(|o| o.value)
+    }
+
+    /// `Ok(problems)`: the plugin's own verdict on the settings (empty when they are fine).
+    pub fn validate_settings(&self, settings: &str) -> Result<Vec<types::Diagnostic>, PluginError> {
+        let out = self.call(Call::ValidateSettings, |store, instance, ix| {
+            ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings)
+        })?;
+        Ok(out.value.err().unwrap_or_default())
+    }
+
+    fn policy_call<T>(
+        &self,
+        policy: types::Policy,
+        f: impl FnOnce(&mut Store<State>, &wasmtime::component::Instance, &Indices) -> wasmtime::Result<Option<Result<T, types::PluginError>>>,
+    ) -> Result<CallOutput<T>, PluginError> {
+        let out = self.call(Call::Plan(policy), f)?;
+        let call = Call::Plan(policy).to_string();
+        match out.value {
+            None => Err(PluginError::NotAPlugin { plugin: self.name.clone(), message: format!("it does not export {call}") }),
+            Some(Err(e)) => Err(PluginError::Refused { plugin: self.name.clone(), call, code: e.code, message: e.message, path: e.path }),
+            Some(Ok(value)) => Ok(CallOutput { value, logs: out.logs, elapsed: out.elapsed }),
+        }
+    }
+
+    pub fn plan_networks(&self, s: &types::Snapshot) -> Result<CallOutput<ex::networks::NetworkPlan>, PluginError> {
+        self.policy_call(types::Policy::Networks, |store, instance, ix| match &ix.networks {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    pub fn plan_ports(&self, s: &types::Snapshot) -> Result<CallOutput<ex::ports::PortPlan>, PluginError> {
+        self.policy_call(types::Policy::Ports, |store, instance, ix| match &ix.ports {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    pub fn plan_health(&self, s: &types::Snapshot) -> Result<CallOutput<ex::health::HealthPlan>, PluginError> {
+        self.policy_call(types::Policy::Health, |store, instance, ix| match &ix.health {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    pub fn plan_images(&self, s: &types::Snapshot) -> Result<CallOutput<ex::images::ImagePlan>, PluginError> {
+        self.policy_call(types::Policy::Images, |store, instance, ix| match &ix.images {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    pub fn plan_services(&self, s: &types::Snapshot) -> Result<CallOutput<ex::services::ServicePlan>, PluginError> {
+        self.policy_call(types::Policy::Services, |store, instance, ix| match &ix.services {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
+        })
+    }
+}
+
+/// Deterministic randomness for the guest (plugins must be reproducible; they get a seed in the snapshot anyway).
+fn seeded_rng(seed: &[u8]) -> impl rand::Rng + Send + 'static {
+    use rand::SeedableRng;
+    let digest = Sha256::digest(seed);
+    rand::rngs::StdRng::from_seed(digest.into())
+}

@@ -1,0 +1,173 @@
+//! Plan validation: everything that would make `up` fail or environments collide, found before anything starts.
+//! Problems become diagnostics on the plan (errors stop it; warnings are shown).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::facts::Facts;
+use crate::plan::{Level, Plan, PortStrategy, SubnetRequest};
+use crate::resolve::overlaps;
+
+const SOURCE: &str = "orch";
+
+/// RFC 1918 private space; anything else (e.g. 172.32.0.0/16) is someone's public address space.
+pub fn is_private(net: &Ipv4Net) -> bool {
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].iter().any(|p| p.parse::<Ipv4Net>().expect("literal").contains(net))
+}
+
+/// Problems found so far: (level, code, message, path).
+#[derive(Default)]
+struct Findings(Vec<(Level, &'static str, String, Option<String>)>);
+
+impl Findings {
+    fn err(&mut self, code: &'static str, message: String, path: String) {
+        self.0.push((Level::Error, code, message, Some(path)));
+    }
+    fn warn(&mut self, code: &'static str, message: String, path: String) {
+        self.0.push((Level::Warning, code, message, Some(path)));
+    }
+}
+
+pub fn validate(plan: &mut Plan, facts: &Facts) {
+    let mut f = Findings::default();
+    let mut subnets: Vec<(String, Ipv4Net)> = vec![];
+
+    for (name, n) in &plan.networks {
+        let path = format!("networks.{name}");
+        let Some(text) = &n.subnet else { continue };
+        let Ok(net) = text.parse::<Ipv4Net>() else {
+            f.err("plan.subnet-invalid", format!("network {name}: {text:?} is not an IPv4 CIDR"), path);
+            continue;
+        };
+        if net.trunc() != net {
+            f.err("plan.subnet-host-bits", format!("network {name}: subnet {net} has host bits set; did you mean {}?", net.trunc()), path.clone());
+        }
+        for (other, o) in &subnets {
+            if overlaps(o, &net) {
+                f.err("plan.subnet-overlap", format!("networks {other} ({o}) and {name} ({net}) overlap; give them disjoint subnets"), path.clone());
+            }
+        }
+        // Carved subnets avoid existing ones by construction; fixed ones are checked against what the engine has.
+        if matches!(n.subnet_request, Some(SubnetRequest::Fixed(_)))
+            && let Some(t) = facts.taken_subnets.iter().find(|t| overlaps(t, &net))
+        {
+            f.err(
+                "plan.subnet-taken",
+                format!("network {name}: subnet {net} overlaps {t}, which an existing network or host route already uses; pick another subnet or let orch carve one (remove the fixed subnet)"),
+                path.clone(),
+            );
+        }
+        if !is_private(&net) {
+            f.warn(
+                "plan.subnet-public",
+                format!("network {name}: subnet {net} is outside private address space (10/8, 172.16/12, 192.168/16); traffic for real hosts in it would be captured by this network"),
+                path.clone(),
+            );
+        }
+        if let Some(g) = &n.gateway {
+            match g.parse::<Ipv4Addr>() {
+                Ok(ip) if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() => {
+                    f.err("plan.gateway-outside", format!("network {name}: gateway {ip} is not a host address of {net}"), path.clone())
+                }
+                Ok(_) => {}
+                Err(_) => f.err("plan.gateway-invalid", format!("network {name}: gateway {g:?} is not an IPv4 address"), path.clone()),
+            }
+        }
+        if let Some(r) = &n.ip_range {
+            match r.parse::<Ipv4Net>() {
+                Ok(range) if !net.contains(&range) => f.err("plan.ip-range-outside", format!("network {name}: ip_range {range} is not inside {net}"), path.clone()),
+                Ok(_) => {}
+                Err(_) => f.err("plan.ip-range-invalid", format!("network {name}: ip_range {r:?} is not an IPv4 CIDR"), path.clone()),
+            }
+        }
+        subnets.push((name.clone(), net));
+    }
+
+    // Host ports: (protocol, port) → (service, host ip) already holding it.
+    let mut bound: BTreeMap<(String, u16), Vec<(String, Option<String>)>> = BTreeMap::new();
+    for (sname, s) in &plan.services {
+        let sp = format!("services.{sname}");
+        if s.networks.is_empty() {
+            f.err("plan.no-network", format!("service {sname} is attached to no network; attach it to at least one"), format!("{sp}.networks"));
+        }
+        for (net, att) in &s.networks {
+            let Some(n) = plan.networks.get(net) else {
+                f.err("plan.network-missing", format!("service {sname} is attached to network {net:?}, which the plan does not define"), format!("{sp}.networks.{net}"));
+                continue;
+            };
+            if let (Some(ip), Some(subnet)) = (&att.ipv4_address, n.subnet.as_ref().and_then(|s| s.parse::<Ipv4Net>().ok())) {
+                match ip.parse::<Ipv4Addr>() {
+                    Ok(addr) if subnet.contains(&addr) => {}
+                    _ => f.err("plan.address-outside", format!("service {sname}: ipv4_address {ip} is not in network {net} ({subnet})"), format!("{sp}.networks.{net}")),
+                }
+            }
+        }
+        for dep in s.depends_on.keys() {
+            if !plan.services.contains_key(dep) {
+                f.err("plan.dependency-missing", format!("service {sname} depends on {dep:?}, which is not a service of this plan"), format!("{sp}.depends_on.{dep}"));
+            }
+        }
+        let only_internal = !s.networks.is_empty() && s.networks.keys().all(|n| plan.networks.get(n).is_some_and(|n| n.internal));
+        for p in &s.ports {
+            let pp = format!("{sp}.ports.{}", p.key());
+            let Some(host) = p.host_port else { continue };
+            if only_internal && p.strategy != PortStrategy::Unpublished {
+                f.warn("plan.port-on-internal", format!("service {sname} is only on internal networks, so its published port {host} will not be reachable"), pp.clone());
+            }
+                if matches!(p.strategy, PortStrategy::Fixed { .. }) && facts.taken_host_ports.contains(&host) {
+                f.err("plan.port-taken", format!("service {sname}: host port {host} is already in use on this machine; use a port range or an ephemeral port"), pp.clone());
+            }
+            let holders = bound.entry((p.protocol.clone(), host)).or_default();
+            let wildcard = |ip: &Option<String>| ip.as_deref().is_none_or(|i| i == "0.0.0.0" || i == "::");
+            if let Some((other, _)) = holders.iter().find(|(_, ip)| wildcard(ip) || wildcard(&p.host_ip) || ip == &p.host_ip) {
+                f.err("plan.port-duplicate", format!("host port {host}/{} is published by both {other} and {sname}", p.protocol), pp.clone());
+            }
+            holders.push((sname.clone(), p.host_ip.clone()));
+        }
+    }
+    if let Some(cycle) = dependency_cycle(plan) {
+        f.0.push((Level::Error, "plan.dependency-cycle", format!("services depend on each other in a cycle: {}", cycle.join(" → ")), None));
+    }
+    for (level, code, message, path) in f.0 {
+        plan.diagnose(level, code, message, path, SOURCE);
+    }
+}
+
+/// The first dependency cycle found, as a path that starts and ends with the same service.
+pub fn dependency_cycle(plan: &Plan) -> Option<Vec<String>> {
+    fn visit<'a>(plan: &'a Plan, s: &'a str, stack: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Option<Vec<String>> {
+        if let Some(i) = stack.iter().position(|x| *x == s) {
+            let mut cycle: Vec<String> = stack[i..].iter().map(|x| x.to_string()).collect();
+            cycle.push(s.to_string());
+            return Some(cycle);
+        }
+        if done.contains(s) {
+            return None;
+        }
+        stack.push(s);
+        if let Some(service) = plan.services.get(s) {
+            for dep in service.depends_on.keys() {
+                if let Some(c) = visit(plan, dep, stack, done) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        done.insert(s);
+        None
+    }
+    let mut done = BTreeSet::new();
+    plan.services.keys().find_map(|s| visit(plan, s, &mut vec![], &mut done))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn private_space() {
+        assert!(super::is_private(&"172.30.0.0/16".parse().unwrap()));
+        assert!(!super::is_private(&"172.32.0.0/16".parse().unwrap()));
+        assert!(super::is_private(&"10.192.3.0/24".parse().unwrap()));
+    }
+}
