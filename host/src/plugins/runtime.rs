@@ -205,10 +205,13 @@ impl Runtime {
         if let Some(path) = &cache
             && path.is_file()
         {
-            // SAFETY: the file was written by `precompile_component` of an engine with the same compatibility hash
-            // (it is in the file name) and lives in orch's private cache directory.
-            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, path) } {
-                return Ok((c, true));
+            // Read rather than mmap: a cache file truncated by another process must not crash this one (SIGBUS).
+            if let Ok(bytes) = std::fs::read(path) {
+                // SAFETY: the file was written by `precompile_component` of an engine with the same compatibility
+                // hash (it is in the file name) into orch's private cache directory; wasmtime checks its header.
+                if let Ok(c) = unsafe { Component::deserialize(&self.engine, &bytes) } {
+                    return Ok((c, true));
+                }
             }
         }
         let compiled = self
@@ -232,10 +235,8 @@ impl Runtime {
         let api_version = self.check_api(name, &component)?;
 
         let mut linker = self.linker.clone();
-        // Files and sockets are not linked at all: a plugin that touches them traps with a clear error.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
+        deny_files_and_sockets(&mut linker, &self.engine, &component)
+            .map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
         let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
         let indices = Indices {
             metadata: ex::metadata::GuestIndices::new(&pre).map_err(|e| PluginError::NotAPlugin { plugin: name.into(), message: format!("{e:#}") })?,
@@ -257,6 +258,10 @@ impl Runtime {
             runtime,
         };
         plugin.description = plugin.describe()?;
+        // From here on the plugin goes by its own name (a path's file stem was only a stand-in).
+        if !plugin.description.name.is_empty() {
+            plugin.name = plugin.description.name.clone();
+        }
         for policy in &plugin.description.implements {
             if !plugin.exports(*policy) {
                 return Err(PluginError::InvalidOutput {
@@ -286,6 +291,37 @@ impl Runtime {
         }
         Ok(version)
     }
+}
+
+/// Files and sockets are not provided at all: every `wasi:filesystem` / `wasi:sockets` function the component
+/// imports is defined as a trap that names the import, so a plugin touching them stops with a clear error instead
+/// of quietly getting an I/O error. (Other imports link by semver; unknown ones fail at load time.)
+const WASI_IO_RESOURCES: [&str; 4] = ["input-stream", "output-stream", "error", "pollable"];
+
+fn deny_files_and_sockets(linker: &mut Linker<State>, engine: &Engine, component: &Component) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::ResourceType;
+    for (instance_name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        if !(instance_name.starts_with("wasi:filesystem/") || instance_name.starts_with("wasi:sockets/")) {
+            continue;
+        }
+        let mut li = linker.instance(instance_name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let full = format!("{instance_name}#{export}");
+                    li.func_new(export, move |_, _, _, _| Err(wasmtime::Error::msg(format!("unknown import: `{full}` has not been defined"))))?;
+                }
+                // Streams, errors and pollables are wasi:io's (already linked) re-exported here; keep them.
+                ComponentItem::Resource(_) if !WASI_IO_RESOURCES.contains(&export) => {
+                    li.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn policy_interface(p: types::Policy) -> &'static str {

@@ -62,6 +62,22 @@ impl Plugin for Misbehave {
                 });
                 Ok(plan)
             }
+            // Decides fields another plugin (bpo-networks) decided too: main's size and db's isolation.
+            "override" => {
+                let mut plan = NetworkPlan::empty();
+                for (name, internal) in [("main", None), ("db", Some(false))] {
+                    plan.networks.push(NetworkIntent {
+                        name: name.into(),
+                        subnet: (name == "main").then_some(SubnetRequest::Size(26)),
+                        gateway: None,
+                        ip_range: None,
+                        internal,
+                        driver: None,
+                        driver_opts: vec![],
+                    });
+                }
+                Ok(plan)
+            }
             "clock" => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 let mut plan = NetworkPlan::empty();
