@@ -7,6 +7,7 @@
 pub mod interpolate;
 pub mod model;
 mod parse;
+pub use parse::{normalize_name, parse_bytes, parse_duration_ms};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -17,6 +17,18 @@ pub enum EngineError {
     Timeout(Duration),
     #[error("Docker engine error: {0}")]
     Api(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("building image {image} failed: {message}")]
+    Build { image: String, message: String },
+}
+
+impl EngineError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, EngineError::NotFound(_))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +49,129 @@ pub struct ContainerSummary {
     pub published: Vec<(u16, u16, String)>,
 }
 
+/// A network to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub driver: String,
+    pub internal: bool,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A host port binding of a container port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortBinding {
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_ip: Option<String>,
+    /// `None`: the engine picks a free port.
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub network: String,
+    pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    Volume { source: Option<String>, target: String, read_only: bool },
+    Bind { source: String, target: String, read_only: bool },
+    Tmpfs { target: String, size: Option<u64> },
+}
+
+/// A container to create; `endpoints[0]` is attached at creation, the rest before start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortBinding>,
+    pub endpoints: Vec<Endpoint>,
+    pub healthcheck: Option<orch_compose::Healthcheck>,
+    pub memory: Option<u64>,
+    pub memory_reservation: Option<u64>,
+    pub cpus: Option<f64>,
+    pub tmpfs: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub restart: Option<String>,
+    pub log_driver: Option<(String, BTreeMap<String, String>)>,
+    pub stop_timeout_s: Option<i64>,
+}
+
+/// A container as the engine reports it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerState {
+    pub id: String,
+    pub name: String,
+    /// created, running, restarting, exited, paused, dead
+    pub status: String,
+    pub exit_code: Option<i64>,
+    /// starting, healthy, unhealthy (when the container has a healthcheck)
+    pub health: Option<String>,
+    /// (container port, protocol, host ip, host port)
+    pub ports: Vec<(u16, String, String, u16)>,
+    /// network name → IPv4 address
+    pub addresses: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    pub tag: String,
+    /// A tar archive of the build context.
+    pub context: Vec<u8>,
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: bool,
+}
+
+/// Which resources to select by label, e.g. `orch.env=1a2b3c4d`.
+pub type LabelFilter = Vec<String>;
+
 /// What orch needs from a container engine.
 pub trait Engine: Send + Sync {
     fn list_networks(&self) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
     fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
     fn list_images(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// Networks carrying all of these labels (`key=value` or `key`).
+    fn networks_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
+    fn containers_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
+    /// (name, labels) of volumes carrying all of these labels.
+    fn volumes_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
+    fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn build_image(&self, spec: BuildSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Disconnects every endpoint, then removes; a missing network is success.
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn inspect_network(&self, name: &str) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
+    fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stop_container(&self, id: &str, timeout_s: i64) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Force-removes with anonymous volumes; a missing container is success.
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn inspect_container(&self, id: &str) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
+    /// The container's output so far as (is_stderr, line).
+    fn logs(&self, id: &str, tail: Option<usize>) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
+    /// Runs a command in the container; returns its exit code and combined output.
+    fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
 }
 
 /// Docker through bollard, with the API version negotiated (Debian's engine speaks 1.41).
@@ -52,6 +182,16 @@ pub struct DockerEngine {
 
 fn api(e: bollard::errors::Error) -> EngineError {
     EngineError::Api(e.to_string())
+}
+
+/// Maps bollard's errors, treating 404 and 409 specially so callers can make removal idempotent and resolve
+/// name conflicts.
+fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ {
+    move |e| match &e {
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => EngineError::NotFound(what.to_string()),
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message } => EngineError::Conflict(format!("{what}: {message}")),
+        _ => EngineError::Api(format!("{what}: {e}")),
+    }
 }
 
 impl DockerEngine {
@@ -73,40 +213,372 @@ impl DockerEngine {
 impl Engine for DockerEngine {
     async fn list_networks(&self) -> Result<Vec<NetworkSummary>, EngineError> {
         let nets = self.docker.list_networks(None).await.map_err(api)?;
-        Ok(nets
-            .into_iter()
-            .map(|n| NetworkSummary {
-                id: n.id.unwrap_or_default(),
-                name: n.name.unwrap_or_default(),
-                subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
-                labels: n.labels.unwrap_or_default().into_iter().collect(),
-            })
-            .collect())
+        Ok(nets.into_iter().map(network_summary).collect())
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).build();
         let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
-        Ok(list
-            .into_iter()
-            .map(|c| ContainerSummary {
-                id: c.id.unwrap_or_default(),
-                name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                labels: c.labels.unwrap_or_default().into_iter().collect(),
-                published: c
-                    .ports
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|p| Some((p.public_port?, p.private_port, p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into()))))
-                    .collect(),
-            })
-            .collect())
+        Ok(list.into_iter().map(container_summary).collect())
     }
 
     async fn list_images(&self) -> Result<Vec<String>, EngineError> {
         let list = self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.map_err(api)?;
         Ok(list.into_iter().flat_map(|i| i.repo_tags).filter(|t| t != "<none>:<none>").collect())
+    }
+
+    async fn networks_labelled(&self, labels: &LabelFilter) -> Result<Vec<NetworkSummary>, EngineError> {
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&label_filters(labels)).build();
+        let nets = self.docker.list_networks(Some(opts)).await.map_err(api)?;
+        Ok(nets.into_iter().map(network_summary).collect())
+    }
+
+    async fn containers_labelled(&self, labels: &LabelFilter) -> Result<Vec<ContainerSummary>, EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&label_filters(labels)).build();
+        let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
+        Ok(list.into_iter().map(container_summary).collect())
+    }
+
+    async fn volumes_labelled(&self, labels: &LabelFilter) -> Result<Vec<(String, BTreeMap<String, String>)>, EngineError> {
+        let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&label_filters(labels)).build();
+        let list = self.docker.list_volumes(Some(opts)).await.map_err(api)?;
+        Ok(list.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels.into_iter().collect())).collect())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await.map_err(classify(image)) {
+            Ok(_) => Ok(true),
+            Err(EngineError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn build_image(&self, spec: BuildSpec) -> Result<(), EngineError> {
+        use futures_util::StreamExt;
+        let mut opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
+            .dockerfile(&spec.dockerfile)
+            .t(&spec.tag)
+            .nocache(spec.no_cache)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&spec.args.clone().into_iter().collect())
+            .labels(&spec.labels.clone().into_iter().collect());
+        if let Some(t) = &spec.target {
+            opts = opts.target(t);
+        }
+        let mut stream = self.docker.build_image(opts.build(), None, Some(bollard::body_full(spec.context.into())));
+        let mut tail: Vec<String> = vec![];
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| EngineError::Build { image: spec.tag.clone(), message: e.to_string() })?;
+            if let Some(detail) = info.error_detail {
+                let message = detail.message.unwrap_or_default();
+                return Err(EngineError::Build { image: spec.tag.clone(), message: format!("{message}\n{}", tail.join("")) });
+            }
+            if let Some(line) = info.stream {
+                tail.push(line);
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
+        use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+        let ipam = spec.subnet.as_ref().map(|subnet| Ipam {
+            driver: Some("default".into()),
+            config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), gateway: spec.gateway.clone(), ip_range: spec.ip_range.clone(), ..Default::default() }]),
+            options: None,
+        });
+        let req = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some(spec.driver.clone()),
+            internal: Some(spec.internal),
+            ipam,
+            options: Some(spec.options.clone().into_iter().collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        let created = self.docker.create_network(req).await.map_err(classify(&format!("network {}", spec.name)))?;
+        Ok(created.id)
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        let what = format!("network {name}");
+        let net = match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(classify(&what)) {
+            Ok(n) => n,
+            Err(EngineError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // Stragglers (containers someone attached by hand) would make the removal fail: disconnect them first.
+        for id in net.containers.unwrap_or_default().keys() {
+            let req = bollard::models::NetworkDisconnectRequest { container: id.clone(), force: Some(true) };
+            match self.docker.disconnect_network(name, req).await.map_err(classify(&what)) {
+                Ok(()) | Err(EngineError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.docker.remove_network(name).await.map_err(classify(&what)) {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn inspect_network(&self, name: &str) -> Result<NetworkSummary, EngineError> {
+        let n = self
+            .docker
+            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(classify(&format!("network {name}")))?;
+        Ok(NetworkSummary {
+            id: n.id.unwrap_or_default(),
+            name: n.name.unwrap_or_default(),
+            subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
+            labels: n.labels.unwrap_or_default().into_iter().collect(),
+        })
+    }
+
+    async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
+        let req = bollard::models::VolumeCreateRequest { name: Some(name.into()), labels: Some(labels.clone().into_iter().collect()), ..Default::default() };
+        self.docker.create_volume(req).await.map_err(classify(&format!("volume {name}")))?;
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default().force(true).build();
+        match self.docker.remove_volume(name, Some(opts)).await.map_err(classify(&format!("volume {name}"))) {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let body = container_body(spec);
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = self.docker.create_container(Some(opts), body).await.map_err(classify(&format!("container {}", spec.name)))?;
+        // API 1.41 attaches one network at creation; the others are connected before start.
+        for ep in spec.endpoints.iter().skip(1) {
+            let req = bollard::models::NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint_settings(ep)) };
+            self.docker.connect_network(&ep.network, req).await.map_err(classify(&format!("network {}", ep.network)))?;
+        }
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), EngineError> {
+        self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(classify(&format!("container {id}")))
+    }
+
+    async fn stop_container(&self, id: &str, timeout_s: i64) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::StopContainerOptionsBuilder::default().t(timeout_s as i32).build();
+        match self.docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(EngineError::Api(m)) if m.contains("304") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            // "removal already in progress" is success too.
+            Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(classify(&format!("container {id}")))?;
+        let state = c.state.unwrap_or_default();
+        let mut ports = vec![];
+        let mut addresses = BTreeMap::new();
+        if let Some(ns) = c.network_settings {
+            for (key, bindings) in ns.ports.unwrap_or_default() {
+                let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
+                let Ok(port) = port.parse::<u16>() else { continue };
+                for b in bindings.unwrap_or_default() {
+                    if let Some(hp) = b.host_port.and_then(|h| h.parse::<u16>().ok()) {
+                        ports.push((port, proto.to_string(), b.host_ip.unwrap_or_default(), hp));
+                    }
+                }
+            }
+            for (net, ep) in ns.networks.unwrap_or_default() {
+                if let Some(ip) = ep.ip_address.filter(|i| !i.is_empty()) {
+                    addresses.insert(net, ip);
+                }
+            }
+        }
+        ports.sort();
+        Ok(ContainerState {
+            id: c.id.unwrap_or_default(),
+            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code,
+            health: state.health.and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none"),
+            ports,
+            addresses,
+            labels: c.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+            started_at: state.started_at,
+        })
+    }
+
+    async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<(bool, String)>, EngineError> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()))
+            .build();
+        let mut stream = self.docker.logs(id, Some(opts));
+        let mut out = vec![];
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(classify(&format!("container {id}")))?;
+            let is_err = matches!(item, bollard::container::LogOutput::StdErr { .. });
+            let text = String::from_utf8_lossy(&item.into_bytes()).into_owned();
+            for line in text.lines() {
+                out.push((is_err, line.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String), EngineError> {
+        use futures_util::StreamExt;
+        let what = format!("container {id}");
+        let cfg = bollard::models::ExecConfig { attach_stdout: Some(true), attach_stderr: Some(true), cmd: Some(cmd.to_vec()), ..Default::default() };
+        let exec = self.docker.create_exec(id, cfg).await.map_err(classify(&what))?;
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(classify(&what))? {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(classify(&what))?;
+                if output.len() < 64 << 10 {
+                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+        }
+        let info = self.docker.inspect_exec(&exec.id).await.map_err(classify(&what))?;
+        Ok((info.exit_code.unwrap_or(-1), output))
+    }
+}
+
+fn label_filters(labels: &LabelFilter) -> std::collections::HashMap<String, Vec<String>> {
+    std::collections::HashMap::from([("label".to_string(), labels.clone())])
+}
+
+fn network_summary(n: bollard::models::Network) -> NetworkSummary {
+    NetworkSummary {
+        id: n.id.unwrap_or_default(),
+        name: n.name.unwrap_or_default(),
+        subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
+        labels: n.labels.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+fn container_summary(c: bollard::models::ContainerSummary) -> ContainerSummary {
+    ContainerSummary {
+        id: c.id.unwrap_or_default(),
+        name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+        state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+        published: c
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| Some((p.public_port?, p.private_port, p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into()))))
+            .collect(),
+    }
+}
+
+fn endpoint_settings(ep: &Endpoint) -> bollard::models::EndpointSettings {
+    bollard::models::EndpointSettings {
+        aliases: Some(ep.aliases.clone()),
+        ipam_config: ep.ipv4_address.as_ref().map(|ip| bollard::models::EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn ms_to_ns(ms: Option<u64>) -> Option<i64> {
+    ms.map(|m| (m as i64).saturating_mul(1_000_000))
+}
+
+fn container_body(spec: &ContainerSpec) -> bollard::models::ContainerCreateBody {
+    use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions, MountType, RestartPolicy, RestartPolicyNameEnum};
+    let mut port_bindings: std::collections::HashMap<String, Option<Vec<bollard::models::PortBinding>>> = std::collections::HashMap::new();
+    for p in &spec.ports {
+        port_bindings.entry(format!("{}/{}", p.container_port, p.protocol)).or_insert_with(|| Some(vec![])).as_mut().expect("some").push(
+            bollard::models::PortBinding { host_ip: p.host_ip.clone(), host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()) },
+        );
+    }
+    let mounts: Vec<Mount> = spec
+        .mounts
+        .iter()
+        .map(|m| match m {
+            MountSpec::Volume { source, target, read_only } => {
+                Mount { typ: Some(MountType::VOLUME), source: source.clone(), target: Some(target.clone()), read_only: Some(*read_only), ..Default::default() }
+            }
+            MountSpec::Bind { source, target, read_only } => {
+                Mount { typ: Some(MountType::BIND), source: Some(source.clone()), target: Some(target.clone()), read_only: Some(*read_only), ..Default::default() }
+            }
+            MountSpec::Tmpfs { target, size } => Mount {
+                typ: Some(MountType::TMPFS),
+                target: Some(target.clone()),
+                tmpfs_options: size.map(|s| MountTmpfsOptions { size_bytes: Some(s as i64), ..Default::default() }),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let restart = spec.restart.as_deref().map(|r| RestartPolicy {
+        name: Some(match r {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            r if r.starts_with("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::NO,
+        }),
+        maximum_retry_count: spec.restart.as_deref().and_then(|r| r.strip_prefix("on-failure:")).and_then(|n| n.parse().ok()),
+    });
+    let host_config = HostConfig {
+        port_bindings: Some(port_bindings),
+        memory: spec.memory.map(|m| m as i64),
+        memory_reservation: spec.memory_reservation.map(|m| m as i64),
+        nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+        tmpfs: Some(spec.tmpfs.iter().map(|t| (t.clone(), String::new())).collect()),
+        mounts: Some(mounts),
+        restart_policy: restart,
+        log_config: spec.log_driver.as_ref().map(|(d, o)| HostConfigLogConfig { typ: Some(d.clone()), config: Some(o.clone().into_iter().collect()) }),
+        ..Default::default()
+    };
+    let networking_config = spec.endpoints.first().map(|ep| bollard::models::NetworkingConfig {
+        endpoints_config: Some(std::collections::HashMap::from([(ep.network.clone(), endpoint_settings(ep))])),
+    });
+    bollard::models::ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.clone()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        exposed_ports: Some(spec.ports.iter().map(|p| format!("{}/{}", p.container_port, p.protocol)).collect()),
+        healthcheck: spec.healthcheck.as_ref().map(|h| bollard::models::HealthConfig {
+            test: Some(h.test.clone()),
+            interval: ms_to_ns(h.interval_ms),
+            timeout: ms_to_ns(h.timeout_ms),
+            retries: h.retries.map(i64::from),
+            start_period: ms_to_ns(h.start_period_ms),
+            // Docker 20.10 (API 1.41) does not know start_interval; orch polls readiness itself instead.
+            start_interval: None,
+        }),
+        user: spec.user.clone(),
+        working_dir: spec.working_dir.clone(),
+        hostname: spec.hostname.clone(),
+        stop_timeout: spec.stop_timeout_s,
+        host_config: Some(host_config),
+        networking_config,
+        ..Default::default()
     }
 }
 

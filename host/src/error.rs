@@ -17,6 +17,8 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error("the plan is invalid:\n{}", diagnostics.iter().map(|d| format!("  - {}{} [{}, from {}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source)).collect::<Vec<_>>().join("\n"))]
     InvalidPlan { diagnostics: Vec<Diagnostic> },
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("{0}")]
     Usage(String),
 }
@@ -29,6 +31,7 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 3;
     pub const PLUGIN: u8 = 4;
     pub const ENGINE: u8 = 5;
+    pub const SERVICE: u8 = 6;
 }
 
 impl Error {
@@ -40,6 +43,8 @@ impl Error {
             }
             Error::Plugin(_) => exit::PLUGIN,
             Error::Engine(_) => exit::ENGINE,
+            Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(_)) => exit::ENGINE,
+            Error::Lifecycle(_) => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
         }
     }

@@ -153,7 +153,8 @@ pub fn to_compose(plan: &Plan) -> Value {
         networks.insert(name.clone(), Value::Object(m));
     }
     let mut out = Map::new();
-    out.insert("name".into(), json!(format!("{}-{}", id.project, id.env_id)));
+    // Identity goes in an extension block: docker-compose v1 rejects a top-level `name:`.
+    out.insert("x-orch".into(), json!({ "project": id.project, "env": id.env_id, "env_kind": id.env_kind }));
     out.insert("services".into(), Value::Object(services));
     out.insert("networks".into(), Value::Object(networks));
     if !plan.volumes.is_empty() {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod facts;
+pub mod lifecycle;
 pub mod plan;
 pub mod plugins;
 pub mod resolve;

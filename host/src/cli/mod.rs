@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use orch::error::exit;
 use orch::facts::Facts;
 use orch::plan::EnvKind;
+use orch::lifecycle;
 use orch::plugins::{self, PluginRef, Runtime};
 use orch::{Error, PlanRequest};
 
@@ -35,6 +36,70 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Create and start an isolated environment from the plan
+    Up {
+        #[command(flatten)]
+        input: PlanInput,
+        /// Return once containers are started, without waiting for readiness
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for every service to be ready (e.g. 90s, 2m)
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Leave what was created in place when `up` fails (for debugging)
+        #[arg(long)]
+        keep_on_failure: bool,
+        /// Rebuild images of services with `build:` without the layer cache
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Remove an environment's containers and networks (and volumes with --volumes)
+    Down {
+        #[command(flatten)]
+        select: Select,
+        /// Every orch environment on this engine
+        #[arg(long, conflicts_with = "env")]
+        all_mine: bool,
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// Environments and services with their state, ports and age
+    Ps {
+        #[command(flatten)]
+        select: Select,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Health report of an environment's services
+    Health {
+        #[command(flatten)]
+        select: Select,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The host address of a service's container port
+    Port {
+        #[command(flatten)]
+        select: Select,
+        service: String,
+        port: u16,
+    },
+    /// Connection variables for a test process (e.g. POSTGRES_PORT=49153)
+    Env {
+        #[command(flatten)]
+        select: Select,
+        #[arg(long, value_enum, default_value_t = EnvFormat::Dotenv)]
+        format: EnvFormat,
+    },
+    /// A service's output so far
+    Logs {
+        #[command(flatten)]
+        select: Select,
+        service: String,
+        /// Only the last N lines
+        #[arg(long)]
+        tail: Option<usize>,
+    },
     /// Built-in and external policy plugins
     Plugin {
         #[command(subcommand)]
@@ -53,6 +118,27 @@ enum PluginCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EnvFormat {
+    Dotenv,
+    Json,
+}
+
+/// Which environment a command acts on.
+#[derive(Args)]
+struct Select {
+    /// Environment id (as printed by `orch up`); optional when exactly one environment exists
+    #[arg(long = "env")]
+    env: Option<String>,
+    /// Only environments of this project
+    #[arg(short = 'p', long = "project-name")]
+    project: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    orch_compose::parse_duration_ms(s).map(std::time::Duration::from_millis).ok_or_else(|| format!("invalid duration {s:?}; use e.g. 90s or 2m"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -174,8 +260,168 @@ pub fn run() -> u8 {
     }
 }
 
+fn engine(rt: &tokio::runtime::Runtime) -> Result<orch::engine::DockerEngine, Error> {
+    Ok(rt.block_on(orch::engine::DockerEngine::connect())?)
+}
+
+/// The label filter for `select`; without --env, the single environment that exists (or an error listing them).
+fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine, select: &Select) -> Result<Vec<String>, Error> {
+    if let Some(env) = &select.env {
+        return Ok(lifecycle::env_filter(select.project.as_deref(), env));
+    }
+    let mut filter = vec![lifecycle::labels::ENV.to_string()];
+    if let Some(p) = &select.project {
+        filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
+    }
+    let all = rt.block_on(lifecycle::status(engine, &filter))?;
+    let envs: std::collections::BTreeSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.env.clone())).collect();
+    match envs.len() {
+        0 => Err(Error::Usage("no orch environment is running; start one with `orch up`".into())),
+        1 => {
+            let (p, e) = envs.into_iter().next().expect("one");
+            Ok(lifecycle::env_filter(Some(&p), &e))
+        }
+        _ => Err(Error::Usage(format!(
+            "several environments are running ({}); choose one with --env",
+            envs.iter().map(|(p, e)| format!("{e} ({p})")).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn print_progress(p: lifecycle::Progress) {
+    use lifecycle::Progress::*;
+    let line = match p {
+        Building { service, image } => format!("{service}: building {image}"),
+        NetworkCreated { name, subnet } => format!("network {name} created ({})", subnet.unwrap_or_default()),
+        Creating { service } => format!("{service}: creating"),
+        Starting { service } => format!("{service}: starting"),
+        Waiting { service, what } => format!("{service}: waiting until {what}"),
+        Ready { service, after } => format!("{service}: ready after {:.1}s", after.as_secs_f64()),
+        Failed { service, reason } => format!("{service}: FAILED: {reason}"),
+        RollingBack => "rolling back: removing everything this run created".to_string(),
+        Removed { containers, networks, volumes } => format!("removed {containers} containers, {networks} networks, {volumes} volumes"),
+    };
+    eprintln!("{line}");
+}
+
 fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Up { input, no_wait, timeout, keep_on_failure, no_cache } => {
+            let mut request = input.request()?;
+            if request.env_id.is_none() {
+                request.env_id = Some(orch::new_env_id());
+            }
+            let settings = orch::plugin_settings(&input.plugin_settings)?;
+            let refs: Vec<PluginRef> = input.plugins.iter().map(|p| PluginRef::parse(p)).collect();
+            let plugin_runtime = runtime(&cli.cache_dir)?;
+            let active = plugins::activate(&plugin_runtime, &refs, &settings)?;
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let facts = rt.block_on(orch::engine::gather_facts(&engine))?;
+            let outcome = orch::make_plan(&request, &active, &facts)?;
+            for w in &outcome.warnings {
+                eprintln!("warning: {w}");
+            }
+            let plan = outcome.plan;
+            let opts = lifecycle::UpOptions { wait: !no_wait, timeout, keep_on_failure, no_cache };
+            let id = plan.identity.clone();
+            eprintln!("environment {} of project {}: bringing up {} services on {} networks", id.env_id, id.project, plan.services.len(), plan.networks.len());
+            let result = rt.block_on(async {
+                tokio::select! {
+                    r = lifecycle::up(&engine, &plan, &opts, &print_progress) => r.map_err(Error::from),
+                    _ = tokio::signal::ctrl_c() => {
+                        eprintln!("interrupted: removing environment {}", id.env_id);
+                        let _ = lifecycle::down(&engine, &lifecycle::env_filter(Some(&id.project), &id.env_id), true).await;
+                        Err(Error::Usage("interrupted".into()))
+                    }
+                }
+            });
+            let report = result?;
+            eprintln!("environment {} is up in {:.1}s; remove it with `orch down --env {}`", id.env_id, report.elapsed.as_secs_f64(), id.env_id);
+            println!("{}", id.env_id);
+            Ok(())
+        }
+        Command::Down { select, all_mine, volumes } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let filters: Vec<Vec<String>> = if all_mine {
+                let all = rt.block_on(lifecycle::status(&engine, &[lifecycle::labels::ENV.to_string()]))?;
+                let envs: std::collections::BTreeSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.env.clone())).collect();
+                envs.into_iter().map(|(p, e)| lifecycle::env_filter(Some(&p), &e)).collect()
+            } else {
+                vec![resolve_select(&rt, &engine, &select)?]
+            };
+            for f in filters {
+                let started = std::time::Instant::now();
+                let removed = rt.block_on(lifecycle::down(&engine, &f, volumes))?;
+                eprintln!(
+                    "{}: removed {} containers, {} networks, {} volumes in {:.2}s",
+                    f.join(","),
+                    removed.containers,
+                    removed.networks,
+                    removed.volumes,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok(())
+        }
+        Command::Ps { select, format } | Command::Health { select, format } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let mut filter = match &select.env {
+                Some(e) => lifecycle::env_filter(select.project.as_deref(), e),
+                None => vec![lifecycle::labels::ENV.to_string()],
+            };
+            if select.env.is_none()
+                && let Some(p) = &select.project
+            {
+                filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
+            }
+            let list = rt.block_on(lifecycle::status(&engine, &filter))?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
+            } else {
+                print!("{}", render::status(&list));
+            }
+            Ok(())
+        }
+        Command::Port { select, service, port } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let filter = resolve_select(&rt, &engine, &select)?;
+            let list = rt.block_on(lifecycle::status(&engine, &filter))?;
+            let s = list.iter().find(|s| s.service == service).ok_or_else(|| Error::Usage(format!("no service {service} in {}", filter.join(","))))?;
+            let (_, ip, hp) = s
+                .ports
+                .iter()
+                .find(|(p, ip, _)| p.split('/').next() == Some(&port.to_string()) && ip != "::")
+                .ok_or_else(|| Error::Usage(format!("service {service} does not publish port {port}")))?;
+            println!("{}:{hp}", if ip.is_empty() || ip == "0.0.0.0" { "127.0.0.1" } else { ip });
+            Ok(())
+        }
+        Command::Env { select, format } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let filter = resolve_select(&rt, &engine, &select)?;
+            let list = rt.block_on(lifecycle::status(&engine, &filter))?;
+            let vars = lifecycle::connection_env(&list);
+            match format {
+                EnvFormat::Json => println!("{}", serde_json::to_string_pretty(&vars).expect("serialises")),
+                EnvFormat::Dotenv => vars.iter().for_each(|(k, v)| println!("{k}={v}")),
+            }
+            Ok(())
+        }
+        Command::Logs { select, service, tail } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let filter = resolve_select(&rt, &engine, &select)?;
+            let list = rt.block_on(lifecycle::status(&engine, &filter))?;
+            let s = list.iter().find(|s| s.service == service).ok_or_else(|| Error::Usage(format!("no service {service} in {}", filter.join(","))))?;
+            for (is_err, line) in rt.block_on(orch::engine::Engine::logs(&engine, &s.container, tail))? {
+                if is_err { eprintln!("{line}") } else { println!("{line}") }
+            }
+            Ok(())
+        }
         Command::Plan { input, format, explain } => {
             let request = input.request()?;
             let settings = orch::plugin_settings(&input.plugin_settings)?;

@@ -2,6 +2,7 @@
 
 use orch::plan::{Level, Plan, PortStrategy, WaitStrategy};
 use orch::plugins::LoadedPlugin;
+use orch::plugins::runtime::policy_interface;
 use orch::plugins::runtime::types::Policy;
 
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -30,7 +31,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn policies(list: &[Policy]) -> String {
-    list.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>().join(",")
+    list.iter().map(|p| policy_interface(*p)).collect::<Vec<_>>().join(",")
 }
 
 fn bytes(b: u64) -> String {
@@ -134,7 +135,7 @@ pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
             "version": d.version,
             "summary": d.summary,
             "api_version": p.api_version,
-            "implements": d.implements.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
+            "implements": d.implements.iter().map(|p| policy_interface(*p)).collect::<Vec<_>>(),
             "settings_schema": schema,
             "sha256": p.sha256,
         });
@@ -159,4 +160,24 @@ pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
         }
     }
     out
+}
+
+pub fn status(list: &[orch::lifecycle::ServiceStatus]) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let ports: Vec<String> = s.ports.iter().filter(|p| p.1 != "::").map(|(p, _, hp)| format!("{hp}->{p}")).collect();
+            let age = now.saturating_sub(s.created);
+            vec![
+                s.env.clone(),
+                s.project.clone(),
+                s.service.clone(),
+                s.state.clone(),
+                if ports.is_empty() { "-".into() } else { ports.join(" ") },
+                if age >= 3600 { format!("{}h", age / 3600) } else if age >= 60 { format!("{}m", age / 60) } else { format!("{age}s") },
+            ]
+        })
+        .collect();
+    table(&["ENV", "PROJECT", "SERVICE", "STATE", "PORTS", "AGE"], &rows)
 }

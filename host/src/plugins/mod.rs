@@ -211,7 +211,7 @@ pub fn apply_all(plan: &mut Plan, plugins: &[ActivePlugin], facts: &Facts) -> Re
             for (lvl, message) in logs {
                 plan.diagnose(convert::level(lvl).min(Level::Info), "plugin.log", message, None, &format!("plugin:{name}"));
             }
-            timings.push(CallTiming { plugin: name.to_string(), call: format!("{policy:?}").to_lowercase(), elapsed });
+            timings.push(CallTiming { plugin: name.to_string(), call: runtime::policy_interface(policy).to_string(), elapsed });
         }
     }
     Ok(timings)

@@ -324,7 +324,8 @@ fn deny_files_and_sockets(linker: &mut Linker<State>, engine: &Engine, component
     Ok(())
 }
 
-fn policy_interface(p: types::Policy) -> &'static str {
+/// The WIT interface name of a policy ("networks", "ports", …).
+pub fn policy_interface(p: types::Policy) -> &'static str {
     match p {
         types::Policy::Networks => "networks",
         types::Policy::Ports => "ports",

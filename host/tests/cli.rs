@@ -1,0 +1,184 @@
+//! The `orch` binary as users run it: output formats, `--explain`, plugin commands, and documented exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn orch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .current_dir(root())
+        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
+        .output()
+        .expect("run orch")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const BPO: &[&str] = &["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--env", "cli", "--no-engine"];
+
+fn bpo(extra: &[&str]) -> Output {
+    let mut args = BPO.to_vec();
+    args.extend_from_slice(extra);
+    orch(&args)
+}
+
+#[test]
+fn bpo_plan_has_five_tiers_and_the_seeds_assignments() {
+    let out = bpo(&["--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["format"], "orch.plan/v1");
+    let nets: Vec<&str> = plan["networks"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(nets, ["db", "external", "gpu", "main", "monitoring"]);
+    for (tier, internal) in [("db", true), ("gpu", true), ("monitoring", true), ("main", false), ("external", false)] {
+        assert_eq!(plan["networks"][tier]["internal"], internal, "{tier}");
+        assert_eq!(plan["networks"][tier]["docker_name"], format!("bpo-cli-{tier}"));
+    }
+    // Seed 003's table.
+    let expected: &[(&str, &[&str])] = &[
+        ("postgres", &["db", "main"]),
+        ("prefect-db", &["db", "main"]),
+        ("pgbouncer", &["db", "main"]),
+        ("prefect-server", &["external", "main"]),
+        ("prefect-agent", &["gpu", "main"]),
+        ("api", &["external", "gpu", "main"]),
+        ("redis", &["main"]),
+        ("ollama", &["gpu", "main"]),
+        ("label-studio", &["external", "main"]),
+        ("grafana", &["main", "monitoring"]),
+        ("prometheus", &["main", "monitoring"]),
+    ];
+    for (service, tiers) in expected {
+        let got: Vec<&str> = plan["services"][service]["networks"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(&got, tiers, "{service}");
+    }
+    // Only external-tier services publish.
+    assert_eq!(plan["services"]["postgres"]["ports"][0]["strategy"]["kind"], "unpublished");
+    assert_eq!(plan["services"]["api"]["ports"][0]["host_port"], 8000);
+}
+
+#[test]
+fn json_output_is_stable_across_runs() {
+    let a = bpo(&["--format", "json"]);
+    let b = bpo(&["--format", "json"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn explain_shows_who_set_each_field() {
+    let out = bpo(&["--explain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.trim_start().starts_with("networks.main.subnet")).expect("a provenance line for main's subnet");
+    assert!(line.ends_with("plugin:bpo-networks → orch"), "{line}");
+    let line = text.lines().find(|l| l.trim_start().starts_with("services.api.networks ")).unwrap();
+    assert!(line.ends_with("compose → plugin:bpo-networks"), "{line}");
+    // JSON carries the same provenance only when asked.
+    let json: serde_json::Value = serde_json::from_slice(&bpo(&["--format", "json", "--explain"]).stdout).unwrap();
+    assert_eq!(json["provenance"]["networks.db.internal"], serde_json::json!(["plugin:bpo-networks"]));
+    let plain: serde_json::Value = serde_json::from_slice(&bpo(&["--format", "json"]).stdout).unwrap();
+    assert!(plain.get("provenance").is_none());
+}
+
+#[test]
+fn composed_plugins_later_wins() {
+    let misbehave = orch_test_plugins::MISBEHAVE;
+    let out = bpo(&["--plugin", misbehave, "--plugin-setting", "misbehave.mode=override", "--format", "json", "--explain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["plugins"], serde_json::json!(["bpo-networks", "misbehave"]));
+    assert_eq!(plan["networks"]["main"]["subnet_request"], serde_json::json!({ "size": 26 }));
+    assert_eq!(plan["networks"]["db"]["internal"], false);
+    assert_eq!(plan["provenance"]["networks.main.subnet"], serde_json::json!(["plugin:bpo-networks", "plugin:misbehave", "orch"]));
+}
+
+#[test]
+fn compose_output_is_a_valid_compose_file() {
+    let out = bpo(&["--format", "compose"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    // The real docker-compose must accept it.
+    let check = Command::new("docker-compose").arg("-f").arg(&file).args(["-p", "orchtest", "config", "-q"]).output();
+    match check {
+        Ok(c) => assert!(c.status.success(), "docker-compose rejected the export: {}", String::from_utf8_lossy(&c.stderr)),
+        Err(e) => panic!("docker-compose is needed for this test (.ci/run installs it): {e}"),
+    }
+    // And orch can import its own export.
+    let again = orch(&["plan", "-f", file.to_str().unwrap(), "--env", "cli", "--no-engine", "--format", "json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+}
+
+#[test]
+fn exit_codes_are_documented_ones() {
+    // 3: invalid input, naming the file and the path at fault.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("compose.yaml");
+    std::fs::write(&bad, "services:\n  web:\n    image: web\n    ports: [\"99999:80\"]\n").unwrap();
+    let out = orch(&["plan", "-f", bad.to_str().unwrap(), "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("compose.yaml") && err.contains("services.web.ports[0]") && err.contains("99999"), "{err}");
+
+    let out = orch(&["plan", "-f", "does/not/exist.yaml", "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("does/not/exist.yaml"));
+
+    let out = orch(&["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "no-such-plugin", "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("built-in plugins are bpo-networks"), "{}", stderr(&out));
+
+    let out = bpo(&["--plugin-setting", "bpo-networks.subnets=diagonal"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("`subnets` must be"), "{}", stderr(&out));
+
+    // 4: a plugin failure, naming the plugin, the call and the cause.
+    let out = bpo(&["--plugin", orch_test_plugins::MISBEHAVE, "--plugin-setting", "misbehave.mode=loop"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("plugin misbehave: networks.plan used up its CPU budget"), "{}", stderr(&out));
+
+    // 2: usage.
+    let out = orch(&["plan", "--env-kind", "staging"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = orch(&["plan", "-f", "examples/bpo/compose.yaml", "--env", "Not Valid", "--no-engine"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    // A failed plan leaves no cache junk besides compiled plugins and touches no file of the user's.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "services: [").unwrap();
+    let out = orch(&["plan", "-f", file.to_str().unwrap(), "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "services: [");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn plugin_list_and_inspect() {
+    let out = orch(&["plugin", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("bpo-networks") && stdout(&out).contains("networks,ports"));
+    let out = orch(&["plugin", "inspect", "bpo-networks", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["api_version"], "0.1.0");
+    assert_eq!(v["implements"], serde_json::json!(["networks", "ports"]));
+    assert_eq!(v["settings_schema"]["properties"]["subnets"]["default"], "carved");
+    let out = orch(&["plugin", "inspect", orch_test_plugins::FUTURE_API]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("orch:policy@0.2.0"), "{}", stderr(&out));
+}
