@@ -112,7 +112,7 @@ pub struct ContainerSpec {
 }
 
 /// A container as the engine reports it now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerState {
     pub id: String,
     pub name: String,
@@ -127,6 +127,8 @@ pub struct ContainerState {
     pub addresses: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub started_at: Option<String>,
+    /// The healthcheck the container was created with.
+    pub healthcheck: Option<orch_compose::Healthcheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,12 +166,15 @@ pub trait Engine: Send + Sync {
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn stop_container(&self, id: &str, timeout_s: i64) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Stops gracefully; without `timeout_s` the container's own stop timeout (`stop_grace_period`) applies.
+    fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Force-removes with anonymous volumes; a missing container is success.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn inspect_container(&self, id: &str) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
     /// The container's output so far as (is_stderr, line).
     fn logs(&self, id: &str, tail: Option<usize>) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
+    /// Streams the container's output to `sink` (is_stderr, line) until it stops (or forever with `follow`).
+    fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Runs a command in the container; returns its exit code and combined output.
     fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
 }
@@ -369,8 +374,12 @@ impl Engine for DockerEngine {
         self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(classify(&format!("container {id}")))
     }
 
-    async fn stop_container(&self, id: &str, timeout_s: i64) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::StopContainerOptionsBuilder::default().t(timeout_s as i32).build();
+    async fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> Result<(), EngineError> {
+        let mut opts = bollard::query_parameters::StopContainerOptionsBuilder::default();
+        if let Some(t) = timeout_s {
+            opts = opts.t(t as i32);
+        }
+        let opts = opts.build();
         match self.docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
             Ok(()) => Ok(()),
             // 304: already stopped.
@@ -415,6 +424,16 @@ impl Engine for DockerEngine {
             }
         }
         ports.sort();
+        let config = c.config.unwrap_or_default();
+        let ns_to_ms = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| (n / 1_000_000) as u64);
+        let healthcheck = config.healthcheck.filter(|h| h.test.as_ref().is_some_and(|t| !t.is_empty())).map(|h| orch_compose::Healthcheck {
+            test: h.test.unwrap_or_default(),
+            interval_ms: ns_to_ms(h.interval),
+            timeout_ms: ns_to_ms(h.timeout),
+            retries: h.retries.map(|r| r as u32),
+            start_period_ms: ns_to_ms(h.start_period),
+            start_interval_ms: ns_to_ms(h.start_interval),
+        });
         Ok(ContainerState {
             id: c.id.unwrap_or_default(),
             name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
@@ -423,8 +442,9 @@ impl Engine for DockerEngine {
             health: state.health.and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none"),
             ports,
             addresses,
-            labels: c.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
             started_at: state.started_at,
+            healthcheck,
         })
     }
 
@@ -446,6 +466,25 @@ impl Engine for DockerEngine {
             }
         }
         Ok(out)
+    }
+
+    async fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> Result<(), EngineError> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()))
+            .build();
+        let mut stream = self.docker.logs(id, Some(opts));
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(classify(&format!("container {id}")))?;
+            let is_err = matches!(item, bollard::container::LogOutput::StdErr { .. });
+            for line in String::from_utf8_lossy(&item.into_bytes()).lines() {
+                sink(is_err, line);
+            }
+        }
+        Ok(())
     }
 
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String), EngineError> {

@@ -21,6 +21,9 @@ pub enum Error {
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("{0}")]
     Usage(String),
+    /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
+    #[error("the command exited with status {0}")]
+    CommandFailed(u8),
 }
 
 /// Documented exit codes (README.md, "Exit codes").
@@ -46,6 +49,7 @@ impl Error {
             Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(_)) => exit::ENGINE,
             Error::Lifecycle(_) => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
+            Error::CommandFailed(code) => *code,
         }
     }
 }

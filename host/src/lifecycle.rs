@@ -25,6 +25,8 @@ pub mod labels {
     pub const OWNER: &str = "orch.owner";
     pub const CREATED: &str = "orch.created";
     pub const PLAN_HASH: &str = "orch.plan-hash";
+    /// The service's wait strategies (JSON), so `restart` can wait the same way without the plan.
+    pub const WAIT: &str = "orch.wait";
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -314,7 +316,7 @@ async fn start_service<E: Engine>(
     if must_wait {
         for strategy in &s.wait {
             progress(Progress::Waiting { service: name.into(), what: describe_wait(strategy) });
-            wait_for(engine, name, s, id, strategy, deadline).await?;
+            wait_for(engine, name, id, strategy, deadline).await?;
         }
         progress(Progress::Ready { service: name.into(), after: began.elapsed() });
         tx.send_replace(Status::Ready);
@@ -338,7 +340,7 @@ async fn last_logs<E: Engine>(engine: &E, id: &str) -> Vec<String> {
 }
 
 /// Polls one wait strategy until it holds, the container dies, or the deadline passes.
-async fn wait_for<E: Engine>(engine: &E, name: &str, s: &ServicePlan, id: &str, strategy: &WaitStrategy, deadline: Instant) -> Result<(), LifecycleError> {
+async fn wait_for<E: Engine>(engine: &E, name: &str, id: &str, strategy: &WaitStrategy, deadline: Instant) -> Result<(), LifecycleError> {
     let began = Instant::now();
     loop {
         let state = engine.inspect_container(id).await?;
@@ -363,7 +365,7 @@ async fn wait_for<E: Engine>(engine: &E, name: &str, s: &ServicePlan, id: &str, 
                 });
             }
             WaitStrategy::Running => state.status == "running",
-            WaitStrategy::Healthcheck => healthy(engine, name, s, id, &state).await?,
+            WaitStrategy::Healthcheck => healthy(engine, name, id, &state).await?,
             WaitStrategy::Tcp { container_port } => match address(&state, *container_port) {
                 Some(addr) => tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await.is_ok_and(|r| r.is_ok()),
                 None => return Err(no_address(name, *container_port)),
@@ -428,7 +430,7 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 
 /// Healthy when Docker says so, or when the healthcheck command succeeds now (orch runs it itself so readiness is
 /// seen within ~100 ms instead of after Docker's interval).
-async fn healthy<E: Engine>(engine: &E, name: &str, s: &ServicePlan, id: &str, state: &ContainerState) -> Result<bool, LifecycleError> {
+async fn healthy<E: Engine>(engine: &E, name: &str, id: &str, state: &ContainerState) -> Result<bool, LifecycleError> {
     match state.health.as_deref() {
         Some("healthy") => return Ok(true),
         Some("unhealthy") => {
@@ -439,7 +441,7 @@ async fn healthy<E: Engine>(engine: &E, name: &str, s: &ServicePlan, id: &str, s
     if state.status != "running" {
         return Ok(false);
     }
-    let Some(h) = &s.healthcheck else {
+    let Some(h) = &state.healthcheck else {
         return Err(LifecycleError::ServiceFailed { service: name.into(), reason: "it is awaited as healthy but has no healthcheck".into(), logs: vec![] });
     };
     let cmd: Vec<String> = match h.test.first().map(String::as_str) {
@@ -572,6 +574,7 @@ fn container_spec(plan: &Plan, name: &str, s: &ServicePlan, image: &str, labels:
     let mut all_labels = s.labels.clone();
     all_labels.extend(labels.clone());
     all_labels.insert(labels::SERVICE.into(), name.into());
+    all_labels.insert(labels::WAIT.into(), serde_json::to_string(&s.wait).expect("wait strategies serialise"));
     let endpoints = s
         .networks
         .iter()
@@ -624,6 +627,23 @@ fn container_spec(plan: &Plan, name: &str, s: &ServicePlan, image: &str, labels:
         log_driver: s.logging.as_ref().map(|l| (l.driver.clone().unwrap_or_else(|| "json-file".into()), l.options.clone())),
         stop_timeout_s: s.stop_grace_period_ms.map(|ms| (ms / 1000) as i64),
     }
+}
+
+/// Restarts one service of a running environment and waits for it as `up` did (strategies from its labels).
+pub async fn restart<E: Engine>(engine: &E, filter: &[String], service: &str, timeout: Duration) -> Result<Duration, LifecycleError> {
+    let began = Instant::now();
+    let mut f = filter.to_vec();
+    f.push(format!("{}={service}", labels::SERVICE));
+    let found = engine.containers_labelled(&f).await?;
+    let c = found.first().ok_or_else(|| EngineError::NotFound(format!("service {service} in {}", filter.join(","))))?;
+    let waits: Vec<WaitStrategy> = c.labels.get(labels::WAIT).and_then(|w| serde_json::from_str(w).ok()).unwrap_or_else(|| vec![WaitStrategy::Running]);
+    engine.stop_container(&c.id, None).await?;
+    engine.start_container(&c.id).await?;
+    let deadline = began + timeout;
+    for w in &waits {
+        wait_for(engine, service, &c.id, w, deadline).await?;
+    }
+    Ok(began.elapsed())
 }
 
 /// What `down` removed.

@@ -365,3 +365,35 @@ fn facts_include_existing_networks() {
     assert!(facts.taken_subnets.iter().any(|n| n.to_string() == "172.17.0.0/16"), "the default bridge is taken: {:?}", facts.taken_subnets);
     assert!(facts.local_images.contains(IMAGE));
 }
+
+#[test]
+fn restart_waits_for_health_again_and_exec_passes_the_status_through() {
+    let s = setup();
+    let compose = r#"
+name: rs
+services:
+  web:
+    image: orch-test/busybox:latest
+    command: ["sh", "-c", "sleep 1; mkdir -p /www && echo ok > /www/health && httpd -f -p 8080 -h /www"]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
+      interval: 30s
+"#;
+    let (plan, env) = s.plan("restart", 208, compose);
+    s.up(&plan).unwrap();
+    let name = &plan.services["web"].container_name;
+    let before = s.rt.block_on(s.engine.inspect_container(name)).unwrap().started_at;
+    let filter = lifecycle::env_filter(Some(&env.project), &env.id);
+    let took = s.rt.block_on(lifecycle::restart(&s.engine, &filter, "web", Duration::from_secs(30))).unwrap();
+    assert!(took >= Duration::from_secs(1), "restart returned before the service could be healthy: {took:?}");
+    let after = s.rt.block_on(s.engine.inspect_container(name)).unwrap();
+    assert_ne!(after.started_at, before);
+    assert_eq!(s.exec(name, &["wget", "-q", "-O-", "http://127.0.0.1:8080/health"]), (0, "ok\n".into()));
+
+    let orch = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_orch")).args(args).output().unwrap();
+    let out = orch(&["exec", "--env", &env.id, "web", "--", "sh", "-c", "echo hi; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let logs = orch(&["logs", "--env", &env.id, "web"]);
+    assert!(logs.status.success());
+}

@@ -91,7 +91,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = EnvFormat::Dotenv)]
         format: EnvFormat,
     },
-    /// A service's output so far
+    /// A service's output
     Logs {
         #[command(flatten)]
         select: Select,
@@ -99,6 +99,25 @@ enum Command {
         /// Only the last N lines
         #[arg(long)]
         tail: Option<usize>,
+        /// Keep printing new output
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Restart a service and wait until it is ready again
+    Restart {
+        #[command(flatten)]
+        select: Select,
+        service: String,
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Run a command in a service's container; exits with the command's status
+    Exec {
+        #[command(flatten)]
+        select: Select,
+        service: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Built-in and external policy plugins
     Plugin {
@@ -288,6 +307,15 @@ fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEng
     }
 }
 
+fn service_container(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine, select: &Select, service: &str) -> Result<String, Error> {
+    let filter = resolve_select(rt, engine, select)?;
+    let list = rt.block_on(lifecycle::status(engine, &filter))?;
+    list.iter()
+        .find(|s| s.service == service)
+        .map(|s| s.container.clone())
+        .ok_or_else(|| Error::Usage(format!("no service {service} in {}; `orch ps` lists the services", filter.join(","))))
+}
+
 fn print_progress(p: lifecycle::Progress) {
     use lifecycle::Progress::*;
     let line = match p {
@@ -411,14 +439,30 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Logs { select, service, tail } => {
+        Command::Logs { select, service, tail, follow } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let container = service_container(&rt, &engine, &select, &service)?;
+            let sink = |is_err: bool, line: &str| if is_err { eprintln!("{line}") } else { println!("{line}") };
+            rt.block_on(orch::engine::Engine::stream_logs(&engine, &container, follow, tail, &sink))?;
+            Ok(())
+        }
+        Command::Restart { select, service, timeout } => {
             let rt = tokio();
             let engine = engine(&rt)?;
             let filter = resolve_select(&rt, &engine, &select)?;
-            let list = rt.block_on(lifecycle::status(&engine, &filter))?;
-            let s = list.iter().find(|s| s.service == service).ok_or_else(|| Error::Usage(format!("no service {service} in {}", filter.join(","))))?;
-            for (is_err, line) in rt.block_on(orch::engine::Engine::logs(&engine, &s.container, tail))? {
-                if is_err { eprintln!("{line}") } else { println!("{line}") }
+            let took = rt.block_on(lifecycle::restart(&engine, &filter, &service, timeout))?;
+            eprintln!("{service}: restarted and ready after {:.1}s", took.as_secs_f64());
+            Ok(())
+        }
+        Command::Exec { select, service, command } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let container = service_container(&rt, &engine, &select, &service)?;
+            let (code, output) = rt.block_on(orch::engine::Engine::exec(&engine, &container, &command))?;
+            print!("{output}");
+            if code != 0 {
+                return Err(Error::CommandFailed(code.clamp(1, 255) as u8));
             }
             Ok(())
         }
