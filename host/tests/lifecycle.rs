@@ -378,6 +378,7 @@ services:
     healthcheck:
       test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
       interval: 30s
+    stop_grace_period: 1s
 "#;
     let (plan, env) = s.plan("restart", 208, compose);
     s.up(&plan).unwrap();
