@@ -189,6 +189,14 @@ fn api(e: bollard::errors::Error) -> EngineError {
     EngineError::Api(e.to_string())
 }
 
+/// Removal is idempotent: a resource that is already gone counts as removed.
+fn gone_is_done(r: Result<(), EngineError>) -> Result<(), EngineError> {
+    match r {
+        Err(EngineError::NotFound(_)) => Ok(()),
+        other => other,
+    }
+}
+
 /// Maps bollard's errors, treating 404 and 409 specially so callers can make removal idempotent and resolve
 /// name conflicts.
 fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ {
@@ -319,15 +327,9 @@ impl Engine for DockerEngine {
         // Stragglers (containers someone attached by hand) would make the removal fail: disconnect them first.
         for id in net.containers.unwrap_or_default().keys() {
             let req = bollard::models::NetworkDisconnectRequest { container: id.clone(), force: Some(true) };
-            match self.docker.disconnect_network(name, req).await.map_err(classify(&what)) {
-                Ok(()) | Err(EngineError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            gone_is_done(self.docker.disconnect_network(name, req).await.map_err(classify(&what)))?;
         }
-        match self.docker.remove_network(name).await.map_err(classify(&what)) {
-            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        gone_is_done(self.docker.remove_network(name).await.map_err(classify(&what)))
     }
 
     async fn inspect_network(&self, name: &str) -> Result<NetworkSummary, EngineError> {
@@ -352,10 +354,7 @@ impl Engine for DockerEngine {
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default().force(true).build();
-        match self.docker.remove_volume(name, Some(opts)).await.map_err(classify(&format!("volume {name}"))) {
-            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        gone_is_done(self.docker.remove_volume(name, Some(opts)).await.map_err(classify(&format!("volume {name}"))))
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
@@ -390,11 +389,10 @@ impl Engine for DockerEngine {
 
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
         let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        match self.docker.remove_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
-            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+        match gone_is_done(self.docker.remove_container(id, Some(opts)).await.map_err(classify(&format!("container {id}")))) {
             // "removal already in progress" is success too.
             Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 

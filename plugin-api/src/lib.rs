@@ -159,12 +159,16 @@ mod adapter {
     }
 }
 
-/// Exports a [`Plugin`] implementation as the component's `orch:policy` exports.
+/// Exports a [`Plugin`] implementation as the component's `orch:policy` exports. The exports exist only when
+/// compiling for wasm: their names (`orch:policy/networks@0.1.0#plan`) are not valid native symbols, and a native
+/// build is for unit-testing the plugin's logic.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         #[doc(hidden)]
+        #[cfg(target_family = "wasm")]
         type __OrchPluginExport = $crate::Export<$plugin>;
+        #[cfg(target_family = "wasm")]
         $crate::bindings::__export_orch_plugin!(__OrchPluginExport with_types_in $crate::bindings);
     };
 }

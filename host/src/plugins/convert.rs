@@ -13,6 +13,7 @@ use super::runtime::wit::exports::orch::policy as ex;
 use crate::facts::Facts;
 use crate::plan::*;
 
+
 fn kv(map: &BTreeMap<String, String>) -> Vec<w::KeyValue> {
     map.iter().map(|(k, v)| w::KeyValue { key: k.clone(), value: v.clone() }).collect()
 }
@@ -214,6 +215,15 @@ impl Apply<'_> {
         }
     }
 
+    /// Edits one service; `f` returns the fields it set, which are recorded as set by this plugin.
+    fn edit(&mut self, service: &str, f: impl FnOnce(&mut ServicePlan) -> Vec<&'static str>) {
+        let touched = f(self.plan.services.get_mut(service).expect("checked by Apply::service"));
+        let source = self.source.clone();
+        for t in touched {
+            self.plan.set_by(format!("services.{service}.{t}"), &source);
+        }
+    }
+
     fn diagnostics(&mut self, list: &[w::Diagnostic]) {
         for d in list {
             let (source, path) = (self.source.clone(), d.path.clone());
@@ -357,20 +367,18 @@ pub fn apply_health(plan: &mut Plan, plugin: &str, out: &ex::health::HealthPlan)
         {
             return Err(a.invalid(format!("service {}: a healthcheck test must start with CMD, CMD-SHELL or NONE", h.service)));
         }
-        let source = a.source.clone();
-        let service = a.plan.services.get_mut(&h.service).expect("checked above");
-        let mut touched = vec![];
-        if let Some(hc) = &h.healthcheck {
-            service.healthcheck = Some(from_healthcheck(hc));
-            touched.push("healthcheck");
-        }
-        if let Some(ws) = &h.wait {
-            service.wait = ws.iter().map(from_wait).collect();
-            touched.push("wait");
-        }
-        for t in touched {
-            a.plan.set_by(format!("services.{}.{t}", h.service), &source);
-        }
+        a.edit(&h.service, |service| {
+            let mut touched = vec![];
+            if let Some(hc) = &h.healthcheck {
+                service.healthcheck = Some(from_healthcheck(hc));
+                touched.push("healthcheck");
+            }
+            if let Some(ws) = &h.wait {
+                service.wait = ws.iter().map(from_wait).collect();
+                touched.push("wait");
+            }
+            touched
+        });
     }
     a.diagnostics(&out.diagnostics);
     Ok(())
@@ -383,20 +391,18 @@ pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) 
         if i.image.as_deref().is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace)) {
             return Err(a.invalid(format!("service {}: image reference {:?} is not valid", i.service, i.image.as_deref().unwrap_or_default())));
         }
-        let source = a.source.clone();
-        let service = a.plan.services.get_mut(&i.service).expect("checked above");
-        let mut touched = vec![];
-        if let Some(img) = &i.image {
-            service.image = Some(img.clone());
-            touched.push("image");
-        }
-        if let Some(b) = &i.build {
-            service.build = Some(from_build(b, service.build.as_ref()));
-            touched.push("build");
-        }
-        for t in touched {
-            a.plan.set_by(format!("services.{}.{t}", i.service), &source);
-        }
+        a.edit(&i.service, |service| {
+            let mut touched = vec![];
+            if let Some(img) = &i.image {
+                service.image = Some(img.clone());
+                touched.push("image");
+            }
+            if let Some(b) = &i.build {
+                service.build = Some(from_build(b, service.build.as_ref()));
+                touched.push("build");
+            }
+            touched
+        });
     }
     a.diagnostics(&out.diagnostics);
     Ok(())
@@ -409,44 +415,42 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
         if i.add_tmpfs.iter().any(|t| !t.starts_with('/')) {
             return Err(a.invalid(format!("service {}: tmpfs mount points must be absolute paths", i.service)));
         }
-        let source = a.source.clone();
-        let service = a.plan.services.get_mut(&i.service).expect("checked above");
-        let mut touched = vec![];
-        if let Some(r) = &i.resources {
-            let merged = Resources {
-                memory_limit: r.memory_limit.or(service.resources.memory_limit),
-                memory_reservation: r.memory_reservation.or(service.resources.memory_reservation),
-                cpus: r.cpus.or(service.resources.cpus),
-                cpus_reservation: service.resources.cpus_reservation,
-            };
-            service.resources = merged;
-            touched.push("resources");
-        }
-        for t in &i.add_tmpfs {
-            if !service.tmpfs.contains(t) {
-                service.tmpfs.push(t.clone());
+        a.edit(&i.service, |service| {
+            let mut touched = vec![];
+            if let Some(r) = &i.resources {
+                let merged = Resources {
+                    memory_limit: r.memory_limit.or(service.resources.memory_limit),
+                    memory_reservation: r.memory_reservation.or(service.resources.memory_reservation),
+                    cpus: r.cpus.or(service.resources.cpus),
+                    cpus_reservation: service.resources.cpus_reservation,
+                };
+                service.resources = merged;
+                touched.push("resources");
             }
-            touched.push("tmpfs");
-        }
-        if let Some(l) = &i.logging {
-            service.logging = Some(Logging { driver: Some(l.driver.clone()), options: from_kv(&l.options) });
-            touched.push("logging");
-        }
-        if !i.add_labels.is_empty() {
-            service.labels.extend(from_kv(&i.add_labels));
-            touched.push("labels");
-        }
-        if !i.add_environment.is_empty() {
-            service.environment.extend(from_kv(&i.add_environment));
-            touched.push("environment");
-        }
-        if i.drop_container_name && service.requested_container_name.take().is_some() {
-            touched.push("container_name");
-        }
-        touched.dedup();
-        for t in touched {
-            a.plan.set_by(format!("services.{}.{t}", i.service), &source);
-        }
+            for t in &i.add_tmpfs {
+                if !service.tmpfs.contains(t) {
+                    service.tmpfs.push(t.clone());
+                }
+                touched.push("tmpfs");
+            }
+            if let Some(l) = &i.logging {
+                service.logging = Some(Logging { driver: Some(l.driver.clone()), options: from_kv(&l.options) });
+                touched.push("logging");
+            }
+            if !i.add_labels.is_empty() {
+                service.labels.extend(from_kv(&i.add_labels));
+                touched.push("labels");
+            }
+            if !i.add_environment.is_empty() {
+                service.environment.extend(from_kv(&i.add_environment));
+                touched.push("environment");
+            }
+            if i.drop_container_name && service.requested_container_name.take().is_some() {
+                touched.push("container_name");
+            }
+            touched.dedup();
+            touched
+        });
     }
     a.diagnostics(&out.diagnostics);
     Ok(())

@@ -237,3 +237,46 @@ const SCHEMA: &str = r#"{
 }"#;
 
 export_plugin!(BpoNetworks);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, image: &str) -> Service {
+        Service {
+            name: name.into(),
+            image: Some(image.into()),
+            build: None,
+            container_name: None,
+            ports: vec![],
+            networks: vec![],
+            healthcheck: None,
+            wait: vec![],
+            labels: vec![],
+            environment: vec![],
+            depends_on: vec![],
+            resources: Resources { memory_limit: None, memory_reservation: None, cpus: None },
+            tmpfs: vec![],
+            logging: None,
+        }
+    }
+
+    #[test]
+    fn tiers_by_name_then_image_then_default() {
+        let s = Settings::default();
+        assert_eq!(s.tiers_of(&service("api", "x")), ["main", "gpu", "external"]);
+        assert_eq!(s.tiers_of(&service("Label_Studio", "x")), ["main", "external"]);
+        assert_eq!(s.tiers_of(&service("db", "docker.io/library/postgres:15-alpine")), ["main", "db"]);
+        assert_eq!(s.tiers_of(&service("worker", "busybox")), ["main"]);
+    }
+
+    #[test]
+    fn settings_override_and_are_checked() {
+        let s: Settings = serde_json::from_str(r#"{"assignments": {"worker": ["gpu", "main"]}, "default-tiers": ["monitoring"]}"#).unwrap();
+        assert_eq!(s.tiers_of(&service("worker", "x")), ["main", "gpu"]);
+        assert_eq!(s.tiers_of(&service("other", "x")), ["monitoring"]);
+        let bad: Settings = serde_json::from_str(r#"{"subnets": "both", "prefix": 30, "publish-tiers": ["roof"]}"#).unwrap();
+        let codes: Vec<String> = bad.check().into_iter().map(|d| d.code).collect();
+        assert_eq!(codes, ["bpo.settings", "bpo.settings", "bpo.unknown-tier"]);
+    }
+}

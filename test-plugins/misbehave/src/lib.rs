@@ -4,11 +4,11 @@ use orch_plugin_api::*;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
-struct Settings {
-    mode: String,
+pub struct Settings {
+    pub mode: String,
 }
 
-struct Misbehave;
+pub struct Misbehave;
 
 impl Plugin for Misbehave {
     fn describe() -> Description {
