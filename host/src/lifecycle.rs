@@ -659,6 +659,9 @@ pub struct Removed {
 pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
     let filter = filter.to_vec();
     let containers = engine.containers_labelled(&filter).await?;
+    // Test and CI environments are disposable: kill at once. Dev and prod ones get their graceful stop first.
+    let graceful = |c: &crate::engine::ContainerSummary| matches!(c.labels.get("orch.env-kind").map(String::as_str), Some("dev" | "prod"));
+    join_all(containers.iter().filter(|c| graceful(c) && c.state == "running").map(|c| engine.stop_container(&c.id, None))).await;
     join_all(containers.iter().map(|c| retry(|| engine.remove_container(&c.id)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let networks = engine.networks_labelled(&filter).await?;
     join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.name)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -701,12 +704,36 @@ pub struct ServiceStatus {
     /// (container port/protocol, host ip, host port)
     pub ports: Vec<(String, String, u16)>,
     pub created: u64,
+    /// The `orch.owner` label: `pid:start-time@host:boot-id`.
+    pub owner: String,
 }
 
-/// Every orch-labelled container matching the filter, with its state.
+/// Every orch-labelled container matching the filter, with its state as the engine reports it.
 pub async fn status<E: Engine>(engine: &E, filter: &[String]) -> Result<Vec<ServiceStatus>, EngineError> {
+    status_probed(engine, filter, false).await
+}
+
+/// Like [`status`]; with `probe`, a container Docker still calls "starting" (its first healthcheck interval has not
+/// passed) has its healthcheck run now, so the report says what holds now.
+pub async fn status_probed<E: Engine>(engine: &E, filter: &[String], probe: bool) -> Result<Vec<ServiceStatus>, EngineError> {
     let list = engine.containers_labelled(&filter.to_vec()).await?;
-    let states = join_all(list.iter().map(|c| engine.inspect_container(&c.id))).await;
+    let states = join_all(list.iter().map(|c| async move {
+        let mut st = engine.inspect_container(&c.id).await?;
+        if probe && st.status == "running" && st.health.as_deref() == Some("starting") {
+            // A few quick tries: one failed exec should not turn a healthy service into "starting".
+            let mut ok = false;
+            for _ in 0..3 {
+                if matches!(healthy(engine, &c.name, &c.id, &st).await, Ok(true)) {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            st.health = Some(if ok { "healthy" } else { "starting" }.to_string());
+        }
+        Ok::<_, EngineError>(st)
+    }))
+    .await;
     let mut out = vec![];
     for (c, st) in list.iter().zip(states) {
         let Ok(st) = st else { continue };
@@ -726,6 +753,7 @@ pub async fn status<E: Engine>(engine: &E, filter: &[String]) -> Result<Vec<Serv
             state,
             ports: st.ports.iter().map(|(p, proto, ip, hp)| (format!("{p}/{proto}"), ip.clone(), *hp)).collect(),
             created: c.labels.get(labels::CREATED).and_then(|v| v.parse().ok()).unwrap_or(0),
+            owner: c.labels.get(labels::OWNER).cloned().unwrap_or_default(),
         });
     }
     out.sort_by(|a, b| (&a.project, &a.env, &a.service).cmp(&(&b.project, &b.env, &b.service)));

@@ -17,6 +17,17 @@ fn count(kind: &str, env: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// Runs examples/images/build.sh once per test process (the tests run in parallel).
+fn prepare_images() {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if !*done {
+        let status = Command::new(root().join("examples/images/build.sh")).status().unwrap();
+        assert!(status.success(), "examples/images/build.sh failed");
+        *done = true;
+    }
+}
+
 struct Down(String);
 impl Drop for Down {
     fn drop(&mut self) {
@@ -26,8 +37,7 @@ impl Drop for Down {
 
 #[test]
 fn bpo_example_comes_up_healthy_and_goes_down_clean() {
-    let prepared = Command::new(root().join("examples/images/build.sh")).status().unwrap();
-    assert!(prepared.success(), "examples/images/build.sh failed");
+    prepare_images();
     let env = format!("example-{}", std::process::id());
     let _guard = Down(env.clone());
     let up = orch(&["up", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--env", &env, "--timeout", "180s"]);
@@ -53,6 +63,28 @@ fn bpo_example_comes_up_healthy_and_goes_down_clean() {
 
     let down = orch(&["down", "--env", &env]);
     assert!(down.status.success());
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(count(kind, &env), 0, "{kind}s left behind");
+    }
+}
+
+#[test]
+fn netra_example_runs_with_its_fixed_names_as_aliases() {
+    prepare_images();
+    let env = format!("netra-{}", std::process::id());
+    let _guard = Down(env.clone());
+    let up = orch(&["up", "-f", "examples/netra/compose.yaml", "--env", &env]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    // backend requires `netra-test-postgres:5432` — the old container_name, now an alias — and frontend requires
+    // backend and auth: frontend healthy means the whole chain resolved and connected.
+    let health = orch(&["health", "--env", &env, "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    for s in list.as_array().unwrap() {
+        assert_eq!(s["state"], "HEALTHY", "{s}");
+    }
+    let dotenv = String::from_utf8_lossy(&orch(&["env", "--env", &env]).stdout).into_owned();
+    assert!(dotenv.lines().any(|l| l.starts_with("POSTGRES_PORT=")), "{dotenv}");
+    assert!(orch(&["down", "--env", &env]).status.success());
     for kind in ["container", "network", "volume"] {
         assert_eq!(count(kind, &env), 0, "{kind}s left behind");
     }

@@ -383,8 +383,13 @@ services:
     let (plan, env) = s.plan("restart", 208, compose);
     s.up(&plan).unwrap();
     let name = &plan.services["web"].container_name;
-    let before = s.rt.block_on(s.engine.inspect_container(name)).unwrap().started_at;
+    // Docker's first check is 30 s away; `health` runs the check itself and reports what holds now.
     let filter = lifecycle::env_filter(Some(&env.project), &env.id);
+    let engine_view = s.rt.block_on(lifecycle::status(&s.engine, &filter)).unwrap();
+    assert_eq!(engine_view[0].state, "STARTING");
+    let probed = s.rt.block_on(lifecycle::status_probed(&s.engine, &filter, true)).unwrap();
+    assert_eq!(probed[0].state, "HEALTHY");
+    let before = s.rt.block_on(s.engine.inspect_container(name)).unwrap().started_at;
     let took = s.rt.block_on(lifecycle::restart(&s.engine, &filter, "web", Duration::from_secs(30))).unwrap();
     assert!(took >= Duration::from_secs(1), "restart returned before the service could be healthy: {took:?}");
     let after = s.rt.block_on(s.engine.inspect_container(name)).unwrap();

@@ -15,16 +15,21 @@ fn serve(name: &str, port: u16, require: &[String]) -> std::io::Result<()> {
     println!("{name} listening on :{port}");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let mut line = String::new();
-        let _ = BufReader::new(&stream).read_line(&mut line);
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let missing: Vec<&String> = require.iter().filter(|a| !reachable(a)).collect();
-        let (status, body) = match path.as_str() {
-            "/health" if missing.is_empty() => ("200 OK", format!("ok {name}\n")),
-            "/health" => ("503 Service Unavailable", format!("{name} cannot reach {missing:?}\n")),
-            _ => ("200 OK", format!("{{\"service\":\"{name}\"}}\n")),
-        };
-        let _ = write!(stream, "HTTP/1.0 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len());
+        let (name, require) = (name.to_string(), require.to_vec());
+        // One thread per connection: a client that connects and sends nothing must not stall the others.
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let missing: Vec<&String> = require.iter().filter(|a| !reachable(a)).collect();
+            let (status, body) = match path.as_str() {
+                "/health" if missing.is_empty() => ("200 OK", format!("ok {name}\n")),
+                "/health" => ("503 Service Unavailable", format!("{name} cannot reach {missing:?}\n")),
+                _ => ("200 OK", format!("{{\"service\":\"{name}\"}}\n")),
+            };
+            let _ = write!(stream, "HTTP/1.0 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len());
+        });
     }
     Ok(())
 }

@@ -40,6 +40,9 @@ enum Command {
     Up {
         #[command(flatten)]
         input: PlanInput,
+        /// Wait until every service is ready (the default)
+        #[arg(long, conflicts_with = "no_wait")]
+        wait: bool,
         /// Return once containers are started, without waiting for readiness
         #[arg(long)]
         no_wait: bool,
@@ -57,7 +60,7 @@ enum Command {
     Down {
         #[command(flatten)]
         select: Select,
-        /// Every orch environment on this engine
+        /// Every orch environment created from this host
         #[arg(long, conflicts_with = "env")]
         all_mine: bool,
         #[arg(long)]
@@ -307,6 +310,28 @@ fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEng
     }
 }
 
+/// `ps` shows the engine's view; `health` also runs a starting container's healthcheck to report what holds now.
+fn show_status(select: &Select, format: Format, probe: bool) -> Result<(), Error> {
+    let rt = tokio();
+    let engine = engine(&rt)?;
+    let mut filter = match &select.env {
+        Some(e) => lifecycle::env_filter(select.project.as_deref(), e),
+        None => vec![lifecycle::labels::ENV.to_string()],
+    };
+    if select.env.is_none()
+        && let Some(p) = &select.project
+    {
+        filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
+    }
+    let list = rt.block_on(lifecycle::status_probed(&engine, &filter, probe))?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
+    } else {
+        print!("{}", render::status(&list));
+    }
+    Ok(())
+}
+
 fn service_container(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine, select: &Select, service: &str) -> Result<String, Error> {
     let filter = resolve_select(rt, engine, select)?;
     let list = rt.block_on(lifecycle::status(engine, &filter))?;
@@ -316,9 +341,60 @@ fn service_container(rt: &tokio::runtime::Runtime, engine: &orch::engine::Docker
         .ok_or_else(|| Error::Usage(format!("no service {service} in {}; `orch ps` lists the services", filter.join(","))))
 }
 
-fn print_progress(p: lifecycle::Progress) {
+/// `up`'s progress: a live per-service table on a terminal, plain lines otherwise (CI, pipes).
+struct ProgressView {
+    live: bool,
+    started: std::time::Instant,
+    state: std::sync::Mutex<(Vec<(String, String)>, usize)>,
+}
+
+impl ProgressView {
+    fn new() -> ProgressView {
+        use std::io::IsTerminal;
+        let live = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(false);
+        ProgressView { live, started: std::time::Instant::now(), state: std::sync::Mutex::new((vec![], 0)) }
+    }
+
+    fn report(&self, p: lifecycle::Progress) {
+        use lifecycle::Progress::*;
+        let service_state = match &p {
+            Creating { service } => Some((service.clone(), "created".to_string())),
+            Starting { service } => Some((service.clone(), "starting".to_string())),
+            Waiting { service, what } => Some((service.clone(), format!("waiting until {what}"))),
+            Ready { service, after } => Some((service.clone(), format!("ready ({:.1}s)", after.as_secs_f64()))),
+            Failed { service, .. } => Some((service.clone(), "FAILED".to_string())),
+            _ => None,
+        };
+        if !self.live {
+            eprintln!("[{:5.1}s] {}", self.started.elapsed().as_secs_f64(), progress_line(p));
+            return;
+        }
+        let mut guard = self.state.lock().expect("progress lock");
+        let (rows, drawn) = &mut *guard;
+        // Erase the table, print any message above it, redraw it at the bottom.
+        let mut out = String::new();
+        for _ in 0..*drawn {
+            out.push_str("\x1b[1A\x1b[2K");
+        }
+        match service_state {
+            Some((service, st)) => match rows.iter_mut().find(|r| r.0 == service) {
+                Some(r) => r.1 = st,
+                None => rows.push((service, st)),
+            },
+            None => out.push_str(&format!("{}\n", progress_line(p))),
+        }
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (service, st) in rows.iter() {
+            out.push_str(&format!("  {service:<width$}  {st}\n"));
+        }
+        *drawn = rows.len();
+        eprint!("{out}");
+    }
+}
+
+fn progress_line(p: lifecycle::Progress) -> String {
     use lifecycle::Progress::*;
-    let line = match p {
+    match p {
         Building { service, image } => format!("{service}: building {image}"),
         NetworkCreated { name, subnet } => format!("network {name} created ({})", subnet.unwrap_or_default()),
         Creating { service } => format!("{service}: creating"),
@@ -328,13 +404,12 @@ fn print_progress(p: lifecycle::Progress) {
         Failed { service, reason } => format!("{service}: FAILED: {reason}"),
         RollingBack => "rolling back: removing everything this run created".to_string(),
         Removed { containers, networks, volumes } => format!("removed {containers} containers, {networks} networks, {volumes} volumes"),
-    };
-    eprintln!("{line}");
+    }
 }
 
 fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Up { input, no_wait, timeout, keep_on_failure, no_cache } => {
+        Command::Up { input, wait: _, no_wait, timeout, keep_on_failure, no_cache } => {
             let mut request = input.request()?;
             if request.env_id.is_none() {
                 request.env_id = Some(orch::new_env_id());
@@ -354,9 +429,11 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             let opts = lifecycle::UpOptions { wait: !no_wait, timeout, keep_on_failure, no_cache };
             let id = plan.identity.clone();
             eprintln!("environment {} of project {}: bringing up {} services on {} networks", id.env_id, id.project, plan.services.len(), plan.networks.len());
+            let view = ProgressView::new();
+            let report = |p| view.report(p);
             let result = rt.block_on(async {
                 tokio::select! {
-                    r = lifecycle::up(&engine, &plan, &opts, &print_progress) => r.map_err(Error::from),
+                    r = lifecycle::up(&engine, &plan, &opts, &report) => r.map_err(Error::from),
                     _ = tokio::signal::ctrl_c() => {
                         eprintln!("interrupted: removing environment {}", id.env_id);
                         let _ = lifecycle::down(&engine, &lifecycle::env_filter(Some(&id.project), &id.env_id), true).await;
@@ -373,8 +450,13 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             let rt = tokio();
             let engine = engine(&rt)?;
             let filters: Vec<Vec<String>> = if all_mine {
+                let host = lifecycle::Owner::current().host;
                 let all = rt.block_on(lifecycle::status(&engine, &[lifecycle::labels::ENV.to_string()]))?;
-                let envs: std::collections::BTreeSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.env.clone())).collect();
+                let envs: std::collections::BTreeSet<(String, String)> = all
+                    .iter()
+                    .filter(|s| lifecycle::Owner::parse(&s.owner).is_some_and(|o| o.host == host))
+                    .map(|s| (s.project.clone(), s.env.clone()))
+                    .collect();
                 envs.into_iter().map(|(p, e)| lifecycle::env_filter(Some(&p), &e)).collect()
             } else {
                 vec![resolve_select(&rt, &engine, &select)?]
@@ -393,26 +475,8 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Ps { select, format } | Command::Health { select, format } => {
-            let rt = tokio();
-            let engine = engine(&rt)?;
-            let mut filter = match &select.env {
-                Some(e) => lifecycle::env_filter(select.project.as_deref(), e),
-                None => vec![lifecycle::labels::ENV.to_string()],
-            };
-            if select.env.is_none()
-                && let Some(p) = &select.project
-            {
-                filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
-            }
-            let list = rt.block_on(lifecycle::status(&engine, &filter))?;
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
-            } else {
-                print!("{}", render::status(&list));
-            }
-            Ok(())
-        }
+        Command::Ps { select, format } => show_status(&select, format, false),
+        Command::Health { select, format } => show_status(&select, format, true),
         Command::Port { select, service, port } => {
             let rt = tokio();
             let engine = engine(&rt)?;
