@@ -3,6 +3,8 @@
 #   orch up (waits until every service is ready)  vs  docker-compose up -d + a loop waiting for health/running
 #   orch down                                     vs  docker-compose down
 # Usage: bench/compose-vs-orch.sh [RUNS] [COMPOSE FILE]   (default: 3 runs of examples/bpo/compose.yaml)
+# orch down kills test/ci environments at once; docker-compose stops each container with SIGTERM and waits (up to
+# 10 s) for processes that ignore it — part of the down ratio is that difference in semantics.
 # Prints medians and ratios. Needs the example images (examples/images/build.sh) and a release build of orch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +64,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 OU=$(printf '%s\n' "${ou[@]}" | median); OD=$(printf '%s\n' "${od[@]}" | median)
 OU5=$(printf '%s\n' "${ou5[@]}" | median); OD5=$(printf '%s\n' "${od5[@]}" | median)
 CU=$(printf '%s\n' "${cu[@]}" | median); CD=$(printf '%s\n' "${cd[@]}" | median)
-services=$(grep -c '^  [a-z-]*:$' "$FILE" || true)
+services=$("$ORCH" plan -f "$FILE" --no-engine --env count --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["services"]))')
 echo "orch vs docker-compose — $SRC ($services services), cached images, median of $RUNS runs"
 printf '%-58s %8s ms\n' "docker-compose up -d + wait loop (1 network)" "$CU"
 printf '%-58s %8s ms   ratio %s\n' "orch up, waits for readiness (1 network)" "$OU" "$(ratio $OU $CU)"

@@ -6,7 +6,7 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let plugins_dir = root.join("plugins");
-    orch_build_support::rerun_if_changed(&[&plugins_dir, &root.join("plugin-api"), &root.join("Cargo.lock")]);
+    orch_build_support::rerun_if_changed(&[&plugins_dir, &root.join("plugin-api"), &root.join("Cargo.lock"), &root.join("Cargo.toml")]);
 
     let crates = orch_build_support::crates_in(&plugins_dir);
     let refs: Vec<_> = crates.iter().map(|(_, c)| c).collect();

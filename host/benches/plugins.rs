@@ -74,6 +74,14 @@ fn main() {
         })
         .collect();
 
+    let describes: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            active[0].plugin.describe().unwrap();
+            t.elapsed()
+        })
+        .collect();
+
     // In-process: a whole plan with and without the plugin (load from warm cache + settings check + both calls).
     let facts = Facts::default();
     let with: Vec<Duration> = (0..200)
@@ -119,6 +127,7 @@ fn main() {
     println!("{:<44} {:>12}", "cold compile (no cache), median of 5", ms(cold_m));
     println!("{:<44} {:>12}", "cached load (disk cache), median of 50", ms(warm_m));
     println!("{:<44} {:>11.0}×", "  ratio cold / cached", cold_m.as_secs_f64() / warm_m.as_secs_f64());
+    println!("{:<44} {:>12}", "describe call (smallest), fresh instance, p50", us(pct(describes, 0.5)));
     println!("{:<44} {:>12}", "networks.plan call, fresh instance, p50", us(pct(calls.clone(), 0.5)));
     println!("{:<44} {:>12}", "networks.plan call, fresh instance, p99", us(pct(calls, 0.99)));
     let (w, wo) = (median(with), median(without));

@@ -169,7 +169,9 @@ fn compiled_components_are_cached_on_disk() {
     let second = Runtime::new(Some(dir.path().to_path_buf())).unwrap().load("bpo-networks", bytes).unwrap();
     assert!(second.stats.from_cache);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    // A corrupt cache entry is replaced, not fatal.
+    // A corrupt cache entry is replaced, not fatal. (Loaded components map the file: drop them before
+    // overwriting it in place, which orch itself never does — it replaces cache files by rename.)
+    drop((first, second));
     let entry = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
     std::fs::write(&entry, b"garbage").unwrap();
     let third = Runtime::new(Some(dir.path().to_path_buf())).unwrap().load("bpo-networks", bytes).unwrap();

@@ -241,6 +241,16 @@ fn runtime(cli_cache: &Option<PathBuf>) -> Result<Runtime, Error> {
     Ok(Runtime::new(cache_dir(cli_cache))?)
 }
 
+/// Loads the plugins named on the command line; no wasm engine is created when there are none.
+fn active_plugins(cli_cache: &Option<PathBuf>, input: &PlanInput) -> Result<Vec<plugins::ActivePlugin>, Error> {
+    if input.plugins.is_empty() {
+        return Ok(vec![]);
+    }
+    let settings = orch::plugin_settings(&input.plugin_settings)?;
+    let refs: Vec<PluginRef> = input.plugins.iter().map(|p| PluginRef::parse(p)).collect();
+    Ok(plugins::activate(&runtime(cli_cache)?, &refs, &settings)?)
+}
+
 fn tokio() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
@@ -414,10 +424,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             if request.env_id.is_none() {
                 request.env_id = Some(orch::new_env_id());
             }
-            let settings = orch::plugin_settings(&input.plugin_settings)?;
-            let refs: Vec<PluginRef> = input.plugins.iter().map(|p| PluginRef::parse(p)).collect();
-            let plugin_runtime = runtime(&cli.cache_dir)?;
-            let active = plugins::activate(&plugin_runtime, &refs, &settings)?;
+            let active = active_plugins(&cli.cache_dir, &input)?;
             let rt = tokio();
             let engine = engine(&rt)?;
             let facts = rt.block_on(orch::engine::gather_facts(&engine))?;
@@ -532,10 +539,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         }
         Command::Plan { input, format, explain } => {
             let request = input.request()?;
-            let settings = orch::plugin_settings(&input.plugin_settings)?;
-            let refs: Vec<PluginRef> = input.plugins.iter().map(|p| PluginRef::parse(p)).collect();
-            let runtime = runtime(&cli.cache_dir)?;
-            let active = plugins::activate(&runtime, &refs, &settings)?;
+            let active = active_plugins(&cli.cache_dir, &input)?;
             let facts = facts(input.no_engine);
             let mut outcome = orch::make_plan(&request, &active, &facts)?;
             for w in &outcome.warnings {

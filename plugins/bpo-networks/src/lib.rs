@@ -121,7 +121,10 @@ impl Settings {
 
     /// The tiers a service belongs to, in tier order.
     pub fn tiers_of(&self, service: &Service) -> Vec<String> {
-        let table = self.table();
+        self.tiers_in(&self.table(), service)
+    }
+
+    fn tiers_in(&self, table: &BTreeMap<String, Vec<String>>, service: &Service) -> Vec<String> {
         let found = table
             .get(&normalize(&service.name))
             .or_else(|| service.image_base().and_then(|base| table.get(&normalize(base))));
@@ -174,13 +177,14 @@ impl Plugin for BpoNetworks {
                 driver_opts: vec![],
             });
         }
+        let table = settings.table();
         for service in &snapshot.services {
             // Aliases the service already had keep working on every tier it joins.
             let mut aliases: Vec<String> = service.networks.iter().flat_map(|n| n.aliases.iter().cloned()).collect();
             aliases.sort();
             aliases.dedup();
             let networks = settings
-                .tiers_of(service)
+                .tiers_in(&table, service)
                 .into_iter()
                 .map(|tier| ServiceNetwork { network: tier, aliases: aliases.clone(), ipv4_address: None })
                 .collect();
