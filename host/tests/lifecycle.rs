@@ -137,6 +137,7 @@ services:
   worker:
     image: orch-test/busybox:latest
     command: ["sleep", "3600"]
+    volumes: ["data:/data"]
     depends_on:
       web: { condition: service_healthy }
     networks: [back]
@@ -148,6 +149,8 @@ networks:
   front: {}
   back:
     internal: true
+volumes:
+  data: {}
 "#;
 
 #[test]
@@ -175,8 +178,15 @@ fn up_and_down_of_a_multi_network_stack() {
     let init = s.rt.block_on(s.engine.inspect_container(&plan.services["init"].container_name)).unwrap();
     assert_eq!((init.status.as_str(), init.exit_code), ("exited", Some(0)));
 
-    let removed = s.rt.block_on(lifecycle::down(&s.engine, &lifecycle::env_filter(Some(&env.project), &env.id), true)).unwrap();
-    assert_eq!((removed.containers, removed.networks), (4, 3));
+    // The named volume is labelled and survives a plain down; --volumes removes it.
+    assert_eq!(s.exec(worker, &["sh", "-c", "echo kept > /data/f"]).0, 0);
+    let filter = lifecycle::env_filter(Some(&env.project), &env.id);
+    let removed = s.rt.block_on(lifecycle::down(&s.engine, &filter, false)).unwrap();
+    assert_eq!((removed.containers, removed.networks, removed.volumes), (4, 3, 0));
+    let vols = s.rt.block_on(s.engine.volumes_labelled(&filter)).unwrap();
+    assert_eq!(vols.len(), 1, "a plain down keeps named volumes");
+    let removed = s.rt.block_on(lifecycle::down(&s.engine, &filter, true)).unwrap();
+    assert_eq!(removed.volumes, 1);
     assert_eq!(leftovers(&s.rt, &s.engine, &env.id), 0);
     // A second down is a no-op, not an error.
     let again = s.rt.block_on(lifecycle::down(&s.engine, &lifecycle::env_filter(Some(&env.project), &env.id), true)).unwrap();
@@ -208,6 +218,12 @@ services:
         other => panic!("expected the one-shot's failure, got {other}"),
     }
     assert_eq!(leftovers(&s.rt, &s.engine, &env.id), 0, "up must roll back what it created");
+
+    // With --keep-on-failure everything stays for debugging (the guard removes it afterwards).
+    let opts = UpOptions { keep_on_failure: true, timeout: Duration::from_secs(60), ..UpOptions::default() };
+    assert!(s.rt.block_on(lifecycle::up(&s.engine, &plan, &opts, &|_| {})).is_err());
+    let kept = s.rt.block_on(s.engine.containers_labelled(&vec![format!("orch.env={}", env.id)])).unwrap();
+    assert_eq!(kept.len(), 2, "both containers are kept for inspection");
 }
 
 #[test]
