@@ -21,6 +21,8 @@ pub enum Error {
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("{0}")]
     Usage(String),
+    #[error("interrupted; what this run created was removed")]
+    Interrupted,
     /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
     #[error("the command exited with status {0}")]
     CommandFailed(u8),
@@ -35,6 +37,8 @@ pub mod exit {
     pub const PLUGIN: u8 = 4;
     pub const ENGINE: u8 = 5;
     pub const SERVICE: u8 = 6;
+    /// Ctrl-C or SIGTERM (the shell convention for SIGINT).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 impl Error {
@@ -50,6 +54,7 @@ impl Error {
             Error::Lifecycle(_) => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
             Error::CommandFailed(code) => *code,
+            Error::Interrupted => exit::INTERRUPTED,
         }
     }
 }

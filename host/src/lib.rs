@@ -11,6 +11,7 @@ pub mod facts;
 pub mod lifecycle;
 pub mod plan;
 pub mod plugins;
+pub mod reaper;
 pub mod resolve;
 pub mod validate;
 

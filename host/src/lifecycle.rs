@@ -153,11 +153,19 @@ pub struct UpOptions {
     pub timeout: Duration,
     pub keep_on_failure: bool,
     pub no_cache: bool,
+    /// How long the environment outlives this process once complete.
+    pub lifetime: crate::reaper::Lifetime,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { wait: true, timeout: Duration::from_secs(120), keep_on_failure: false, no_cache: false }
+        UpOptions {
+            wait: true,
+            timeout: Duration::from_secs(120),
+            keep_on_failure: false,
+            no_cache: false,
+            lifetime: crate::reaper::Lifetime::Kept { expires: None },
+        }
     }
 }
 
@@ -275,6 +283,8 @@ async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress
     if let Some(e) = first_dependency_error {
         return Err(e);
     }
+    // Last: the marker that tells the reaper this environment is complete and not an orphan.
+    crate::reaper::mark_ready(engine, &labels, &plan.identity.project, &plan.identity.env_id, opts.lifetime).await?;
     Ok(UpReport { containers, elapsed: started.elapsed() })
 }
 
@@ -666,11 +676,11 @@ pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Re
     let networks = engine.networks_labelled(&filter).await?;
     join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.name)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut removed = Removed { containers: containers.len(), networks: networks.len(), volumes: 0 };
-    if volumes {
-        let vols = engine.volumes_labelled(&filter).await?;
-        join_all(vols.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        removed.volumes = vols.len();
-    }
+    // The ready marker always goes; data volumes only when asked.
+    let vols = engine.volumes_labelled(&filter).await?;
+    let doomed: Vec<&(String, BTreeMap<String, String>)> = vols.iter().filter(|(_, l)| volumes || l.contains_key(crate::reaper::MARKER)).collect();
+    join_all(doomed.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    removed.volumes = doomed.iter().filter(|(_, l)| !l.contains_key(crate::reaper::MARKER)).count();
     Ok(removed)
 }
 

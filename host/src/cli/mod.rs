@@ -55,6 +55,34 @@ enum Command {
         /// Rebuild images of services with `build:` without the layer cache
         #[arg(long)]
         no_cache: bool,
+        /// Lease: `orch gc` removes the environment after this long (e.g. 2h) [default: until `orch down`]
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Remove orphaned orch environments: owner died before they were complete, or their lease expired
+    Gc {
+        /// List what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Only environments created at least this long ago (e.g. 1h)
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Also complete environments nobody is using (never ones whose owner process is alive)
+        #[arg(long)]
+        all: bool,
+        /// Only environments of this project
+        #[arg(short = 'p', long = "project-name")]
+        project: Option<String>,
+    },
+    /// (internal) Removes an environment when the process creating it dies
+    #[command(name = "__watch", hide = true)]
+    Watch {
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        env: String,
     },
     /// Remove an environment's containers and networks (and volumes with --volumes)
     Down {
@@ -342,6 +370,40 @@ fn show_status(select: &Select, format: Format, probe: bool) -> Result<(), Error
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM, whichever comes first; says which.
+async fn interrupted() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}
+
+/// Starts `orch __watch` for this process: detached (own process group, so a terminal's Ctrl-C does not reach it),
+/// it removes the environment if this process dies before the environment is complete.
+fn spawn_watcher(project: &str, env: &str) -> Result<(), Error> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("cannot find the orch binary to start the reaper: {e}")))?;
+    std::process::Command::new(exe)
+        .args(["__watch", "--owner", &lifecycle::Owner::current().label(), "--project", project, "--env", env])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot start the reaper: {e}")))?;
+    Ok(())
+}
+
+/// Opportunistic reaping at the start of commands: orphans left by killed runs go away without `orch gc`.
+fn reap_quietly(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine) {
+    if let Ok(reaped) = rt.block_on(orch::reaper::gc(engine, &orch::reaper::GcOptions::default())) {
+        for r in reaped {
+            eprintln!("reaped orphaned environment {} ({}): {}", r.env, r.project, r.reason);
+        }
+    }
+}
+
 fn service_container(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine, select: &Select, service: &str) -> Result<String, Error> {
     let filter = resolve_select(rt, engine, select)?;
     let list = rt.block_on(lifecycle::status(engine, &filter))?;
@@ -419,7 +481,7 @@ fn progress_line(p: lifecycle::Progress) -> String {
 
 fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Up { input, wait: _, no_wait, timeout, keep_on_failure, no_cache } => {
+        Command::Up { input, wait: _, no_wait, timeout, keep_on_failure, no_cache, ttl } => {
             let mut request = input.request()?;
             if request.env_id.is_none() {
                 request.env_id = Some(orch::new_env_id());
@@ -433,18 +495,34 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 eprintln!("warning: {w}");
             }
             let plan = outcome.plan;
-            let opts = lifecycle::UpOptions { wait: !no_wait, timeout, keep_on_failure, no_cache };
+            let lifetime = orch::reaper::Lifetime::Kept { expires: ttl.map(|t| orch::reaper::now() + t.as_secs()) };
+            let opts = lifecycle::UpOptions { wait: !no_wait, timeout, keep_on_failure, no_cache, lifetime };
             let id = plan.identity.clone();
+            reap_quietly(&rt, &engine);
+            // Whatever happens to this process from here on (kill -9 included), the watcher removes what it made.
+            spawn_watcher(&id.project, &id.env_id)?;
             eprintln!("environment {} of project {}: bringing up {} services on {} networks", id.env_id, id.project, plan.services.len(), plan.networks.len());
             let view = ProgressView::new();
             let report = |p| view.report(p);
             let result = rt.block_on(async {
                 tokio::select! {
                     r = lifecycle::up(&engine, &plan, &opts, &report) => r.map_err(Error::from),
-                    _ = tokio::signal::ctrl_c() => {
-                        eprintln!("interrupted: removing environment {}", id.env_id);
-                        let _ = lifecycle::down(&engine, &lifecycle::env_filter(Some(&id.project), &id.env_id), true).await;
-                        Err(Error::Usage("interrupted".into()))
+                    signal = interrupted() => {
+                        eprintln!("{signal}: removing environment {} (press Ctrl-C again to leave it in place)", id.env_id);
+                        let filter = lifecycle::env_filter(Some(&id.project), &id.env_id);
+                        tokio::select! {
+                            r = lifecycle::down(&engine, &filter, true) => {
+                                if let Ok(r) = r {
+                                    eprintln!("removed {} containers, {} networks, {} volumes", r.containers, r.networks, r.volumes);
+                                }
+                            }
+                            _ = tokio::signal::ctrl_c() => {
+                                eprintln!("left in place; remove it with `orch down --env {}`", id.env_id);
+                                // The watcher would remove it once this process exits: this is a deliberate keep.
+                                let _ = orch::reaper::mark_ready(&engine, &id.labels(), &id.project, &id.env_id, orch::reaper::Lifetime::Kept { expires: None }).await;
+                            }
+                        }
+                        Err(Error::Interrupted)
                     }
                 }
             });
@@ -453,9 +531,35 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             println!("{}", id.env_id);
             Ok(())
         }
+        Command::Gc { dry_run, older_than, all, project } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let reaped = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { dry_run, older_than, all, project }))?;
+            if reaped.is_empty() {
+                eprintln!("no orphaned environments");
+            }
+            for r in reaped {
+                match r.removed {
+                    None => println!("would remove {} ({}): {}", r.env, r.project, r.reason),
+                    Some(rm) => println!(
+                        "removed {} ({}): {} — {} containers, {} networks, {} volumes",
+                        r.env, r.project, r.reason, rm.containers, rm.networks, rm.volumes
+                    ),
+                }
+            }
+            Ok(())
+        }
+        Command::Watch { owner, project, env } => {
+            let owner = lifecycle::Owner::parse(&owner).ok_or_else(|| Error::Usage(format!("invalid owner {owner:?}")))?;
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            rt.block_on(orch::reaper::watch(&engine, &owner, &project, &env))?;
+            Ok(())
+        }
         Command::Down { select, all_mine, volumes } => {
             let rt = tokio();
             let engine = engine(&rt)?;
+            reap_quietly(&rt, &engine);
             let filters: Vec<Vec<String>> = if all_mine {
                 let host = lifecycle::Owner::current().host;
                 let all = rt.block_on(lifecycle::status(&engine, &[lifecycle::labels::ENV.to_string()]))?;

@@ -1,0 +1,265 @@
+//! Cleanup that never leaks: which environments are orphans, the detached watcher that removes an environment when
+//! the process creating it dies (even by `kill -9`), opportunistic reaping, and `orch gc`.
+//!
+//! Everything is decided from engine labels alone. An environment is **complete** once `up` created its ready
+//! marker (a volume labelled `orch.marker`, created last). An environment is an **orphan** when
+//! - its owner process is dead and it was never completed (the owner died while creating or waiting), or
+//! - it is complete with `orch.lifetime=process` (an `orch run` environment) and its owner is dead, or
+//! - its lease (`orch.expires`, unix seconds) has passed.
+//!
+//! Complete `orch up` environments live until `orch down` (or their `--ttl`), whoever's process made them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::engine::{Engine, EngineError};
+use crate::lifecycle::{self, Owner, labels};
+
+pub const MARKER: &str = "orch.marker";
+pub const LIFETIME: &str = "orch.lifetime";
+pub const EXPIRES: &str = "orch.expires";
+
+/// How long an environment outlives the command that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Until `orch down` or its lease expires (`orch up`).
+    Kept { expires: Option<u64> },
+    /// As long as the owner process (`orch run`).
+    Process,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The name of an environment's ready marker volume.
+pub fn marker_name(project: &str, env: &str) -> String {
+    format!("{project}-{env}-orch-ready")
+}
+
+/// Marks the environment complete: the last thing `up` creates.
+pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, String>, project: &str, env: &str, lifetime: Lifetime) -> Result<(), EngineError> {
+    let mut l = env_labels.clone();
+    l.insert(MARKER.into(), "ready".into());
+    match lifetime {
+        Lifetime::Kept { expires } => {
+            l.insert(LIFETIME.into(), "kept".into());
+            if let Some(e) = expires {
+                l.insert(EXPIRES.into(), e.to_string());
+            }
+        }
+        Lifetime::Process => {
+            l.insert(LIFETIME.into(), "process".into());
+        }
+    }
+    engine.create_volume(&marker_name(project, env), &l).await
+}
+
+/// One environment as found on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvInfo {
+    pub project: String,
+    pub env: String,
+    pub owner: Option<Owner>,
+    pub created: u64,
+    pub containers: usize,
+    pub networks: usize,
+    pub volumes: usize,
+    /// The ready marker's labels, when the environment was completed.
+    pub marker: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its owner is alive: someone is using it.
+    Live,
+    /// Complete and kept until `orch down` or its lease.
+    Kept,
+    /// Nobody will ever remove it but orch: the reason says why.
+    Orphan(String),
+}
+
+impl EnvInfo {
+    pub fn verdict(&self, now: u64) -> Verdict {
+        let owner_alive = self.owner.as_ref().is_some_and(Owner::is_alive);
+        if let Some(m) = &self.marker
+            && let Some(exp) = m.get(EXPIRES).and_then(|e| e.parse::<u64>().ok())
+            && exp <= now
+        {
+            return Verdict::Orphan("its lease expired".into());
+        }
+        if owner_alive {
+            return Verdict::Live;
+        }
+        match &self.marker {
+            None => Verdict::Orphan(match &self.owner {
+                Some(o) => format!("its owner (pid {} on {}) died before it was complete", o.pid, o.host),
+                None => "it has no owner label".into(),
+            }),
+            Some(m) if m.get(LIFETIME).map(String::as_str) == Some("process") => Verdict::Orphan("its owner process ended".into()),
+            Some(_) => Verdict::Kept,
+        }
+    }
+}
+
+/// Every orch environment on the engine (from three list calls).
+pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineError> {
+    let any = vec![labels::ENV.to_string()];
+    let (containers, networks, volumes) = tokio::try_join!(engine.containers_labelled(&any), engine.networks_labelled(&any), engine.volumes_labelled(&any))?;
+    let mut envs: BTreeMap<(String, String), EnvInfo> = BTreeMap::new();
+    let mut note = |l: &BTreeMap<String, String>| -> Option<(String, String)> {
+        let key = (l.get(labels::PROJECT).cloned().unwrap_or_default(), l.get(labels::ENV).cloned()?);
+        let e = envs.entry(key.clone()).or_insert_with(|| EnvInfo {
+            project: key.0.clone(),
+            env: key.1.clone(),
+            owner: None,
+            created: u64::MAX,
+            containers: 0,
+            networks: 0,
+            volumes: 0,
+            marker: None,
+        });
+        if e.owner.is_none() {
+            e.owner = l.get(labels::OWNER).and_then(|o| Owner::parse(o));
+        }
+        if let Some(c) = l.get(labels::CREATED).and_then(|c| c.parse().ok()) {
+            e.created = e.created.min(c);
+        }
+        Some(key)
+    };
+    let mut counts: Vec<((String, String), u8, Option<BTreeMap<String, String>>)> = vec![];
+    for c in &containers {
+        if let Some(k) = note(&c.labels) {
+            counts.push((k, 0, None));
+        }
+    }
+    for n in &networks {
+        if let Some(k) = note(&n.labels) {
+            counts.push((k, 1, None));
+        }
+    }
+    for (_, l) in &volumes {
+        if let Some(k) = note(l) {
+            counts.push((k, 2, l.contains_key(MARKER).then(|| l.clone())));
+        }
+    }
+    for (k, kind, marker) in counts {
+        let e = envs.get_mut(&k).expect("noted above");
+        match (kind, marker) {
+            (0, _) => e.containers += 1,
+            (1, _) => e.networks += 1,
+            (_, Some(m)) => e.marker = Some(m),
+            _ => e.volumes += 1,
+        }
+    }
+    Ok(envs.into_values().map(|mut e| {
+        if e.created == u64::MAX {
+            e.created = 0;
+        }
+        e
+    }).collect())
+}
+
+/// Removes one environment completely, its volumes and marker included.
+pub async fn remove<E: Engine>(engine: &E, project: &str, env: &str) -> Result<lifecycle::Removed, EngineError> {
+    lifecycle::down(engine, &lifecycle::env_filter(Some(project), env), true).await
+}
+
+/// What `gc` (or opportunistic reaping) found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    pub project: String,
+    pub env: String,
+    pub reason: String,
+    pub removed: Option<lifecycle::Removed>,
+}
+
+/// Options of `orch gc`.
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Only environments created at least this long ago.
+    pub older_than: Option<Duration>,
+    /// Also kept environments (not live ones: a live owner is using them).
+    pub all: bool,
+    /// Only environments of this project.
+    pub project: Option<String>,
+}
+
+/// Finds orphans (and with `all`, kept environments) and removes them unless `dry_run`.
+pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<Vec<Reaped>, EngineError> {
+    let now = now();
+    let mut out = vec![];
+    for e in environments(engine).await? {
+        if opts.project.as_ref().is_some_and(|p| *p != e.project) {
+            continue;
+        }
+        if let Some(age) = opts.older_than
+            && now.saturating_sub(e.created) < age.as_secs()
+        {
+            continue;
+        }
+        let reason = match e.verdict(now) {
+            Verdict::Orphan(why) => why,
+            Verdict::Kept if opts.all => "kept environment (--all)".into(),
+            _ => continue,
+        };
+        let removed = if opts.dry_run { None } else { Some(remove(engine, &e.project, &e.env).await?) };
+        out.push(Reaped { project: e.project, env: e.env, reason, removed });
+    }
+    Ok(out)
+}
+
+/// Watches `owner` (the process running `up`); when it dies, removes the environment unless it was completed with
+/// a kept lifetime. Runs in the detached `orch __watch` process.
+pub async fn watch<E: Engine>(engine: &E, owner: &Owner, project: &str, env: &str) -> Result<Option<lifecycle::Removed>, EngineError> {
+    while owner.is_alive() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filter = vec![format!("{}={env}", labels::ENV), format!("{}={project}", labels::PROJECT), MARKER.to_string()];
+    let marker = engine.volumes_labelled(&filter).await?;
+    let kept = marker.first().is_some_and(|(_, l)| l.get(LIFETIME).map(String::as_str) == Some("kept"));
+    if kept {
+        return Ok(None);
+    }
+    // The owner may have been mid-way through creating things; removal is idempotent, so sweep twice.
+    let first = remove(engine, project, env).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = remove(engine, project, env).await?;
+    Ok(Some(lifecycle::Removed {
+        containers: first.containers + second.containers,
+        networks: first.networks + second.networks,
+        volumes: first.volumes + second.volumes,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(owner: Option<Owner>, marker: Option<&[(&str, &str)]>) -> EnvInfo {
+        EnvInfo {
+            project: "p".into(),
+            env: "e".into(),
+            owner,
+            created: 0,
+            containers: 1,
+            networks: 1,
+            volumes: 0,
+            marker: marker.map(|m| m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let me = Owner::current();
+        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
+        assert_eq!(info(Some(me.clone()), None).verdict(10), Verdict::Live);
+        assert!(matches!(info(Some(dead.clone()), None).verdict(10), Verdict::Orphan(_)));
+        assert_eq!(info(Some(dead.clone()), Some(&[(LIFETIME, "kept")])).verdict(10), Verdict::Kept);
+        assert!(matches!(info(Some(dead.clone()), Some(&[(LIFETIME, "process")])).verdict(10), Verdict::Orphan(_)));
+        assert!(matches!(info(Some(me), Some(&[(LIFETIME, "kept"), (EXPIRES, "5")])).verdict(10), Verdict::Orphan(r) if r.contains("lease")));
+        assert_eq!(info(Some(dead), Some(&[(LIFETIME, "kept"), (EXPIRES, "50")])).verdict(10), Verdict::Kept);
+        assert!(matches!(info(None, None).verdict(10), Verdict::Orphan(_)));
+    }
+}

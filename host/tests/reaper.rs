@@ -1,0 +1,285 @@
+//! Cleanup on the real engine: `kill -9` of `orch up` at several points leaves nothing (without any further command),
+//! `orch gc` removes exactly the orphans and never unlabelled or live-owned resources, signals tear down, and a
+//! network with a foreign container attached is still removed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use orch::engine::{ContainerSpec, DockerEngine, Engine, NetworkSpec};
+
+const IMAGE: &str = "orch-test/busybox:latest";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn engine(rt: &tokio::runtime::Runtime) -> DockerEngine {
+    let e = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
+    ensure_image(rt, &e);
+    e
+}
+
+fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed");
+        std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
+        let spec = orch::engine::BuildSpec {
+            tag: IMAGE.into(),
+            context: orch::lifecycle::tar_context(dir.path()).unwrap(),
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::new(),
+            target: None,
+            labels: BTreeMap::new(),
+            no_cache: false,
+        };
+        rt.block_on(engine.build_image(spec)).unwrap();
+    });
+}
+
+fn leftovers(rt: &tokio::runtime::Runtime, engine: &DockerEngine, env: &str) -> usize {
+    let f = vec![format!("orch.env={env}")];
+    rt.block_on(engine.containers_labelled(&f)).unwrap().len()
+        + rt.block_on(engine.networks_labelled(&f)).unwrap().len()
+        + rt.block_on(engine.volumes_labelled(&f)).unwrap().len()
+}
+
+/// Removes an environment on drop, whatever the test did.
+struct Guard(String, String);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let rt = rt();
+        if let Ok(e) = rt.block_on(DockerEngine::connect()) {
+            let _ = rt.block_on(orch::reaper::remove(&e, &self.0, &self.1));
+        }
+    }
+}
+
+/// A slow stack: three networks, a fast service, and one whose health takes ~20 s, so `up` can be caught while
+/// creating networks, while creating containers and while waiting.
+fn slow_stack(dir: &Path) -> PathBuf {
+    let file = dir.join("compose.yaml");
+    std::fs::write(
+        &file,
+        r#"name: reap
+services:
+  fast:
+    image: orch-test/busybox:latest
+    command: ["sleep", "3600"]
+    networks: [a, b]
+  slow:
+    image: orch-test/busybox:latest
+    command: ["sh", "-c", "sleep 20; touch /ready; sleep 3600"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/ready"]
+    networks: [b, c]
+    depends_on: [fast]
+networks:
+  a: {}
+  b: {}
+  c: {}
+"#,
+    )
+    .unwrap();
+    file
+}
+
+fn spawn_up(file: &Path, env: &str, pool: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["up", "-f", file.to_str().unwrap(), "--env", env, "--pool", pool, "--timeout", "60s"])
+        .env("CI", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads `up`'s progress lines until one contains `needle`.
+fn wait_for_line(child: &mut Child, needle: &str) -> BufReader<std::process::ChildStderr> {
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "orch up ended before printing {needle:?}");
+        if line.contains(needle) {
+            return reader;
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
+    let rt = rt();
+    let engine = engine(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let file = slow_stack(dir.path());
+    let mut times = vec![];
+    for (i, moment) in ["created (10.", ": creating", "waiting until healthy"].into_iter().enumerate() {
+        let env = format!("kill{i}-{}", std::process::id());
+        let _guard = Guard("reap".into(), env.clone());
+        let mut child = spawn_up(&file, &env, &format!("10.21{i}.0.0/16"));
+        let _reader = wait_for_line(&mut child, moment);
+        assert!(leftovers(&rt, &engine, &env) > 0, "something must exist when killed at {moment:?}");
+        signal(&child, "-KILL");
+        let _ = child.wait();
+        let killed = Instant::now();
+        // No further orch command: the detached watcher must do it.
+        while leftovers(&rt, &engine, &env) > 0 {
+            assert!(killed.elapsed() < Duration::from_secs(15), "resources of {env} still there 15 s after SIGKILL at {moment:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        times.push(killed.elapsed());
+    }
+    times.sort();
+    println!("SIGKILL → zero leftovers: {times:?} (median {:?})", times[times.len() / 2]);
+}
+
+#[test]
+fn sigterm_and_sigint_tear_down_up() {
+    let rt = rt();
+    let engine = engine(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let file = slow_stack(dir.path());
+    for (i, sig) in ["-TERM", "-INT"].into_iter().enumerate() {
+        let env = format!("sig{i}-{}", std::process::id());
+        let _guard = Guard("reap".into(), env.clone());
+        let mut child = spawn_up(&file, &env, &format!("10.22{i}.0.0/16"));
+        let mut reader = wait_for_line(&mut child, "waiting until healthy");
+        signal(&child, sig);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{sig}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+        assert!(rest.contains("removed"), "{sig}: {rest}");
+        assert_eq!(leftovers(&rt, &engine, &env), 0, "{sig}: teardown happens before orch exits");
+    }
+}
+
+fn labels(env: &str, owner: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("orch.env".to_string(), env.to_string()),
+        ("orch.project".to_string(), "gcproj".to_string()),
+        ("orch.owner".to_string(), owner.to_string()),
+        ("orch.created".to_string(), "1".to_string()),
+    ])
+}
+
+#[test]
+fn gc_removes_exactly_the_orphans() {
+    let rt = rt();
+    let engine = engine(&rt);
+    let pid = std::process::id();
+    let me = orch::lifecycle::Owner::current();
+    let dead = orch::lifecycle::Owner { start_time: me.start_time + 1, ..me.clone() };
+    let (orphan, live, kept) = (format!("gc-orphan-{pid}"), format!("gc-live-{pid}"), format!("gc-kept-{pid}"));
+    let _guards = [Guard("gcproj".into(), orphan.clone()), Guard("gcproj".into(), live.clone()), Guard("gcproj".into(), kept.clone())];
+    let make = |env: &str, owner: &orch::lifecycle::Owner, n: u8| {
+        let l = labels(env, &owner.label());
+        rt.block_on(engine.create_network(&NetworkSpec {
+            name: format!("{env}-net"),
+            driver: "bridge".into(),
+            internal: false,
+            subnet: Some(format!("10.23{n}.0.0/24")),
+            gateway: None,
+            ip_range: None,
+            options: BTreeMap::new(),
+            labels: l.clone(),
+        }))
+        .unwrap();
+        rt.block_on(engine.create_container(&ContainerSpec { name: format!("{env}-c"), image: IMAGE.into(), command: Some(vec!["sleep".into(), "60".into()]), labels: l.clone(), ..Default::default() })).unwrap();
+        rt.block_on(engine.create_volume(&format!("{env}-data"), &l)).unwrap();
+    };
+    make(&orphan, &dead, 0);
+    make(&live, &me, 1);
+    make(&kept, &dead, 2);
+    rt.block_on(orch::reaper::mark_ready(&engine, &labels(&kept, &dead.label()), "gcproj", &kept, orch::reaper::Lifetime::Kept { expires: None })).unwrap();
+    // Unlabelled resources with tempting names.
+    let foreign_net = format!("gc-orphan-{pid}-foreign");
+    rt.block_on(engine.create_network(&NetworkSpec { name: foreign_net.clone(), driver: "bridge".into(), internal: false, subnet: None, gateway: None, ip_range: None, options: BTreeMap::new(), labels: BTreeMap::new() })).unwrap();
+    // Unlabelled resources are the test's own to remove, whatever happens.
+    struct Foreign(String);
+    impl Drop for Foreign {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+            let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
+            let _ = Command::new("docker").args(["volume", "rm", &self.0]).output();
+        }
+    }
+    let _foreign = Foreign(foreign_net.clone());
+    let foreign_c = rt
+        .block_on(engine.create_container(&ContainerSpec { name: format!("gc-orphan-{pid}-foreign"), image: IMAGE.into(), command: Some(vec!["true".into()]), ..Default::default() }))
+        .unwrap();
+    rt.block_on(engine.create_volume(&format!("gc-orphan-{pid}-foreign"), &BTreeMap::new())).unwrap();
+
+    let orch = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_orch")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ours = |text: &str| -> Vec<String> { text.lines().filter(|l| l.contains(&format!("-{pid} "))).map(String::from).collect() };
+
+    let dry = ours(&orch(&["gc", "--dry-run"]));
+    assert_eq!(dry.len(), 1, "{dry:?}");
+    assert!(dry[0].starts_with(&format!("would remove {orphan} ")), "{dry:?}");
+    assert_eq!(leftovers(&rt, &engine, &orphan), 3, "a dry run removes nothing");
+
+    let done = ours(&orch(&["gc"]));
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(leftovers(&rt, &engine, &orphan), 0);
+    assert_eq!(leftovers(&rt, &engine, &live), 3, "a live owner's environment is not touched");
+    assert_eq!(leftovers(&rt, &engine, &kept), 4, "a complete, kept environment is not an orphan");
+    assert!(rt.block_on(engine.inspect_network(&foreign_net)).is_ok(), "unlabelled network survives");
+    assert!(rt.block_on(engine.inspect_container(&foreign_c)).is_ok(), "unlabelled container survives");
+
+    let all = ours(&orch(&["gc", "--all", "-p", "gcproj"]));
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(leftovers(&rt, &engine, &kept), 0);
+    assert_eq!(leftovers(&rt, &engine, &live), 3, "--all still spares a live owner");
+
+    rt.block_on(engine.remove_container(&foreign_c)).unwrap();
+    rt.block_on(engine.remove_network(&foreign_net)).unwrap();
+    rt.block_on(engine.remove_volume(&format!("gc-orphan-{pid}-foreign"))).unwrap();
+}
+
+#[test]
+fn down_disconnects_a_foreign_container_from_the_environments_network() {
+    let rt = rt();
+    let engine = engine(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "name: strag\nservices:\n  app:\n    image: orch-test/busybox:latest\n    command: [\"sleep\", \"3600\"]\n").unwrap();
+    let env = format!("strag-{}", std::process::id());
+    let _guard = Guard("strag".into(), env.clone());
+    let up = Command::new(env!("CARGO_BIN_EXE_orch")).args(["up", "-f", file.to_str().unwrap(), "--env", &env, "--pool", "10.234.0.0/16"]).output().unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    // Someone attaches their own container to the environment's network by hand.
+    let net = format!("strag-{env}-default");
+    let spec = ContainerSpec {
+        name: format!("{env}-visitor"),
+        image: IMAGE.into(),
+        command: Some(vec!["sleep".into(), "3600".into()]),
+        endpoints: vec![orch::engine::Endpoint { network: net.clone(), aliases: vec![], ipv4_address: None }],
+        ..Default::default()
+    };
+    let visitor = rt.block_on(engine.create_container(&spec)).unwrap();
+    rt.block_on(engine.start_container(&visitor)).unwrap();
+    let down = Command::new(env!("CARGO_BIN_EXE_orch")).args(["down", "--env", &env]).output().unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(leftovers(&rt, &engine, &env), 0);
+    assert!(rt.block_on(engine.inspect_network(&net)).is_err(), "the network is gone");
+    let still = rt.block_on(engine.inspect_container(&visitor)).unwrap();
+    assert_eq!(still.status, "running", "the visitor was disconnected, not removed");
+    rt.block_on(engine.remove_container(&visitor)).unwrap();
+}
