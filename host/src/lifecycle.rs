@@ -668,6 +668,11 @@ pub struct Removed {
 /// "Already gone" is success; transient errors are retried with backoff.
 pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
     let filter = filter.to_vec();
+    // The ready marker goes first: if anything below fails, the environment is left as an orphan (no marker) that
+    // the next `orch gc` or opportunistic reap finishes — the labels themselves record the unfinished work.
+    let vols = engine.volumes_labelled(&filter).await?;
+    let (markers, data): (Vec<_>, Vec<_>) = vols.iter().partition(|(_, l)| l.contains_key(crate::reaper::MARKER));
+    join_all(markers.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let containers = engine.containers_labelled(&filter).await?;
     // Test and CI environments are disposable: kill at once. Dev and prod ones get their graceful stop first.
     let graceful = |c: &crate::engine::ContainerSummary| matches!(c.labels.get("orch.env-kind").map(String::as_str), Some("dev" | "prod"));
@@ -676,11 +681,10 @@ pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Re
     let networks = engine.networks_labelled(&filter).await?;
     join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.name)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut removed = Removed { containers: containers.len(), networks: networks.len(), volumes: 0 };
-    // The ready marker always goes; data volumes only when asked.
-    let vols = engine.volumes_labelled(&filter).await?;
-    let doomed: Vec<&(String, BTreeMap<String, String>)> = vols.iter().filter(|(_, l)| volumes || l.contains_key(crate::reaper::MARKER)).collect();
-    join_all(doomed.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    removed.volumes = doomed.iter().filter(|(_, l)| !l.contains_key(crate::reaper::MARKER)).count();
+    if volumes {
+        join_all(data.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        removed.volumes = data.len();
+    }
     Ok(removed)
 }
 
