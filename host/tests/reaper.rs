@@ -13,6 +13,12 @@ use orch::engine::{ContainerSpec, DockerEngine, Engine, NetworkSpec};
 
 const IMAGE: &str = "orch-test/busybox:latest";
 
+/// These tests reap: one test's `orch up` would opportunistically remove another's orphan fixtures. One at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -148,6 +154,7 @@ fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
 
 #[test]
 fn sigterm_and_sigint_tear_down_up() {
+    let _serial = serial();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -178,6 +185,7 @@ fn labels(env: &str, owner: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn gc_removes_exactly_the_orphans() {
+    let _serial = serial();
     let rt = rt();
     let engine = engine(&rt);
     let pid = std::process::id();
@@ -255,6 +263,7 @@ fn gc_removes_exactly_the_orphans() {
 
 #[test]
 fn down_disconnects_a_foreign_container_from_the_environments_network() {
+    let _serial = serial();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
