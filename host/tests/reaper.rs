@@ -127,6 +127,7 @@ fn signal(child: &Child, sig: &str) {
 
 #[test]
 fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
+    let _serial = serial();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
