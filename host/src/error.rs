@@ -21,6 +21,8 @@ pub enum Error {
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("interrupted; what this run created was removed")]
     Interrupted,
     /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
@@ -37,6 +39,8 @@ pub mod exit {
     pub const PLUGIN: u8 = 4;
     pub const ENGINE: u8 = 5;
     pub const SERVICE: u8 = 6;
+    /// An environment or allocation lock was not released in time.
+    pub const BUSY: u8 = 7;
     /// Ctrl-C or SIGTERM (the shell convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -55,6 +59,8 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::CommandFailed(code) => *code,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
+            Error::State(_) => exit::BUSY,
         }
     }
 }

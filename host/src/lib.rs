@@ -13,6 +13,7 @@ pub mod plan;
 pub mod plugins;
 pub mod reaper;
 pub mod resolve;
+pub mod state;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,26 @@ pub fn make_plan(req: &PlanRequest, plugins: &[ActivePlugin], facts: &facts::Fac
         return Err(Error::InvalidPlan { diagnostics });
     }
     Ok(PlanOutcome { plan, warnings: loaded.warnings, timings })
+}
+
+/// Plans under the allocation lock so that concurrent orch processes never choose the same subnet or host port:
+/// the engine's facts plus every live reservation are avoided, and this plan's choices are reserved before the lock
+/// is released.
+pub async fn plan_and_reserve<E: engine::Engine>(
+    engine: &E,
+    state: &state::StateDir,
+    req: &PlanRequest,
+    plugins: &[ActivePlugin],
+    lock_timeout: std::time::Duration,
+) -> Result<PlanOutcome, Error> {
+    let mut guard = tokio::task::block_in_place(|| state.allocations(lock_timeout))?;
+    let mut facts = engine::gather_facts(engine).await?;
+    facts.taken_subnets.extend(guard.state.subnets());
+    facts.taken_host_ports.extend(guard.state.ports());
+    let outcome = tokio::task::block_in_place(|| make_plan(req, plugins, &facts))?;
+    guard.reserve(&outcome.plan);
+    guard.save()?;
+    Ok(outcome)
 }
 
 /// Settings for plugins from `orch.toml`-style maps plus `--plugin-setting` flags.

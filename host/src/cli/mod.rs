@@ -20,6 +20,9 @@ struct Cli {
     /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/orch or ~/.cache/orch]
     #[arg(long, global = true, env = "ORCH_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Locks and in-flight allocations shared by every orch process [default: $XDG_STATE_HOME/orch or ~/.local/state/orch]
+    #[arg(long, global = true, env = "ORCH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,24 +43,25 @@ enum Command {
     Up {
         #[command(flatten)]
         input: PlanInput,
-        /// Wait until every service is ready (the default)
-        #[arg(long, conflicts_with = "no_wait")]
-        wait: bool,
-        /// Return once containers are started, without waiting for readiness
-        #[arg(long)]
-        no_wait: bool,
-        /// How long to wait for every service to be ready (e.g. 90s, 2m)
-        #[arg(long, default_value = "120s", value_parser = parse_duration)]
-        timeout: std::time::Duration,
-        /// Leave what was created in place when `up` fails (for debugging)
-        #[arg(long)]
-        keep_on_failure: bool,
-        /// Rebuild images of services with `build:` without the layer cache
-        #[arg(long)]
-        no_cache: bool,
+        #[command(flatten)]
+        flags: UpFlags,
         /// Lease: `orch gc` removes the environment after this long (e.g. 2h) [default: until `orch down`]
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<std::time::Duration>,
+    },
+    /// Bring an environment up, run a command with its connection variables, always tear it down; exits with the
+    /// command's status
+    Run {
+        #[command(flatten)]
+        input: PlanInput,
+        #[command(flatten)]
+        flags: UpFlags,
+        /// Keep the environment afterwards (for debugging) and print how to remove it
+        #[arg(long)]
+        keep: bool,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Remove orphaned orch environments: owner died before they were complete, or their lease expired
     Gc {
@@ -174,6 +178,29 @@ enum PluginCommand {
 enum EnvFormat {
     Dotenv,
     Json,
+}
+
+/// Options of `up` and `run`.
+#[derive(Args)]
+struct UpFlags {
+    /// Wait until every service is ready (the default)
+    #[arg(long, conflicts_with = "no_wait")]
+    wait: bool,
+    /// Return once containers are started, without waiting for readiness
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for every service to be ready (e.g. 90s, 2m)
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+    /// Leave what was created in place when `up` fails (for debugging)
+    #[arg(long)]
+    keep_on_failure: bool,
+    /// Rebuild images of services with `build:` without the layer cache
+    #[arg(long)]
+    no_cache: bool,
+    /// How long to wait for a named environment another orch process is using (e.g. 5m)
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    lock_timeout: std::time::Duration,
 }
 
 /// Which environment a command acts on.
@@ -370,6 +397,89 @@ fn show_status(select: &Select, format: Format, probe: bool) -> Result<(), Error
     Ok(())
 }
 
+/// Where orch keeps its caches and state (from global flags).
+struct Dirs {
+    cache_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+}
+
+/// Plans under the allocation lock, then creates, starts and waits for an environment (shared by `up` and `run`).
+/// A named environment (`--env`) is locked for the duration, so a second `up --env NAME` waits for the first.
+fn bring_up(
+    cli: &Dirs,
+    rt: &tokio::runtime::Runtime,
+    engine: &orch::engine::DockerEngine,
+    input: &PlanInput,
+    flags: &UpFlags,
+    lifetime: orch::reaper::Lifetime,
+) -> Result<(orch::plan::Plan, lifecycle::UpReport), Error> {
+    let state = orch::state::StateDir::resolve(cli.state_dir.clone());
+    let mut request = input.request()?;
+    let named = request.env_id.clone();
+    if request.env_id.is_none() {
+        request.env_id = Some(orch::new_env_id());
+    }
+    let active = active_plugins(&cli.cache_dir, input)?;
+    reap_quietly(rt, engine);
+    let project = orch_compose::load(&request.compose)?.project.name;
+    let _env_lock = match &named {
+        Some(env) => Some(state.lock_env(&project, env, &std::env::args().collect::<Vec<_>>().join(" "), flags.lock_timeout)?),
+        None => None,
+    };
+    if let Some(env) = &named {
+        let existing = rt.block_on(lifecycle::status(engine, &lifecycle::env_filter(Some(&project), env)))?;
+        if !existing.is_empty() {
+            return Err(Error::Usage(format!("environment {env} of project {project} already exists; use it, or remove it first with `orch down --env {env}`")));
+        }
+    }
+    let outcome = rt.block_on(orch::plan_and_reserve(engine, &state, &request, &active, flags.lock_timeout))?;
+    for w in &outcome.warnings {
+        eprintln!("warning: {w}");
+    }
+    let plan = outcome.plan;
+    let opts = lifecycle::UpOptions { wait: !flags.no_wait, timeout: flags.timeout, keep_on_failure: flags.keep_on_failure, no_cache: flags.no_cache, lifetime };
+    let id = plan.identity.clone();
+    // Whatever happens to this process from here on (kill -9 included), the watcher removes what it made.
+    spawn_watcher(&id.project, &id.env_id)?;
+    eprintln!("environment {} of project {}: bringing up {} services on {} networks", id.env_id, id.project, plan.services.len(), plan.networks.len());
+    let view = ProgressView::new();
+    let report = |p| view.report(p);
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = lifecycle::up(engine, &plan, &opts, &report) => r.map_err(Error::from),
+            signal = interrupted() => {
+                eprintln!("{signal}: removing environment {} (press Ctrl-C again to leave it in place)", id.env_id);
+                let filter = lifecycle::env_filter(Some(&id.project), &id.env_id);
+                tokio::select! {
+                    r = lifecycle::down(engine, &filter, true) => {
+                        if let Ok(r) = r {
+                            eprintln!("removed {} containers, {} networks, {} volumes", r.containers, r.networks, r.volumes);
+                        }
+                    }
+                    _ = tokio::signal::ctrl_c() => {
+                        eprintln!("left in place; remove it with `orch down --env {}`", id.env_id);
+                        // The watcher would remove it once this process exits: this is a deliberate keep.
+                        let _ = orch::reaper::mark_ready(engine, &id.labels(), &id.project, &id.env_id, orch::reaper::Lifetime::Kept { expires: None }).await;
+                    }
+                }
+                Err(Error::Interrupted)
+            }
+        }
+    });
+    // The engine knows the environment now (or it is gone): the reservation has done its job.
+    release(cli, &id.project, &id.env_id);
+    Ok((plan, result?))
+}
+
+/// Drops an environment's in-flight reservation (best effort: a stale one is dropped with its dead owner anyway).
+fn release(cli: &Dirs, project: &str, env: &str) {
+    let state = orch::state::StateDir::resolve(cli.state_dir.clone());
+    if let Ok(mut guard) = state.allocations(std::time::Duration::from_secs(30)) {
+        guard.release(project, env);
+        let _ = guard.save();
+    }
+}
+
 /// Ctrl-C or SIGTERM, whichever comes first; says which.
 async fn interrupted() -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -480,56 +590,56 @@ fn progress_line(p: lifecycle::Progress) -> String {
 }
 
 fn dispatch(cli: Cli) -> Result<(), Error> {
+    let dirs = Dirs { cache_dir: cli.cache_dir.clone(), state_dir: cli.state_dir.clone() };
     match cli.command {
-        Command::Up { input, wait: _, no_wait, timeout, keep_on_failure, no_cache, ttl } => {
-            let mut request = input.request()?;
-            if request.env_id.is_none() {
-                request.env_id = Some(orch::new_env_id());
-            }
-            let active = active_plugins(&cli.cache_dir, &input)?;
+        Command::Up { input, flags, ttl } => {
             let rt = tokio();
             let engine = engine(&rt)?;
-            let facts = rt.block_on(orch::engine::gather_facts(&engine))?;
-            let outcome = orch::make_plan(&request, &active, &facts)?;
-            for w in &outcome.warnings {
-                eprintln!("warning: {w}");
-            }
-            let plan = outcome.plan;
             let lifetime = orch::reaper::Lifetime::Kept { expires: ttl.map(|t| orch::reaper::now() + t.as_secs()) };
-            let opts = lifecycle::UpOptions { wait: !no_wait, timeout, keep_on_failure, no_cache, lifetime };
+            let (plan, report) = bring_up(&dirs, &rt, &engine, &input, &flags, lifetime)?;
+            let id = &plan.identity;
+            eprintln!("environment {} is up in {:.1}s; remove it with `orch down --env {}`", id.env_id, report.elapsed.as_secs_f64(), id.env_id);
+            println!("{}", id.env_id);
+            Ok(())
+        }
+        Command::Run { input, flags, keep, command } => {
+            let rt = tokio();
+            let engine = engine(&rt)?;
+            let lifetime = if keep { orch::reaper::Lifetime::Kept { expires: None } } else { orch::reaper::Lifetime::Process };
+            let (plan, _) = bring_up(&dirs, &rt, &engine, &input, &flags, lifetime)?;
             let id = plan.identity.clone();
-            reap_quietly(&rt, &engine);
-            // Whatever happens to this process from here on (kill -9 included), the watcher removes what it made.
-            spawn_watcher(&id.project, &id.env_id)?;
-            eprintln!("environment {} of project {}: bringing up {} services on {} networks", id.env_id, id.project, plan.services.len(), plan.networks.len());
-            let view = ProgressView::new();
-            let report = |p| view.report(p);
-            let result = rt.block_on(async {
+            let filter = lifecycle::env_filter(Some(&id.project), &id.env_id);
+            let vars = lifecycle::connection_env(&rt.block_on(lifecycle::status(&engine, &filter))?);
+            let outcome = rt.block_on(async {
+                let mut child = tokio::process::Command::new(&command[0])
+                    .args(&command[1..])
+                    .envs(&vars)
+                    .env("ORCH_ENV", &id.env_id)
+                    .env("ORCH_PROJECT", &id.project)
+                    .spawn()
+                    .map_err(|e| Error::Usage(format!("cannot run {:?}: {e}", command[0])))?;
                 tokio::select! {
-                    r = lifecycle::up(&engine, &plan, &opts, &report) => r.map_err(Error::from),
+                    status = child.wait() => Ok(status.map(|s| s.code().unwrap_or(128)).unwrap_or(127)),
                     signal = interrupted() => {
-                        eprintln!("{signal}: removing environment {} (press Ctrl-C again to leave it in place)", id.env_id);
-                        let filter = lifecycle::env_filter(Some(&id.project), &id.env_id);
-                        tokio::select! {
-                            r = lifecycle::down(&engine, &filter, true) => {
-                                if let Ok(r) = r {
-                                    eprintln!("removed {} containers, {} networks, {} volumes", r.containers, r.networks, r.volumes);
-                                }
-                            }
-                            _ = tokio::signal::ctrl_c() => {
-                                eprintln!("left in place; remove it with `orch down --env {}`", id.env_id);
-                                // The watcher would remove it once this process exits: this is a deliberate keep.
-                                let _ = orch::reaper::mark_ready(&engine, &id.labels(), &id.project, &id.env_id, orch::reaper::Lifetime::Kept { expires: None }).await;
-                            }
-                        }
+                        // The terminal's Ctrl-C reaches the command too; SIGTERM is forwarded by killing it.
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        eprintln!("{signal}: tearing down environment {}", id.env_id);
                         Err(Error::Interrupted)
                     }
                 }
             });
-            let report = result?;
-            eprintln!("environment {} is up in {:.1}s; remove it with `orch down --env {}`", id.env_id, report.elapsed.as_secs_f64(), id.env_id);
-            println!("{}", id.env_id);
-            Ok(())
+            if keep {
+                eprintln!("environment {} kept; remove it with `orch down --env {}`", id.env_id, id.env_id);
+            } else {
+                let removed = rt.block_on(lifecycle::down(&engine, &filter, true))?;
+                release(&dirs, &id.project, &id.env_id);
+                eprintln!("environment {} removed: {} containers, {} networks, {} volumes", id.env_id, removed.containers, removed.networks, removed.volumes);
+            }
+            match outcome? {
+                0 => Ok(()),
+                code => Err(Error::CommandFailed(code.clamp(1, 255) as u8)),
+            }
         }
         Command::Gc { dry_run, older_than, all, project } => {
             let rt = tokio();

@@ -1,0 +1,212 @@
+//! The state directory shared by every orch process of a user on a host: cross-process locks and the in-flight
+//! allocations (subnets, host ports) of environments being created.
+//!
+//! Labels on the engine are the truth; this is only the reservation for the window between choosing a subnet or a
+//! port and the engine knowing about it. So the file is small, updated atomically (temp file + rename) under an
+//! exclusive lock, and repaired on every load: reservations of dead owners are dropped, a corrupt file is replaced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::Owner;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {path}: {source}; set --state-dir or ORCH_STATE_DIR to a writable directory")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("environment {env} is in use by {holder}; waited {waited:?} (--lock-timeout), try again or use another --env")]
+    EnvLocked { env: String, holder: String, waited: Duration },
+    #[error("the allocation lock in {path} was not released within {waited:?}; the holder is {holder}")]
+    AllocLocked { path: PathBuf, holder: String, waited: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    /// `--state-dir`, else `ORCH_STATE_DIR`, else `$XDG_STATE_HOME/orch`, else `~/.local/state/orch`.
+    pub fn resolve(flag: Option<PathBuf>) -> StateDir {
+        let root = flag
+            .or_else(|| std::env::var_os("ORCH_STATE_DIR").map(PathBuf::from))
+            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("orch")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/orch")))
+            .unwrap_or_else(|| std::env::temp_dir().join("orch-state"));
+        StateDir { root }
+    }
+
+    fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path: path.clone(), source }
+    }
+
+    fn open_lock(&self, rel: &str) -> Result<(File, PathBuf), StateError> {
+        let path = self.root.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(self.io(dir))?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(self.io(&path))?;
+        Ok((file, path))
+    }
+
+    /// Takes the allocation lock (waiting up to `timeout`) and loads the reservations, dropping dead owners'.
+    pub fn allocations(&self, timeout: Duration) -> Result<AllocGuard, StateError> {
+        let (file, lock_path) = self.open_lock("alloc.lock")?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StateError::AllocLocked { path: lock_path, holder: "another orch process".into(), waited: started.elapsed() });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(StateError::Io { path: lock_path, source: e }),
+            }
+        }
+        let path = self.root.join("allocations.json");
+        // A missing or corrupt file is repaired: the engine's labels are the truth.
+        let mut state: Allocations = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        state.envs.retain(|_, a| Owner::parse(&a.owner).is_some_and(|o| o.is_alive()));
+        Ok(AllocGuard { _file: file, path, state })
+    }
+
+    /// Takes the exclusive lock of one environment, waiting up to `timeout`; the holder is named on failure.
+    pub fn lock_env(&self, project: &str, env: &str, command: &str, timeout: Duration) -> Result<EnvLock, StateError> {
+        let (mut file, path) = self.open_lock(&format!("envs/{project}--{env}.lock"))?;
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                    let holder = if holder.is_empty() { "another orch process".to_string() } else { holder };
+                    if started.elapsed() >= timeout {
+                        return Err(StateError::EnvLocked { env: env.into(), holder, waited: started.elapsed() });
+                    }
+                    if !said {
+                        eprintln!("waiting for environment {env}: in use by {holder}");
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(StateError::Io { path, source: e }),
+            }
+        }
+        let me = Owner::current();
+        let since = crate::reaper::now();
+        let _ = file.set_len(0);
+        let _ = write!(file, "pid {} ({command}) since {since} (unix time)", me.pid);
+        let _ = file.flush();
+        Ok(EnvLock { _file: file })
+    }
+}
+
+/// Held while an environment is created or removed; released on drop (and by the kernel if the process dies).
+pub struct EnvLock {
+    _file: File,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Allocations {
+    /// "project/env" → what it reserved.
+    pub envs: BTreeMap<String, EnvAllocation>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvAllocation {
+    pub owner: String,
+    pub created: u64,
+    pub subnets: Vec<String>,
+    pub ports: Vec<u16>,
+}
+
+impl Allocations {
+    pub fn subnets(&self) -> BTreeSet<Ipv4Net> {
+        self.envs.values().flat_map(|a| a.subnets.iter()).filter_map(|s| s.parse::<Ipv4Net>().ok()).collect()
+    }
+    pub fn ports(&self) -> BTreeSet<u16> {
+        self.envs.values().flat_map(|a| a.ports.iter().copied()).collect()
+    }
+}
+
+/// The allocation lock and the reservations; `save` writes them back atomically. The lock is released on drop.
+pub struct AllocGuard {
+    _file: File,
+    path: PathBuf,
+    pub state: Allocations,
+}
+
+impl AllocGuard {
+    pub fn save(&self) -> Result<(), StateError> {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let io = |source| StateError::Io { path: self.path.clone(), source };
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state).expect("serialises")).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    /// Reserves what `plan` chose for its environment.
+    pub fn reserve(&mut self, plan: &crate::plan::Plan) {
+        let key = format!("{}/{}", plan.identity.project, plan.identity.env_id);
+        self.state.envs.insert(
+            key,
+            EnvAllocation {
+                owner: Owner::current().label(),
+                created: crate::reaper::now(),
+                subnets: plan.networks.values().filter(|n| !n.external).filter_map(|n| n.subnet.clone()).collect(),
+                ports: plan.services.values().flat_map(|s| s.ports.iter().filter_map(|p| p.host_port)).collect(),
+            },
+        );
+    }
+
+    pub fn release(&mut self, project: &str, env: &str) {
+        self.state.envs.remove(&format!("{project}/{env}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_survive_reload_and_dead_owners_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir { root: dir.path().to_path_buf() };
+        {
+            let mut g = sd.allocations(Duration::from_secs(1)).unwrap();
+            g.state.envs.insert("p/live".into(), EnvAllocation { owner: Owner::current().label(), created: 1, subnets: vec!["10.192.0.0/24".into()], ports: vec![30001] });
+            let dead = Owner { start_time: Owner::current().start_time + 1, ..Owner::current() };
+            g.state.envs.insert("p/dead".into(), EnvAllocation { owner: dead.label(), created: 1, subnets: vec!["10.192.1.0/24".into()], ports: vec![30002] });
+            g.save().unwrap();
+        }
+        let g = sd.allocations(Duration::from_secs(1)).unwrap();
+        assert_eq!(g.state.envs.keys().collect::<Vec<_>>(), ["p/live"]);
+        assert_eq!(g.state.ports(), BTreeSet::from([30001]));
+        // A second taker waits for the lock and gives up with a clear error.
+        let err = sd.allocations(Duration::from_millis(100)).err().unwrap();
+        assert!(matches!(err, StateError::AllocLocked { .. }), "{err}");
+        drop(g);
+        std::fs::write(dir.path().join("allocations.json"), "{not json").unwrap();
+        assert!(sd.allocations(Duration::from_secs(1)).unwrap().state.envs.is_empty(), "a corrupt file is repaired");
+    }
+
+    #[test]
+    fn env_locks_name_their_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir { root: dir.path().to_path_buf() };
+        let held = sd.lock_env("p", "dev", "orch up --env dev", Duration::from_secs(1)).unwrap();
+        let err = sd.lock_env("p", "dev", "orch up --env dev", Duration::from_millis(200)).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains(&format!("pid {}", std::process::id())) && text.contains("orch up --env dev"), "{text}");
+        drop(held);
+        assert!(sd.lock_env("p", "dev", "x", Duration::from_millis(200)).is_ok());
+        assert!(sd.lock_env("p", "test", "x", Duration::from_millis(200)).is_ok(), "other environments are independent");
+    }
+}

@@ -1,0 +1,140 @@
+//! Parallel isolation on the real engine: 20 `orch up` processes at once, each with the five BPO tier networks and
+//! three containers, all carving from the same default pool and picking host ports from the same range. All must
+//! succeed with disjoint subnets and distinct host ports, and nothing may be left after the downs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use ipnet::Ipv4Net;
+
+const N: usize = 20;
+
+fn orch(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_orch")).args(args).env("ORCH_STATE_DIR", state).env("CI", "1").output().unwrap()
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+fn ensure_busybox_image() {
+    if Command::new("docker").args(["image", "inspect", "orch-test/busybox:latest"]).output().unwrap().status.success() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed");
+    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
+    assert!(Command::new("docker").args(["build", "-q", "-t", "orch-test/busybox:latest"]).arg(dir.path()).output().unwrap().status.success());
+}
+
+struct DownAll(std::path::PathBuf, Vec<String>);
+impl Drop for DownAll {
+    fn drop(&mut self) {
+        for env in &self.1 {
+            let _ = orch(&self.0, &["down", "--env", env]);
+        }
+    }
+}
+
+#[test]
+fn twenty_concurrent_ups_get_disjoint_subnets_and_distinct_ports() {
+    ensure_busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = dir.path().join("compose.yaml");
+    // api → main+gpu+external, postgres → main+db, grafana → main+monitoring: all five tiers are used.
+    std::fs::write(
+        &file,
+        r#"name: par
+services:
+  api:
+    image: orch-test/busybox:latest
+    command: ["sleep", "3600"]
+    ports:
+      - target: 8080
+        published: "31000-31199"
+      - target: 8081
+        published: "31000-31199"
+  postgres:
+    image: orch-test/busybox:latest
+    command: ["sleep", "3600"]
+  grafana:
+    image: orch-test/busybox:latest
+    command: ["sleep", "3600"]
+"#,
+    )
+    .unwrap();
+    let envs: Vec<String> = (0..N).map(|i| format!("par{i}-{}", std::process::id())).collect();
+    let _cleanup = DownAll(state.clone(), envs.clone());
+
+    let children: Vec<_> = envs
+        .iter()
+        .map(|env| {
+            Command::new(env!("CARGO_BIN_EXE_orch"))
+                .args(["up", "-f", file.to_str().unwrap(), "--plugin", "bpo-networks", "--env", env, "--timeout", "300s"])
+                .env("ORCH_STATE_DIR", &state)
+                .env("CI", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut failures = vec![];
+    for (env, child) in envs.iter().zip(children) {
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            failures.push(format!("{env}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {N} ups failed:\n{}", failures.len(), failures.join("\n"));
+
+    // Subnets: five per environment, all pairwise disjoint.
+    let mut subnets: Vec<(String, Ipv4Net)> = vec![];
+    for env in &envs {
+        let names = docker_lines(&["network", "ls", "--filter", &format!("label=orch.env={env}"), "--format", "{{.Name}}"]);
+        assert_eq!(names.len(), 5, "{env}: {names:?}");
+        for n in names {
+            let subnet = docker_lines(&["network", "inspect", &n, "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
+            subnets.push((n, subnet[0].parse().unwrap()));
+        }
+    }
+    for (i, (a, na)) in subnets.iter().enumerate() {
+        for (b, nb) in &subnets[i + 1..] {
+            assert!(!(na.contains(&nb.network()) || nb.contains(&na.network())), "{a} ({na}) overlaps {b} ({nb})");
+        }
+    }
+    // Host ports: two per environment from one shared range, all distinct.
+    let mut ports: BTreeMap<u16, String> = BTreeMap::new();
+    for env in &envs {
+        let ps = orch(&state, &["ps", "--env", env, "--format", "json"]);
+        let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+        let api = list.as_array().unwrap().iter().find(|s| s["service"] == "api").expect("api listed");
+        let published: BTreeSet<u16> = api["ports"].as_array().unwrap().iter().map(|p| p[2].as_u64().unwrap() as u16).collect();
+        assert_eq!(published.len(), 2, "{env}: {api}");
+        for p in published {
+            assert!((31000..=31199).contains(&p), "{env}: port {p} outside the range");
+            if let Some(other) = ports.insert(p, env.clone()) {
+                panic!("host port {p} given to both {other} and {env}");
+            }
+        }
+    }
+
+    for env in &envs {
+        assert!(orch(&state, &["down", "--env", env]).status.success());
+    }
+    for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
+        for env in &envs {
+            let mut args: Vec<&str> = kind.to_vec();
+            let filter = format!("label=orch.env={env}");
+            if kind[0] != "ps" {
+                args.push("-q");
+            }
+            args.extend(["--filter", &filter]);
+            assert!(docker_lines(&args).is_empty(), "{env}: {kind:?} left behind");
+        }
+    }
+}
