@@ -293,3 +293,44 @@ fn down_disconnects_a_foreign_container_from_the_environments_network() {
     assert_eq!(still.status, "running", "the visitor was disconnected, not removed");
     rt.block_on(engine.remove_container(&visitor)).unwrap();
 }
+
+#[test]
+fn run_passes_the_exit_status_through_and_always_tears_down() {
+    let _serial = serial();
+    let rt = rt();
+    let engine = engine(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "name: runner\nservices:\n  db:\n    image: orch-test/busybox:latest\n    command: [\"sh\", \"-c\", \"while true; do nc -l -p 5432 -e true; done\"]\n    ports: [\"5432\"]\n").unwrap();
+    let state = dir.path().join("state");
+    let env = format!("run-{}", std::process::id());
+    let _guard = Guard("runner".into(), env.clone());
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["run", "-f", file.to_str().unwrap(), "--env", &env, "--pool", "10.240.0.0/16", "--", "bash", "-c", "exec 3<>/dev/tcp/$DB_HOST/$DB_PORT && echo \"reached $DB_HOST:$DB_PORT in $ORCH_ENV\"; exit 42"])
+        .env("ORCH_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("reached 127.0.0.1:")) && stdout.contains(&env), "{stdout}");
+    assert_eq!(leftovers(&rt, &engine, &env), 0, "run tears down after the command");
+
+    // SIGTERM while the command runs: the command is stopped and the environment removed before orch exits.
+    let env2 = format!("run2-{}", std::process::id());
+    let _guard2 = Guard("runner".into(), env2.clone());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["run", "-f", file.to_str().unwrap(), "--env", &env2, "--pool", "10.241.0.0/16", "--", "sh", "-c", "echo started >&2; sleep 600"])
+        .env("ORCH_STATE_DIR", &state)
+        .env("CI", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reader = wait_for_line(&mut child, "started");
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(leftovers(&rt, &engine, &env2), 0, "SIGTERM during run tears down");
+    // The allocation state holds no reservation for either environment afterwards.
+    let alloc = std::fs::read_to_string(state.join("allocations.json")).unwrap();
+    assert!(!alloc.contains(&env) && !alloc.contains(&env2), "{alloc}");
+}
