@@ -23,6 +23,8 @@ pub enum Error {
     Usage(String),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Admission(#[from] crate::admission::AdmissionError),
     #[error("interrupted; what this run created was removed")]
     Interrupted,
     /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
@@ -61,6 +63,9 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
             Error::State(_) => exit::BUSY,
+            Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => exit::INVALID_INPUT,
+            Error::Admission(crate::admission::AdmissionError::Engine(_)) => exit::ENGINE,
+            Error::Admission(_) => exit::BUSY,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`resolve`] (subnets, ports), [`validate`], [`facts`] and [`engine`] (what is on the machine), [`export`]
 //! (the plan as a compose file).
 
+pub mod admission;
 pub mod engine;
 pub mod error;
 pub mod export;

@@ -10,6 +10,12 @@ use ipnet::Ipv4Net;
 
 const N: usize = 20;
 
+/// The admission test counts every environment on the engine: the tests here must not overlap.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn orch(state: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_orch")).args(args).env("ORCH_STATE_DIR", state).env("CI", "1").output().unwrap()
 }
@@ -41,6 +47,7 @@ impl Drop for DownAll {
 
 #[test]
 fn twenty_concurrent_ups_get_disjoint_subnets_and_distinct_ports() {
+    let _serial = serial();
     ensure_busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -137,4 +144,45 @@ services:
             assert!(docker_lines(&args).is_empty(), "{env}: {kind:?} left behind");
         }
     }
+}
+
+#[test]
+fn admission_queues_beyond_max_envs_and_no_wait_capacity_fails() {
+    let _serial = serial();
+    ensure_busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "name: adm\nservices:\n  app:\n    image: orch-test/busybox:latest\n    command: [\"sleep\", \"3600\"]\n").unwrap();
+    let (a, b) = (format!("adm-a-{}", std::process::id()), format!("adm-b-{}", std::process::id()));
+    let _cleanup = DownAll(state.clone(), vec![a.clone(), b.clone()]);
+    // Whatever else runs on this engine counts too: the cap is "what exists now + 1".
+    let existing: BTreeSet<String> = docker_lines(&["ps", "-a", "--filter", "label=orch.env", "--format", "{{.Label \"orch.env\"}}"]).into_iter().collect();
+    let cap = (existing.len() + 1).to_string();
+    let up = |env: &str, extra: &[&str]| {
+        let mut args = vec!["up", "-f", file.to_str().unwrap(), "--env", env, "--max-envs", &cap, "--pool", "10.250.0.0/16"];
+        args.extend_from_slice(extra);
+        orch(&state, &args)
+    };
+    assert!(up(&a, &[]).status.success());
+    let refused = up(&b, &["--no-wait-capacity"]);
+    assert_eq!(refused.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at most"), "{}", String::from_utf8_lossy(&refused.stderr));
+
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["up", "-f", file.to_str().unwrap(), "--env", &b, "--max-envs", &cap, "--pool", "10.250.0.0/16"])
+        .env("ORCH_STATE_DIR", &state)
+        .env("CI", "1")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.contains("waiting for capacity"), "{line}");
+    assert!(docker_lines(&["ps", "-aq", "--filter", &format!("label=orch.env={b}")]).is_empty(), "nothing is created while queued");
+    assert!(orch(&state, &["down", "--env", &a]).status.success());
+    assert!(waiting.wait().unwrap().success(), "the queued up proceeds once capacity frees");
+    assert_eq!(docker_lines(&["ps", "-q", "--filter", &format!("label=orch.env={b}")]).len(), 1);
 }

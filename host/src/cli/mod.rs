@@ -198,9 +198,15 @@ struct UpFlags {
     /// Rebuild images of services with `build:` without the layer cache
     #[arg(long)]
     no_cache: bool,
-    /// How long to wait for a named environment another orch process is using (e.g. 5m)
+    /// How long to wait for a named environment another orch process is using, or for capacity (e.g. 5m)
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
+    /// At most this many orch environments at once on this engine; more queue [default: no cap]
+    #[arg(long, env = "ORCH_MAX_ENVS", default_value_t = 0)]
+    max_envs: usize,
+    /// Fail instead of queueing when there is no capacity
+    #[arg(long)]
+    no_wait_capacity: bool,
 }
 
 /// Which environment a command acts on.
@@ -432,6 +438,10 @@ fn bring_up(
             return Err(Error::Usage(format!("environment {env} of project {project} already exists; use it, or remove it first with `orch down --env {env}`")));
         }
     }
+    // Admission needs the plan's memory demand; plugins may change limits, so a trial plan (no reservation) gives it.
+    let trial = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
+    let policy = orch::admission::Policy { max_envs: flags.max_envs, no_wait: flags.no_wait_capacity, timeout: flags.lock_timeout };
+    let _ticket = rt.block_on(orch::admission::admit(engine, &state, &trial.plan, &policy, &|m| eprintln!("{m}")))?;
     let outcome = rt.block_on(orch::plan_and_reserve(engine, &state, &request, &active, flags.lock_timeout))?;
     for w in &outcome.warnings {
         eprintln!("warning: {w}");
