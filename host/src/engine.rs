@@ -627,5 +627,6 @@ pub async fn gather_facts<E: Engine>(engine: &E) -> Result<Facts, EngineError> {
     facts.taken_host_ports.extend(containers.iter().flat_map(|c| c.published.iter().map(|p| p.0)));
     facts.local_images.extend(images);
     facts.add_host_routes();
+    facts.add_host_listeners();
     Ok(facts)
 }

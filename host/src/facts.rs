@@ -22,6 +22,31 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// Adds TCP ports something on the host listens on (`/proc/net/tcp` and `tcp6`), so plans avoid them.
+    pub fn add_host_listeners(&mut self) {
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                self.taken_host_ports.extend(parse_listeners(&text));
+            }
+        }
+    }
+}
+
+/// Local ports in state LISTEN (0A) from a `/proc/net/tcp`-format table.
+pub fn parse_listeners(text: &str) -> Vec<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.get(3) != Some(&"0A") {
+                return None;
+            }
+            u16::from_str_radix(cols.get(1)?.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
 /// Parses `/proc/net/route` (little-endian hex destination and mask columns).
 pub fn parse_routes(text: &str) -> Vec<Ipv4Net> {
     let mut out = vec![];
@@ -46,6 +71,12 @@ pub fn parse_routes(text: &str) -> Vec<Ipv4Net> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn listeners() {
+        let text = "  sl  local_address rem_address   st\n   0: 00000000:1F90 00000000:0000 0A 0\n   1: 0100007F:0277 0100007F:A0B2 01 0\n";
+        assert_eq!(super::parse_listeners(text), vec![8080]);
+    }
+
     #[test]
     fn routes() {
         let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\

@@ -251,13 +251,17 @@ async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress
     let channels: BTreeMap<&str, (watch::Sender<Status>, watch::Receiver<Status>)> =
         plan.services.keys().map(|k| (k.as_str(), watch::channel(Status::Pending))).collect();
     let deadline = started + opts.timeout;
+    let specs: BTreeMap<String, ContainerSpec> = specs.into_iter().collect();
+    let used_ports = std::sync::Mutex::new(BTreeSet::new());
     let runs = plan.services.iter().map(|(name, s)| {
         let id = containers[name].clone();
         let channels = &channels;
+        let spec = &specs[name];
+        let used_ports = &used_ports;
         let must_wait = opts.wait || awaited.contains(name.as_str());
         async move {
             let tx = &channels[name.as_str()].0;
-            let result = start_service(engine, name, s, &id, channels, must_wait, deadline, progress).await;
+            let result = start_service(engine, name, s, &id, spec, used_ports, channels, must_wait, deadline, progress).await;
             match &result {
                 Ok(()) => {}
                 Err(e) => {
@@ -294,6 +298,8 @@ async fn start_service<E: Engine>(
     name: &str,
     s: &ServicePlan,
     id: &str,
+    spec: &ContainerSpec,
+    used_ports: &std::sync::Mutex<BTreeSet<u16>>,
     channels: &BTreeMap<&str, (watch::Sender<Status>, watch::Receiver<Status>)>,
     must_wait: bool,
     deadline: Instant,
@@ -321,7 +327,8 @@ async fn start_service<E: Engine>(
     }
     let tx = &channels[name].0;
     progress(Progress::Starting { service: name.into() });
-    engine.start_container(id).await?;
+    let replaced = start_with_port_retry(engine, name, s, id, spec, used_ports).await?;
+    let id = replaced.as_deref().unwrap_or(id);
     tx.send_replace(Status::Started);
     if must_wait {
         for strategy in &s.wait {
@@ -347,6 +354,61 @@ pub fn describe_wait(w: &WaitStrategy) -> String {
 
 async fn last_logs<E: Engine>(engine: &E, id: &str) -> Vec<String> {
     engine.logs(id, Some(15)).await.map(|l| l.into_iter().map(|(_, line)| line).collect()).unwrap_or_default()
+}
+
+/// Starts the container; when the engine refuses a host port (a process outside orch holds it — invisible to the
+/// facts), picks another port from the same range strategy, recreates the container and tries again. Returns the
+/// new container id when it had to recreate.
+async fn start_with_port_retry<E: Engine>(
+    engine: &E,
+    name: &str,
+    s: &ServicePlan,
+    id: &str,
+    spec: &ContainerSpec,
+    used_ports: &std::sync::Mutex<BTreeSet<u16>>,
+) -> Result<Option<String>, LifecycleError> {
+    let mut spec = spec.clone();
+    let mut current: Option<String> = None;
+    for _attempt in 0..5 {
+        let cid = current.clone().unwrap_or_else(|| id.to_string());
+        let err = match engine.start_container(&cid).await {
+            Ok(()) => return Ok(current),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        if !(text.contains("port is already allocated") || text.contains("address already in use")) {
+            return Err(err.into());
+        }
+        // Move every re-allocatable port of this service to a fresh one in its range.
+        let mut moved = false;
+        for binding in spec.ports.iter_mut() {
+            let Some(plan_port) = s.ports.iter().find(|p| p.container_port == binding.container_port && p.protocol == binding.protocol) else { continue };
+            let (start, end) = match plan_port.strategy {
+                PortStrategy::Range { start, end } | PortStrategy::Hashed { start, end } => (start, end),
+                _ => continue,
+            };
+            let mut used = used_ports.lock().expect("port set");
+            if let Some(old) = binding.host_port {
+                used.insert(old);
+            }
+            let next = (start..=end).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok());
+            if let Some(p) = next {
+                used.insert(p);
+                binding.host_port = Some(p);
+                moved = true;
+            }
+        }
+        if !moved {
+            return Err(LifecycleError::ServiceFailed {
+                service: name.into(),
+                reason: format!("a host port it publishes is taken by a process outside orch ({text}); free the port or use a port range"),
+                logs: vec![],
+            });
+        }
+        engine.remove_container(&cid).await?;
+        current = Some(engine.create_container(&spec).await?);
+    }
+    Err(LifecycleError::ServiceFailed { service: name.into(), reason: "its host ports kept being taken; gave up after 5 attempts".into(), logs: vec![] })
 }
 
 /// Polls one wait strategy until it holds, the container dies, or the deadline passes.

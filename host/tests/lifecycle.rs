@@ -419,3 +419,29 @@ services:
     let logs = orch(&["logs", "--env", &env.id, "web"]);
     assert!(logs.status.success());
 }
+
+#[test]
+fn a_port_taken_outside_orch_after_planning_is_reallocated_from_the_range() {
+    let s = setup();
+    // Hold the first port of the range the way a non-Docker process would, after the plan was made.
+    let compose = "services:\n  web:\n    image: orch-test/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    ports:\n      - target: 80\n        published: \"31700-31705\"\n";
+    let file = s.dir.path().join("compose.yaml");
+    std::fs::write(&file, compose).unwrap();
+    let env_id = format!("portretry-{}", std::process::id());
+    let request = orch::PlanRequest {
+        compose: orch_compose::LoadOptions { files: vec![file], ..Default::default() },
+        env_id: Some(env_id.clone()),
+        env_kind: Default::default(),
+        pools: vec!["10.209.0.0/16".parse().unwrap()],
+    };
+    let plan = orch::make_plan(&request, &[], &Facts::default()).unwrap().plan;
+    let env = Env { id: env_id, project: plan.identity.project.clone(), engine: s.engine.clone() };
+    let planned = plan.services["web"].ports[0].host_port.unwrap();
+    let _squatter = std::net::TcpListener::bind(("0.0.0.0", planned)).expect("the planned port is free before the squatter");
+    s.up(&plan).unwrap();
+    let state = s.rt.block_on(s.engine.inspect_container(&plan.services["web"].container_name)).unwrap();
+    let got = state.ports.iter().find(|p| p.0 == 80).unwrap().3;
+    assert_ne!(got, planned, "the taken port was not used");
+    assert!((31700..=31705).contains(&got), "the new port comes from the same range: {got}");
+    drop(env);
+}
