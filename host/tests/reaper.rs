@@ -239,6 +239,13 @@ fn gc_removes_exactly_the_orphans() {
     };
     let ours = |text: &str| -> Vec<String> { text.lines().filter(|l| l.contains(&format!("-{pid} "))).map(String::from).collect() };
 
+    // doctor names the orphan and says what to do.
+    let doctor = Command::new(env!("CARGO_BIN_EXE_orch")).args(["doctor", "--format", "json"]).output().unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let leaks = checks.as_array().unwrap().iter().find(|c| c["name"] == "leaks").unwrap();
+    assert_eq!(leaks["status"], "warn");
+    assert!(leaks["detail"].as_str().unwrap().contains(&orphan) && leaks["hint"].as_str().unwrap().contains("orch gc"), "{leaks}");
+
     let dry = ours(&orch(&["gc", "--dry-run"]));
     assert_eq!(dry.len(), 1, "{dry:?}");
     assert!(dry[0].starts_with(&format!("would remove {orphan} ")), "{dry:?}");

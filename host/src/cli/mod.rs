@@ -78,6 +78,14 @@ enum Command {
         #[arg(short = 'p', long = "project-name")]
         project: Option<String>,
     },
+    /// Check the engine, address-pool and port headroom, memory, leaks, locks and state, with fix hints
+    Doctor {
+        /// Subnet pools to check [default: 10.192.0.0/12]
+        #[arg(long = "pool")]
+        pools: Vec<ipnet::Ipv4Net>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// (internal) Removes an environment when the process creating it dies
     #[command(name = "__watch", hide = true)]
     Watch {
@@ -666,6 +674,27 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                         r.env, r.project, r.reason, rm.containers, rm.networks, rm.volumes
                     ),
                 }
+            }
+            Ok(())
+        }
+        Command::Doctor { pools, format } => {
+            let rt = tokio();
+            let pools = if pools.is_empty() { vec![orch::resolve::DEFAULT_POOL.parse().expect("literal")] } else { pools };
+            let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
+            let checks = rt.block_on(async { orch::doctor::run(orch::engine::DockerEngine::connect().await, &state, &pools).await });
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&checks).expect("serialises"));
+            } else {
+                for c in &checks {
+                    let status = format!("{:?}", c.status).to_lowercase();
+                    println!("{status:<5} {:<13} {}", c.name, c.detail);
+                    if let Some(h) = &c.hint {
+                        println!("      {:<13} fix: {h}", "");
+                    }
+                }
+            }
+            if checks.iter().any(|c| c.status == orch::doctor::Status::Fail) {
+                return Err(Error::Usage("doctor found problems (see above)".into()));
             }
             Ok(())
         }
