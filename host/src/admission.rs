@@ -62,24 +62,40 @@ impl Drop for Ticket {
     }
 }
 
-fn ahead_of(dir: &std::path::Path, mine: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.as_str() >= mine {
-                return false;
-            }
-            let owner = std::fs::read_to_string(e.path()).ok().and_then(|o| Owner::parse(o.trim()));
-            let alive = owner.as_ref().is_some_and(Owner::is_alive);
-            if !alive {
-                // A waiter that died leaves its ticket: clear it for everyone.
-                let _ = std::fs::remove_file(e.path());
-            }
-            alive
-        })
-        .count()
+/// A queue entry: `<owner label>\n<memory demand>\n<waiting|admitted>`, named by arrival time.
+struct Entry {
+    name: String,
+    demand: u64,
+    admitted: bool,
+}
+
+fn write_ticket(path: &std::path::Path, demand: u64, admitted: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n{demand}\n{}\n", Owner::current().label(), if admitted { "admitted" } else { "waiting" }))?;
+    std::fs::rename(tmp, path)
+}
+
+/// Live entries of the queue; entries of dead processes are removed for everyone.
+fn entries(dir: &std::path::Path) -> Vec<Entry> {
+    let Ok(list) = std::fs::read_dir(dir) else { return vec![] };
+    let mut out = vec![];
+    for e in list.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut lines = text.lines();
+        let alive = lines.next().and_then(Owner::parse).is_some_and(|o| o.is_alive());
+        if !alive {
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
+        let demand = lines.next().and_then(|d| d.parse().ok()).unwrap_or(0);
+        let admitted = lines.next() == Some("admitted");
+        out.push(Entry { name, demand, admitted });
+    }
+    out
 }
 
 /// Waits (or fails, with `no_wait`) until this plan may start. Keep the ticket until the environment exists, so
@@ -96,31 +112,40 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = format!("{nanos:024}-{}", std::process::id());
     let path = dir.join(&name);
-    std::fs::write(&path, Owner::current().label()).map_err(|e| AdmissionError::Io(path.clone(), e))?;
+    write_ticket(&path, need, false).map_err(|e| AdmissionError::Io(path.clone(), e))?;
     let ticket = Ticket { path };
     let started = Instant::now();
     let mut last_said = String::new();
     loop {
-        let ahead = ahead_of(&dir, &name);
-        let why = if ahead > 0 {
-            Some(format!("{ahead} ahead"))
+        // Capacity must hold for this plan on top of everyone admitted and everyone waiting ahead (first come, first
+        // served); admitted environments may be counted twice once they exist, which only errs on the safe side.
+        let queue = entries(&dir);
+        let ahead: Vec<&Entry> = queue.iter().filter(|e| !e.admitted && e.name < name).collect();
+        let admitted: Vec<&Entry> = queue.iter().filter(|e| e.admitted && e.name != name).collect();
+        let running = if policy.max_envs > 0 {
+            let now = reaper::now();
+            reaper::environments(engine).await?.iter().filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept)).count()
         } else {
-            let running = if policy.max_envs > 0 {
-                let now = reaper::now();
-                reaper::environments(engine).await?.iter().filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept)).count()
-            } else {
-                0
-            };
-            let memory = host_memory().map(|(avail, total)| (avail.saturating_sub(total / 10), total));
-            if policy.max_envs > 0 && running >= policy.max_envs {
-                Some(format!("{running} environments running, at most {} allowed (--max-envs)", policy.max_envs))
-            } else if let Some((usable, _)) = memory.filter(|(usable, _)| need > *usable) {
-                Some(format!("needs {} MiB of memory, {} MiB available beyond the 10% reserve", need >> 20, usable >> 20))
-            } else {
-                None
-            }
+            0
         };
-        let Some(why) = why else { return Ok(ticket) };
+        let reserved: u64 = ahead.iter().chain(admitted.iter()).map(|e| e.demand).sum();
+        let usable = host_memory().map(|(avail, total)| avail.saturating_sub(total / 10));
+        let why = if policy.max_envs > 0 && running + admitted.len() + ahead.len() + 1 > policy.max_envs {
+            Some(format!(
+                "{} ahead; {running} environments running and {} starting, at most {} allowed (--max-envs)",
+                ahead.len(),
+                admitted.len(),
+                policy.max_envs
+            ))
+        } else if let Some(usable) = usable.filter(|u| need + reserved > *u) {
+            Some(format!("{} ahead; needs {} MiB of memory, {} MiB usable beyond the 10% reserve and what others claimed", ahead.len(), need >> 20, usable.saturating_sub(reserved) >> 20))
+        } else {
+            None
+        };
+        let Some(why) = why else {
+            write_ticket(&ticket.path, need, true).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
+            return Ok(ticket);
+        };
         if policy.no_wait {
             return Err(AdmissionError::NoCapacity { why });
         }

@@ -96,10 +96,11 @@ networks:
     file
 }
 
-fn spawn_up(file: &Path, env: &str, pool: &str) -> Child {
+fn spawn_up(file: &Path, env: &str, pool: &str, state: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(["up", "-f", file.to_str().unwrap(), "--env", env, "--pool", pool, "--timeout", "60s"])
         .env("CI", "1")
+        .env("ORCH_STATE_DIR", state)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -136,7 +137,7 @@ fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
     for (i, moment) in ["created (10.", ": creating", "waiting until healthy"].into_iter().enumerate() {
         let env = format!("kill{i}-{}", std::process::id());
         let _guard = Guard("reap".into(), env.clone());
-        let mut child = spawn_up(&file, &env, &format!("10.21{i}.0.0/16"));
+        let mut child = spawn_up(&file, &env, &format!("10.21{i}.0.0/16"), &dir.path().join("state"));
         let _reader = wait_for_line(&mut child, moment);
         assert!(leftovers(&rt, &engine, &env) > 0, "something must exist when killed at {moment:?}");
         signal(&child, "-KILL");
@@ -148,6 +149,10 @@ fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
             std::thread::sleep(Duration::from_millis(100));
         }
         times.push(killed.elapsed());
+        // The killed process's reservation is reclaimed: nobody sees it once its owner is dead.
+        let state = orch::state::StateDir { root: dir.path().join("state") };
+        let alloc = state.allocations(Duration::from_secs(10)).unwrap();
+        assert!(!alloc.state.envs.keys().any(|k| k.ends_with(&env)), "{:?}", alloc.state.envs.keys().collect::<Vec<_>>());
     }
     times.sort();
     println!("SIGKILL → zero leftovers: {times:?} (median {:?})", times[times.len() / 2]);
@@ -163,7 +168,7 @@ fn sigterm_and_sigint_tear_down_up() {
     for (i, sig) in ["-TERM", "-INT"].into_iter().enumerate() {
         let env = format!("sig{i}-{}", std::process::id());
         let _guard = Guard("reap".into(), env.clone());
-        let mut child = spawn_up(&file, &env, &format!("10.22{i}.0.0/16"));
+        let mut child = spawn_up(&file, &env, &format!("10.22{i}.0.0/16"), &dir.path().join("state"));
         let mut reader = wait_for_line(&mut child, "waiting until healthy");
         signal(&child, sig);
         let status = child.wait().unwrap();

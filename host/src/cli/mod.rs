@@ -663,6 +663,12 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             let rt = tokio();
             let engine = engine(&rt)?;
             let reaped = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { dry_run, older_than, all, project }))?;
+            if !dry_run {
+                // Reservations of dead owners are dropped when the allocation state is loaded; save it pruned.
+                let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
+                let guard = state.allocations(std::time::Duration::from_secs(30))?;
+                guard.save()?;
+            }
             if reaped.is_empty() {
                 eprintln!("no orphaned environments");
             }
