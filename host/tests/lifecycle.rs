@@ -2,8 +2,6 @@
 //! and a guard removes its environment when the test ends — also when it fails — and then checks nothing is left.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use orch::engine::{DockerEngine, Engine};
@@ -11,41 +9,11 @@ use orch::facts::Facts;
 use orch::lifecycle::{self, LifecycleError, UpOptions};
 use orch::plan::{Plan, WaitStrategy};
 
-const IMAGE: &str = "orch-test/busybox:latest";
+mod support;
+use support::{IMAGE, ensure_image};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// A build context with Debian's static busybox in an otherwise empty image.
-fn busybox_context() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("orch-test-busybox-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed (.ci/run installs it)");
-        std::fs::copy(busybox, dir.join("busybox")).unwrap();
-        std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
-        dir
-    })
-    .clone()
-}
-
-/// Builds the test image once per process, through the engine API as `up` would.
-fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let spec = orch::engine::BuildSpec {
-            tag: IMAGE.into(),
-            context: lifecycle::tar_context(&busybox_context()).unwrap(),
-            dockerfile: "Dockerfile".into(),
-            args: BTreeMap::new(),
-            target: None,
-            labels: BTreeMap::new(),
-            no_cache: false,
-        };
-        rt.block_on(engine.build_image(spec)).unwrap();
-    });
 }
 
 /// One test's environment: removed on drop, then checked to be gone.

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use ipnet::Ipv4Net;
 
+mod support;
+
 const N: usize = 20;
 
 /// The admission test counts every environment on the engine: the tests here must not overlap.
@@ -25,17 +27,6 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
-fn ensure_busybox_image() {
-    if Command::new("docker").args(["image", "inspect", "orch-test/busybox:latest"]).output().unwrap().status.success() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed");
-    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
-    assert!(Command::new("docker").args(["build", "-q", "-t", "orch-test/busybox:latest"]).arg(dir.path()).output().unwrap().status.success());
-}
-
 struct DownAll(std::path::PathBuf, Vec<String>);
 impl Drop for DownAll {
     fn drop(&mut self) {
@@ -48,7 +39,7 @@ impl Drop for DownAll {
 #[test]
 fn twenty_concurrent_ups_get_disjoint_subnets_and_distinct_ports() {
     let _serial = serial();
-    ensure_busybox_image();
+    support::ensure_image_blocking();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let file = dir.path().join("compose.yaml");
@@ -149,7 +140,7 @@ services:
 #[test]
 fn admission_queues_beyond_max_envs_and_no_wait_capacity_fails() {
     let _serial = serial();
-    ensure_busybox_image();
+    support::ensure_image_blocking();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let file = dir.path().join("compose.yaml");

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use orch::engine::{ContainerSpec, DockerEngine, Engine, NetworkSpec};
 
-const IMAGE: &str = "orch-test/busybox:latest";
+mod support;
+use support::{IMAGE, ensure_image};
 
 /// These tests reap: one test's `orch up` would opportunistically remove another's orphan fixtures. One at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -27,26 +27,6 @@ fn engine(rt: &tokio::runtime::Runtime) -> DockerEngine {
     let e = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
     ensure_image(rt, &e);
     e
-}
-
-fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed");
-        std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
-        let spec = orch::engine::BuildSpec {
-            tag: IMAGE.into(),
-            context: orch::lifecycle::tar_context(dir.path()).unwrap(),
-            dockerfile: "Dockerfile".into(),
-            args: BTreeMap::new(),
-            target: None,
-            labels: BTreeMap::new(),
-            no_cache: false,
-        };
-        rt.block_on(engine.build_image(spec)).unwrap();
-    });
 }
 
 fn leftovers(rt: &tokio::runtime::Runtime, engine: &DockerEngine, env: &str) -> usize {

@@ -1,0 +1,39 @@
+//! Shared by the real-engine tests: the tiny test image, built from Debian's static busybox through the engine API
+//! exactly as `orch up` builds images.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use orch::engine::{DockerEngine, Engine};
+
+pub const IMAGE: &str = "orch-test/busybox:latest";
+
+/// Builds [`IMAGE`] once per test process.
+pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed (.ci/run installs it)");
+        std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
+        let spec = orch::engine::BuildSpec {
+            tag: IMAGE.into(),
+            context: orch::lifecycle::tar_context(dir.path()).unwrap(),
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::new(),
+            target: None,
+            labels: BTreeMap::new(),
+            no_cache: false,
+        };
+        rt.block_on(engine.build_image(spec)).unwrap();
+    });
+}
+
+/// [`ensure_image`] for tests that drive the `orch` binary and have no engine of their own.
+#[allow(dead_code)]
+pub fn ensure_image_blocking() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let engine = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
+    ensure_image(&rt, &engine);
+}
