@@ -22,6 +22,8 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Admission(#[from] crate::admission::AdmissionError),
@@ -50,7 +52,7 @@ pub mod exit {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } => exit::INVALID_INPUT,
+            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) => exit::INVALID_INPUT,
             Error::Plugin(PluginError::Settings { .. } | PluginError::SettingSyntax { .. } | PluginError::Unknown { .. } | PluginError::Read { .. }) => {
                 exit::INVALID_INPUT
             }

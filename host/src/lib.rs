@@ -5,6 +5,7 @@
 //! (the plan as a compose file).
 
 pub mod admission;
+pub mod config;
 pub mod doctor;
 pub mod engine;
 pub mod error;

@@ -25,6 +25,8 @@ struct CaseFacts {
     taken_subnets: Vec<String>,
     #[serde(default)]
     taken_host_ports: Vec<u16>,
+    #[serde(default)]
+    local_images: Vec<String>,
 }
 
 fn plugin_ref(name: &str) -> PluginRef {
@@ -52,6 +54,7 @@ fn run_case(dir: &Path, runtime: &Runtime) -> String {
     let facts = Facts {
         taken_subnets: case.facts.taken_subnets.iter().map(|s| s.parse().unwrap()).collect(),
         taken_host_ports: case.facts.taken_host_ports.iter().copied().collect(),
+        local_images: case.facts.local_images.iter().cloned().collect(),
         ..Facts::default()
     };
     let request = orch::PlanRequest {

@@ -209,9 +209,9 @@ struct UpFlags {
     /// How long to wait for a named environment another orch process is using, or for capacity (e.g. 5m)
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
-    /// At most this many orch environments at once on this engine; more queue [default: no cap]
-    #[arg(long, env = "ORCH_MAX_ENVS", default_value_t = 0)]
-    max_envs: usize,
+    /// At most this many orch environments at once on this engine; more queue [default: orch.toml's max-envs, else no cap]
+    #[arg(long, env = "ORCH_MAX_ENVS")]
+    max_envs: Option<usize>,
     /// Fail instead of queueing when there is no capacity
     #[arg(long)]
     no_wait_capacity: bool,
@@ -257,9 +257,9 @@ struct PlanInput {
     /// Environment name; a fresh id is generated per run when absent
     #[arg(long = "env")]
     env: Option<String>,
-    /// What the environment is for
-    #[arg(long = "env-kind", default_value = "test")]
-    env_kind: EnvKind,
+    /// What the environment is for [default: orch.toml's env-kind, else test]
+    #[arg(long = "env-kind")]
+    env_kind: Option<EnvKind>,
     /// Policy plugin: a built-in name or a path to a .wasm component (repeatable, applied in order)
     #[arg(long = "plugin")]
     plugins: Vec<String>,
@@ -272,30 +272,59 @@ struct PlanInput {
     /// Plan without asking the Docker engine which subnets and ports are taken
     #[arg(long)]
     no_engine: bool,
+    /// Project config [default: orch.toml in the current directory, if there is one]
+    #[arg(long = "config")]
+    config: Option<PathBuf>,
 }
 
 const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 
 impl PlanInput {
+    /// orch.toml (from --config or the current directory), if any.
+    fn project_config(&self) -> Result<Option<orch::config::ProjectConfig>, Error> {
+        let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+        Ok(orch::config::ProjectConfig::find(self.config.as_deref(), &cwd)?)
+    }
+
+    /// Flags win over orch.toml, which wins over the defaults.
     fn request(&self) -> Result<PlanRequest, Error> {
-        let files = if self.files.is_empty() {
-            let found = DEFAULT_FILES.iter().map(PathBuf::from).find(|p| p.is_file());
-            vec![found.ok_or_else(|| Error::Usage(format!("no compose file given and none of {} in the current directory; pass -f FILE", DEFAULT_FILES.join(", "))))?]
-        } else {
+        let config = self.project_config()?.unwrap_or_default();
+        let from_config = |paths: &[PathBuf]| paths.iter().map(|p| config.resolve(p)).collect::<Vec<_>>();
+        let files = if !self.files.is_empty() {
             self.files.clone()
+        } else if !config.files.is_empty() {
+            from_config(&config.files)
+        } else {
+            let found = DEFAULT_FILES.iter().map(PathBuf::from).find(|p| p.is_file());
+            vec![found.ok_or_else(|| Error::Usage(format!("no compose file given and none of {} in the current directory; pass -f FILE or list `files` in orch.toml", DEFAULT_FILES.join(", "))))?]
         };
+        let env_kind = match (self.env_kind, &config.env_kind) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k.parse().expect("checked when orch.toml was loaded"),
+            (None, None) => EnvKind::Test,
+        };
+        let pools = if self.pools.is_empty() { config.pools.iter().map(|p| p.parse().expect("checked when orch.toml was loaded")).collect() } else { self.pools.clone() };
         Ok(PlanRequest {
             compose: orch_compose::LoadOptions {
                 files,
-                env_files: self.env_files.clone(),
-                profiles: self.profiles.clone(),
+                env_files: if self.env_files.is_empty() { from_config(&config.env_files) } else { self.env_files.clone() },
+                profiles: if self.profiles.is_empty() { config.profiles.clone() } else { self.profiles.clone() },
                 environment: std::env::vars().collect(),
-                project_name: self.project_name.clone(),
+                project_name: self.project_name.clone().or(config.project.clone()),
             },
             env_id: self.env.clone(),
-            env_kind: self.env_kind,
-            pools: self.pools.clone(),
+            env_kind,
+            pools,
         })
+    }
+
+    /// `--plugin` flags replace orch.toml's list; orch.toml's settings still apply to the plugins named in both, and
+    /// `--plugin-setting` flags go on top.
+    fn plugins(&self) -> Result<(Vec<PluginRef>, BTreeMap<String, serde_json::Value>), Error> {
+        let config = self.project_config()?.unwrap_or_default();
+        let refs = if self.plugins.is_empty() { config.plugin_refs() } else { self.plugins.clone() };
+        let settings = plugins::parse_settings(config.plugin_settings(), &self.plugin_settings)?;
+        Ok((refs.iter().map(|p| PluginRef::parse(p)).collect(), settings))
     }
 }
 
@@ -310,13 +339,12 @@ fn runtime(cli_cache: &Option<PathBuf>) -> Result<Runtime, Error> {
     Ok(Runtime::new(cache_dir(cli_cache))?)
 }
 
-/// Loads the plugins named on the command line; no wasm engine is created when there are none.
+/// Loads the plugins named on the command line or in orch.toml; no wasm engine is created when there are none.
 fn active_plugins(cli_cache: &Option<PathBuf>, input: &PlanInput) -> Result<Vec<plugins::ActivePlugin>, Error> {
-    if input.plugins.is_empty() {
+    let (refs, settings) = input.plugins()?;
+    if refs.is_empty() {
         return Ok(vec![]);
     }
-    let settings = orch::plugin_settings(&input.plugin_settings)?;
-    let refs: Vec<PluginRef> = input.plugins.iter().map(|p| PluginRef::parse(p)).collect();
     Ok(plugins::activate(&runtime(cli_cache)?, &refs, &settings)?)
 }
 
@@ -371,7 +399,7 @@ fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEng
         return Ok(lifecycle::env_filter(select.project.as_deref(), env));
     }
     let mut filter = vec![lifecycle::labels::ENV.to_string()];
-    if let Some(p) = &select.project {
+    if let Some(p) = select.project.clone().or_else(cwd_project) {
         filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
     }
     let all = rt.block_on(lifecycle::status(engine, &filter))?;
@@ -389,6 +417,18 @@ fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEng
     }
 }
 
+/// The project the current directory defines (its orch.toml or compose file), so that plain `orch down` or `orch ps`
+/// in a project's folder act on that project's environments only.
+fn cwd_project() -> Option<String> {
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        input: PlanInput,
+    }
+    let request = Defaults::try_parse_from(["orch"]).ok()?.input.request().ok()?;
+    orch_compose::load(&request.compose).ok().map(|l| l.project.name)
+}
+
 /// `ps` shows the engine's view; `health` also runs a starting container's healthcheck to report what holds now.
 fn show_status(select: &Select, format: Format, probe: bool) -> Result<(), Error> {
     let rt = tokio();
@@ -398,7 +438,7 @@ fn show_status(select: &Select, format: Format, probe: bool) -> Result<(), Error
         None => vec![lifecycle::labels::ENV.to_string()],
     };
     if select.env.is_none()
-        && let Some(p) = &select.project
+        && let Some(p) = select.project.clone().or_else(cwd_project)
     {
         filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
     }
@@ -448,7 +488,8 @@ fn bring_up(
     }
     // Admission needs the plan's memory demand; plugins may change limits, so a trial plan (no reservation) gives it.
     let trial = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
-    let policy = orch::admission::Policy { max_envs: flags.max_envs, no_wait: flags.no_wait_capacity, timeout: flags.lock_timeout };
+    let max_envs = flags.max_envs.or(input.project_config()?.and_then(|c| c.max_envs)).unwrap_or(0);
+    let policy = orch::admission::Policy { max_envs, no_wait: flags.no_wait_capacity, timeout: flags.lock_timeout };
     let _ticket = rt.block_on(orch::admission::admit(engine, &state, &trial.plan, &policy, &|m| eprintln!("{m}")))?;
     let outcome = rt.block_on(orch::plan_and_reserve(engine, &state, &request, &active, flags.lock_timeout))?;
     for w in &outcome.warnings {

@@ -156,7 +156,8 @@ pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
             environment: kv(&s.environment),
             depends_on: s.depends_on.keys().cloned().collect(),
             resources: w::Resources { memory_limit: s.resources.memory_limit, memory_reservation: s.resources.memory_reservation, cpus: s.resources.cpus },
-            tmpfs: s.tmpfs.clone(),
+            // Plugins see every tmpfs mount point, whether `tmpfs:` or a `type: tmpfs` volume made it.
+            tmpfs: s.tmpfs.iter().cloned().chain(s.volumes.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.clone())).collect(),
             logging: s.logging.as_ref().map(logging),
         })
         .collect();
@@ -276,10 +277,17 @@ pub fn apply_networks(plan: &mut Plan, plugin: &str, out: &ex::networks::Network
         }
         let mut touched = vec![];
         if let Some(s) = &n.subnet {
-            entry.subnet_request = Some(match s {
+            let request = match s {
                 w::SubnetRequest::Size(s) => SubnetRequest::Size(*s),
                 w::SubnetRequest::Fixed(c) => SubnetRequest::Fixed(c.clone()),
-            });
+            };
+            // A gateway and ip-range belong to the subnet they were set for: a new subnet resets them unless this
+            // intent sets them too.
+            if entry.subnet_request.as_ref() != Some(&request) {
+                entry.gateway = None;
+                entry.ip_range = None;
+            }
+            entry.subnet_request = Some(request);
             touched.push("subnet");
         }
         if let Some(g) = &n.gateway {
@@ -427,11 +435,12 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
                 service.resources = merged;
                 touched.push("resources");
             }
+            // A path the compose file already mounts (a volume, a bind or a tmpfs) keeps the user's mount.
             for t in &i.add_tmpfs {
-                if !service.tmpfs.contains(t) {
+                if !service.tmpfs.contains(t) && !service.volumes.iter().any(|m| &m.target == t) {
                     service.tmpfs.push(t.clone());
+                    touched.push("tmpfs");
                 }
-                touched.push("tmpfs");
             }
             if let Some(l) = &i.logging {
                 service.logging = Some(Logging { driver: Some(l.driver.clone()), options: from_kv(&l.options) });

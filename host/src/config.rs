@@ -1,0 +1,129 @@
+//! `orch.toml`: a project's defaults — compose files, plugins in order with their settings, environment kind,
+//! subnet pools, admission cap — so that `orch up` in the project's folder needs no flags. Flags still win.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const FILE_NAME: &str = "orch.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProjectConfig {
+    /// Compose files, relative to orch.toml.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
+    pub project: Option<String>,
+    pub env_kind: Option<String>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub pools: Vec<String>,
+    pub max_envs: Option<usize>,
+    #[serde(default)]
+    pub plugins: Vec<PluginEntry>,
+    /// The directory orch.toml is in (set on load).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// A built-in name, or a path to a .wasm component (relative to orch.toml).
+    #[serde(rename = "use")]
+    pub use_: String,
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+}
+
+impl ProjectConfig {
+    /// `explicit` (--config) or `orch.toml` in `cwd`, if there is one.
+    pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<ProjectConfig>, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = cwd.join(FILE_NAME);
+                if !p.is_file() {
+                    return Ok(None);
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let mut cfg: ProjectConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
+        cfg.dir = std::path::absolute(path.parent().unwrap_or(Path::new("."))).unwrap_or_default();
+        if let Some(k) = &cfg.env_kind {
+            k.parse::<crate::plan::EnvKind>().map_err(|m| ConfigError::Invalid { path: path.clone(), message: format!("env-kind: {m}") })?;
+        }
+        for p in &cfg.pools {
+            p.parse::<ipnet::Ipv4Net>().map_err(|_| ConfigError::Invalid { path: path.clone(), message: format!("pools: {p:?} is not an IPv4 CIDR") })?;
+        }
+        Ok(Some(cfg))
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// Plugin references in order; relative paths are taken from orch.toml's folder.
+    pub fn plugin_refs(&self) -> Vec<String> {
+        self.plugins
+            .iter()
+            .map(|p| {
+                let r = crate::plugins::PluginRef::parse(&p.use_);
+                match r {
+                    crate::plugins::PluginRef::Path(path) => self.resolve(&path).display().to_string(),
+                    crate::plugins::PluginRef::Builtin(name) => name,
+                }
+            })
+            .collect()
+    }
+
+    /// Settings by plugin name (the `use` value, or a path's file stem), as JSON.
+    pub fn plugin_settings(&self) -> BTreeMap<String, serde_json::Value> {
+        self.plugins
+            .iter()
+            .filter_map(|p| {
+                let settings = p.settings.as_ref()?;
+                let name = crate::plugins::PluginRef::parse(&p.use_).display_name();
+                Some((name, serde_json::to_value(settings).expect("TOML tables convert to JSON")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_and_rejects_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "files = [\"compose.yaml\"]\nenv-kind = \"test\"\nmax-envs = 4\n[[plugins]]\nuse = \"port-ranges\"\n[plugins.settings.kinds.test]\nstrategy = \"range\"\nrange = \"30000-30100\"\n[[plugins]]\nuse = \"./p/mine.wasm\"\n",
+        )
+        .unwrap();
+        let cfg = ProjectConfig::find(None, dir.path()).unwrap().unwrap();
+        assert_eq!(cfg.max_envs, Some(4));
+        assert_eq!(cfg.plugin_refs()[0], "port-ranges");
+        assert!(cfg.plugin_refs()[1].ends_with("p/mine.wasm") && cfg.plugin_refs()[1].starts_with('/'));
+        assert_eq!(cfg.plugin_settings()["port-ranges"]["kinds"]["test"]["range"], "30000-30100");
+        std::fs::write(dir.path().join(FILE_NAME), "fils = [\"x\"]\n").unwrap();
+        let err = ProjectConfig::find(None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("orch.toml") && err.contains("unknown field `fils`"), "{err}");
+        assert!(ProjectConfig::find(None, &dir.path().join("nowhere")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,107 @@
+//! `health-defaults`: healthchecks and readiness for services whose compose file has none — postgres
+//! (`pg_isready`), redis (`redis-cli ping`), clickhouse (`SELECT 1`), and HTTP services (`/health`) — polled fast in
+//! test and ci, gently in dev and prod.
+
+use std::collections::BTreeMap;
+
+use orch_plugin_api::*;
+
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Services (by name) that serve HTTP health: service → "PORT" or "PORT/path" (default path /health).
+    pub http: BTreeMap<String, String>,
+    /// Also add a healthcheck where the compose file has one (replace it).
+    pub replace: bool,
+}
+
+/// (interval, start period) in ms per environment kind.
+fn timing(kind: EnvKind) -> (u64, u64) {
+    match kind {
+        EnvKind::Test | EnvKind::Ci => (1_000, 0),
+        EnvKind::Dev | EnvKind::Prod => (10_000, 5_000),
+    }
+}
+
+fn env_value<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
+    svc.environment.iter().find(|kv| kv.key == key).map(|kv| kv.value.as_str())
+}
+
+/// The healthcheck command for a known image.
+pub fn known_check(svc: &Service) -> Option<Vec<String>> {
+    let base = svc.image_base()?;
+    let shell = |s: String| vec!["CMD-SHELL".to_string(), s];
+    Some(match base {
+        "postgres" | "postgis" | "timescaledb" => {
+            let user = env_value(svc, "POSTGRES_USER").unwrap_or("postgres");
+            let db = env_value(svc, "POSTGRES_DB").unwrap_or(user);
+            shell(format!("pg_isready -h 127.0.0.1 -U {user} -d {db}"))
+        }
+        "redis" | "valkey" => vec!["CMD".into(), "redis-cli".into(), "ping".into()],
+        "clickhouse-server" | "clickhouse" => shell("clickhouse-client --query 'SELECT 1' || wget -q -O- http://127.0.0.1:8123/ping".into()),
+        "mysql" | "mariadb" => shell("mysqladmin ping -h 127.0.0.1".into()),
+        _ => return None,
+    })
+}
+
+fn parse_http(spec: &str) -> Option<(u16, String)> {
+    let (port, path) = spec.split_once('/').map(|(p, rest)| (p, format!("/{rest}"))).unwrap_or((spec, "/health".into()));
+    Some((port.parse().ok()?, path))
+}
+
+pub struct HealthDefaults;
+
+impl Plugin for HealthDefaults {
+    fn describe() -> Description {
+        let mut d = describe(
+            "health-defaults",
+            env!("CARGO_PKG_VERSION"),
+            "Healthchecks for postgres, redis, clickhouse, mysql and HTTP /health services that have none; fast polling in test/ci",
+            &[Policy::Health],
+        );
+        d.settings_schema = r#"{"type":"object","additionalProperties":false,"properties":{"http":{"type":"object","additionalProperties":{"type":"string","pattern":"^[0-9]+(/.*)?$"}},"replace":{"type":"boolean"}}}"#.into();
+        d
+    }
+
+    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
+        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let bad: Vec<Diagnostic> = s
+            .http
+            .iter()
+            .filter(|(_, v)| parse_http(v).is_none())
+            .map(|(k, v)| diagnostic(Level::Error, "health.http", format!("{v:?} is not PORT or PORT/path"), Some(format!("http.{k}"))))
+            .collect();
+        if bad.is_empty() { Ok(()) } else { Err(bad) }
+    }
+
+    fn health(snapshot: &Snapshot) -> Result<HealthPlan, PluginError> {
+        let s: Settings = parse_settings(&snapshot.settings)?;
+        let (interval, start) = timing(snapshot.env_kind);
+        let mut plan = HealthPlan { services: vec![], diagnostics: vec![] };
+        for svc in &snapshot.services {
+            let has_own = svc.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+            if let Some((port, path)) = s.http.get(&svc.name).and_then(|v| parse_http(v)) {
+                // HTTP services are awaited from the host; no tool inside the image is needed.
+                plan.services.push(HealthIntent {
+                    service: svc.name.clone(),
+                    healthcheck: None,
+                    wait: Some(vec![WaitStrategy::Http(HttpWait { container_port: port, path, status: 0 })]),
+                });
+                continue;
+            }
+            if has_own && !s.replace {
+                continue;
+            }
+            let Some(test) = known_check(svc) else { continue };
+            plan.diagnostics.push(diagnostic(Level::Info, "health.added", format!("{}: healthcheck {:?}", svc.name, test[1..].join(" ")), Some(format!("services.{}.healthcheck", svc.name))));
+            plan.services.push(HealthIntent {
+                service: svc.name.clone(),
+                healthcheck: Some(Healthcheck { test, interval_ms: Some(interval), timeout_ms: Some(5_000), retries: Some(30), start_period_ms: Some(start), start_interval_ms: None }),
+                wait: Some(vec![WaitStrategy::Healthcheck]),
+            });
+        }
+        Ok(plan)
+    }
+}
+
+export_plugin!(HealthDefaults);

@@ -1,0 +1,200 @@
+//! `test-isolation`: makes a compose file written for one copy safe to run many times in parallel (seeds 000, 002).
+//!
+//! In the environment kinds it applies to (test and ci by default) it drops fixed `container_name`s, publishes fixed
+//! host ports on ephemeral ports instead, carves fixed subnets per environment, puts known databases' data
+//! directories on tmpfs, gives services without limits default memory/cpu limits, and caps json-file logs.
+
+use std::collections::BTreeMap;
+
+use orch_plugin_api::*;
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Environment kinds to isolate.
+    pub kinds: Vec<String>,
+    /// Default memory limit in MiB for services without one (0: leave unlimited).
+    pub memory_mb: u64,
+    /// Default CPU limit for services without one (0: leave unlimited).
+    pub cpus: f64,
+    /// Put known databases' data directories on tmpfs.
+    pub tmpfs_databases: bool,
+    /// Extra image → data directory pairs for tmpfs.
+    pub data_dirs: BTreeMap<String, String>,
+    /// json-file log size cap, e.g. "10m" ("" leaves logging alone).
+    pub log_max_size: String,
+    /// Prefix length of carved subnets replacing fixed ones.
+    pub prefix: u8,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            kinds: vec!["test".into(), "ci".into()],
+            memory_mb: 512,
+            cpus: 1.0,
+            tmpfs_databases: true,
+            data_dirs: BTreeMap::new(),
+            log_max_size: "10m".into(),
+            prefix: 24,
+        }
+    }
+}
+
+/// Where well-known database images keep their data.
+pub fn data_dir(image_base: &str) -> Option<&'static str> {
+    Some(match image_base {
+        "postgres" | "postgis" | "timescaledb" => "/var/lib/postgresql/data",
+        "mysql" | "mariadb" => "/var/lib/mysql",
+        "redis" | "valkey" => "/data",
+        "clickhouse-server" | "clickhouse" => "/var/lib/clickhouse",
+        "mongo" | "mongodb" => "/data/db",
+        _ => return None,
+    })
+}
+
+fn kind_name(k: EnvKind) -> &'static str {
+    match k {
+        EnvKind::Test => "test",
+        EnvKind::Dev => "dev",
+        EnvKind::Ci => "ci",
+        EnvKind::Prod => "prod",
+    }
+}
+
+fn load(snapshot: &Snapshot) -> Result<Option<Settings>, PluginError> {
+    let s: Settings = parse_settings(&snapshot.settings)?;
+    Ok(s.kinds.iter().any(|k| k == kind_name(snapshot.env_kind)).then_some(s))
+}
+
+pub struct TestIsolation;
+
+impl Plugin for TestIsolation {
+    fn describe() -> Description {
+        let mut d = describe(
+            "test-isolation",
+            env!("CARGO_PKG_VERSION"),
+            "Parallel-safe test environments: no fixed container names, host ports or subnets; tmpfs databases; default limits; capped logs",
+            &[Policy::Services, Policy::Networks, Policy::Ports],
+        );
+        d.settings_schema = SCHEMA.into();
+        d
+    }
+
+    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
+        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let mut problems = vec![];
+        for k in &s.kinds {
+            if !["test", "dev", "ci", "prod"].contains(&k.as_str()) {
+                problems.push(diagnostic(Level::Error, "isolation.kind", format!("unknown environment kind {k:?}"), Some("kinds".into())));
+            }
+        }
+        if !(16..=28).contains(&s.prefix) {
+            problems.push(diagnostic(Level::Error, "isolation.prefix", format!("prefix must be 16..28, not {}", s.prefix), Some("prefix".into())));
+        }
+        if s.cpus < 0.0 {
+            problems.push(diagnostic(Level::Error, "isolation.cpus", "cpus must not be negative", Some("cpus".into())));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    fn services(snapshot: &Snapshot) -> Result<ServicePlan, PluginError> {
+        let mut plan = ServicePlan { services: vec![], diagnostics: vec![] };
+        let Some(s) = load(snapshot)? else { return Ok(plan) };
+        for svc in &snapshot.services {
+            let mut intent = ServiceIntent {
+                service: svc.name.clone(),
+                resources: None,
+                add_tmpfs: vec![],
+                logging: None,
+                add_labels: vec![],
+                add_environment: vec![],
+                drop_container_name: svc.container_name.is_some(),
+            };
+            if svc.resources.memory_limit.is_none() || svc.resources.cpus.is_none() {
+                intent.resources = Some(Resources {
+                    memory_limit: svc.resources.memory_limit.or((s.memory_mb > 0).then_some(s.memory_mb << 20)),
+                    memory_reservation: None,
+                    cpus: svc.resources.cpus.or((s.cpus > 0.0).then_some(s.cpus)),
+                });
+            }
+            if s.tmpfs_databases {
+                let base = svc.image_base().unwrap_or_default();
+                let dir = s.data_dirs.get(base).map(String::as_str).or_else(|| data_dir(base));
+                if let Some(dir) = dir.filter(|d| !svc.tmpfs.iter().any(|t| t.split(':').next() == Some(*d))) {
+                    intent.add_tmpfs.push(dir.to_string());
+                    plan.diagnostics.push(diagnostic(Level::Info, "isolation.tmpfs", format!("{}: {dir} on tmpfs (fast, discarded with the environment)", svc.name), Some(format!("services.{}.tmpfs", svc.name))));
+                }
+            }
+            // A size cap the compose file set, or another log driver it chose, is the user's decision.
+            let uncapped_json = |l: &Logging| (l.driver == "json-file" || l.driver.is_empty()) && !l.options.iter().any(|kv| kv.key == "max-size");
+            if !s.log_max_size.is_empty() && svc.logging.as_ref().is_none_or(uncapped_json) {
+                let mut options = svc.logging.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+                options.push(KeyValue { key: "max-size".into(), value: s.log_max_size.clone() });
+                if !options.iter().any(|kv| kv.key == "max-file") {
+                    options.push(KeyValue { key: "max-file".into(), value: "3".into() });
+                }
+                intent.logging = Some(Logging { driver: "json-file".into(), options });
+            }
+            plan.services.push(intent);
+        }
+        Ok(plan)
+    }
+
+    fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
+        let mut plan = NetworkPlan::empty();
+        let Some(s) = load(snapshot)? else { return Ok(plan) };
+        for n in snapshot.networks.iter().filter(|n| !n.external) {
+            if let Some(SubnetRequest::Fixed(cidr)) = &n.subnet {
+                plan.diagnostics.push(diagnostic(Level::Info, "isolation.subnet", format!("network {}: fixed subnet {cidr} replaced by a /{} carved for this environment", n.name, s.prefix), Some(format!("networks.{}", n.name))));
+                plan.networks.push(NetworkIntent {
+                    name: n.name.clone(),
+                    subnet: Some(SubnetRequest::Size(s.prefix)),
+                    // The fixed gateway and ip-range belonged to the fixed subnet; clear them by re-deriving.
+                    gateway: None,
+                    ip_range: None,
+                    internal: None,
+                    driver: None,
+                    driver_opts: vec![],
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
+        let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
+        if load(snapshot)?.is_none() {
+            return Ok(plan);
+        }
+        for svc in &snapshot.services {
+            for p in svc.ports.iter().filter(|p| matches!(p.strategy, PortStrategy::Fixed(_))) {
+                plan.ports.push(PortIntent {
+                    service: svc.name.clone(),
+                    container_port: p.container_port,
+                    protocol: p.protocol.clone(),
+                    host_ip: p.host_ip.clone(),
+                    strategy: PortStrategy::Ephemeral,
+                });
+            }
+        }
+        Ok(plan)
+    }
+}
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "kinds": {"type": "array", "items": {"enum": ["test", "dev", "ci", "prod"]}, "default": ["test", "ci"]},
+    "memory-mb": {"type": "integer", "minimum": 0, "default": 512},
+    "cpus": {"type": "number", "minimum": 0, "default": 1.0},
+    "tmpfs-databases": {"type": "boolean", "default": true},
+    "data-dirs": {"type": "object", "additionalProperties": {"type": "string"}},
+    "log-max-size": {"type": "string", "default": "10m"},
+    "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24}
+  }
+}"#;
+
+export_plugin!(TestIsolation);
