@@ -579,13 +579,25 @@ where
 async fn ensure_images<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<BTreeMap<String, String>, LifecycleError> {
     let mut out = BTreeMap::new();
     let mut built: BTreeMap<String, String> = BTreeMap::new();
-    for (name, s) in &plan.services {
+    // Builds first: a service may run the image another service builds.
+    let (builds, others): (Vec<_>, Vec<_>) = plan.services.iter().partition(|(_, s)| s.build.is_some());
+    for (name, s) in builds.into_iter().chain(others) {
         let image = match (&s.build, &s.image) {
             (Some(b), image) => {
                 let tag = image.clone().unwrap_or_else(|| format!("orch-build/{}-{}:latest", plan.identity.project, name));
                 // Services sharing one build (same tag) build once.
                 if !built.contains_key(&tag) {
                     progress(Progress::Building { service: name.clone(), image: tag.clone() });
+                    let dockerfile = b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
+                    if !b.context.join(&dockerfile).is_file() {
+                        return Err(LifecycleError::Build {
+                            service: name.clone(),
+                            source: EngineError::Build {
+                                image: tag.clone(),
+                                message: format!("there is no {dockerfile} in the build context {}{}", b.context.display(), plan.provenance.get(&format!("services.{name}.build")).filter(|p| p.iter().any(|s| s.starts_with("plugin:"))).map(|p| format!(" (the build was set by {})", p.join(" → "))).unwrap_or_default()),
+                            },
+                        });
+                    }
                     let context = tar_context(&b.context).map_err(|e| LifecycleError::Build {
                         service: name.clone(),
                         source: EngineError::Build { image: tag.clone(), message: format!("cannot read build context {}: {e}", b.context.display()) },

@@ -6,13 +6,25 @@ use std::collections::BTreeMap;
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Debug, Default)]
+#[derive(serde::Deserialize, Debug)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// Services (by name) that serve HTTP health: service → "PORT" or "PORT/path" (default path /health).
     pub http: BTreeMap<String, String>,
     /// Also add a healthcheck where the compose file has one (replace it).
     pub replace: bool,
+    /// In test and ci, poll the compose file's own healthchecks at the fast interval too (default true).
+    pub tune_existing: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { http: BTreeMap::new(), replace: false, tune_existing: true }
+    }
+}
+
+fn fast(kind: EnvKind) -> bool {
+    matches!(kind, EnvKind::Test | EnvKind::Ci)
 }
 
 /// (interval, start period) in ms per environment kind.
@@ -59,7 +71,7 @@ impl Plugin for HealthDefaults {
             "Healthchecks for postgres, redis, clickhouse, mysql and HTTP /health services that have none; fast polling in test/ci",
             &[Policy::Health],
         );
-        d.settings_schema = r#"{"type":"object","additionalProperties":false,"properties":{"http":{"type":"object","additionalProperties":{"type":"string","pattern":"^[0-9]+(/.*)?$"}},"replace":{"type":"boolean"}}}"#.into();
+        d.settings_schema = r#"{"type":"object","additionalProperties":false,"properties":{"http":{"type":"object","additionalProperties":{"type":"string","pattern":"^[0-9]+(/.*)?$"}},"replace":{"type":"boolean"},"tune-existing":{"type":"boolean","default":true}}}"#.into();
         d
     }
 
@@ -90,6 +102,16 @@ impl Plugin for HealthDefaults {
                 continue;
             }
             if has_own && !s.replace {
+                // Fast polling in test/ci for the compose file's own checks too: Docker's status follows orch's
+                // readiness within a second instead of after a 10-30 s interval.
+                let own = svc.healthcheck.as_ref().expect("has_own");
+                if s.tune_existing && own.interval_ms.is_none_or(|i| i > interval) && fast(snapshot.env_kind) {
+                    plan.services.push(HealthIntent {
+                        service: svc.name.clone(),
+                        healthcheck: Some(Healthcheck { interval_ms: Some(interval), start_period_ms: Some(0), ..own.clone() }),
+                        wait: None,
+                    });
+                }
                 continue;
             }
             let Some(test) = known_check(svc) else { continue };

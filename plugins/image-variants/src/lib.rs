@@ -101,12 +101,20 @@ impl Plugin for ImageVariants {
         let s: Settings = parse_settings(&snapshot.settings)?;
         let kind_alpine = s.alpine_kinds.iter().any(|k| k == kind_name(snapshot.env_kind));
         let mut plan = ImagePlan { services: vec![], diagnostics: vec![] };
+        let alpine_for = |svc: &Service| match s.services.get(&svc.name).map(String::as_str) {
+            Some("alpine") => true,
+            Some(_) => false,
+            None => kind_alpine,
+        };
+        // Images another service builds in this plan are there by the time they are needed.
+        let built: Vec<String> = snapshot
+            .services
+            .iter()
+            .filter(|svc| svc.build.is_some())
+            .filter_map(|svc| svc.image.as_deref().map(|i| if alpine_for(svc) { alpine_tag(i) } else { regular_tag(i) }))
+            .collect();
         for svc in &snapshot.services {
-            let alpine = match s.services.get(&svc.name).map(String::as_str) {
-                Some("alpine") => true,
-                Some(_) => false,
-                None => kind_alpine,
-            };
+            let alpine = alpine_for(svc);
             let mut intent = ImageIntent { service: svc.name.clone(), image: None, build: None };
             if let Some(b) = &svc.build {
                 let current = b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
@@ -122,7 +130,7 @@ impl Plugin for ImageVariants {
                 let (repo, _) = split(image);
                 let wanted = if alpine { s.images.get(repo).cloned().unwrap_or_else(|| alpine_tag(image)) } else { regular_tag(image) };
                 if &wanted != image {
-                    if !snapshot.facts.local_images.iter().any(|i| *i == wanted) {
+                    if !snapshot.facts.local_images.iter().any(|i| *i == wanted) && !built.contains(&wanted) {
                         plan.diagnostics.push(diagnostic(
                             Level::Warning,
                             "variants.missing",

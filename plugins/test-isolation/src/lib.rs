@@ -1,6 +1,7 @@
 //! `test-isolation`: makes a compose file written for one copy safe to run many times in parallel (seeds 000, 002).
 //!
-//! In the environment kinds it applies to (test and ci by default) it drops fixed `container_name`s, publishes fixed
+//! In the environment kinds it applies to (test and ci by default) it drops fixed `container_name`s that would leak
+//! onto shared networks (all of them with `drop-names = "always"`), publishes fixed
 //! host ports on ephemeral ports instead, carves fixed subnets per environment, puts known databases' data
 //! directories on tmpfs, gives services without limits default memory/cpu limits, and caps json-file logs.
 
@@ -25,6 +26,11 @@ pub struct Settings {
     pub log_max_size: String,
     /// Prefix length of carved subnets replacing fixed ones.
     pub prefix: u8,
+    /// Which fixed `container_name`s to drop. orch never uses them as container names; they live on as network
+    /// aliases, which are private to the environment's own networks. "shared" (default) drops them where a service
+    /// joins an external network, where the alias would be seen by other environments; "always" drops every one
+    /// (code that still uses the old names then breaks, which is how to find it).
+    pub drop_names: String,
 }
 
 impl Default for Settings {
@@ -37,6 +43,7 @@ impl Default for Settings {
             data_dirs: BTreeMap::new(),
             log_max_size: "10m".into(),
             prefix: 24,
+            drop_names: "shared".into(),
         }
     }
 }
@@ -92,6 +99,9 @@ impl Plugin for TestIsolation {
         if !(16..=28).contains(&s.prefix) {
             problems.push(diagnostic(Level::Error, "isolation.prefix", format!("prefix must be 16..28, not {}", s.prefix), Some("prefix".into())));
         }
+        if s.drop_names != "shared" && s.drop_names != "always" {
+            problems.push(diagnostic(Level::Error, "isolation.drop-names", format!("drop-names must be \"shared\" or \"always\", not {:?}", s.drop_names), Some("drop-names".into())));
+        }
         if s.cpus < 0.0 {
             problems.push(diagnostic(Level::Error, "isolation.cpus", "cpus must not be negative", Some("cpus".into())));
         }
@@ -101,7 +111,13 @@ impl Plugin for TestIsolation {
     fn services(snapshot: &Snapshot) -> Result<ServicePlan, PluginError> {
         let mut plan = ServicePlan { services: vec![], diagnostics: vec![] };
         let Some(s) = load(snapshot)? else { return Ok(plan) };
+        let external = |n: &str| snapshot.networks.iter().any(|x| x.name == n && x.external);
         for svc in &snapshot.services {
+            let shared = svc.networks.iter().any(|n| external(&n.network));
+            let drop = svc.container_name.is_some() && (s.drop_names == "always" || shared);
+            if drop {
+                plan.diagnostics.push(diagnostic(Level::Info, "isolation.name-dropped", format!("{}: fixed container name {:?} dropped{}", svc.name, svc.container_name.as_deref().unwrap_or_default(), if shared { " (it would be an alias on a network other environments share)" } else { "" }), Some(format!("services.{}.container_name", svc.name))));
+            }
             let mut intent = ServiceIntent {
                 service: svc.name.clone(),
                 resources: None,
@@ -109,7 +125,7 @@ impl Plugin for TestIsolation {
                 logging: None,
                 add_labels: vec![],
                 add_environment: vec![],
-                drop_container_name: svc.container_name.is_some(),
+                drop_container_name: drop,
             };
             if svc.resources.memory_limit.is_none() || svc.resources.cpus.is_none() {
                 intent.resources = Some(Resources {
@@ -193,7 +209,8 @@ const SCHEMA: &str = r#"{
     "tmpfs-databases": {"type": "boolean", "default": true},
     "data-dirs": {"type": "object", "additionalProperties": {"type": "string"}},
     "log-max-size": {"type": "string", "default": "10m"},
-    "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24}
+    "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24},
+    "drop-names": {"enum": ["shared", "always"], "default": "shared"}
   }
 }"#;
 
