@@ -182,3 +182,48 @@ fn plugin_list_and_inspect() {
     assert_eq!(out.status.code(), Some(4));
     assert!(stderr(&out).contains("orch:policy@0.2.0"), "{}", stderr(&out));
 }
+
+fn orch_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .current_dir(dir)
+        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
+        .output()
+        .expect("run orch")
+}
+
+#[test]
+fn orch_toml_supplies_files_plugins_settings_and_kind_and_flags_win() {
+    let bpo = root().join("examples/bpo");
+    // No flags: examples/bpo/orch.toml names compose.yaml, bpo-networks then port-ranges, and the dev kind.
+    let out = orch_in(&bpo, &["plan", "--no-engine", "--format", "json", "--explain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["plugins"], serde_json::json!(["bpo-networks", "port-ranges"]));
+    assert_eq!(plan["env_kind"], "dev");
+    assert_eq!(plan["services"]["api"]["ports"][0]["host_port"], 8000);
+    assert_eq!(plan["networks"].as_object().unwrap().len(), 5);
+    // A flag beats orch.toml: test kind moves the port into port-ranges' 30000-40000, and --explain says who did it.
+    let out = orch_in(&bpo, &["plan", "--no-engine", "--format", "json", "--explain", "--env-kind", "test"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let port = plan["services"]["api"]["ports"][0]["host_port"].as_u64().unwrap();
+    assert!((30000..=40000).contains(&port), "{port}");
+    assert_eq!(plan["provenance"]["services.api.ports.8080/tcp"], serde_json::json!(["compose", "plugin:port-ranges"]));
+    // --plugin replaces the list; orch.toml's settings still apply to the plugins named in both.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(bpo.join("compose.yaml"), dir.path().join("compose.yaml")).unwrap();
+    std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"bpo-networks\"\nsettings = { subnets = \"fixed\" }\n").unwrap();
+    let out = orch_in(dir.path(), &["plan", "--no-engine", "--format", "json", "--plugin", "bpo-networks"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["networks"]["db"]["subnet"], "172.32.0.0/16");
+    // A mistake in orch.toml is an input error naming the file and the key, before anything runs.
+    std::fs::write(dir.path().join("orch.toml"), "env-kind = \"staging\"\n").unwrap();
+    let out = orch_in(dir.path(), &["plan", "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("orch.toml") && stderr(&out).contains("staging"), "{}", stderr(&out));
+    std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"port-ranges\"\nsettings = { kinds = { test = { strategy = \"range\" } } }\n").unwrap();
+    let out = orch_in(dir.path(), &["plan", "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("port-ranges") && stderr(&out).contains("kinds.test"), "{}", stderr(&out));
+}

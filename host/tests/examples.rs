@@ -1,5 +1,8 @@
 //! README's main job on the real engine: the BPO example comes up healthy with the bpo-networks plugin, its tiers
-//! behave as the plugin says, and `orch down` leaves nothing with an `orch.env` label.
+//! behave as the plugin says, and `orch down` leaves nothing with an `orch.env` label. Both examples also come up
+//! and go down from their own folders with plain `orch up` / `orch down`, their orch.toml naming plugins and settings.
+//!
+//! The tests take turns: BPO's dev ports (8000, 4200, 8081) are fixed, and plain `orch down` needs one environment.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,7 +12,17 @@ fn root() -> PathBuf {
 }
 
 fn orch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(root()).output().unwrap()
+    orch_in(&root(), args)
+}
+
+fn orch_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(dir).output().unwrap()
+}
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn count(kind: &str, env: &str) -> usize {
@@ -37,6 +50,7 @@ impl Drop for Down {
 
 #[test]
 fn bpo_example_comes_up_healthy_and_goes_down_clean() {
+    let _turn = turn();
     prepare_images();
     let env = format!("example-{}", std::process::id());
     let _guard = Down(env.clone());
@@ -70,6 +84,7 @@ fn bpo_example_comes_up_healthy_and_goes_down_clean() {
 
 #[test]
 fn netra_example_runs_with_its_fixed_names_as_aliases() {
+    let _turn = turn();
     prepare_images();
     let env = format!("netra-{}", std::process::id());
     let _guard = Down(env.clone());
@@ -88,4 +103,73 @@ fn netra_example_runs_with_its_fixed_names_as_aliases() {
     for kind in ["container", "network", "volume"] {
         assert_eq!(count(kind, &env), 0, "{kind}s left behind");
     }
+}
+
+/// Takes the environment down (plain `orch down` in the folder) if a test ends early.
+struct FolderDown(PathBuf);
+impl Drop for FolderDown {
+    fn drop(&mut self) {
+        let _ = orch_in(&self.0, &["down", "--volumes"]);
+    }
+}
+
+/// `orch up` and `orch down` with no flags in an example's folder, with `check` on `orch health` in between.
+fn up_and_down_in(folder: &str, check: impl Fn(&[serde_json::Value])) {
+    let dir = root().join(folder);
+    let _guard = FolderDown(dir.clone());
+    let up = orch_in(&dir, &["up"]);
+    assert!(up.status.success(), "plain `orch up` in {folder}: {}", String::from_utf8_lossy(&up.stderr));
+    let env = String::from_utf8_lossy(&up.stdout).trim().to_string();
+    // `up` returned once every service was ready; `health` agrees (a probe exec can lose a race on a loaded
+    // daemon, so it is asked again for a few seconds before failing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let list = loop {
+        let health = orch_in(&dir, &["health", "--format", "json"]);
+        assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&health.stdout).unwrap();
+        let unhealthy: Vec<_> = list.iter().filter(|s| s["state"] != "HEALTHY").collect();
+        if unhealthy.is_empty() {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "{folder}: not healthy: {unhealthy:?}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(list.iter().all(|s| s["env"] == env.as_str()), "{list:?}");
+    check(&list);
+    let down = orch_in(&dir, &["down"]);
+    assert!(down.status.success(), "plain `orch down` in {folder}: {}", String::from_utf8_lossy(&down.stderr));
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(count(kind, &env), 0, "{folder}: {kind}s left behind");
+    }
+}
+
+fn published(list: &[serde_json::Value], svc: &str) -> Vec<u64> {
+    let s = list.iter().find(|s| s["service"] == svc).unwrap_or_else(|| panic!("no {svc} in {list:?}"));
+    s["ports"].as_array().unwrap().iter().map(|p| p[2].as_u64().unwrap()).collect()
+}
+
+fn image_of(list: &[serde_json::Value], svc: &str) -> String {
+    let s = list.iter().find(|s| s["service"] == svc).unwrap();
+    let out = Command::new("docker").args(["inspect", "--format", "{{.Config.Image}}", s["container"].as_str().unwrap()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn both_examples_come_up_and_go_down_from_their_folders_without_flags() {
+    let _turn = turn();
+    prepare_images();
+    // examples/bpo/orch.toml: bpo-networks and port-ranges, dev kind — the BPO document's ports on the external tier.
+    up_and_down_in("examples/bpo", |list| {
+        assert!(published(list, "api").contains(&8000), "{list:?}");
+        assert!(published(list, "postgres").is_empty(), "postgres is not on the external tier: {list:?}");
+    });
+    // examples/netra/orch.toml: test-isolation, image-variants, health-defaults, port-ranges in test kind.
+    up_and_down_in("examples/netra", |list| {
+        for s in list {
+            let ports = published(list, s["service"].as_str().unwrap());
+            assert!(!ports.is_empty() && ports.iter().all(|p| (30000..=40000).contains(p)), "netra ports are hashed into 30000-40000: {s}");
+        }
+        assert_eq!(image_of(list, "frontend"), "orch-examples/app:latest-alpine");
+        assert_eq!(image_of(list, "postgres"), "orch-examples/postgres:15");
+    });
 }
