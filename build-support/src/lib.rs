@@ -50,6 +50,13 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn ensure_target() {
+    if let Err(e) = install_target() {
+        panic!("{e}");
+    }
+}
+
+/// Installs the wasm32-wasip2 target through rustup when the toolchain lacks it (also used by `orch plugin build`).
+pub fn install_target() -> Result<(), String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let libdir = Command::new(&rustc).args(["--print", "target-libdir", "--target", TARGET]).output();
     let installed = libdir
@@ -58,15 +65,15 @@ fn ensure_target() {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).is_dir())
         .unwrap_or(false);
     if installed {
-        return;
+        return Ok(());
     }
     let mut cmd = Command::new("rustup");
     cmd.args(["target", "add", TARGET]);
     if let Ok(tc) = std::env::var("RUSTUP_TOOLCHAIN") {
         cmd.args(["--toolchain", &tc]);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("the {TARGET} target is missing and rustup could not be run ({e}); install it with `rustup target add {TARGET}`"));
-    assert!(status.success(), "`rustup target add {TARGET}` failed; install the target by hand and build again");
+    let status = cmd.status().map_err(|e| format!("the {TARGET} target is missing and rustup could not be run ({e}); install it with `rustup target add {TARGET}`"))?;
+    if status.success() { Ok(()) } else { Err(format!("`rustup target add {TARGET}` failed; install the target by hand")) }
 }
 
 /// Builds `crates` (all members of the workspace at `manifest`, or of their own workspaces) and returns the

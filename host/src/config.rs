@@ -41,7 +41,7 @@ pub struct ProjectConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
-    /// A built-in name, or a path to a .wasm component (relative to orch.toml).
+    /// A built-in name, a path to a .wasm component or a plugin crate (relative to orch.toml), or `oci://…`.
     #[serde(rename = "use")]
     pub use_: String,
     #[serde(default)]
@@ -85,7 +85,7 @@ impl ProjectConfig {
                 let r = crate::plugins::PluginRef::parse(&p.use_);
                 match r {
                     crate::plugins::PluginRef::Path(path) => self.resolve(&path).display().to_string(),
-                    crate::plugins::PluginRef::Builtin(name) => name,
+                    crate::plugins::PluginRef::Builtin(name) | crate::plugins::PluginRef::Oci(name) => name,
                 }
             })
             .collect()

@@ -32,6 +32,9 @@ pub enum Error {
     /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
     #[error("the command exited with status {0}")]
     CommandFailed(u8),
+    /// `orch plugin test`: the plan differs from the expectation.
+    #[error("{0}")]
+    TestFailed(String),
 }
 
 /// Documented exit codes (README.md, "Exit codes").
@@ -45,6 +48,8 @@ pub mod exit {
     pub const SERVICE: u8 = 6;
     /// An environment or allocation lock was not released in time.
     pub const BUSY: u8 = 7;
+    /// `orch plugin test`: the plugin's plan differs from the expected one.
+    pub const TEST_FAILED: u8 = 8;
     /// Ctrl-C or SIGTERM (the shell convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -53,7 +58,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) => exit::INVALID_INPUT,
-            Error::Plugin(PluginError::Settings { .. } | PluginError::SettingSyntax { .. } | PluginError::Unknown { .. } | PluginError::Read { .. }) => {
+            Error::Plugin(
+                PluginError::Settings { .. } | PluginError::SettingSyntax { .. } | PluginError::Unknown { .. } | PluginError::Read { .. } | PluginError::Lock { .. },
+            ) => {
                 exit::INVALID_INPUT
             }
             Error::Plugin(_) => exit::PLUGIN,
@@ -62,6 +69,7 @@ impl Error {
             Error::Lifecycle(_) => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
             Error::CommandFailed(code) => *code,
+            Error::TestFailed(_) => exit::TEST_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
             Error::State(_) => exit::BUSY,

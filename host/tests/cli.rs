@@ -227,3 +227,26 @@ fn orch_toml_supplies_files_plugins_settings_and_kind_and_flags_win() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("port-ranges") && stderr(&out).contains("kinds.test"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_wasm_file_is_pinned_in_orch_lock_and_a_changed_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), "name: pinned\nservices:\n  api:\n    image: team/api:1\n").unwrap();
+    std::fs::copy(orch_test_plugins::MISBEHAVE, dir.path().join("mine.wasm")).unwrap();
+    std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"./mine.wasm\"\nsettings = { mode = \"ok\" }\n").unwrap();
+    // --locked refuses to pin something new (CI should run with a committed lock).
+    let locked = orch_in(dir.path(), &["plan", "--no-engine", "--locked"]);
+    assert_eq!(locked.status.code(), Some(3), "{}", stderr(&locked));
+    assert!(stderr(&locked).contains("--locked") && !dir.path().join("orch.lock").exists(), "{}", stderr(&locked));
+    let first = orch_in(dir.path(), &["plan", "--no-engine"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let lock = std::fs::read_to_string(dir.path().join("orch.lock")).unwrap();
+    assert!(lock.contains("source = \"./mine.wasm\"") && lock.contains("digest = \"sha256:"), "{lock}");
+    assert!(orch_in(dir.path(), &["plan", "--no-engine", "--locked"]).status.success());
+    // Other bytes at the same path: refused before they are loaded, with the way out.
+    std::fs::copy(orch_test_plugins::FUTURE_API, dir.path().join("mine.wasm")).unwrap();
+    let changed = orch_in(dir.path(), &["plan", "--no-engine"]);
+    assert_eq!(changed.status.code(), Some(4));
+    assert!(stderr(&changed).contains("the file changed since it was pinned") && stderr(&changed).contains("orch plugin update ./mine.wasm"), "{}", stderr(&changed));
+    assert_eq!(std::fs::read_to_string(dir.path().join("orch.lock")).unwrap(), lock, "a refusal changes nothing");
+}

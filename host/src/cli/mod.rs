@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Everything of substance is a library call; this module only gathers inputs,
 //! renders outputs and chooses exit codes.
 
+mod plugin;
 mod render;
 
 use std::collections::BTreeMap;
@@ -175,10 +176,67 @@ enum PluginCommand {
     List,
     /// Print a plugin's description (name, version, policies, settings schema)
     Inspect {
-        /// A built-in name or a path to a .wasm component
+        /// A built-in name, a .wasm file, a plugin crate directory or an oci:// reference
         plugin: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Create a plugin crate from orch's template (builds for wasm32-wasip2, ships with a golden test)
+    New {
+        /// The plugin's name (letters, digits and -)
+        name: String,
+        /// Where to create it [default: ./NAME]
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The orch-plugin-api crate to depend on [default: the one this orch was built from]
+        #[arg(long, env = "ORCH_PLUGIN_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate for wasm32-wasip2 and print the component's path
+    Build {
+        /// The plugin crate [default: the current directory]
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Golden-test a plugin without Docker: plan a compose file with it and compare with an expected plan
+    Test {
+        /// A plugin crate directory, a .wasm file, a built-in name or an oci:// reference
+        plugin: String,
+        #[arg(long)]
+        compose: PathBuf,
+        /// The plugin's settings (a JSON object)
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        #[arg(long = "env-kind", default_value = "test")]
+        env_kind: EnvKind,
+        /// The expected plan (JSON, as `orch plan --format json --explain` prints it)
+        #[arg(long)]
+        expect: PathBuf,
+        /// Write the plan to --expect instead of comparing
+        #[arg(long)]
+        update: bool,
+    },
+    /// Push a plugin to an OCI registry (CNCF wasm artifact layout)
+    Push {
+        /// A plugin crate directory, a .wasm file or a built-in name
+        plugin: String,
+        /// oci://registry/repository:tag (plain HTTP for loopback registries; credentials from the Docker config)
+        reference: String,
+    },
+    /// Pull a plugin from an OCI registry into the cache (verified by digest) and print its digest
+    Pull {
+        reference: String,
+        /// Also write the component to this file
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Re-resolve the project's plugins and rewrite their digests in orch.lock
+    Update {
+        /// Only these sources or plugin names [default: all]
+        sources: Vec<String>,
+        /// Project config [default: orch.toml in the current directory]
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -275,6 +333,9 @@ struct PlanInput {
     /// Project config [default: orch.toml in the current directory, if there is one]
     #[arg(long = "config")]
     config: Option<PathBuf>,
+    /// Refuse to add or change orch.lock entries (for CI)
+    #[arg(long, env = "ORCH_LOCKED")]
+    locked: bool,
 }
 
 const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
@@ -339,13 +400,33 @@ fn runtime(cli_cache: &Option<PathBuf>) -> Result<Runtime, Error> {
     Ok(Runtime::new(cache_dir(cli_cache))?)
 }
 
-/// Loads the plugins named on the command line or in orch.toml; no wasm engine is created when there are none.
+/// Loads the plugins named on the command line or in orch.toml, verified against (and pinned in) the project's
+/// orch.lock; no wasm engine is created when there are none.
 fn active_plugins(cli_cache: &Option<PathBuf>, input: &PlanInput) -> Result<Vec<plugins::ActivePlugin>, Error> {
     let (refs, settings) = input.plugins()?;
     if refs.is_empty() {
         return Ok(vec![]);
     }
-    Ok(plugins::activate(&runtime(cli_cache)?, &refs, &settings)?)
+    let runtime = runtime(cli_cache)?;
+    let mut sources = project_sources(&runtime, input.project_config()?.as_ref(), input.locked)?;
+    let active = plugins::activate_from(&runtime, &refs, &settings, &mut sources)?;
+    if let Some(path) = sources.save_lock()? {
+        eprintln!("pinned plugin digests in {}", path.display());
+    }
+    Ok(active)
+}
+
+/// Plugin sources for a command: with a project (orch.toml), its orch.lock next to it.
+fn project_sources(runtime: &Runtime, config: Option<&orch::config::ProjectConfig>, locked: bool) -> Result<plugins::source::Sources, Error> {
+    let lock = match config {
+        Some(c) => {
+            let mut lock = plugins::lock::Lock::load(&c.dir)?;
+            lock.frozen = locked;
+            Some(lock)
+        }
+        None => None,
+    };
+    Ok(plugins::source::Sources::new(runtime.cache_dir().map(std::path::Path::to_path_buf), lock))
 }
 
 fn tokio() -> tokio::runtime::Runtime {
@@ -868,9 +949,11 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Plugin { command: PluginCommand::Inspect { plugin, format } } => {
             let runtime = runtime(&cli.cache_dir)?;
             let r = PluginRef::parse(&plugin);
-            let p = runtime.load(&r.display_name(), &r.bytes()?)?;
+            let fetched = plugins::source::Sources::new(runtime.cache_dir().map(std::path::Path::to_path_buf), None).fetch(&r)?;
+            let p = runtime.load(&r.display_name(), &fetched.bytes)?;
             print!("{}", render::inspect(&p, format == Format::Json));
             Ok(())
         }
+        Command::Plugin { command } => plugin::run(&cli.cache_dir, command),
     }
 }

@@ -1,11 +1,15 @@
-//! Policy plugins: where they come from (built-in or a path), their settings, and the pipeline that applies them to
-//! a plan in order. The sandbox itself is in [`runtime`]; plan ↔ WIT conversion in [`convert`].
+//! Policy plugins: references to them (built-in, path, crate, OCI), their settings, and the pipeline that applies
+//! them to a plan in order. The sandbox itself is in [`runtime`]; plan ↔ WIT conversion in [`convert`]; fetching,
+//! building and pinning in [`source`], [`oci`] and [`lock`].
 
 pub mod convert;
+pub mod lock;
+pub mod oci;
 pub mod runtime;
+pub mod source;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use runtime::{API_VERSION, LoadedPlugin, Runtime};
@@ -20,7 +24,7 @@ mod builtin {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("unknown plugin {name:?}: built-in plugins are {builtins}; anything else must be a path to a .wasm component (e.g. ./policies/mine.wasm)")]
+    #[error("unknown plugin {name:?}: built-in plugins are {builtins}; anything else must be a path to a .wasm component or a plugin crate (e.g. ./policies/mine.wasm), or an oci:// reference")]
     Unknown { name: String, builtins: String },
     #[error("cannot read plugin {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
@@ -52,19 +56,33 @@ pub enum PluginError {
     Settings { plugin: String, problems: Vec<String> },
     #[error("invalid plugin setting {setting:?}: {message}")]
     SettingSyntax { setting: String, message: String },
+    #[error("plugin {reference}: {message}")]
+    Registry { reference: String, message: String },
+    #[error("{}: {message}", path.display())]
+    Lock { path: PathBuf, message: String },
+    #[error("plugin {source_ref} does not match {}: it pins {locked}, but {why} ({found}). Nothing was run. If the new content is intended, run `orch plugin update {source_ref}` and commit orch.lock", lock.display())]
+    LockMismatch { source_ref: String, lock: PathBuf, locked: String, found: String, why: String },
+    #[error("cannot build the plugin crate {}: {message}", dir.display())]
+    Build { dir: PathBuf, message: String },
 }
 
 /// Where a plugin comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginRef {
     Builtin(String),
+    /// A `.wasm` component, or a plugin crate directory (built with cargo).
     Path(PathBuf),
+    /// `oci://registry/repository[:tag][@digest]`, as written.
+    Oci(String),
 }
 
 impl PluginRef {
-    /// A name with a path separator or a `.wasm` ending is a path; anything else a built-in name.
+    /// `oci://…` is a registry reference; a name with a path separator or a `.wasm` ending is a path; anything else a
+    /// built-in name.
     pub fn parse(s: &str) -> PluginRef {
-        if s.contains('/') || s.ends_with(".wasm") {
+        if s.starts_with(oci::SCHEME) {
+            PluginRef::Oci(s.to_string())
+        } else if s.contains('/') || s.ends_with(".wasm") || s == "." || s == ".." {
             PluginRef::Path(PathBuf::from(s))
         } else {
             PluginRef::Builtin(s.to_string())
@@ -75,17 +93,23 @@ impl PluginRef {
     pub fn display_name(&self) -> String {
         match self {
             PluginRef::Builtin(n) => n.clone(),
-            PluginRef::Path(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string()),
+            PluginRef::Path(p) => {
+                let p = if p.is_dir() { std::path::absolute(p).unwrap_or_else(|_| p.clone()) } else { p.clone() };
+                p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+            }
+            PluginRef::Oci(text) => {
+                let repo = text.trim_start_matches(oci::SCHEME).split('@').next().unwrap_or(text);
+                let last = repo.rsplit('/').next().unwrap_or(repo);
+                last.split(':').next().unwrap_or(last).to_string()
+            }
         }
     }
 
-    pub fn bytes(&self) -> Result<std::borrow::Cow<'static, [u8]>, PluginError> {
+    /// A built-in plugin's bytes.
+    pub fn builtin(&self) -> Result<&'static [u8], PluginError> {
         match self {
-            PluginRef::Builtin(name) => builtin_bytes(name).map(std::borrow::Cow::Borrowed).ok_or_else(|| PluginError::Unknown {
-                name: name.clone(),
-                builtins: builtin_names().join(", "),
-            }),
-            PluginRef::Path(p) => std::fs::read(p).map(std::borrow::Cow::Owned).map_err(|source| PluginError::Read { path: p.clone(), source }),
+            PluginRef::Builtin(name) => builtin_bytes(name).ok_or_else(|| PluginError::Unknown { name: name.clone(), builtins: builtin_names().join(", ") }),
+            other => Err(PluginError::Unknown { name: other.display_name(), builtins: builtin_names().join(", ") }),
         }
     }
 }
@@ -134,16 +158,28 @@ pub fn parse_settings(
     Ok(out)
 }
 
-/// Loads plugins and checks their settings with the plugins' own `validate-settings`.
+/// Loads plugins (nothing pinned: no project lock) and checks their settings.
 pub fn activate(
     runtime: &Runtime,
     refs: &[PluginRef],
     settings: &BTreeMap<String, serde_json::Value>,
 ) -> Result<Vec<ActivePlugin>, PluginError> {
+    activate_from(runtime, refs, settings, &mut source::Sources::new(runtime.cache_dir().map(Path::to_path_buf), None))
+}
+
+/// Fetches plugins through `sources` (verifying and pinning them in its lock), loads them, and checks their settings
+/// with the plugins' own `validate-settings` — all before anything runs.
+pub fn activate_from(
+    runtime: &Runtime,
+    refs: &[PluginRef],
+    settings: &BTreeMap<String, serde_json::Value>,
+    sources: &mut source::Sources,
+) -> Result<Vec<ActivePlugin>, PluginError> {
     let mut out = vec![];
     for r in refs {
-        let bytes = r.bytes()?;
-        let plugin = runtime.load(&r.display_name(), &bytes)?;
+        let fetched = sources.fetch(r)?;
+        let plugin = runtime.load(&r.display_name(), &fetched.bytes)?;
+        sources.pin(&fetched, &plugin.description.name, &plugin.description.version)?;
         // Settings are found under the name the user typed or the name the plugin gives itself.
         let value = settings.get(&r.display_name()).or_else(|| settings.get(&plugin.description.name)).cloned().unwrap_or_else(|| serde_json::json!({}));
         let text = value.to_string();

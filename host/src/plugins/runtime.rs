@@ -169,6 +169,11 @@ struct Indices {
 }
 
 impl Runtime {
+    /// Where compiled components (and pulled ones, under `oci/`) are kept.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
+    }
+
     /// `cache_dir`: where compiled components are kept (`None` disables the disk cache).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, PluginError> {
         let limits = Limits::default();

@@ -1,0 +1,179 @@
+//! `orch plugin new/build/test/push/pull/update`: the plugin author's path from a template to a pinned reference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use orch::Error;
+use orch::plugins::{self, PluginRef, source::Sources};
+
+use super::{PluginCommand, runtime};
+
+/// The template crate (examples/plugin-template), embedded so `orch plugin new` works from any directory.
+const TEMPLATE: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../../examples/plugin-template/Cargo.toml")),
+    ("src/lib.rs", include_str!("../../../examples/plugin-template/src/lib.rs")),
+    ("tests/compose.yaml", include_str!("../../../examples/plugin-template/tests/compose.yaml")),
+    ("tests/settings.json", include_str!("../../../examples/plugin-template/tests/settings.json")),
+    ("tests/expected-plan.json", include_str!("../../../examples/plugin-template/tests/expected-plan.json")),
+    ("README.md", include_str!("../../../examples/plugin-template/README.md")),
+    (".gitignore", "target/\n"),
+];
+const TEMPLATE_NAME: &str = "policy-template";
+const TEMPLATE_SDK: &str = "path = \"../../plugin-api\"";
+
+pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error> {
+    match command {
+        PluginCommand::New { name, path, sdk } => new(&name, path, sdk),
+        PluginCommand::Build { dir } => {
+            let wasm = plugins::source::build_crate(&dir, true)?;
+            println!("{}", wasm.display());
+            Ok(())
+        }
+        PluginCommand::Test { plugin, compose, settings, env_kind, expect, update } => test(cache, &plugin, &compose, settings.as_deref(), env_kind, &expect, update),
+        PluginCommand::Push { plugin, reference } => push(cache, &plugin, &reference),
+        PluginCommand::Pull { reference, output } => {
+            let runtime = runtime(cache)?;
+            let r = PluginRef::parse(&reference);
+            if !matches!(r, PluginRef::Oci(_)) {
+                return Err(Error::Usage(format!("{reference:?} is not an oci:// reference")));
+            }
+            let fetched = Sources::new(runtime.cache_dir().map(Path::to_path_buf), None).fetch(&r)?;
+            let p = runtime.load(&r.display_name(), &fetched.bytes)?;
+            if let Some(out) = output {
+                std::fs::write(&out, &*fetched.bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", out.display())))?;
+            }
+            eprintln!("pulled {} {} (orch:policy@{}) from {reference}", p.description.name, p.description.version, p.api_version);
+            println!("{}", fetched.digest);
+            Ok(())
+        }
+        PluginCommand::Update { sources, config } => update(cache, &sources, config),
+        PluginCommand::List | PluginCommand::Inspect { .. } => unreachable!("handled by the caller"),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !name.ends_with('-')
+}
+
+fn camel(name: &str) -> String {
+    name.split('-').map(|part| part[..1].to_ascii_uppercase() + &part[1..]).collect()
+}
+
+fn new(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<(), Error> {
+    if !valid_name(name) {
+        return Err(Error::Usage(format!("invalid plugin name {name:?}: use lowercase letters, digits and -, starting with a letter (e.g. team-ports)")));
+    }
+    let dest = path.unwrap_or_else(|| PathBuf::from(name));
+    if dest.exists() && std::fs::read_dir(&dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Error::Usage(format!("{} already exists and is not empty; choose another --path (nothing was written)", dest.display())));
+    }
+    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api"));
+    let sdk = std::fs::canonicalize(&sdk)
+        .ok()
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .ok_or_else(|| Error::Usage(format!("the orch-plugin-api crate is not at {}; pass --sdk PATH (the plugin-api folder of an orch checkout)", sdk.display())))?;
+    let snake = name.replace('-', "_");
+    for (file, text) in TEMPLATE {
+        let text = text
+            .replace(TEMPLATE_SDK, &format!("path = {:?}", sdk.display().to_string()))
+            .replace(TEMPLATE_NAME, name)
+            .replace(&TEMPLATE_NAME.replace('-', "_"), &snake)
+            .replace(&camel(TEMPLATE_NAME), &camel(name))
+            .replace("made by `orch plugin new` from orch's examples/plugin-template", "made by `orch plugin new`");
+        let target = dest.join(file);
+        std::fs::create_dir_all(target.parent().expect("has parent")).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+        std::fs::write(&target, text).map_err(|e| Error::Usage(format!("cannot write {}: {e}", target.display())))?;
+    }
+    eprintln!("created plugin crate {name} in {}", dest.display());
+    eprintln!("next: cd {} && orch plugin test . --compose tests/compose.yaml --settings tests/settings.json --expect tests/expected-plan.json", dest.display());
+    Ok(())
+}
+
+fn test(cache: &Option<PathBuf>, plugin: &str, compose: &Path, settings: Option<&Path>, env_kind: orch::plan::EnvKind, expect: &Path, update: bool) -> Result<(), Error> {
+    let runtime = runtime(cache)?;
+    let r = PluginRef::parse(plugin);
+    let mut values = BTreeMap::new();
+    if let Some(path) = settings {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read settings {}: {e}", path.display())))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?;
+        if !value.is_object() {
+            return Err(Error::Usage(format!("{}: the settings must be a JSON object", path.display())));
+        }
+        values.insert(r.display_name(), value);
+    }
+    let active = plugins::activate_from(&runtime, std::slice::from_ref(&r), &values, &mut Sources::new(runtime.cache_dir().map(Path::to_path_buf), None))?;
+    let request = orch::PlanRequest {
+        compose: orch_compose::LoadOptions { files: vec![compose.to_path_buf()], ..Default::default() },
+        env_id: Some("test".into()),
+        env_kind,
+        pools: vec![],
+    };
+    // No engine and no host facts: the plan depends on the inputs alone, so it is the same on every machine.
+    let outcome = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
+    let actual = serde_json::to_string_pretty(&outcome.plan).expect("plan serialises") + "\n";
+    if update {
+        std::fs::write(expect, &actual).map_err(|e| Error::Usage(format!("cannot write {}: {e}", expect.display())))?;
+        eprintln!("wrote {}", expect.display());
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(expect).map_err(|e| Error::Usage(format!("cannot read {} ({e}); create it with --update", expect.display())))?;
+    let same = serde_json::from_str::<serde_json::Value>(&expected).ok() == serde_json::from_str::<serde_json::Value>(&actual).ok();
+    if same {
+        eprintln!("ok: {} plans {} as {} expects", active[0].plugin.description.name, compose.display(), expect.display());
+        return Ok(());
+    }
+    Err(Error::TestFailed(format!("the plan differs from {} (run with --update if the change is intended):\n{}", expect.display(), line_diff(&expected, &actual))))
+}
+
+/// A unified diff, expected → actual (plans are pretty-printed JSON, so lines are fields).
+fn line_diff(expected: &str, actual: &str) -> String {
+    similar::TextDiff::from_lines(expected, actual).unified_diff().context_radius(2).header("expected", "actual").to_string()
+}
+
+fn push(cache: &Option<PathBuf>, plugin: &str, reference: &str) -> Result<(), Error> {
+    let runtime = runtime(cache)?;
+    let r = PluginRef::parse(plugin);
+    if matches!(r, PluginRef::Oci(_)) {
+        return Err(Error::Usage("push takes a local plugin (crate directory, .wasm file or built-in name) and a reference to push it to".into()));
+    }
+    plugins::oci::parse(reference)?;
+    let fetched = Sources::new(runtime.cache_dir().map(Path::to_path_buf), None).fetch(&r)?;
+    // Only a loadable orch plugin is pushed: what others pull must run.
+    let p = runtime.load(&r.display_name(), &fetched.bytes)?;
+    let annotations = BTreeMap::from([
+        ("org.opencontainers.image.title".to_string(), p.description.name.clone()),
+        ("org.opencontainers.image.version".to_string(), p.description.version.clone()),
+        ("org.opencontainers.image.description".to_string(), p.description.summary.clone()),
+        (plugins::oci::API_ANNOTATION.to_string(), p.api_version.clone()),
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let pushed = rt.block_on(plugins::oci::push(reference, &fetched.bytes, annotations))?;
+    eprintln!("pushed {} {} to {reference} (manifest {})", p.description.name, p.description.version, pushed.manifest);
+    println!("{}", pushed.digest);
+    Ok(())
+}
+
+/// Forgets the named (or all) entries of the project's orch.lock and resolves the project's plugins again.
+fn update(cache: &Option<PathBuf>, only: &[String], config: Option<PathBuf>) -> Result<(), Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+    let config = orch::config::ProjectConfig::find(config.as_deref(), &cwd)?.ok_or_else(|| Error::Usage("no orch.toml here: orch.lock belongs to a project (pass --config FILE)".into()))?;
+    let runtime = runtime(cache)?;
+    let mut lock = plugins::lock::Lock::load(&config.dir)?;
+    let before: BTreeMap<String, String> = lock.entries().iter().map(|e| (e.source.clone(), e.digest.clone())).collect();
+    let forgotten = lock.forget(only);
+    if !only.is_empty() && forgotten.is_empty() {
+        return Err(Error::Usage(format!("orch.lock has no entry for {}", only.join(", "))));
+    }
+    let mut sources = Sources::new(runtime.cache_dir().map(Path::to_path_buf), Some(lock));
+    let refs: Vec<PluginRef> = config.plugin_refs().iter().map(|p| PluginRef::parse(p)).collect();
+    plugins::activate_from(&runtime, &refs, &config.plugin_settings(), &mut sources)?;
+    sources.save_lock()?;
+    for e in sources.lock.as_ref().expect("project lock").entries() {
+        match before.get(&e.source) {
+            Some(d) if *d == e.digest => eprintln!("unchanged {} {}", e.source, e.digest),
+            Some(d) => eprintln!("updated   {} {d} → {}", e.source, e.digest),
+            None => eprintln!("pinned    {} {}", e.source, e.digest),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Where plugin bytes come from and how they are pinned: built-in components, `.wasm` files, plugin crate
+//! directories (built with cargo for `wasm32-wasip2`), and OCI references. Pulled components are kept in a cache by
+//! digest, so a project whose `orch.lock` pins its plugins runs offline once they have been fetched.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::lock::{Lock, LockEntry};
+use super::{PluginError, PluginRef, oci};
+
+/// The component for one reference, and what pins it.
+pub struct Fetched {
+    pub bytes: Cow<'static, [u8]>,
+    /// sha256 of the bytes.
+    pub digest: String,
+    /// The OCI manifest digest, for OCI references.
+    pub manifest: Option<String>,
+    /// The lock key (None for built-ins and crates, which are not pinned: their source is).
+    pub lock_source: Option<String>,
+}
+
+/// Fetches plugins for one command: the digest cache and, in a project, its lock.
+pub struct Sources {
+    /// `<cache>/oci/sha256/<hex>.wasm`.
+    pub cache_dir: Option<PathBuf>,
+    pub lock: Option<Lock>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Sources {
+    pub fn new(cache_dir: Option<PathBuf>, lock: Option<Lock>) -> Sources {
+        Sources { cache_dir, lock, runtime: None }
+    }
+
+    fn block_on<F: std::future::Future>(&mut self, f: F) -> F::Output {
+        // A small runtime of its own: fetching happens before the engine work, outside any other runtime.
+        let rt = self.runtime.get_or_insert_with(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"));
+        rt.block_on(f)
+    }
+
+    fn cached(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        Some(self.cache_dir.as_ref()?.join("oci").join("sha256").join(format!("{hex}.wasm")))
+    }
+
+    /// The cached component with this digest, if present and intact (a corrupted copy is dropped).
+    fn from_cache(&self, digest: &str) -> Option<Vec<u8>> {
+        let path = self.cached(digest)?;
+        let bytes = std::fs::read(&path).ok()?;
+        if oci::sha256(&bytes) == digest {
+            return Some(bytes);
+        }
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
+    fn store(&self, digest: &str, bytes: &[u8]) {
+        if let Some(path) = self.cached(digest) {
+            let _ = std::fs::create_dir_all(path.parent().expect("has parent"));
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+
+    /// How the lock names a path: relative to the lock's folder when inside it, so the lock works in every clone.
+    fn path_key(&self, path: &Path) -> String {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        match &self.lock {
+            Some(lock) => match abs.strip_prefix(std::path::absolute(lock.dir()).unwrap_or_default()) {
+                Ok(rel) => format!("./{}", rel.display()),
+                Err(_) => abs.display().to_string(),
+            },
+            None => abs.display().to_string(),
+        }
+    }
+
+    /// The component bytes for a reference, verified against the lock when there is one.
+    pub fn fetch(&mut self, r: &PluginRef) -> Result<Fetched, PluginError> {
+        match r {
+            PluginRef::Builtin(_) => {
+                let bytes = r.builtin()?;
+                Ok(Fetched { digest: oci::sha256(bytes), bytes: Cow::Borrowed(bytes), manifest: None, lock_source: None })
+            }
+            PluginRef::Path(p) if p.is_dir() => {
+                let wasm = build_crate(p, false)?;
+                let bytes = std::fs::read(&wasm).map_err(|source| PluginError::Read { path: wasm, source })?;
+                Ok(Fetched { digest: oci::sha256(&bytes), bytes: Cow::Owned(bytes), manifest: None, lock_source: None })
+            }
+            PluginRef::Path(p) => {
+                let bytes = std::fs::read(p).map_err(|source| PluginError::Read { path: p.clone(), source })?;
+                let digest = oci::sha256(&bytes);
+                let key = self.path_key(p);
+                if let Some(entry) = self.lock.as_ref().and_then(|l| l.get(&key))
+                    && entry.digest != digest
+                {
+                    return Err(self.mismatch(&key, &entry.digest, &digest, "the file changed since it was pinned"));
+                }
+                Ok(Fetched { bytes: Cow::Owned(bytes), digest, manifest: None, lock_source: Some(key) })
+            }
+            PluginRef::Oci(text) => {
+                let pinned = self.lock.as_ref().and_then(|l| l.get(text)).cloned();
+                if let Some(entry) = &pinned
+                    && let Some(bytes) = self.from_cache(&entry.digest)
+                {
+                    return Ok(Fetched { bytes: Cow::Owned(bytes), digest: entry.digest.clone(), manifest: entry.manifest.clone(), lock_source: Some(text.clone()) });
+                }
+                let pulled = self.block_on(oci::pull(text, pinned.as_ref().and_then(|e| e.manifest.as_deref())))?;
+                if let Some(entry) = &pinned
+                    && entry.digest != pulled.digest
+                {
+                    return Err(self.mismatch(text, &entry.digest, &pulled.digest, "the registry serves different content"));
+                }
+                self.store(&pulled.digest, &pulled.bytes);
+                Ok(Fetched { bytes: Cow::Owned(pulled.bytes), digest: pulled.digest, manifest: Some(pulled.manifest), lock_source: Some(text.clone()) })
+            }
+        }
+    }
+
+    fn mismatch(&self, source: &str, locked: &str, found: &str, why: &str) -> PluginError {
+        PluginError::LockMismatch {
+            source_ref: source.into(),
+            lock: self.lock.as_ref().map(|l| l.path.clone()).unwrap_or_default(),
+            locked: locked.into(),
+            found: found.into(),
+            why: why.into(),
+        }
+    }
+
+    /// Records what was fetched and loaded in the lock (no-op outside a project).
+    pub fn pin(&mut self, fetched: &Fetched, name: &str, version: &str) -> Result<(), PluginError> {
+        let (Some(lock), Some(source)) = (self.lock.as_mut(), &fetched.lock_source) else { return Ok(()) };
+        lock.insert(LockEntry { source: source.clone(), name: name.into(), version: version.into(), digest: fetched.digest.clone(), manifest: fetched.manifest.clone() })
+    }
+
+    /// Writes the lock if it changed; returns its path when it did.
+    pub fn save_lock(&mut self) -> Result<Option<PathBuf>, PluginError> {
+        match self.lock.as_mut() {
+            Some(lock) => Ok(lock.save()?.then(|| lock.path.clone())),
+            None => Ok(None),
+        }
+    }
+}
+
+pub use orch_build_support::TARGET;
+
+/// Builds a plugin crate for `wasm32-wasip2` with cargo (release profile) and returns the component's path.
+/// `CARGO_TARGET_DIR` is honoured; the target is installed through rustup when missing.
+pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
+    let manifest = dir.join("Cargo.toml");
+    let fail = |message: String| PluginError::Build { dir: dir.to_path_buf(), message };
+    if !manifest.is_file() {
+        return Err(fail("there is no Cargo.toml here; a plugin crate directory, a .wasm file or an oci:// reference is expected".into()));
+    }
+    orch_build_support::install_target().map_err(fail)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build").arg("--manifest-path").arg(&manifest).args(["--release", "--target", TARGET, "--message-format=json-render-diagnostics"]);
+    if !verbose {
+        cmd.arg("--quiet");
+    }
+    // Flags meant for the host's own build must not leak into the guest build.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd.output().map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
+    if !out.status.success() {
+        return Err(fail("cargo build failed (its errors are above)".into()));
+    }
+    // The artifact path from cargo's own messages: robust to target-dir settings and package names.
+    let mut wasm = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib")) {
+            wasm = msg["filenames"].as_array().and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from));
+        }
+    }
+    wasm.ok_or_else(|| fail("cargo built no .wasm component; a plugin crate needs `crate-type = [\"cdylib\"]` under [lib]".into()))
+}

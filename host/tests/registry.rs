@@ -1,0 +1,232 @@
+//! Sharing plugins through a real OCI registry: Debian's `docker-registry` (CNCF distribution) on loopback, with
+//! htpasswd basic auth and credentials from a Docker config. One project pushes; a second project pins the plugin in
+//! orch.lock, plans with it, keeps working offline from the cache, and refuses tampered digests and blobs.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const USER: &str = "orch";
+const PASSWORD: &str = "s3cret-plugin-push";
+
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    config: PathBuf,
+}
+
+impl Registry {
+    /// Starts the registry on a free loopback port with its storage in `dir`.
+    fn start(dir: &Path) -> Registry {
+        assert!(Path::new(REGISTRY).is_file(), "Debian's docker-registry is needed (.ci/run installs it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::create_dir_all(dir).unwrap();
+        let storage = dir.join("storage");
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 5).unwrap())).unwrap();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: orch-test\n    path: {}\n",
+                storage.display(),
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let mut r = Registry { child: spawn(&config), port, storage, config };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(self.child.try_wait().unwrap().is_none(), "docker-registry exited at start");
+            assert!(Instant::now() < deadline, "docker-registry did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.config);
+        self.wait_ready();
+    }
+
+    fn reference(&self, repo: &str) -> String {
+        format!("oci://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// The stored blob file of a digest (distribution's filesystem layout).
+    fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage.join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+}
+
+fn spawn(config: &Path) -> Child {
+    Command::new(REGISTRY).arg("serve").arg(config).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `orch` in `dir` with its own plugin cache and Docker config.
+fn orch(dir: &Path, cache: &Path, docker_config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(dir).env("ORCH_CACHE_DIR", cache).env("DOCKER_CONFIG", docker_config).env_remove("ORCH_LOCKED").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn lock_digest(project: &Path) -> String {
+    let lock: toml::Table = toml::from_str(&std::fs::read_to_string(project.join("orch.lock")).unwrap()).unwrap();
+    lock["plugin"][0]["digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_pin_pull_offline_and_refuse_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(&tmp.path().join("registry"));
+    let reference = registry.reference("team/ports:1.0.0");
+
+    // Docker configs: one with no credentials, one with the registry's (as `docker login` writes them).
+    let anonymous = tmp.path().join("docker-anon");
+    std::fs::create_dir_all(&anonymous).unwrap();
+    std::fs::write(anonymous.join("config.json"), "{}").unwrap();
+    let logged_in = tmp.path().join("docker");
+    std::fs::create_dir_all(&logged_in).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(logged_in.join("config.json"), format!(r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#, registry.port)).unwrap();
+
+    // Project A publishes a plugin (here: the bytes of the built-in port-ranges).
+    let a = tmp.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    let a_cache = tmp.path().join("cache-a");
+    let denied = orch(&a, &a_cache, &anonymous, &["plugin", "push", "port-ranges", &reference]);
+    assert_eq!(denied.status.code(), Some(4), "{}", text(&denied.stderr));
+    assert!(text(&denied.stderr).contains("docker login"), "{}", text(&denied.stderr));
+    let pushed = orch(&a, &a_cache, &logged_in, &["plugin", "push", "port-ranges", &reference]);
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let digest = text(&pushed.stdout).trim().to_string();
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+    // An incompatible plugin is refused before it is pushed, naming both API versions.
+    let future = orch(&a, &a_cache, &logged_in, &["plugin", "push", orch_test_plugins::FUTURE_API, &registry.reference("team/future:2.0.0")]);
+    assert_eq!(future.status.code(), Some(4));
+    assert!(text(&future.stderr).contains("orch:policy@0.2.0") && text(&future.stderr).contains("orch:policy@0.1"), "{}", text(&future.stderr));
+
+    // Project B uses it by reference; its first plan pins the digest in orch.lock.
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let b_cache = tmp.path().join("cache-b");
+    std::fs::write(b.join("compose.yaml"), "name: b\nservices:\n  api:\n    image: team/api:1\n    ports: [\"8080:8080\"]\n").unwrap();
+    std::fs::write(b.join("orch.toml"), format!("env-kind = \"ci\"\n[[plugins]]\nuse = \"{reference}\"\n")).unwrap();
+    let plan = |cache: &Path| orch(&b, cache, &logged_in, &["plan", "--no-engine", "--format", "json"]);
+    let first = plan(&b_cache);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(json["plugins"], serde_json::json!(["port-ranges"]));
+    let port = json["services"]["api"]["ports"][0]["host_port"].as_u64().unwrap();
+    assert!((9500..=9999).contains(&port), "port-ranges' ci pool: {port}");
+    assert_eq!(lock_digest(&b), digest, "orch.lock pins what was pushed");
+    let lock_text = std::fs::read_to_string(b.join("orch.lock")).unwrap();
+    assert!(lock_text.contains(&reference) && lock_text.contains("manifest = \"sha256:"), "{lock_text}");
+
+    // Offline: with the registry down, the pinned plugin comes from the cache.
+    registry.stop();
+    let offline = plan(&b_cache);
+    assert!(offline.status.success(), "offline plan failed: {}", text(&offline.stderr));
+    // …but an empty cache cannot be served offline, and says why.
+    let cold = plan(&tmp.path().join("cache-cold"));
+    assert_eq!(cold.status.code(), Some(4));
+    assert!(text(&cold.stderr).contains(&reference), "{}", text(&cold.stderr));
+    registry.restart();
+
+    // A new push under the same tag does not change what B runs: the lock pins the manifest digest.
+    let moved = orch(&a, &a_cache, &logged_in, &["plugin", "push", "health-defaults", &reference]);
+    assert!(moved.status.success(), "{}", text(&moved.stderr));
+    let pinned = plan(&tmp.path().join("cache-b2"));
+    assert!(pinned.status.success(), "{}", text(&pinned.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&pinned.stdout).unwrap()["plugins"], serde_json::json!(["port-ranges"]));
+    // `orch plugin update` re-resolves the tag and rewrites the pin.
+    let updated = orch(&b, &b_cache, &logged_in, &["plugin", "update"]);
+    assert!(updated.status.success(), "{}", text(&updated.stderr));
+    let new_digest = lock_digest(&b);
+    assert_eq!(new_digest, text(&moved.stdout).trim());
+    assert!(text(&updated.stderr).contains("updated"), "{}", text(&updated.stderr));
+    let now = plan(&b_cache);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&now.stdout).unwrap()["plugins"], serde_json::json!(["health-defaults"]));
+
+    // Tampering with the digest in orch.lock: refused, nothing planned.
+    let good_lock = std::fs::read_to_string(b.join("orch.lock")).unwrap();
+    let bogus = format!("sha256:{}", "0".repeat(64));
+    std::fs::write(b.join("orch.lock"), good_lock.replace(&new_digest, &bogus)).unwrap();
+    let refused = plan(&b_cache);
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
+    let err = text(&refused.stderr);
+    assert!(err.contains("does not match") && err.contains("orch.lock") && err.contains("orch plugin update"), "{err}");
+    assert!(refused.stdout.is_empty());
+    std::fs::write(b.join("orch.lock"), &good_lock).unwrap();
+
+    // Tampering with the blob in the registry: a fresh cache pulls it, the digest check refuses it.
+    let blob = registry.blob(&new_digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let tampered = plan(&tmp.path().join("cache-b3"));
+    assert_eq!(tampered.status.code(), Some(4), "{}", text(&tampered.stderr));
+    assert!(text(&tampered.stderr).contains("tampered") || text(&tampered.stderr).contains("does not match"), "{}", text(&tampered.stderr));
+    let pull = orch(&b, &tmp.path().join("cache-b4"), &logged_in, &["plugin", "pull", &reference]);
+    assert_eq!(pull.status.code(), Some(4), "{}", text(&pull.stderr));
+    // A tampered copy in orch's own cache is dropped, not run: with the registry's copy also bad, nothing runs.
+    let cached = std::fs::read_dir(b_cache.join("plugins/oci/sha256")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains(new_digest.trim_start_matches("sha256:"))).unwrap();
+    std::fs::write(&cached, b"not the plugin").unwrap();
+    let bad_cache = plan(&b_cache);
+    assert_eq!(bad_cache.status.code(), Some(4), "{}", text(&bad_cache.stderr));
+    assert!(!cached.exists() || std::fs::read(&cached).unwrap() != b"not the plugin");
+}
+
+#[test]
+fn a_new_plugin_crate_passes_its_own_test() {
+    // Exactly what a plugin author does on a fresh clone: new, then test (which builds it for wasm32-wasip2).
+    let tmp = tempfile::tempdir().unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new-test");
+    let run = |dir: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(dir).env("CARGO_TARGET_DIR", &target).env("ORCH_CACHE_DIR", tmp.path().join("cache")).output().unwrap()
+    };
+    let made = run(tmp.path(), &["plugin", "new", "demo"]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let demo = tmp.path().join("demo");
+    let tested = run(&demo, &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--settings", "tests/settings.json", "--expect", "tests/expected-plan.json"]);
+    assert!(tested.status.success(), "{}", text(&tested.stderr));
+    assert!(text(&tested.stderr).contains("ok: demo plans"), "{}", text(&tested.stderr));
+    // The test can fail: without the settings the labels are missing and the plan differs.
+    let differs = run(&demo, &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--expect", "tests/expected-plan.json"]);
+    assert_eq!(differs.status.code(), Some(8), "{}", text(&differs.stderr));
+    assert!(text(&differs.stderr).contains("-        \"team\": \"data\""), "{}", text(&differs.stderr));
+    // `orch plugin build` prints the component, which any orch command takes by path.
+    let built = run(&demo, &["plugin", "build"]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let wasm = text(&built.stdout).trim().to_string();
+    assert!(wasm.ends_with("demo.wasm"), "{wasm}");
+    let inspect = run(&demo, &["plugin", "inspect", &wasm]);
+    assert!(text(&inspect.stdout).contains("demo"), "{}", text(&inspect.stdout));
+    // A second `new` into the same place changes nothing.
+    let again = run(tmp.path(), &["plugin", "new", "demo"]);
+    assert_eq!(again.status.code(), Some(2));
+}
