@@ -1,19 +1,18 @@
 //! The `orch` binary as users run it: output formats, `--explain`, plugin commands, and documented exit codes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::orch_in;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn orch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .current_dir(root())
-        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
-        .output()
-        .expect("run orch")
+    orch_in(&root(), args)
 }
 
 fn stdout(o: &Output) -> String {
@@ -181,15 +180,6 @@ fn plugin_list_and_inspect() {
     let out = orch(&["plugin", "inspect", orch_test_plugins::FUTURE_API]);
     assert_eq!(out.status.code(), Some(4));
     assert!(stderr(&out).contains("orch:policy@0.2.0"), "{}", stderr(&out));
-}
-
-fn orch_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .current_dir(dir)
-        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
-        .output()
-        .expect("run orch")
 }
 
 #[test]

@@ -7,16 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::IMAGE;
-
-fn orch_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .current_dir(dir)
-        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
-        .output()
-        .expect("run orch")
-}
+use support::{IMAGE, orch_in};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

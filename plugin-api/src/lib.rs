@@ -101,6 +101,23 @@ pub fn log(level: Level, message: &str) {
     let _ = (level, message);
 }
 
+/// A settings parse error as `validate_settings` reports it.
+pub fn settings_problems(e: PluginError) -> Vec<Diagnostic> {
+    vec![diagnostic(Level::Error, &e.code, e.message, e.path)]
+}
+
+impl EnvKind {
+    /// `test`, `dev`, `ci` or `prod`, as settings name the kinds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvKind::Test => "test",
+            EnvKind::Dev => "dev",
+            EnvKind::Ci => "ci",
+            EnvKind::Prod => "prod",
+        }
+    }
+}
+
 impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)

@@ -32,7 +32,7 @@ impl Plugin for PolicyTemplate {
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         if s.host_ip.parse::<std::net::IpAddr>().is_err() {
             return Err(vec![diagnostic(Level::Error, "template.host-ip", format!("{:?} is not an IP address", s.host_ip), Some("host-ip".into()))]);
         }

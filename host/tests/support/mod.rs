@@ -1,8 +1,10 @@
-//! Shared by the real-engine tests: the tiny test image, built from Debian's static busybox through the engine API
-//! exactly as `orch up` builds images.
+//! Shared by the tests: the tiny test image, built from Debian's static busybox through the engine API exactly as
+//! `orch up` builds images, and the `orch` binary run from a folder.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use orch::engine::{DockerEngine, Engine};
@@ -31,9 +33,18 @@ pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
 }
 
 /// [`ensure_image`] for tests that drive the `orch` binary and have no engine of their own.
-#[allow(dead_code)]
 pub fn ensure_image_blocking() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let engine = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
     ensure_image(&rt, &engine);
+}
+
+/// The `orch` binary run in `dir`, with the tests' shared plugin cache.
+pub fn orch_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .current_dir(dir)
+        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
+        .output()
+        .expect("run orch")
 }

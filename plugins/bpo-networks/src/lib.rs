@@ -152,7 +152,7 @@ impl Plugin for BpoNetworks {
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let problems = s.check();
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }

@@ -76,7 +76,7 @@ impl Plugin for HealthDefaults {
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let bad: Vec<Diagnostic> = s
             .http
             .iter()

@@ -23,15 +23,6 @@ impl Default for Settings {
     }
 }
 
-fn kind_name(k: EnvKind) -> &'static str {
-    match k {
-        EnvKind::Test => "test",
-        EnvKind::Dev => "dev",
-        EnvKind::Ci => "ci",
-        EnvKind::Prod => "prod",
-    }
-}
-
 /// `postgres:15` → `postgres:15-alpine`; `redis` → `redis:alpine`; already-alpine tags are kept.
 pub fn alpine_tag(image: &str) -> String {
     let (repo, tag) = split(image);
@@ -87,7 +78,7 @@ impl Plugin for ImageVariants {
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let bad: Vec<Diagnostic> = s
             .services
             .iter()
@@ -99,7 +90,7 @@ impl Plugin for ImageVariants {
 
     fn images(snapshot: &Snapshot) -> Result<ImagePlan, PluginError> {
         let s: Settings = parse_settings(&snapshot.settings)?;
-        let kind_alpine = s.alpine_kinds.iter().any(|k| k == kind_name(snapshot.env_kind));
+        let kind_alpine = s.alpine_kinds.iter().any(|k| k == snapshot.env_kind.as_str());
         let mut plan = ImagePlan { services: vec![], diagnostics: vec![] };
         let alpine_for = |svc: &Service| match s.services.get(&svc.name).map(String::as_str) {
             Some("alpine") => true,

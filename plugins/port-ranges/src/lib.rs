@@ -67,15 +67,6 @@ pub fn parse_range(s: &str) -> Option<PortRange> {
     (start > 0 && start <= end).then_some(PortRange { start, end })
 }
 
-fn kind_name(k: EnvKind) -> &'static str {
-    match k {
-        EnvKind::Test => "test",
-        EnvKind::Dev => "dev",
-        EnvKind::Ci => "ci",
-        EnvKind::Prod => "prod",
-    }
-}
-
 impl Settings {
     pub fn check(&self) -> Vec<Diagnostic> {
         let mut out = vec![];
@@ -94,7 +85,7 @@ impl Settings {
     fn rule_for(&self, kind: EnvKind) -> KindRule {
         let mut kinds = default_kinds();
         kinds.extend(self.kinds.clone());
-        kinds.remove(kind_name(kind)).expect("every kind has a default")
+        kinds.remove(kind.as_str()).expect("every kind has a default")
     }
 }
 
@@ -137,7 +128,7 @@ impl Plugin for PortRanges {
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let problems = s.check();
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }

@@ -60,18 +60,9 @@ pub fn data_dir(image_base: &str) -> Option<&'static str> {
     })
 }
 
-fn kind_name(k: EnvKind) -> &'static str {
-    match k {
-        EnvKind::Test => "test",
-        EnvKind::Dev => "dev",
-        EnvKind::Ci => "ci",
-        EnvKind::Prod => "prod",
-    }
-}
-
 fn load(snapshot: &Snapshot) -> Result<Option<Settings>, PluginError> {
     let s: Settings = parse_settings(&snapshot.settings)?;
-    Ok(s.kinds.iter().any(|k| k == kind_name(snapshot.env_kind)).then_some(s))
+    Ok(s.kinds.iter().any(|k| k == snapshot.env_kind.as_str()).then_some(s))
 }
 
 pub struct TestIsolation;
@@ -89,7 +80,7 @@ impl Plugin for TestIsolation {
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, e.path)])?;
+        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let mut problems = vec![];
         for k in &s.kinds {
             if !["test", "dev", "ci", "prod"].contains(&k.as_str()) {
