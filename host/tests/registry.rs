@@ -146,6 +146,15 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     let lock_text = std::fs::read_to_string(b.join("orch.lock")).unwrap();
     assert!(lock_text.contains(&reference) && lock_text.contains("manifest = \"sha256:"), "{lock_text}");
 
+    // By digest: `repo@sha256:<manifest>` names exactly what the tag resolved to.
+    let manifest = {
+        let lock: toml::Table = toml::from_str(&lock_text).unwrap();
+        lock["plugin"][0]["manifest"].as_str().unwrap().to_string()
+    };
+    let by_digest = orch(&b, &tmp.path().join("cache-digest"), &logged_in, &["plugin", "pull", &format!("{}@{manifest}", registry.reference("team/ports"))]);
+    assert!(by_digest.status.success(), "{}", text(&by_digest.stderr));
+    assert_eq!(text(&by_digest.stdout).trim(), digest);
+
     // Offline: with the registry down, the pinned plugin comes from the cache.
     registry.stop();
     let offline = plan(&b_cache);
