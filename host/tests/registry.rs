@@ -19,8 +19,12 @@ struct Registry {
 }
 
 impl Registry {
-    /// Starts the registry on a free loopback port with its storage in `dir`.
+    /// Starts the registry on a free loopback port with its storage in `dir`; over TLS with `tls` (cert, key).
     fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, None)
+    }
+
+    fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> Registry {
         assert!(Path::new(REGISTRY).is_file(), "Debian's docker-registry is needed (.ci/run installs it)");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::create_dir_all(dir).unwrap();
@@ -31,8 +35,9 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: orch-test\n    path: {}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{}auth:\n  htpasswd:\n    realm: orch-test\n    path: {}\n",
                 storage.display(),
+                tls.map(|(c, k)| format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display())).unwrap_or_default(),
                 htpasswd.display()
             ),
         )
@@ -81,6 +86,22 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI: (ca.pem, cert.pem, key.pem).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    for args in [
+        vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-days", "2", "-subj", "/CN=orch-test-ca"],
+        vec!["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("key.pem"), "-out", &p("req.csr"), "-subj", "/CN=127.0.0.1"],
+        vec!["x509", "-req", "-in", &p("req.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key"), "-CAcreateserial", "-out", &p("cert.pem"), "-days", "2", "-extfile", &p("ext.cnf")],
+    ] {
+        let out = Command::new("openssl").args(&args).output().expect("the openssl CLI");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    }
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 /// `orch` in `dir` with its own plugin cache and Docker config.
@@ -208,6 +229,37 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     let bad_cache = plan(&b_cache);
     assert_eq!(bad_cache.status.code(), Some(4), "{}", text(&bad_cache.stderr));
     assert!(!cached.exists() || std::fs::read(&cached).unwrap() != b"not the plugin");
+}
+
+#[test]
+fn a_tls_registry_is_trusted_through_its_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(&tmp.path().join("pki"));
+    let registry = Registry::start_with(&tmp.path().join("registry"), Some((cert, key)));
+    let docker = tmp.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#, registry.port)).unwrap();
+    let reference = registry.reference("team/ports:1.0.0");
+    let run = |args: &[&str], ca: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        cmd.args(args).current_dir(tmp.path()).env("ORCH_CACHE_DIR", tmp.path().join("cache")).env("DOCKER_CONFIG", &docker).env_remove("ORCH_REGISTRY_CA_FILE");
+        if let Some(ca) = ca {
+            cmd.env("ORCH_REGISTRY_CA_FILE", ca);
+        }
+        cmd.output().unwrap()
+    };
+    // An unknown CA is refused (and plain HTTP is no way around it), with the way out in the message.
+    let untrusted = run(&["plugin", "push", "port-ranges", &reference], None);
+    assert_eq!(untrusted.status.code(), Some(4), "{}", text(&untrusted.stderr));
+    assert!(text(&untrusted.stderr).contains("ORCH_REGISTRY_CA_FILE"), "{}", text(&untrusted.stderr));
+    // Trusted: push and pull over TLS.
+    let pushed = run(&["plugin", "push", "port-ranges", &reference], Some(&ca));
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let pulled = run(&["plugin", "pull", &reference], Some(&ca));
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    assert_eq!(text(&pulled.stdout).trim(), text(&pushed.stdout).trim());
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Plugins in OCI registries, in the CNCF wasm artifact layout (a `application/vnd.wasm.config.v0+json` config and
 //! one `application/wasm` layer), so `oras`, `wkg` and registry UIs treat them as any other wasm component.
-//! Loopback registries are spoken to over plain HTTP, others over TLS; credentials come from the Docker config
+//! Registries are spoken to over TLS (system roots plus `ORCH_REGISTRY_CA_FILE`); a loopback registry that does not
+//! speak TLS is reached over plain HTTP, as Docker does. Credentials come from the Docker config
 //! (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, including credential helpers).
 
 use std::collections::BTreeMap;
 
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -39,10 +41,74 @@ fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn client(reference: &Reference) -> Client {
-    let registry = reference.resolve_registry().to_string();
-    let protocol = if is_loopback(&registry) { ClientProtocol::Http } else { ClientProtocol::Https };
-    Client::new(ClientConfig { protocol, ..Default::default() })
+/// Extra CA certificates (PEM) to trust for registries, besides the system's: `ORCH_REGISTRY_CA_FILE`.
+pub const CA_ENV: &str = "ORCH_REGISTRY_CA_FILE";
+
+fn client(protocol: ClientProtocol) -> Result<Client, PluginError> {
+    let mut config = ClientConfig { protocol, ..Default::default() };
+    if let Some(path) = std::env::var_os(CA_ENV) {
+        let data = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.into(), source })?;
+        config.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+    }
+    Ok(Client::new(config))
+}
+
+/// The protocols to try, in order: TLS everywhere; for a loopback registry plain HTTP after TLS (as Docker does).
+fn protocols(reference: &Reference) -> Vec<ClientProtocol> {
+    if is_loopback(reference.resolve_registry()) { vec![ClientProtocol::Https, ClientProtocol::Http] } else { vec![ClientProtocol::Https] }
+}
+
+/// A failure in one attempt: the client's (a transport failure may be retried over the next protocol) or orch's.
+enum Fail {
+    Client(OciDistributionError),
+    Orch(PluginError),
+}
+
+impl From<OciDistributionError> for Fail {
+    fn from(e: OciDistributionError) -> Fail {
+        Fail::Client(e)
+    }
+}
+
+impl Fail {
+    /// The connection (or TLS handshake) failed before any HTTP exchange.
+    fn transport(&self) -> bool {
+        matches!(self, Fail::Client(OciDistributionError::RequestError(e)) if e.is_connect() || e.is_request())
+    }
+
+    /// The server said it wants TLS (Go's "HTTP request to an HTTPS server", nginx's "plain HTTP request … HTTPS port").
+    fn speaks_tls(&self) -> bool {
+        matches!(self, Fail::Client(e) if { let m = e.to_string(); m.contains("HTTPS server") || m.contains("HTTPS port") })
+    }
+
+    fn into_plugin(self, reference: &str) -> PluginError {
+        match self {
+            Fail::Orch(e) => e,
+            Fail::Client(e) => registry_error(reference, &e),
+        }
+    }
+}
+
+/// Runs one registry operation over each protocol in turn while the connection itself fails.
+async fn attempt<T, F, Fut>(reference: &Reference, text: &str, op: F) -> Result<T, PluginError>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Fail>>,
+{
+    let mut failures = vec![];
+    for protocol in protocols(reference) {
+        let scheme = if matches!(protocol, ClientProtocol::Http) { "http" } else { "https" };
+        match op(client(protocol)?).await {
+            Ok(v) => return Ok(v),
+            Err(f) if f.transport() => failures.push((scheme, f)),
+            // A TLS server answering the plain-HTTP retry: the TLS failure is the one that explains.
+            Err(f) if !failures.is_empty() && f.speaks_tls() => break,
+            Err(f) => return Err(f.into_plugin(text)),
+        }
+    }
+    // Every protocol failed to connect: say what each said (the TLS one usually explains a certificate problem).
+    let message = failures.into_iter().map(|(scheme, f)| format!("over {scheme}: {}", f.into_plugin(text).to_string().trim_start_matches(&format!("plugin {text}: ")).to_string())).collect::<Vec<_>>().join("; ");
+    Err(PluginError::Registry { reference: text.into(), message })
 }
 
 /// Credentials for a registry from the Docker config; anonymous when there are none.
@@ -54,11 +120,34 @@ pub fn auth(reference: &Reference) -> RegistryAuth {
     }
 }
 
-fn registry_error(reference: &str, e: impl std::fmt::Display) -> PluginError {
-    let message = e.to_string();
-    let hint = if message.contains("401") || message.to_ascii_lowercase().contains("unauthorized") {
+/// An error with its causes (reqwest puts the interesting part — refused, certificate — in the source chain).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn registry_error(reference: &str, e: &OciDistributionError) -> PluginError {
+    let message = chain(e);
+    let lower = message.to_ascii_lowercase();
+    let hint = if message.contains("401") || lower.contains("unauthorized") {
         " (log in with `docker login` so that orch finds the credentials in the Docker config)"
-    } else if message.contains("error sending request") || message.contains("connect") {
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+        " (trust the registry's CA: install it in the system store or point ORCH_REGISTRY_CA_FILE at its PEM file)"
+    } else if matches!(e, OciDistributionError::DigestError(_)) {
+        return PluginError::Registry {
+            reference: reference.into(),
+            message: format!("the registry served content that does not match its digest ({message}); its copy is corrupt or was tampered with — nothing was run"),
+        };
+    } else if lower.contains("connect") || lower.contains("sending request") {
         " (is the registry running and reachable? plugins pinned in orch.lock and already cached need no registry)"
     } else {
         ""
@@ -85,11 +174,17 @@ pub async fn push(text: &str, bytes: &[u8], annotations: BTreeMap<String, String
     let config = Config { data: serde_json::to_vec(&config).expect("json").into(), media_type: CONFIG_MEDIA_TYPE.into(), annotations: None };
     let layers = vec![ImageLayer::new(bytes.to_vec(), LAYER_MEDIA_TYPE.into(), None)];
     let manifest = OciImageManifest::build(&layers, &config, Some(annotations));
-    let (c, credentials) = (client(&reference), auth(&reference));
-    c.push(&reference, &layers, config, &credentials, Some(manifest)).await.map_err(|e| registry_error(text, e))?;
-    // The registry's digest of the manifest as stored, which is what a pull by digest asks for.
-    let manifest = c.fetch_manifest_digest(&reference, &credentials).await.map_err(|e| registry_error(text, e))?;
-    Ok(Pushed { manifest, digest })
+    let credentials = auth(&reference);
+    let stored = attempt(&reference, text, |c| {
+        let (layers, config, manifest, reference, credentials) = (layers.clone(), config.clone(), manifest.clone(), reference.clone(), credentials.clone());
+        async move {
+            c.push(&reference, &layers, config, &credentials, Some(manifest)).await?;
+            // The registry's digest of the manifest as stored, which is what a pull by digest asks for.
+            Ok(c.fetch_manifest_digest(&reference, &credentials).await?)
+        }
+    })
+    .await?;
+    Ok(Pushed { manifest: stored, digest })
 }
 
 /// A pulled component with the digests it was verified against.
@@ -107,33 +202,34 @@ pub async fn pull(text: &str, manifest: Option<&str>) -> Result<Pulled, PluginEr
     if let Some(m) = manifest {
         reference = reference.clone_with_digest(m.to_string());
     }
-    let c = client(&reference);
-    let (image, manifest_digest) = c.pull_image_manifest(&reference, &auth(&reference)).await.map_err(|e| registry_error(text, e))?;
+    let credentials = auth(&reference);
+    attempt(&reference, text, |c| {
+        let (reference, credentials) = (reference.clone(), credentials.clone());
+        async move { pull_with(&c, &reference, &credentials, text, manifest).await }
+    })
+    .await
+}
+
+async fn pull_with(c: &Client, reference: &Reference, credentials: &RegistryAuth, text: &str, manifest: Option<&str>) -> Result<Pulled, Fail> {
+    let refuse = |message: String| Fail::Orch(PluginError::Registry { reference: text.into(), message });
+    let (image, manifest_digest) = c.pull_image_manifest(reference, credentials).await?;
     if let Some(m) = manifest
         && m != manifest_digest
     {
-        return Err(PluginError::Registry { reference: text.into(), message: format!("asked for manifest {m}, the registry answered with {manifest_digest}") });
+        return Err(refuse(format!("asked for manifest {m}, the registry answered with {manifest_digest}")));
     }
-    let layer = image.layers.iter().find(|l| l.media_type == LAYER_MEDIA_TYPE || l.media_type.contains("wasm")).ok_or_else(|| PluginError::Registry {
-        reference: text.into(),
-        message: format!("the artifact has no wasm layer (layers: {}); push plugins with `orch plugin push`", image.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ")),
+    let layer = image.layers.iter().find(|l| l.media_type == LAYER_MEDIA_TYPE || l.media_type.contains("wasm")).ok_or_else(|| {
+        refuse(format!(
+            "the artifact has no wasm layer (layers: {}); push plugins with `orch plugin push`",
+            image.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ")
+        ))
     })?;
     let mut bytes = Vec::with_capacity(layer.size.max(0) as usize);
-    c.pull_blob(&reference, layer, &mut bytes).await.map_err(|e| {
-        let message = e.to_string();
-        if message.to_ascii_lowercase().contains("digest") {
-            PluginError::Registry {
-                reference: text.into(),
-                message: format!("the registry served a component whose content does not match its digest {} ({message}); its copy is corrupt or was tampered with — nothing was run", layer.digest),
-            }
-        } else {
-            registry_error(text, e)
-        }
-    })?;
+    c.pull_blob(reference, layer, &mut bytes).await?;
     // Checked here too, so the guarantee does not rest on the client library alone.
     let digest = sha256(&bytes);
     if digest != layer.digest {
-        return Err(PluginError::Registry { reference: text.into(), message: format!("the component's content has digest {digest}, but the manifest says {}; nothing was run", layer.digest) });
+        return Err(refuse(format!("the component's content has digest {digest}, but the manifest says {}; nothing was run", layer.digest)));
     }
     Ok(Pulled { manifest: manifest_digest, digest, bytes })
 }
