@@ -50,11 +50,25 @@ fn probe(url: &str) -> bool {
     String::from_utf8_lossy(&head[..n]).split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'))
 }
 
+/// As a container's PID 1 the server gets no default SIGTERM action: without a handler `docker stop` (and a
+/// graceful `orch down`) would wait out the whole grace period. Stateless, so it simply exits.
+fn stop_on_sigterm() {
+    extern "C" fn exit_now(_: libc::c_int) {
+        unsafe { libc::_exit(0) }
+    }
+    let handler = exit_now as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("probe") => std::process::exit(if args.get(1).is_some_and(|u| probe(u)) { 0 } else { 1 }),
         Some("serve") => {
+            stop_on_sigterm();
             let mut name = "app".to_string();
             let mut port = 8080;
             let mut require = vec![];

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Initialises a cluster on first start (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB), then runs postgres in the
-# foreground as the postgres user. Extra arguments (`postgres -c fsync=off …`) are passed to the server.
+# foreground as the postgres user — through `exec setpriv`, so the server is PID 1 and gets `docker stop`'s signal
+# (runuser would stay in between and swallow it). Extra arguments (`postgres -c fsync=off …`) go to the server.
 set -eu
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_PASSWORD:=postgres}"
@@ -21,4 +22,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "initialised database $POSTGRES_DB for user $POSTGRES_USER"
 fi
 [ "${1:-}" = "postgres" ] && shift
-exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+exec setpriv --reuid=postgres --regid=postgres --init-groups -- postgres -D "$PGDATA" -c listen_addresses='*' "$@"
