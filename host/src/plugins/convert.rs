@@ -462,5 +462,15 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
         });
     }
     a.diagnostics(&out.diagnostics);
+    // orch's note that a fixed name lives on as an alias is no longer true where a plugin dropped the name.
+    for i in out.services.iter().filter(|i| i.drop_container_name) {
+        let path = format!("services.{}.container_name", i.service);
+        let explained = out.diagnostics.iter().any(|d| d.path.as_deref() == Some(path.as_str()));
+        let Some(at) = plan.diagnostics.iter().position(|d| d.code == "compose.container-name-alias" && d.path.as_deref() == Some(path.as_str())) else { continue };
+        plan.diagnostics.remove(at);
+        if !explained {
+            plan.diagnose(Level::Info, "compose.container-name-dropped", format!("service {}: its fixed container name is dropped (not kept as an alias) by plugin {plugin}", i.service), Some(path), &format!("plugin:{plugin}"));
+        }
+    }
     Ok(())
 }
