@@ -548,9 +548,18 @@ fn container_body(spec: &ContainerSpec) -> bollard::models::ContainerCreateBody 
     use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions, MountType, RestartPolicy, RestartPolicyNameEnum};
     let mut port_bindings: std::collections::HashMap<String, Option<Vec<bollard::models::PortBinding>>> = std::collections::HashMap::new();
     for p in &spec.ports {
-        port_bindings.entry(format!("{}/{}", p.container_port, p.protocol)).or_insert_with(|| Some(vec![])).as_mut().expect("some").push(
-            bollard::models::PortBinding { host_ip: p.host_ip.clone(), host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()) },
-        );
+        // An engine-picked port on no particular address is bound on IPv4 only: the engine picks the IPv4 and the
+        // IPv6 port independently, so `[::1]:PORT` could be another environment's service.
+        let host_ip = match (&p.host_ip, p.host_port) {
+            (None, None) => Some("0.0.0.0".to_string()),
+            (ip, _) => ip.clone(),
+        };
+        port_bindings
+            .entry(format!("{}/{}", p.container_port, p.protocol))
+            .or_insert_with(|| Some(vec![]))
+            .as_mut()
+            .expect("some")
+            .push(bollard::models::PortBinding { host_ip, host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()) });
     }
     let mounts: Vec<Mount> = spec
         .mounts
