@@ -66,6 +66,36 @@ impl NetworkPlan {
     }
 }
 
+impl NetworkIntent {
+    /// An intent that changes nothing yet: set the fields you decide (`NetworkIntent { internal: Some(true), ..NetworkIntent::new("db") }`).
+    pub fn new(name: &str) -> Self {
+        NetworkIntent { name: name.into(), subnet: None, gateway: None, ip_range: None, internal: None, driver: None, driver_opts: vec![] }
+    }
+}
+
+impl ServiceIntent {
+    /// An intent that changes nothing yet: set the fields you decide.
+    pub fn new(service: &str) -> Self {
+        ServiceIntent {
+            service: service.into(),
+            resources: None,
+            add_tmpfs: vec![],
+            logging: None,
+            add_labels: vec![],
+            add_environment: vec![],
+            drop_container_name: false,
+        }
+    }
+}
+
+impl Description {
+    /// The JSON Schema of the plugin's settings (shown by `orch plugin inspect`).
+    pub fn with_settings_schema(mut self, schema: &str) -> Self {
+        self.settings_schema = schema.into();
+        self
+    }
+}
+
 /// Builds a [`Description`].
 pub fn describe(name: &str, version: &str, summary: &str, implements: &[Policy]) -> Description {
     Description {

@@ -26,9 +26,8 @@ pub struct PolicyTemplate;
 
 impl Plugin for PolicyTemplate {
     fn describe() -> Description {
-        let mut d = describe("policy-template", env!("CARGO_PKG_VERSION"), "Publishes host ports on one address only and labels services with their team", &[Policy::Services, Policy::Ports]);
-        d.settings_schema = r#"{"type":"object","additionalProperties":false,"properties":{"host-ip":{"type":"string"},"team":{"type":"string"}}}"#.into();
-        d
+        describe("policy-template", env!("CARGO_PKG_VERSION"), "Publishes host ports on one address only and labels services with their team", &[Policy::Services, Policy::Ports])
+            .with_settings_schema(r#"{"type":"object","additionalProperties":false,"properties":{"host-ip":{"type":"string"},"team":{"type":"string"}}}"#)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
@@ -46,15 +45,7 @@ impl Plugin for PolicyTemplate {
             return Ok(plan);
         }
         for svc in &snapshot.services {
-            plan.services.push(ServiceIntent {
-                service: svc.name.clone(),
-                resources: None,
-                add_tmpfs: vec![],
-                logging: None,
-                add_labels: vec![KeyValue { key: "team".into(), value: s.team.clone() }],
-                add_environment: vec![],
-                drop_container_name: false,
-            });
+            plan.services.push(ServiceIntent { add_labels: vec![KeyValue { key: "team".into(), value: s.team.clone() }], ..ServiceIntent::new(&svc.name) });
         }
         Ok(plan)
     }

@@ -298,7 +298,7 @@ enum Format {
 }
 
 /// Inputs shared by every command that makes a plan.
-#[derive(Args)]
+#[derive(Args, Default)]
 struct PlanInput {
     /// Compose file(s), later ones overriding earlier ones [default: compose.yaml, docker-compose.yml, … in the current directory]
     #[arg(short = 'f', long = "file")]
@@ -336,20 +336,28 @@ struct PlanInput {
     /// Refuse to add or change orch.lock entries (for CI)
     #[arg(long, env = "ORCH_LOCKED")]
     locked: bool,
+    /// orch.toml, read once per command.
+    #[arg(skip)]
+    loaded: std::sync::OnceLock<Option<orch::config::ProjectConfig>>,
 }
 
 const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 
 impl PlanInput {
     /// orch.toml (from --config or the current directory), if any.
-    fn project_config(&self) -> Result<Option<orch::config::ProjectConfig>, Error> {
+    fn project_config(&self) -> Result<Option<&orch::config::ProjectConfig>, Error> {
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded.as_ref());
+        }
         let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
-        Ok(orch::config::ProjectConfig::find(self.config.as_deref(), &cwd)?)
+        let found = orch::config::ProjectConfig::find(self.config.as_deref(), &cwd)?;
+        Ok(self.loaded.get_or_init(|| found).as_ref())
     }
 
     /// Flags win over orch.toml, which wins over the defaults.
     fn request(&self) -> Result<PlanRequest, Error> {
-        let config = self.project_config()?.unwrap_or_default();
+        let none = orch::config::ProjectConfig::default();
+        let config = self.project_config()?.unwrap_or(&none);
         let from_config = |paths: &[PathBuf]| paths.iter().map(|p| config.resolve(p)).collect::<Vec<_>>();
         let files = if !self.files.is_empty() {
             self.files.clone()
@@ -382,7 +390,8 @@ impl PlanInput {
     /// `--plugin` flags replace orch.toml's list; orch.toml's settings still apply to the plugins named in both, and
     /// `--plugin-setting` flags go on top.
     fn plugins(&self) -> Result<(Vec<PluginRef>, BTreeMap<String, serde_json::Value>), Error> {
-        let config = self.project_config()?.unwrap_or_default();
+        let none = orch::config::ProjectConfig::default();
+        let config = self.project_config()?.unwrap_or(&none);
         let refs = if self.plugins.is_empty() { config.plugin_refs() } else { self.plugins.clone() };
         let settings = plugins::parse_settings(config.plugin_settings(), &self.plugin_settings)?;
         Ok((refs.iter().map(|p| PluginRef::parse(p)).collect(), settings))
@@ -408,7 +417,7 @@ fn active_plugins(cli_cache: &Option<PathBuf>, input: &PlanInput) -> Result<Vec<
         return Ok(vec![]);
     }
     let runtime = runtime(cli_cache)?;
-    let mut sources = project_sources(&runtime, input.project_config()?.as_ref(), input.locked)?;
+    let mut sources = project_sources(&runtime, input.project_config()?, input.locked)?;
     let active = plugins::activate_from(&runtime, &refs, &settings, &mut sources)?;
     if let Some(path) = sources.save_lock()? {
         eprintln!("pinned plugin digests in {}", path.display());
@@ -426,7 +435,7 @@ fn project_sources(runtime: &Runtime, config: Option<&orch::config::ProjectConfi
         }
         None => None,
     };
-    Ok(plugins::source::Sources::new(runtime.cache_dir().map(std::path::Path::to_path_buf), lock))
+    Ok(plugins::source::Sources::new(runtime, lock))
 }
 
 fn tokio() -> tokio::runtime::Runtime {
@@ -501,12 +510,7 @@ fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEng
 /// The project the current directory defines (its orch.toml or compose file), so that plain `orch down` or `orch ps`
 /// in a project's folder act on that project's environments only.
 fn cwd_project() -> Option<String> {
-    #[derive(Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        input: PlanInput,
-    }
-    let request = Defaults::try_parse_from(["orch"]).ok()?.input.request().ok()?;
+    let request = PlanInput::default().request().ok()?;
     orch_compose::load(&request.compose).ok().map(|l| l.project.name)
 }
 
@@ -947,10 +951,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Plugin { command: PluginCommand::Inspect { plugin, format } } => {
-            let runtime = runtime(&cli.cache_dir)?;
-            let r = PluginRef::parse(&plugin);
-            let fetched = plugins::source::Sources::new(runtime.cache_dir().map(std::path::Path::to_path_buf), None).fetch(&r)?;
-            let p = runtime.load(&r.display_name(), &fetched.bytes)?;
+            let (_, p) = plugin::fetch_and_load(&cli.cache_dir, &PluginRef::parse(&plugin))?;
             print!("{}", render::inspect(&p, format == Format::Json));
             Ok(())
         }

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use orch::Error;
-use orch::plugins::{self, PluginRef, source::Sources};
+use orch::plugins::source::{Fetched, Sources};
+use orch::plugins::{self, LoadedPlugin, PluginRef};
 
-use super::{PluginCommand, runtime};
+use super::{PluginCommand, project_sources, runtime};
 
 /// The template crate (examples/plugin-template), embedded so `orch plugin new` works from any directory.
 const TEMPLATE: &[(&str, &str)] = &[
@@ -32,13 +33,11 @@ pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error>
         PluginCommand::Test { plugin, compose, settings, env_kind, expect, update } => test(cache, &plugin, &compose, settings.as_deref(), env_kind, &expect, update),
         PluginCommand::Push { plugin, reference } => push(cache, &plugin, &reference),
         PluginCommand::Pull { reference, output } => {
-            let runtime = runtime(cache)?;
             let r = PluginRef::parse(&reference);
             if !matches!(r, PluginRef::Oci(_)) {
                 return Err(Error::Usage(format!("{reference:?} is not an oci:// reference")));
             }
-            let fetched = Sources::new(runtime.cache_dir().map(Path::to_path_buf), None).fetch(&r)?;
-            let p = runtime.load(&r.display_name(), &fetched.bytes)?;
+            let (fetched, p) = fetch_and_load(cache, &r)?;
             if let Some(out) = output {
                 std::fs::write(&out, &*fetched.bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", out.display())))?;
             }
@@ -49,6 +48,15 @@ pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error>
         PluginCommand::Update { sources, config } => update(cache, &sources, config),
         PluginCommand::List | PluginCommand::Inspect { .. } => unreachable!("handled by the caller"),
     }
+}
+
+/// Fetches a plugin (not pinned: outside any project's lock) and loads it, which checks that it is a plugin of a
+/// compatible API version.
+pub fn fetch_and_load(cache: &Option<PathBuf>, r: &PluginRef) -> Result<(Fetched, LoadedPlugin), Error> {
+    let runtime = runtime(cache)?;
+    let fetched = Sources::new(&runtime, None).fetch(r)?;
+    let plugin = runtime.load(&r.display_name(), &fetched.bytes)?;
+    Ok((fetched, plugin))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -101,7 +109,7 @@ fn test(cache: &Option<PathBuf>, plugin: &str, compose: &Path, settings: Option<
         }
         values.insert(r.display_name(), value);
     }
-    let active = plugins::activate_from(&runtime, std::slice::from_ref(&r), &values, &mut Sources::new(runtime.cache_dir().map(Path::to_path_buf), None))?;
+    let active = plugins::activate(&runtime, std::slice::from_ref(&r), &values)?;
     let request = orch::PlanRequest {
         compose: orch_compose::LoadOptions { files: vec![compose.to_path_buf()], ..Default::default() },
         env_id: Some("test".into()),
@@ -131,15 +139,13 @@ fn line_diff(expected: &str, actual: &str) -> String {
 }
 
 fn push(cache: &Option<PathBuf>, plugin: &str, reference: &str) -> Result<(), Error> {
-    let runtime = runtime(cache)?;
     let r = PluginRef::parse(plugin);
     if matches!(r, PluginRef::Oci(_)) {
         return Err(Error::Usage("push takes a local plugin (crate directory, .wasm file or built-in name) and a reference to push it to".into()));
     }
     plugins::oci::parse(reference)?;
-    let fetched = Sources::new(runtime.cache_dir().map(Path::to_path_buf), None).fetch(&r)?;
     // Only a loadable orch plugin is pushed: what others pull must run.
-    let p = runtime.load(&r.display_name(), &fetched.bytes)?;
+    let (fetched, p) = fetch_and_load(cache, &r)?;
     let annotations = BTreeMap::from([
         ("org.opencontainers.image.title".to_string(), p.description.name.clone()),
         ("org.opencontainers.image.version".to_string(), p.description.version.clone()),
@@ -158,13 +164,13 @@ fn update(cache: &Option<PathBuf>, only: &[String], config: Option<PathBuf>) -> 
     let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
     let config = orch::config::ProjectConfig::find(config.as_deref(), &cwd)?.ok_or_else(|| Error::Usage("no orch.toml here: orch.lock belongs to a project (pass --config FILE)".into()))?;
     let runtime = runtime(cache)?;
-    let mut lock = plugins::lock::Lock::load(&config.dir)?;
+    let mut sources = project_sources(&runtime, Some(&config), false)?;
+    let lock = sources.lock.as_mut().expect("a project has a lock");
     let before: BTreeMap<String, String> = lock.entries().iter().map(|e| (e.source.clone(), e.digest.clone())).collect();
     let forgotten = lock.forget(only);
     if !only.is_empty() && forgotten.is_empty() {
         return Err(Error::Usage(format!("orch.lock has no entry for {}", only.join(", "))));
     }
-    let mut sources = Sources::new(runtime.cache_dir().map(Path::to_path_buf), Some(lock));
     let refs: Vec<PluginRef> = config.plugin_refs().iter().map(|p| PluginRef::parse(p)).collect();
     plugins::activate_from(&runtime, &refs, &config.plugin_settings(), &mut sources)?;
     sources.save_lock()?;

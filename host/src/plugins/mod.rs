@@ -9,7 +9,7 @@ pub mod runtime;
 pub mod source;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use runtime::{API_VERSION, LoadedPlugin, Runtime};
@@ -164,7 +164,7 @@ pub fn activate(
     refs: &[PluginRef],
     settings: &BTreeMap<String, serde_json::Value>,
 ) -> Result<Vec<ActivePlugin>, PluginError> {
-    activate_from(runtime, refs, settings, &mut source::Sources::new(runtime.cache_dir().map(Path::to_path_buf), None))
+    activate_from(runtime, refs, settings, &mut source::Sources::new(runtime, None))
 }
 
 /// Fetches plugins through `sources` (verifying and pinning them in its lock), loads them, and checks their settings

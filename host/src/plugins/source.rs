@@ -29,8 +29,9 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn new(cache_dir: Option<PathBuf>, lock: Option<Lock>) -> Sources {
-        Sources { cache_dir, lock, runtime: None }
+    /// Sources sharing the runtime's cache directory (pulled components under `oci/`); `lock` in a project.
+    pub fn new(runtime: &super::Runtime, lock: Option<Lock>) -> Sources {
+        Sources { cache_dir: runtime.cache_dir().map(Path::to_path_buf), lock, runtime: None }
     }
 
     fn block_on<F: std::future::Future>(&mut self, f: F) -> F::Output {

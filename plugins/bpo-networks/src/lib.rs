@@ -141,14 +141,12 @@ pub struct BpoNetworks;
 
 impl Plugin for BpoNetworks {
     fn describe() -> Description {
-        let mut d = describe(
+        describe(
             "bpo-networks",
             env!("CARGO_PKG_VERSION"),
             "BPO five-tier networks: main, gpu, db, monitoring, external; db/gpu/monitoring internal; only the external tier publishes ports",
             &[Policy::Networks, Policy::Ports],
-        );
-        d.settings_schema = SCHEMA.into();
-        d
+        ).with_settings_schema(SCHEMA)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {

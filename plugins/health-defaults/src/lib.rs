@@ -65,14 +65,12 @@ pub struct HealthDefaults;
 
 impl Plugin for HealthDefaults {
     fn describe() -> Description {
-        let mut d = describe(
+        describe(
             "health-defaults",
             env!("CARGO_PKG_VERSION"),
             "Healthchecks for postgres, redis, clickhouse, mysql and HTTP /health services that have none; fast polling in test/ci",
             &[Policy::Health],
-        );
-        d.settings_schema = r#"{"type":"object","additionalProperties":false,"properties":{"http":{"type":"object","additionalProperties":{"type":"string","pattern":"^[0-9]+(/.*)?$"}},"replace":{"type":"boolean"},"tune-existing":{"type":"boolean","default":true}}}"#.into();
-        d
+        ).with_settings_schema(r#"{"type":"object","additionalProperties":false,"properties":{"http":{"type":"object","additionalProperties":{"type":"string","pattern":"^[0-9]+(/.*)?$"}},"replace":{"type":"boolean"},"tune-existing":{"type":"boolean","default":true}}}"#)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {

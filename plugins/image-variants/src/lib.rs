@@ -67,14 +67,12 @@ pub struct ImageVariants;
 
 impl Plugin for ImageVariants {
     fn describe() -> Description {
-        let mut d = describe(
+        describe(
             "image-variants",
             env!("CARGO_PKG_VERSION"),
             "Alpine images in test and ci, regular in prod (tags name:tag-alpine, builds *.alpine.Dockerfile); warns when the variant is not local",
             &[Policy::Images],
-        );
-        d.settings_schema = r#"{"type":"object","additionalProperties":false,"properties":{"alpine-kinds":{"type":"array","items":{"enum":["test","dev","ci","prod"]}},"services":{"type":"object","additionalProperties":{"enum":["alpine","regular"]}},"images":{"type":"object","additionalProperties":{"type":"string"}}}}"#.into();
-        d
+        ).with_settings_schema(r#"{"type":"object","additionalProperties":false,"properties":{"alpine-kinds":{"type":"array","items":{"enum":["test","dev","ci","prod"]}},"services":{"type":"object","additionalProperties":{"enum":["alpine","regular"]}},"images":{"type":"object","additionalProperties":{"type":"string"}}}}"#)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {

@@ -117,14 +117,12 @@ pub struct PortRanges;
 
 impl Plugin for PortRanges {
     fn describe() -> Description {
-        let mut d = describe(
+        describe(
             "port-ranges",
             env!("CARGO_PKG_VERSION"),
             "Host ports per environment kind: dev/prod standard, test hashed in 30000-40000, ci hashed in 9500-9999; per-service overrides",
             &[Policy::Ports],
-        );
-        d.settings_schema = SCHEMA.into();
-        d
+        ).with_settings_schema(SCHEMA)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {

@@ -69,14 +69,12 @@ pub struct TestIsolation;
 
 impl Plugin for TestIsolation {
     fn describe() -> Description {
-        let mut d = describe(
+        describe(
             "test-isolation",
             env!("CARGO_PKG_VERSION"),
             "Parallel-safe test environments: no fixed container names, host ports or subnets; tmpfs databases; default limits; capped logs",
             &[Policy::Services, Policy::Networks, Policy::Ports],
-        );
-        d.settings_schema = SCHEMA.into();
-        d
+        ).with_settings_schema(SCHEMA)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
@@ -109,15 +107,7 @@ impl Plugin for TestIsolation {
             if drop {
                 plan.diagnostics.push(diagnostic(Level::Info, "isolation.name-dropped", format!("{}: fixed container name {:?} dropped{}", svc.name, svc.container_name.as_deref().unwrap_or_default(), if shared { " (it would be an alias on a network other environments share)" } else { "" }), Some(format!("services.{}.container_name", svc.name))));
             }
-            let mut intent = ServiceIntent {
-                service: svc.name.clone(),
-                resources: None,
-                add_tmpfs: vec![],
-                logging: None,
-                add_labels: vec![],
-                add_environment: vec![],
-                drop_container_name: drop,
-            };
+            let mut intent = ServiceIntent { drop_container_name: drop, ..ServiceIntent::new(&svc.name) };
             if svc.resources.memory_limit.is_none() || svc.resources.cpus.is_none() {
                 intent.resources = Some(Resources {
                     memory_limit: svc.resources.memory_limit.or((s.memory_mb > 0).then_some(s.memory_mb << 20)),
@@ -154,16 +144,8 @@ impl Plugin for TestIsolation {
         for n in snapshot.networks.iter().filter(|n| !n.external) {
             if let Some(SubnetRequest::Fixed(cidr)) = &n.subnet {
                 plan.diagnostics.push(diagnostic(Level::Info, "isolation.subnet", format!("network {}: fixed subnet {cidr} replaced by a /{} carved for this environment", n.name, s.prefix), Some(format!("networks.{}", n.name))));
-                plan.networks.push(NetworkIntent {
-                    name: n.name.clone(),
-                    subnet: Some(SubnetRequest::Size(s.prefix)),
-                    // The fixed gateway and ip-range belonged to the fixed subnet; clear them by re-deriving.
-                    gateway: None,
-                    ip_range: None,
-                    internal: None,
-                    driver: None,
-                    driver_opts: vec![],
-                });
+                // orch drops the fixed gateway and ip-range along with the subnet they belonged to.
+                plan.networks.push(NetworkIntent { subnet: Some(SubnetRequest::Size(s.prefix)), ..NetworkIntent::new(&n.name) });
             }
         }
         Ok(plan)

@@ -51,30 +51,14 @@ impl Plugin for Misbehave {
             "refuse" => Err(error("misbehave.refused", "refusing on purpose", Some("services".into()))),
             "invalid-plan" => {
                 let mut plan = NetworkPlan::empty();
-                plan.networks.push(NetworkIntent {
-                    name: "broken".into(),
-                    subnet: Some(SubnetRequest::Fixed("300.1.2.0/24".into())),
-                    gateway: None,
-                    ip_range: None,
-                    internal: None,
-                    driver: None,
-                    driver_opts: vec![],
-                });
+                plan.networks.push(NetworkIntent { subnet: Some(SubnetRequest::Fixed("300.1.2.0/24".into())), ..NetworkIntent::new("broken") });
                 Ok(plan)
             }
             // Decides fields another plugin (bpo-networks) decided too: main's size and db's isolation.
             "override" => {
                 let mut plan = NetworkPlan::empty();
                 for (name, internal) in [("main", None), ("db", Some(false))] {
-                    plan.networks.push(NetworkIntent {
-                        name: name.into(),
-                        subnet: (name == "main").then_some(SubnetRequest::Size(26)),
-                        gateway: None,
-                        ip_range: None,
-                        internal,
-                        driver: None,
-                        driver_opts: vec![],
-                    });
+                    plan.networks.push(NetworkIntent { subnet: (name == "main").then_some(SubnetRequest::Size(26)), internal, ..NetworkIntent::new(name) });
                 }
                 Ok(plan)
             }
