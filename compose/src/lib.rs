@@ -4,10 +4,13 @@
 //! This crate knows nothing of Docker or plugins. Unknown fields become [`Warning`]s; invalid input becomes a
 //! [`ComposeError`] naming the file, the YAML path (and line for syntax errors) and what to do.
 
+mod extends;
+pub mod fields;
 pub mod interpolate;
+mod merge;
 pub mod model;
 mod parse;
-pub use parse::{normalize_name, parse_bytes, parse_duration_ms};
+pub use parse::{normalize_name, parse_bytes, parse_duration_ms, parse_short_port};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,20 +43,42 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.path,
+            self.message
+        )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}:{line}:{column}: invalid YAML: {message}", file.display())]
-    Syntax { file: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{}: at `{path}`: {message}", file.display())]
-    Invalid { file: PathBuf, path: String, message: String },
+    Invalid {
+        file: PathBuf,
+        path: String,
+        message: String,
+    },
     #[error("{}:{line}: {message}", file.display())]
-    EnvFile { file: PathBuf, line: usize, message: String },
+    EnvFile {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("no compose file given; pass -f FILE (e.g. -f compose.yaml)")]
     NoFiles,
 }
@@ -67,86 +92,397 @@ pub struct Loaded {
     pub variables: BTreeMap<String, String>,
 }
 
-/// Loads and merges the compose files in `opts`.
+/// Loads and merges the compose files in `opts`: includes, extends, overrides, interpolation and profiles.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ComposeError> {
     let first = opts.files.first().ok_or(ComposeError::NoFiles)?;
     let working_dir = absolute(first.parent().unwrap_or(Path::new(".")));
-    let variables = variables(opts, &working_dir)?;
+    let mut warnings = vec![];
+    let files: Vec<PathBuf> = opts.files.iter().map(|f| absolute(f)).collect();
+    let unit = Unit {
+        files: &files,
+        working_dir: &working_dir,
+        env_files: &opts.env_files,
+        name_override: opts.project_name.as_deref(),
+    };
+    let (project, services, variables) =
+        load_unit(&unit, &opts.environment, &mut vec![], &mut warnings)?;
+    let mut profiles = opts.profiles.clone();
+    if let Some(p) = variables.get("COMPOSE_PROFILES") {
+        profiles.extend(
+            p.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    }
+    let project = parse::finish(first, project, services, &profiles)?;
+    Ok(Loaded {
+        project,
+        warnings,
+        variables,
+    })
+}
 
-    let mut merged: Option<(PathBuf, Value)> = None;
-    for file in &opts.files {
-        let text = std::fs::read_to_string(file).map_err(|source| ComposeError::Read { path: file.clone(), source })?;
-        let mut value = parse_yaml(file, &text)?;
-        value.apply_merge().map_err(|e| invalid(file, "", format!("invalid YAML merge key (<<): {e}")))?;
-        interpolate_tree(file, &mut value, "", &variables)?;
+/// A set of files loaded together: the `-f` files, or one `include:` entry.
+struct Unit<'a> {
+    files: &'a [PathBuf],
+    working_dir: &'a Path,
+    env_files: &'a [PathBuf],
+    name_override: Option<&'a str>,
+}
+
+type Services = BTreeMap<String, Service>;
+
+fn load_unit(
+    unit: &Unit,
+    environment: &BTreeMap<String, String>,
+    include_stack: &mut Vec<PathBuf>,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Project, Services, BTreeMap<String, String>), ComposeError> {
+    let variables = variables(unit.env_files, environment, unit.working_dir)?;
+    let read = |file: &Path| -> Result<Value, ComposeError> { read_file(file, &variables) };
+    let mut merged: Option<Value> = None;
+    let mut included: Vec<(Project, Services)> = vec![];
+    for file in unit.files {
+        let mut value = read(file)?;
+        for entry in include_entries(file, &value)? {
+            if include_stack.contains(&entry.files[0]) || unit.files.contains(&entry.files[0]) {
+                let chain: Vec<String> = include_stack
+                    .iter()
+                    .chain(std::iter::once(file))
+                    .chain(std::iter::once(&entry.files[0]))
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(invalid(
+                    file,
+                    "include",
+                    format!("include cycle: {}", chain.join(" → ")),
+                ));
+            }
+            include_stack.push(file.clone());
+            let sub = Unit {
+                files: &entry.files,
+                working_dir: &entry.project_dir,
+                env_files: &entry.env_files,
+                name_override: None,
+            };
+            let (p, s, _) = load_unit(&sub, environment, include_stack, warnings)?;
+            include_stack.pop();
+            included.push((p, s));
+        }
+        extends::resolve(file, &mut value, &read)?;
         merged = Some(match merged {
-            None => (file.clone(), value),
-            Some((f, mut base)) => {
-                merge(&mut base, value, "");
-                (f, base)
+            None => value,
+            Some(mut base) => {
+                merge::merge_documents(&mut base, value);
+                base
             }
         });
     }
-    let (file, value) = merged.expect("at least one file");
-    let mut warnings = vec![];
-    let mut profiles = opts.profiles.clone();
-    if let Some(p) = variables.get("COMPOSE_PROFILES") {
-        profiles.extend(p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+    let mut value = merged.expect("at least one file");
+    let file = &unit.files[0];
+    merge::strip_tags(&mut value, "").map_err(|e| invalid(file, "", e))?;
+    let input = parse::ParseInput {
+        file,
+        root: &value,
+        dir: unit.working_dir,
+        vars: &variables,
+        name_override: unit.name_override,
+    };
+    let (mut project, mut services) = parse::project(&input, warnings)?;
+    for (p, s) in included {
+        absorb(file, &mut project, &mut services, p, s)?;
     }
-    let project = parse::project(&file, &value, &working_dir, opts.project_name.as_deref(), &profiles, &mut warnings)?;
-    Ok(Loaded { project, warnings, variables })
+    Ok((project, services, variables))
+}
+
+/// One `include:` entry: its files, project directory and env files (its own `.env` by default).
+struct Include {
+    files: Vec<PathBuf>,
+    project_dir: PathBuf,
+    env_files: Vec<PathBuf>,
+}
+
+fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeError> {
+    let Some(list) = doc.get("include") else {
+        return Ok(vec![]);
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| parse::normalize_path(&dir.join(p));
+    let remote = |p: &str, path: &str| -> Result<(), ComposeError> {
+        if p.contains("://") || p.starts_with("git@") {
+            return Err(invalid(
+                file,
+                path,
+                format!(
+                    "remote include {p:?} is not supported: orch reads local files only; fetch it and include the local copy"
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let Value::Sequence(items) = list else {
+        return Err(invalid(
+            file,
+            "include",
+            "expected a list of files or of {path, project_directory, env_file}",
+        ));
+    };
+    let mut out = vec![];
+    for (i, item) in items.iter().enumerate() {
+        let ip = format!("include[{i}]");
+        let (paths, project_dir, env_files) = match item {
+            Value::String(p) => (vec![p.clone()], None, None),
+            Value::Mapping(m) => {
+                for k in m.keys() {
+                    let k = k.as_str().unwrap_or_default();
+                    if !fields::INCLUDE.contains(&k) {
+                        return Err(invalid(
+                            file,
+                            &join(&ip, k),
+                            fields::unknown_message(k, fields::INCLUDE),
+                        ));
+                    }
+                }
+                let list = |key: &str| -> Result<Option<Vec<String>>, ComposeError> {
+                    match m.get(key) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+                        Some(Value::Sequence(v)) => v
+                            .iter()
+                            .map(|x| {
+                                x.as_str().map(String::from).ok_or_else(|| {
+                                    invalid(file, &join(&ip, key), "expected a list of paths")
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(Some),
+                        Some(_) => Err(invalid(
+                            file,
+                            &join(&ip, key),
+                            "expected a path or a list of paths",
+                        )),
+                    }
+                };
+                let paths = list("path")?
+                    .ok_or_else(|| invalid(file, &ip, "an include entry needs `path:`"))?;
+                let project_dir = match m.get("project_directory") {
+                    Some(Value::String(d)) => Some(d.clone()),
+                    None | Some(Value::Null) => None,
+                    Some(_) => {
+                        return Err(invalid(
+                            file,
+                            &join(&ip, "project_directory"),
+                            "expected a directory path",
+                        ));
+                    }
+                };
+                (paths, project_dir, list("env_file")?)
+            }
+            _ => {
+                return Err(invalid(
+                    file,
+                    &ip,
+                    "expected a file path or a mapping with `path:`",
+                ));
+            }
+        };
+        if paths.is_empty() {
+            return Err(invalid(
+                file,
+                &ip,
+                "an include entry needs at least one path",
+            ));
+        }
+        for p in &paths {
+            remote(p, &ip)?;
+        }
+        let files: Vec<PathBuf> = paths.iter().map(|p| resolve(p)).collect();
+        for f in &files {
+            if !f.is_file() {
+                return Err(invalid(
+                    file,
+                    &ip,
+                    format!("included file {} does not exist", f.display()),
+                ));
+            }
+        }
+        let project_dir = project_dir
+            .map(|d| resolve(&d))
+            .unwrap_or_else(|| files[0].parent().unwrap_or(dir).to_path_buf());
+        let env_files = match env_files {
+            Some(list) => list.iter().map(|p| resolve(p)).collect(),
+            None => vec![],
+        };
+        out.push(Include {
+            files,
+            project_dir,
+            env_files,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds an included project's resources; a name defined differently on both sides is a conflict, as in compose.
+fn absorb(
+    file: &Path,
+    project: &mut Project,
+    services: &mut Services,
+    inc: Project,
+    inc_services: Services,
+) -> Result<(), ComposeError> {
+    fn add<T: PartialEq>(
+        file: &Path,
+        what: &str,
+        into: &mut BTreeMap<String, T>,
+        from: BTreeMap<String, T>,
+    ) -> Result<(), ComposeError> {
+        for (name, v) in from {
+            match into.get(&name) {
+                Some(existing) if *existing != v => {
+                    return Err(invalid(
+                        file,
+                        &format!("{what}.{name}"),
+                        format!(
+                            "{what} {name} is defined both here and in an included file; rename one of them"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    into.insert(name, v);
+                }
+            }
+        }
+        Ok(())
+    }
+    add(file, "services", services, inc_services)?;
+    add(file, "networks", &mut project.networks, inc.networks)?;
+    add(file, "volumes", &mut project.volumes, inc.volumes)?;
+    add(file, "secrets", &mut project.secrets, inc.secrets)?;
+    add(file, "configs", &mut project.configs, inc.configs)?;
+    Ok(())
+}
+
+/// A compose file as a YAML tree: merge keys resolved, then every string interpolated.
+fn read_file(file: &Path, variables: &BTreeMap<String, String>) -> Result<Value, ComposeError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ComposeError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let mut value = parse_yaml(file, &text)?;
+    merge::resolve_merge_keys(&mut value)
+        .map_err(|e| invalid(file, "", format!("invalid YAML merge key (<<): {e}")))?;
+    interpolate_tree(file, &mut value, "", variables)?;
+    Ok(value)
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+    let p = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
+    std::path::absolute(p)
+        .map(|a| parse::normalize_path(&a))
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn variables(opts: &LoadOptions, working_dir: &Path) -> Result<BTreeMap<String, String>, ComposeError> {
-    let files: Vec<PathBuf> = if opts.env_files.is_empty() {
+fn variables(
+    env_files: &[PathBuf],
+    environment: &BTreeMap<String, String>,
+    working_dir: &Path,
+) -> Result<BTreeMap<String, String>, ComposeError> {
+    let files: Vec<PathBuf> = if env_files.is_empty() {
         let dot_env = working_dir.join(".env");
-        if dot_env.is_file() { vec![dot_env] } else { vec![] }
+        if dot_env.is_file() {
+            vec![dot_env]
+        } else {
+            vec![]
+        }
     } else {
-        opts.env_files.clone()
+        env_files.to_vec()
     };
     let mut vars = BTreeMap::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| ComposeError::Read { path: f.clone(), source })?;
+        let text = std::fs::read_to_string(&f).map_err(|source| ComposeError::Read {
+            path: f.clone(),
+            source,
+        })?;
         let mut scope = vars.clone();
-        scope.extend(opts.environment.clone());
-        let parsed = interpolate::parse_env_file(&text, &scope)
-            .map_err(|(line, message)| ComposeError::EnvFile { file: f.clone(), line, message })?;
+        scope.extend(environment.clone());
+        let parsed = interpolate::parse_env_file(&text, &scope).map_err(|(line, message)| {
+            ComposeError::EnvFile {
+                file: f.clone(),
+                line,
+                message,
+            }
+        })?;
         vars.extend(parsed);
     }
-    vars.extend(opts.environment.clone());
+    vars.extend(environment.clone());
     Ok(vars)
 }
 
 fn parse_yaml(file: &Path, text: &str) -> Result<Value, ComposeError> {
     let value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        ComposeError::Syntax { file: file.to_path_buf(), line, column, message: e.to_string() }
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        ComposeError::Syntax {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: e.to_string(),
+        }
     })?;
     match value {
         Value::Mapping(_) => Ok(value),
-        Value::Null => Err(invalid(file, "", "the file is empty; a compose file needs at least `services:`")),
-        _ => Err(invalid(file, "", "a compose file must be a mapping with a `services:` key")),
+        Value::Null => Err(invalid(
+            file,
+            "",
+            "the file is empty; a compose file needs at least `services:`",
+        )),
+        _ => Err(invalid(
+            file,
+            "",
+            "a compose file must be a mapping with a `services:` key",
+        )),
     }
 }
 
 pub(crate) fn invalid(file: &Path, path: &str, message: impl Into<String>) -> ComposeError {
-    ComposeError::Invalid { file: file.to_path_buf(), path: if path.is_empty() { "(top level)".into() } else { path.into() }, message: message.into() }
+    ComposeError::Invalid {
+        file: file.to_path_buf(),
+        path: if path.is_empty() {
+            "(top level)".into()
+        } else {
+            path.into()
+        },
+        message: message.into(),
+    }
 }
 
 pub(crate) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Interpolates every string value (not keys) in place; `x-*` extension blocks are left as written.
-fn interpolate_tree(file: &Path, v: &mut Value, path: &str, vars: &BTreeMap<String, String>) -> Result<(), ComposeError> {
+fn interpolate_tree(
+    file: &Path,
+    v: &mut Value,
+    path: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), ComposeError> {
     match v {
         Value::String(s) => {
-            *s = interpolate::interpolate(s, vars).map_err(|e| invalid(file, path, e.to_string()))?;
+            *s = interpolate::interpolate(s, vars)
+                .map_err(|e| invalid(file, path, e.to_string()))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -155,7 +491,10 @@ fn interpolate_tree(file: &Path, v: &mut Value, path: &str, vars: &BTreeMap<Stri
         }
         Value::Mapping(m) => {
             for (k, item) in m.iter_mut() {
-                let key = k.as_str().map(String::from).unwrap_or_else(|| format!("{k:?}"));
+                let key = k
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| format!("{k:?}"));
                 if path.is_empty() && key.starts_with("x-") {
                     continue;
                 }
@@ -166,34 +505,4 @@ fn interpolate_tree(file: &Path, v: &mut Value, path: &str, vars: &BTreeMap<Stri
         _ => {}
     }
     Ok(())
-}
-
-/// Keys whose sequences are concatenated (without duplicates) when files are merged; other sequences are replaced.
-const APPENDED: [&str; 10] =
-    ["ports", "expose", "dns", "dns_search", "tmpfs", "env_file", "extra_hosts", "cap_add", "cap_drop", "secrets"];
-
-/// Overlays `over` on `base` as `docker compose -f a -f b` does for the common cases: mappings merge, some lists
-/// append, everything else is replaced.
-fn merge(base: &mut Value, over: Value, key: &str) {
-    match (base, over) {
-        (Value::Mapping(b), Value::Mapping(o)) => {
-            for (k, v) in o {
-                let name = k.as_str().unwrap_or_default().to_string();
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v, &name),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (Value::Sequence(b), Value::Sequence(o)) if APPENDED.contains(&key) => {
-            for v in o {
-                if !b.contains(&v) {
-                    b.push(v);
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
 }

@@ -1,7 +1,7 @@
 //! The container engine behind a narrow trait, with the Docker (bollard) implementation. Everything orch does to an
 //! engine goes through [`Engine`], so tests can substitute a fake and a Swarm backend can come later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -11,7 +11,9 @@ use crate::facts::Facts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?")]
+    #[error(
+        "cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?"
+    )]
     Unreachable(String),
     #[error("the Docker engine did not answer within {0:?}")]
     Timeout(Duration),
@@ -77,13 +79,45 @@ pub struct Endpoint {
     pub network: String,
     pub aliases: Vec<String>,
     pub ipv4_address: Option<String>,
+    /// `CONTAINER:ALIAS` links: the alias resolves to that container for this one only.
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSpec {
-    Volume { source: Option<String>, target: String, read_only: bool },
-    Bind { source: String, target: String, read_only: bool },
-    Tmpfs { target: String, size: Option<u64> },
+    Volume {
+        source: Option<String>,
+        target: String,
+        read_only: bool,
+        nocopy: bool,
+        subpath: Option<String>,
+    },
+    /// With `create_host_path` or an SELinux label the bind goes through the engine's `-v` form, which creates a
+    /// missing host path and relabels; otherwise a missing host path is an error.
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+        propagation: Option<String>,
+        selinux: Option<String>,
+        create_host_path: bool,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
+}
+
+/// A file copied into a container after it is created and before it starts (secrets and configs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// Absolute path in the container.
+    pub target: String,
+    pub content: Vec<u8>,
+    pub uid: u64,
+    pub gid: u64,
+    pub mode: u32,
 }
 
 /// A container to create; `endpoints[0]` is attached at creation, the rest before start.
@@ -109,6 +143,14 @@ pub struct ContainerSpec {
     pub restart: Option<String>,
     pub log_driver: Option<(String, BTreeMap<String, String>)>,
     pub stop_timeout_s: Option<i64>,
+    /// Engine network mode: `none`, `host`, `bridge` or `container:NAME`; such a container has no endpoints.
+    pub network_mode: Option<String>,
+    /// `CONTAINER[:ro|rw]`.
+    pub volumes_from: Vec<String>,
+    /// `PORT/PROTOCOL` exposed without publishing.
+    pub expose: Vec<String>,
+    pub files: Vec<FileSpec>,
+    pub runtime: orch_compose::Runtime,
 }
 
 /// A container as the engine reports it now.
@@ -131,7 +173,7 @@ pub struct ContainerState {
     pub healthcheck: Option<orch_compose::Healthcheck>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildSpec {
     pub tag: String,
     /// A tar archive of the build context.
@@ -141,6 +183,21 @@ pub struct BuildSpec {
     pub target: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub no_cache: bool,
+    pub network: Option<String>,
+    pub shm_size: Option<u64>,
+    pub extra_hosts: Vec<String>,
+    pub cache_from: Vec<String>,
+    pub platform: Option<String>,
+    pub pull: bool,
+}
+
+/// A volume to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Which resources to select by label, e.g. `orch.env=1a2b3c4d`.
@@ -148,41 +205,95 @@ pub type LabelFilter = Vec<String>;
 
 /// What orch needs from a container engine.
 pub trait Engine: Send + Sync {
-    fn list_networks(&self) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
-    fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
+    fn list_networks(
+        &self,
+    ) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
+    fn list_containers(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
     fn list_images(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Networks carrying all of these labels (`key=value` or `key`).
-    fn networks_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
-    fn containers_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
+    fn networks_labelled(
+        &self,
+        labels: &LabelFilter,
+    ) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
+    fn containers_labelled(
+        &self,
+        labels: &LabelFilter,
+    ) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
     /// (name, labels) of volumes carrying all of these labels.
-    fn volumes_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
+    fn volumes_labelled(
+        &self,
+        labels: &LabelFilter,
+    ) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn build_image(&self, spec: BuildSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn create_network(
+        &self,
+        spec: &NetworkSpec,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
     /// Disconnects every endpoint, then removes; a missing network is success.
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn inspect_network(&self, name: &str) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
-    fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn inspect_network(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
+    fn create_volume(
+        &self,
+        spec: &VolumeSpec,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Creates the container, connects its other networks and copies its files in; it is not started.
+    fn create_container(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Stops gracefully; without `timeout_s` the container's own stop timeout (`stop_grace_period`) applies.
-    fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stop_container(
+        &self,
+        id: &str,
+        timeout_s: Option<i64>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Force-removes with anonymous volumes; a missing container is success.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn inspect_container(&self, id: &str) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
+    fn inspect_container(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
     /// The container's output so far as (is_stderr, line).
-    fn logs(&self, id: &str, tail: Option<usize>) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
+    fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+    ) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
     /// Streams the container's output to `sink` (is_stderr, line) until it stops (or forever with `follow`).
-    fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stream_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+        sink: &(dyn Fn(bool, &str) + Sync),
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Runs a command in the container; returns its exit code and combined output.
-    fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
+    fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
 }
 
 /// Docker through bollard, with the API version negotiated (Debian's engine speaks 1.41).
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
+}
+
+/// The first Docker API version that knows each newer field orch may send (older engines ignore unknown JSON fields
+/// silently, so orch checks instead of sending).
+pub mod api {
+    pub const START_INTERVAL: (u32, u32) = (1, 44);
+    pub const VOLUME_SUBPATH: (u32, u32) = (1, 45);
 }
 
 fn api(e: bollard::errors::Error) -> EngineError {
@@ -201,15 +312,21 @@ fn gone_is_done(r: Result<(), EngineError>) -> Result<(), EngineError> {
 /// name conflicts.
 fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ {
     move |e| match &e {
-        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => EngineError::NotFound(what.to_string()),
-        bollard::errors::Error::DockerResponseServerError { status_code: 409, message } => EngineError::Conflict(format!("{what}: {message}")),
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => EngineError::NotFound(what.to_string()),
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => EngineError::Conflict(format!("{what}: {message}")),
         _ => EngineError::Api(format!("{what}: {e}")),
     }
 }
 
 impl DockerEngine {
     pub async fn connect() -> Result<DockerEngine, EngineError> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
         let timeout = Duration::from_secs(5);
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
@@ -221,6 +338,12 @@ impl DockerEngine {
     pub fn client(&self) -> &Docker {
         &self.docker
     }
+
+    /// The negotiated API version, e.g. (1, 41).
+    pub fn api_version(&self) -> (u32, u32) {
+        let v = self.docker.client_version();
+        (v.major_version as u32, v.minor_version as u32)
+    }
 }
 
 impl Engine for DockerEngine {
@@ -230,36 +353,72 @@ impl Engine for DockerEngine {
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).build();
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .build();
         let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
         Ok(list.into_iter().map(container_summary).collect())
     }
 
     async fn list_images(&self) -> Result<Vec<String>, EngineError> {
-        let list = self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.map_err(api)?;
-        Ok(list.into_iter().flat_map(|i| i.repo_tags).filter(|t| t != "<none>:<none>").collect())
+        let list = self
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(api)?;
+        Ok(list
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t != "<none>:<none>")
+            .collect())
     }
 
-    async fn networks_labelled(&self, labels: &LabelFilter) -> Result<Vec<NetworkSummary>, EngineError> {
-        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&label_filters(labels)).build();
+    async fn networks_labelled(
+        &self,
+        labels: &LabelFilter,
+    ) -> Result<Vec<NetworkSummary>, EngineError> {
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&label_filters(labels))
+            .build();
         let nets = self.docker.list_networks(Some(opts)).await.map_err(api)?;
         Ok(nets.into_iter().map(network_summary).collect())
     }
 
-    async fn containers_labelled(&self, labels: &LabelFilter) -> Result<Vec<ContainerSummary>, EngineError> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&label_filters(labels)).build();
+    async fn containers_labelled(
+        &self,
+        labels: &LabelFilter,
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&label_filters(labels))
+            .build();
         let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
         Ok(list.into_iter().map(container_summary).collect())
     }
 
-    async fn volumes_labelled(&self, labels: &LabelFilter) -> Result<Vec<(String, BTreeMap<String, String>)>, EngineError> {
-        let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&label_filters(labels)).build();
+    async fn volumes_labelled(
+        &self,
+        labels: &LabelFilter,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, EngineError> {
+        let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&label_filters(labels))
+            .build();
         let list = self.docker.list_volumes(Some(opts)).await.map_err(api)?;
-        Ok(list.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels.into_iter().collect())).collect())
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name, v.labels.into_iter().collect()))
+            .collect())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match self.docker.inspect_image(image).await.map_err(classify(image)) {
+        match self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(classify(image))
+        {
             Ok(_) => Ok(true),
             Err(EngineError::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -279,13 +438,41 @@ impl Engine for DockerEngine {
         if let Some(t) = &spec.target {
             opts = opts.target(t);
         }
-        let mut stream = self.docker.build_image(opts.build(), None, Some(bollard::body_full(spec.context.into())));
+        if let Some(n) = &spec.network {
+            opts = opts.networkmode(n);
+        }
+        if let Some(size) = spec.shm_size {
+            opts = opts.shmsize(i32::try_from(size).unwrap_or(i32::MAX));
+        }
+        if !spec.extra_hosts.is_empty() {
+            opts = opts.extrahosts(&spec.extra_hosts.join(" "));
+        }
+        if !spec.cache_from.is_empty() {
+            opts = opts.cachefrom(&spec.cache_from);
+        }
+        if let Some(p) = &spec.platform {
+            opts = opts.platform(p);
+        }
+        if spec.pull {
+            opts = opts.pull("1");
+        }
+        let mut stream = self.docker.build_image(
+            opts.build(),
+            None,
+            Some(bollard::body_full(spec.context.into())),
+        );
         let mut tail: Vec<String> = vec![];
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| EngineError::Build { image: spec.tag.clone(), message: e.to_string() })?;
+            let info = item.map_err(|e| EngineError::Build {
+                image: spec.tag.clone(),
+                message: e.to_string(),
+            })?;
             if let Some(detail) = info.error_detail {
                 let message = detail.message.unwrap_or_default();
-                return Err(EngineError::Build { image: spec.tag.clone(), message: format!("{message}\n{}", tail.join("")) });
+                return Err(EngineError::Build {
+                    image: spec.tag.clone(),
+                    message: format!("{message}\n{}", tail.join("")),
+                });
             }
             if let Some(line) = info.stream {
                 tail.push(line);
@@ -301,7 +488,12 @@ impl Engine for DockerEngine {
         use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
         let ipam = spec.subnet.as_ref().map(|subnet| Ipam {
             driver: Some("default".into()),
-            config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), gateway: spec.gateway.clone(), ip_range: spec.ip_range.clone(), ..Default::default() }]),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.clone()),
+                gateway: spec.gateway.clone(),
+                ip_range: spec.ip_range.clone(),
+                ..Default::default()
+            }]),
             options: None,
         });
         let req = NetworkCreateRequest {
@@ -313,64 +505,163 @@ impl Engine for DockerEngine {
             labels: Some(spec.labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        let created = self.docker.create_network(req).await.map_err(classify(&format!("network {}", spec.name)))?;
+        let created = self
+            .docker
+            .create_network(req)
+            .await
+            .map_err(classify(&format!("network {}", spec.name)))?;
         Ok(created.id)
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         let what = format!("network {name}");
-        let net = match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(classify(&what)) {
+        let net = match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(classify(&what))
+        {
             Ok(n) => n,
             Err(EngineError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
         // Stragglers (containers someone attached by hand) would make the removal fail: disconnect them first.
         for id in net.containers.unwrap_or_default().keys() {
-            let req = bollard::models::NetworkDisconnectRequest { container: id.clone(), force: Some(true) };
-            gone_is_done(self.docker.disconnect_network(name, req).await.map_err(classify(&what)))?;
+            let req = bollard::models::NetworkDisconnectRequest {
+                container: id.clone(),
+                force: Some(true),
+            };
+            gone_is_done(
+                self.docker
+                    .disconnect_network(name, req)
+                    .await
+                    .map_err(classify(&what)),
+            )?;
         }
-        gone_is_done(self.docker.remove_network(name).await.map_err(classify(&what)))
+        gone_is_done(
+            self.docker
+                .remove_network(name)
+                .await
+                .map_err(classify(&what)),
+        )
     }
 
     async fn inspect_network(&self, name: &str) -> Result<NetworkSummary, EngineError> {
         let n = self
             .docker
-            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
             .await
             .map_err(classify(&format!("network {name}")))?;
         Ok(NetworkSummary {
             id: n.id.unwrap_or_default(),
             name: n.name.unwrap_or_default(),
-            subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
+            subnets: n
+                .ipam
+                .and_then(|i| i.config)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.subnet)
+                .collect(),
             labels: n.labels.unwrap_or_default().into_iter().collect(),
         })
     }
 
-    async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
-        let req = bollard::models::VolumeCreateRequest { name: Some(name.into()), labels: Some(labels.clone().into_iter().collect()), ..Default::default() };
-        self.docker.create_volume(req).await.map_err(classify(&format!("volume {name}")))?;
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            driver: spec.driver.clone(),
+            driver_opts: Some(spec.driver_opts.clone().into_iter().collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map_err(classify(&format!("volume {}", spec.name)))?;
         Ok(())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default().force(true).build();
-        gone_is_done(self.docker.remove_volume(name, Some(opts)).await.map_err(classify(&format!("volume {name}"))))
+        let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
+            .force(true)
+            .build();
+        gone_is_done(
+            self.docker
+                .remove_volume(name, Some(opts))
+                .await
+                .map_err(classify(&format!("volume {name}"))),
+        )
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        let body = container_body(spec);
-        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        let created = self.docker.create_container(Some(opts), body).await.map_err(classify(&format!("container {}", spec.name)))?;
+        let what = format!("container {}", spec.name);
+        let version = self.api_version();
+        if spec.mounts.iter().any(|m| {
+            matches!(
+                m,
+                MountSpec::Volume {
+                    subpath: Some(_),
+                    ..
+                }
+            )
+        }) && version < api::VOLUME_SUBPATH
+        {
+            return Err(EngineError::Api(format!(
+                "{what}: a volume `subpath` needs Docker API {}.{}; this engine speaks {}.{} (mount the whole volume, or upgrade the engine)",
+                api::VOLUME_SUBPATH.0,
+                api::VOLUME_SUBPATH.1,
+                version.0,
+                version.1
+            )));
+        }
+        let body = container_body(spec, version >= api::START_INTERVAL);
+        let mut opts =
+            bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&spec.name);
+        if let Some(p) = &spec.runtime.platform {
+            opts = opts.platform(p);
+        }
+        let created = self
+            .docker
+            .create_container(Some(opts.build()), body)
+            .await
+            .map_err(classify(&what))?;
         // API 1.41 attaches one network at creation; the others are connected before start.
         for ep in spec.endpoints.iter().skip(1) {
-            let req = bollard::models::NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint_settings(ep)) };
-            self.docker.connect_network(&ep.network, req).await.map_err(classify(&format!("network {}", ep.network)))?;
+            let req = bollard::models::NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(endpoint_settings(ep)),
+            };
+            self.docker
+                .connect_network(&ep.network, req)
+                .await
+                .map_err(classify(&format!("network {}", ep.network)))?;
+        }
+        if !spec.files.is_empty() {
+            let tar = files_tar(&spec.files).map_err(|e| {
+                EngineError::Api(format!("{what}: cannot pack its secrets and configs: {e}"))
+            })?;
+            let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+                .path("/")
+                .build();
+            self.docker
+                .upload_to_container(&created.id, Some(opts), bollard::body_full(tar.into()))
+                .await
+                .map_err(classify(&what))?;
         }
         Ok(created.id)
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {
-        self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(classify(&format!("container {id}")))
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(classify(&format!("container {id}")))
     }
 
     async fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> Result<(), EngineError> {
@@ -379,7 +670,12 @@ impl Engine for DockerEngine {
             opts = opts.t(t as i32);
         }
         let opts = opts.build();
-        match self.docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
+        match self
+            .docker
+            .stop_container(id, Some(opts))
+            .await
+            .map_err(classify(&format!("container {id}")))
+        {
             Ok(()) => Ok(()),
             // 304: already stopped.
             Err(EngineError::Api(m)) if m.contains("304") => Ok(()),
@@ -388,8 +684,16 @@ impl Engine for DockerEngine {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        match gone_is_done(self.docker.remove_container(id, Some(opts)).await.map_err(classify(&format!("container {id}")))) {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match gone_is_done(
+            self.docker
+                .remove_container(id, Some(opts))
+                .await
+                .map_err(classify(&format!("container {id}"))),
+        ) {
             // "removal already in progress" is success too.
             Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
             other => other,
@@ -399,7 +703,10 @@ impl Engine for DockerEngine {
     async fn inspect_container(&self, id: &str) -> Result<ContainerState, EngineError> {
         let c = self
             .docker
-            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
             .map_err(classify(&format!("container {id}")))?;
         let state = c.state.unwrap_or_default();
@@ -408,7 +715,9 @@ impl Engine for DockerEngine {
         if let Some(ns) = c.network_settings {
             for (key, bindings) in ns.ports.unwrap_or_default() {
                 let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
-                let Ok(port) = port.parse::<u16>() else { continue };
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
                 for b in bindings.unwrap_or_default() {
                     if let Some(hp) = b.host_port.and_then(|h| h.parse::<u16>().ok()) {
                         ports.push((port, proto.to_string(), b.host_ip.unwrap_or_default(), hp));
@@ -424,20 +733,31 @@ impl Engine for DockerEngine {
         ports.sort();
         let config = c.config.unwrap_or_default();
         let ns_to_ms = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| (n / 1_000_000) as u64);
-        let healthcheck = config.healthcheck.filter(|h| h.test.as_ref().is_some_and(|t| !t.is_empty())).map(|h| orch_compose::Healthcheck {
-            test: h.test.unwrap_or_default(),
-            interval_ms: ns_to_ms(h.interval),
-            timeout_ms: ns_to_ms(h.timeout),
-            retries: h.retries.map(|r| r as u32),
-            start_period_ms: ns_to_ms(h.start_period),
-            start_interval_ms: ns_to_ms(h.start_interval),
-        });
+        let healthcheck = config
+            .healthcheck
+            .filter(|h| h.test.as_ref().is_some_and(|t| !t.is_empty()))
+            .map(|h| orch_compose::Healthcheck {
+                test: h.test.unwrap_or_default(),
+                interval_ms: ns_to_ms(h.interval),
+                timeout_ms: ns_to_ms(h.timeout),
+                retries: h.retries.map(|r| r as u32),
+                start_period_ms: ns_to_ms(h.start_period),
+                start_interval_ms: ns_to_ms(h.start_interval),
+            });
         Ok(ContainerState {
             id: c.id.unwrap_or_default(),
-            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             exit_code: state.exit_code,
-            health: state.health.and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none"),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
             ports,
             addresses,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
@@ -446,7 +766,11 @@ impl Engine for DockerEngine {
         })
     }
 
-    async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<(bool, String)>, EngineError> {
+    async fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+    ) -> Result<Vec<(bool, String)>, EngineError> {
         use futures_util::StreamExt;
         let opts = bollard::query_parameters::LogsOptionsBuilder::default()
             .stdout(true)
@@ -466,7 +790,13 @@ impl Engine for DockerEngine {
         Ok(out)
     }
 
-    async fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> Result<(), EngineError> {
+    async fn stream_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+        sink: &(dyn Fn(bool, &str) + Sync),
+    ) -> Result<(), EngineError> {
         use futures_util::StreamExt;
         let opts = bollard::query_parameters::LogsOptionsBuilder::default()
             .stdout(true)
@@ -488,10 +818,26 @@ impl Engine for DockerEngine {
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String), EngineError> {
         use futures_util::StreamExt;
         let what = format!("container {id}");
-        let cfg = bollard::models::ExecConfig { attach_stdout: Some(true), attach_stderr: Some(true), cmd: Some(cmd.to_vec()), ..Default::default() };
-        let exec = self.docker.create_exec(id, cfg).await.map_err(classify(&what))?;
+        let cfg = bollard::models::ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, cfg)
+            .await
+            .map_err(classify(&what))?;
         let mut output = String::new();
-        if let bollard::exec::StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(classify(&what))? {
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(classify(&what))?
+        {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(classify(&what))?;
                 if output.len() < 64 << 10 {
@@ -499,7 +845,11 @@ impl Engine for DockerEngine {
                 }
             }
         }
-        let info = self.docker.inspect_exec(&exec.id).await.map_err(classify(&what))?;
+        let info = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(classify(&what))?;
         Ok((info.exit_code.unwrap_or(-1), output))
     }
 }
@@ -512,7 +862,13 @@ fn network_summary(n: bollard::models::Network) -> NetworkSummary {
     NetworkSummary {
         id: n.id.unwrap_or_default(),
         name: n.name.unwrap_or_default(),
-        subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
+        subnets: n
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .collect(),
         labels: n.labels.unwrap_or_default().into_iter().collect(),
     }
 }
@@ -520,22 +876,61 @@ fn network_summary(n: bollard::models::Network) -> NetworkSummary {
 fn container_summary(c: bollard::models::ContainerSummary) -> ContainerSummary {
     ContainerSummary {
         id: c.id.unwrap_or_default(),
-        name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+        name: c
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default(),
         state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
         published: c
             .ports
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|p| Some((p.public_port?, p.private_port, p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into()))))
+            .filter_map(|p| {
+                Some((
+                    p.public_port?,
+                    p.private_port,
+                    p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into()),
+                ))
+            })
             .collect(),
     }
+}
+
+/// Secrets and configs as one tar archive of absolute paths (extracted at `/`), with their owner and mode; missing
+/// parent directories are created by the engine.
+fn files_tar(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for f in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(f.content.len() as u64);
+        header.set_mode(f.mode);
+        header.set_uid(f.uid);
+        header.set_gid(f.gid);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(
+            &mut header,
+            f.target.trim_start_matches('/'),
+            f.content.as_slice(),
+        )?;
+    }
+    builder.into_inner()
 }
 
 fn endpoint_settings(ep: &Endpoint) -> bollard::models::EndpointSettings {
     bollard::models::EndpointSettings {
         aliases: Some(ep.aliases.clone()),
-        ipam_config: ep.ipv4_address.as_ref().map(|ip| bollard::models::EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() }),
+        links: (!ep.links.is_empty()).then(|| ep.links.clone()),
+        ipam_config: ep
+            .ipv4_address
+            .as_ref()
+            .map(|ip| bollard::models::EndpointIpamConfig {
+                ipv4_address: Some(ip.clone()),
+                ..Default::default()
+            }),
         ..Default::default()
     }
 }
@@ -544,9 +939,115 @@ fn ms_to_ns(ms: Option<u64>) -> Option<i64> {
     ms.map(|m| (m as i64).saturating_mul(1_000_000))
 }
 
-fn container_body(spec: &ContainerSpec) -> bollard::models::ContainerCreateBody {
-    use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions, MountType, RestartPolicy, RestartPolicyNameEnum};
-    let mut port_bindings: std::collections::HashMap<String, Option<Vec<bollard::models::PortBinding>>> = std::collections::HashMap::new();
+fn opt_vec<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn opt_map(m: &BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
+    (!m.is_empty()).then(|| m.clone().into_iter().collect())
+}
+
+fn mounts_and_binds(spec: &ContainerSpec) -> (Vec<bollard::models::Mount>, Vec<String>) {
+    use bollard::models::{
+        Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
+        MountVolumeOptions,
+    };
+    let mut mounts = vec![];
+    let mut binds = vec![];
+    for m in &spec.mounts {
+        match m {
+            MountSpec::Volume {
+                source,
+                target,
+                read_only,
+                nocopy,
+                subpath,
+            } => mounts.push(Mount {
+                typ: Some(MountType::VOLUME),
+                source: source.clone(),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                volume_options: (*nocopy || subpath.is_some()).then(|| MountVolumeOptions {
+                    no_copy: nocopy.then_some(true),
+                    subpath: subpath.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountSpec::Bind {
+                source,
+                target,
+                read_only,
+                propagation,
+                selinux,
+                create_host_path,
+            } if *create_host_path || selinux.is_some() => {
+                let opts: Vec<&str> = [
+                    read_only.then_some("ro"),
+                    selinux.as_deref(),
+                    propagation.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                binds.push(if opts.is_empty() {
+                    format!("{source}:{target}")
+                } else {
+                    format!("{source}:{target}:{}", opts.join(","))
+                });
+            }
+            MountSpec::Bind {
+                source,
+                target,
+                read_only,
+                propagation,
+                ..
+            } => mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some(source.clone()),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                bind_options: propagation.as_deref().map(|p| MountBindOptions {
+                    propagation: Some(match p {
+                        "private" => MountBindOptionsPropagationEnum::PRIVATE,
+                        "shared" => MountBindOptionsPropagationEnum::SHARED,
+                        "rshared" => MountBindOptionsPropagationEnum::RSHARED,
+                        "slave" => MountBindOptionsPropagationEnum::SLAVE,
+                        "rslave" => MountBindOptionsPropagationEnum::RSLAVE,
+                        _ => MountBindOptionsPropagationEnum::RPRIVATE,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountSpec::Tmpfs { target, size, mode } => mounts.push(Mount {
+                typ: Some(MountType::TMPFS),
+                target: Some(target.clone()),
+                tmpfs_options: (size.is_some() || mode.is_some()).then(|| MountTmpfsOptions {
+                    size_bytes: size.map(|s| s as i64),
+                    mode: mode.map(i64::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+    (mounts, binds)
+}
+
+fn container_body(
+    spec: &ContainerSpec,
+    start_interval: bool,
+) -> bollard::models::ContainerCreateBody {
+    use bollard::models::{
+        DeviceMapping, DeviceRequest, HostConfig, HostConfigCgroupnsModeEnum,
+        HostConfigIsolationEnum, HostConfigLogConfig, ResourcesBlkioWeightDevice, ResourcesUlimits,
+        RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
+    };
+    let mut port_bindings: std::collections::HashMap<
+        String,
+        Option<Vec<bollard::models::PortBinding>>,
+    > = std::collections::HashMap::new();
     for p in &spec.ports {
         // An engine-picked port on no particular address is bound on IPv4 only: the engine picks the IPv4 and the
         // IPv6 port independently, so `[::1]:PORT` could be another environment's service.
@@ -559,26 +1060,12 @@ fn container_body(spec: &ContainerSpec) -> bollard::models::ContainerCreateBody 
             .or_insert_with(|| Some(vec![]))
             .as_mut()
             .expect("some")
-            .push(bollard::models::PortBinding { host_ip, host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()) });
+            .push(bollard::models::PortBinding {
+                host_ip,
+                host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
+            });
     }
-    let mounts: Vec<Mount> = spec
-        .mounts
-        .iter()
-        .map(|m| match m {
-            MountSpec::Volume { source, target, read_only } => {
-                Mount { typ: Some(MountType::VOLUME), source: source.clone(), target: Some(target.clone()), read_only: Some(*read_only), ..Default::default() }
-            }
-            MountSpec::Bind { source, target, read_only } => {
-                Mount { typ: Some(MountType::BIND), source: Some(source.clone()), target: Some(target.clone()), read_only: Some(*read_only), ..Default::default() }
-            }
-            MountSpec::Tmpfs { target, size } => Mount {
-                typ: Some(MountType::TMPFS),
-                target: Some(target.clone()),
-                tmpfs_options: size.map(|s| MountTmpfsOptions { size_bytes: Some(s as i64), ..Default::default() }),
-                ..Default::default()
-            },
-        })
-        .collect();
+    let (mounts, binds) = mounts_and_binds(spec);
     let restart = spec.restart.as_deref().map(|r| RestartPolicy {
         name: Some(match r {
             "always" => RestartPolicyNameEnum::ALWAYS,
@@ -586,41 +1073,188 @@ fn container_body(spec: &ContainerSpec) -> bollard::models::ContainerCreateBody 
             r if r.starts_with("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
             _ => RestartPolicyNameEnum::NO,
         }),
-        maximum_retry_count: spec.restart.as_deref().and_then(|r| r.strip_prefix("on-failure:")).and_then(|n| n.parse().ok()),
+        maximum_retry_count: spec
+            .restart
+            .as_deref()
+            .and_then(|r| r.strip_prefix("on-failure:"))
+            .and_then(|n| n.parse().ok()),
     });
+    let rt = &spec.runtime;
+    let throttle = |list: &[(String, u64)]| {
+        opt_vec(
+            &list
+                .iter()
+                .map(|(path, rate)| ThrottleDevice {
+                    path: Some(path.clone()),
+                    rate: Some(*rate as i64),
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let blkio = rt.blkio.clone().unwrap_or_default();
     let host_config = HostConfig {
         port_bindings: Some(port_bindings),
         memory: spec.memory.map(|m| m as i64),
         memory_reservation: spec.memory_reservation.map(|m| m as i64),
         nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
-        tmpfs: Some(spec.tmpfs.iter().map(|t| (t.clone(), String::new())).collect()),
+        tmpfs: Some(
+            spec.tmpfs
+                .iter()
+                .map(|t| match t.split_once(':') {
+                    Some((path, opts)) => (path.to_string(), opts.to_string()),
+                    None => (t.clone(), String::new()),
+                })
+                .collect(),
+        ),
         mounts: Some(mounts),
+        binds: opt_vec(&binds),
         restart_policy: restart,
-        log_config: spec.log_driver.as_ref().map(|(d, o)| HostConfigLogConfig { typ: Some(d.clone()), config: Some(o.clone().into_iter().collect()) }),
+        log_config: spec.log_driver.as_ref().map(|(d, o)| HostConfigLogConfig {
+            typ: Some(d.clone()),
+            config: Some(o.clone().into_iter().collect()),
+        }),
+        network_mode: spec.network_mode.clone(),
+        volumes_from: opt_vec(&spec.volumes_from),
+        cap_add: opt_vec(&rt.cap_add),
+        cap_drop: opt_vec(&rt.cap_drop),
+        init: rt.init,
+        ulimits: opt_vec(
+            &rt.ulimits
+                .iter()
+                .map(|(name, l)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(l.soft),
+                    hard: Some(l.hard),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        shm_size: rt.shm_size.map(|s| s as i64),
+        sysctls: opt_map(&rt.sysctls),
+        extra_hosts: opt_vec(&rt.extra_hosts),
+        dns: opt_vec(&rt.dns),
+        dns_search: opt_vec(&rt.dns_search),
+        dns_options: opt_vec(&rt.dns_opt),
+        readonly_rootfs: rt.read_only.then_some(true),
+        pids_limit: rt.pids_limit,
+        security_opt: opt_vec(&rt.security_opt),
+        privileged: rt.privileged.then_some(true),
+        devices: opt_vec(
+            &rt.devices
+                .iter()
+                .map(|d| DeviceMapping {
+                    path_on_host: Some(d.source.clone()),
+                    path_in_container: Some(d.target.clone()),
+                    cgroup_permissions: Some(d.permissions.clone()),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        device_requests: opt_vec(
+            &rt.device_requests
+                .iter()
+                .map(|d| DeviceRequest {
+                    driver: d.driver.clone(),
+                    count: d.count.or(d.device_ids.is_empty().then_some(-1)),
+                    device_ids: opt_vec(&d.device_ids),
+                    capabilities: Some(vec![d.capabilities.clone()]),
+                    options: opt_map(&d.options),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        device_cgroup_rules: opt_vec(&rt.device_cgroup_rules),
+        ipc_mode: rt.ipc.clone(),
+        pid_mode: rt.pid.clone(),
+        uts_mode: rt.uts.clone(),
+        userns_mode: rt.userns_mode.clone(),
+        cgroupns_mode: rt.cgroup.as_deref().map(|c| {
+            if c == "host" {
+                HostConfigCgroupnsModeEnum::HOST
+            } else {
+                HostConfigCgroupnsModeEnum::PRIVATE
+            }
+        }),
+        cgroup_parent: rt.cgroup_parent.clone(),
+        group_add: opt_vec(&rt.group_add),
+        oom_score_adj: rt.oom_score_adj,
+        oom_kill_disable: rt.oom_kill_disable,
+        memory_swappiness: rt.mem_swappiness,
+        memory_swap: rt.memswap_limit,
+        cpu_shares: rt.cpu_shares,
+        cpuset_cpus: rt.cpuset.clone(),
+        cpu_period: rt.cpu_period,
+        cpu_quota: rt.cpu_quota,
+        cpu_realtime_period: rt.cpu_rt_period,
+        cpu_realtime_runtime: rt.cpu_rt_runtime,
+        cpu_count: rt.cpu_count,
+        cpu_percent: rt.cpu_percent,
+        blkio_weight: blkio.weight,
+        blkio_weight_device: opt_vec(
+            &blkio
+                .weight_device
+                .iter()
+                .map(|(path, w)| ResourcesBlkioWeightDevice {
+                    path: Some(path.clone()),
+                    weight: Some(*w as usize),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        blkio_device_read_bps: throttle(&blkio.device_read_bps),
+        blkio_device_write_bps: throttle(&blkio.device_write_bps),
+        blkio_device_read_iops: throttle(&blkio.device_read_iops),
+        blkio_device_write_iops: throttle(&blkio.device_write_iops),
+        storage_opt: opt_map(&rt.storage_opt),
+        runtime: rt.runtime.clone(),
+        isolation: rt.isolation.as_deref().map(|i| match i {
+            "process" => HostConfigIsolationEnum::PROCESS,
+            "hyperv" => HostConfigIsolationEnum::HYPERV,
+            _ => HostConfigIsolationEnum::DEFAULT,
+        }),
         ..Default::default()
     };
-    let networking_config = spec.endpoints.first().map(|ep| bollard::models::NetworkingConfig {
-        endpoints_config: Some(std::collections::HashMap::from([(ep.network.clone(), endpoint_settings(ep))])),
-    });
+    let networking_config = spec
+        .endpoints
+        .first()
+        .map(|ep| bollard::models::NetworkingConfig {
+            endpoints_config: Some(std::collections::HashMap::from([(
+                ep.network.clone(),
+                endpoint_settings(ep),
+            )])),
+        });
+    let exposed: BTreeSet<String> = spec
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", p.container_port, p.protocol))
+        .chain(spec.expose.iter().cloned())
+        .collect();
     bollard::models::ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone().into_iter().collect()),
-        exposed_ports: Some(spec.ports.iter().map(|p| format!("{}/{}", p.container_port, p.protocol)).collect()),
-        healthcheck: spec.healthcheck.as_ref().map(|h| bollard::models::HealthConfig {
-            test: Some(h.test.clone()),
-            interval: ms_to_ns(h.interval_ms),
-            timeout: ms_to_ns(h.timeout_ms),
-            retries: h.retries.map(i64::from),
-            start_period: ms_to_ns(h.start_period_ms),
-            // Docker 20.10 (API 1.41) does not know start_interval; orch polls readiness itself instead.
-            start_interval: None,
-        }),
+        exposed_ports: Some(exposed.into_iter().collect()),
+        healthcheck: spec
+            .healthcheck
+            .as_ref()
+            .map(|h| bollard::models::HealthConfig {
+                test: Some(h.test.clone()),
+                interval: ms_to_ns(h.interval_ms),
+                timeout: ms_to_ns(h.timeout_ms),
+                retries: h.retries.map(i64::from),
+                start_period: ms_to_ns(h.start_period_ms),
+                // Engines before API 1.44 do not know start_interval; orch polls readiness itself there.
+                start_interval: if start_interval {
+                    ms_to_ns(h.start_interval_ms)
+                } else {
+                    None
+                },
+            }),
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
         hostname: spec.hostname.clone(),
+        domainname: rt.domainname.clone(),
+        tty: rt.tty.then_some(true),
+        open_stdin: rt.stdin_open.then_some(true),
+        stop_signal: rt.stop_signal.clone(),
         stop_timeout: spec.stop_timeout_s,
         host_config: Some(host_config),
         networking_config,
@@ -630,10 +1264,27 @@ fn container_body(spec: &ContainerSpec) -> bollard::models::ContainerCreateBody 
 
 /// Collects the facts a plan must respect from the engine and the host's routes.
 pub async fn gather_facts<E: Engine>(engine: &E) -> Result<Facts, EngineError> {
-    let (networks, containers, images) = tokio::try_join!(engine.list_networks(), engine.list_containers(), engine.list_images())?;
-    let mut facts = Facts { engine_consulted: true, ..Facts::default() };
-    facts.taken_subnets.extend(networks.iter().flat_map(|n| n.subnets.iter()).filter_map(|s| s.parse::<Ipv4Net>().ok()).map(|n| n.trunc()));
-    facts.taken_host_ports.extend(containers.iter().flat_map(|c| c.published.iter().map(|p| p.0)));
+    let (networks, containers, images) = tokio::try_join!(
+        engine.list_networks(),
+        engine.list_containers(),
+        engine.list_images()
+    )?;
+    let mut facts = Facts {
+        engine_consulted: true,
+        ..Facts::default()
+    };
+    facts.taken_subnets.extend(
+        networks
+            .iter()
+            .flat_map(|n| n.subnets.iter())
+            .filter_map(|s| s.parse::<Ipv4Net>().ok())
+            .map(|n| n.trunc()),
+    );
+    facts.taken_host_ports.extend(
+        containers
+            .iter()
+            .flat_map(|c| c.published.iter().map(|p| p.0)),
+    );
     facts.local_images.extend(images);
     facts.add_host_routes();
     facts.add_host_listeners();

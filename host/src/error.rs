@@ -57,12 +57,17 @@ pub mod exit {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) => exit::INVALID_INPUT,
+            Error::Compose(_)
+            | Error::Resolve(_)
+            | Error::InvalidPlan { .. }
+            | Error::Config(_) => exit::INVALID_INPUT,
             Error::Plugin(
-                PluginError::Settings { .. } | PluginError::SettingSyntax { .. } | PluginError::Unknown { .. } | PluginError::Read { .. } | PluginError::Lock { .. },
-            ) => {
-                exit::INVALID_INPUT
-            }
+                PluginError::Settings { .. }
+                | PluginError::SettingSyntax { .. }
+                | PluginError::Unknown { .. }
+                | PluginError::Read { .. }
+                | PluginError::Lock { .. },
+            ) => exit::INVALID_INPUT,
             Error::Plugin(_) => exit::PLUGIN,
             Error::Engine(_) => exit::ENGINE,
             Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(_)) => exit::ENGINE,
@@ -73,7 +78,9 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
             Error::State(_) => exit::BUSY,
-            Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => exit::INVALID_INPUT,
+            Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => {
+                exit::INVALID_INPUT
+            }
             Error::Admission(crate::admission::AdmissionError::Engine(_)) => exit::ENGINE,
             Error::Admission(_) => exit::BUSY,
         }

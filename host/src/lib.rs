@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 pub use error::Error;
 use ipnet::Ipv4Net;
-use orch_compose::{LoadOptions, Warning};
+use orch_compose::LoadOptions;
 use plan::{EnvKind, Identity, Plan};
 use plugins::{ActivePlugin, CallTiming};
 
@@ -40,13 +40,15 @@ pub struct PlanRequest {
 
 pub struct PlanOutcome {
     pub plan: Plan,
-    pub warnings: Vec<Warning>,
     pub timings: Vec<CallTiming>,
 }
 
 /// A fresh environment id: 8 hex digits from the clock and the pid, unique per run on a host.
 pub fn new_env_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let h = plan::fnv1a(format!("{nanos}/{}", std::process::id()).as_bytes());
     format!("{:08x}", h as u32)
 }
@@ -55,14 +57,26 @@ pub fn new_env_id() -> String {
 pub fn check_env_id(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= 32
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !id.starts_with('-');
-    if ok { Ok(()) } else { Err(Error::Usage(format!("invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"
+        )))
+    }
 }
 
 /// Loads the compose files, applies the plugins in order, resolves and validates. A plan with error diagnostics is
 /// returned as [`Error::InvalidPlan`].
-pub fn make_plan(req: &PlanRequest, plugins: &[ActivePlugin], facts: &facts::Facts) -> Result<PlanOutcome, Error> {
+pub fn make_plan(
+    req: &PlanRequest,
+    plugins: &[ActivePlugin],
+    facts: &facts::Facts,
+) -> Result<PlanOutcome, Error> {
     let loaded = orch_compose::load(&req.compose)?;
     let env_id = match &req.env_id {
         Some(id) => {
@@ -71,18 +85,41 @@ pub fn make_plan(req: &PlanRequest, plugins: &[ActivePlugin], facts: &facts::Fac
         }
         None => new_env_id(),
     };
-    let identity = Identity { project: loaded.project.name.clone(), env_id, env_kind: req.env_kind };
+    let identity = Identity {
+        project: loaded.project.name.clone(),
+        env_id,
+        env_kind: req.env_kind,
+    };
     let mut plan = plan::draft(&loaded.project, &identity, &loaded.variables);
+    // What the compose file asks for and orch does not apply is part of the plan, never only a message on stderr.
+    for w in &loaded.warnings {
+        plan.diagnose(
+            plan::Level::Warning,
+            "compose.not-applied",
+            format!("{}: {}", w.file.display(), w.message),
+            Some(w.path.clone()),
+            "compose",
+        );
+    }
     let timings = plugins::apply_all(&mut plan, plugins, facts)?;
     let default_pool: Vec<Ipv4Net> = vec![resolve::DEFAULT_POOL.parse().expect("literal")];
-    let pools = if req.pools.is_empty() { &default_pool } else { &req.pools };
+    let pools = if req.pools.is_empty() {
+        &default_pool
+    } else {
+        &req.pools
+    };
     resolve::resolve(&mut plan, facts, pools)?;
     validate::validate(&mut plan, facts);
     if plan.has_errors() {
-        let diagnostics = plan.diagnostics.iter().filter(|d| d.level == plan::Level::Error).cloned().collect();
+        let diagnostics = plan
+            .diagnostics
+            .iter()
+            .filter(|d| d.level == plan::Level::Error)
+            .cloned()
+            .collect();
         return Err(Error::InvalidPlan { diagnostics });
     }
-    Ok(PlanOutcome { plan, warnings: loaded.warnings, timings })
+    Ok(PlanOutcome { plan, timings })
 }
 
 /// Plans under the allocation lock so that concurrent orch processes never choose the same subnet or host port:

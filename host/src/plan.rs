@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use orch_compose::{Build, Condition, Healthcheck, Logging, Mount, Project, Published, Resources};
+use orch_compose::{
+    Build, Condition, Healthcheck, Logging, Mount, Project, Published, Resources, Runtime,
+};
 use serde::{Deserialize, Serialize};
 
 /// Version of the plan's JSON format; bumped on any incompatible change.
@@ -29,7 +31,9 @@ impl std::str::FromStr for EnvKind {
             "dev" => Ok(EnvKind::Dev),
             "ci" => Ok(EnvKind::Ci),
             "prod" => Ok(EnvKind::Prod),
-            other => Err(format!("unknown environment kind {other:?}; use test, dev, ci or prod")),
+            other => Err(format!(
+                "unknown environment kind {other:?}; use test, dev, ci or prod"
+            )),
         }
     }
 }
@@ -72,7 +76,10 @@ impl Identity {
         BTreeMap::from([
             ("orch.env".to_string(), self.env_id.clone()),
             ("orch.project".to_string(), self.project.clone()),
-            ("orch.env-kind".to_string(), format!("{:?}", self.env_kind).to_lowercase()),
+            (
+                "orch.env-kind".to_string(),
+                format!("{:?}", self.env_kind).to_lowercase(),
+            ),
         ])
     }
 
@@ -84,7 +91,9 @@ impl Identity {
 
 /// A small, stable hash (FNV-1a, 64 bit): the same on every machine and Rust version.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,9 +176,19 @@ pub enum LogStream {
 pub enum WaitStrategy {
     Running,
     Healthcheck,
-    Tcp { container_port: u16 },
-    Http { container_port: u16, path: String, status: u16 },
-    LogLine { pattern: String, stream: LogStream, times: u32 },
+    Tcp {
+        container_port: u16,
+    },
+    Http {
+        container_port: u16,
+        path: String,
+        status: u16,
+    },
+    LogLine {
+        pattern: String,
+        stream: LogStream,
+        times: u32,
+    },
     ExitZero,
 }
 
@@ -204,6 +223,69 @@ pub struct ServicePlan {
     pub working_dir: Option<String>,
     pub logging: Option<Logging>,
     pub stop_grace_period_ms: Option<u64>,
+    /// Container ports exposed to other containers without being published (`expose:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// `none`, `host`, `bridge`, `service:NAME` (a service of this environment) or `container:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// `SERVICE[:ro|rw]` of this environment, or `container:NAME[:ro|rw]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// (service, alias): the alias resolves to that service for this container only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(String, String)>,
+    /// Secrets and configs, as files in the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FilePlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<String>,
+    /// Container options applied as written (capabilities, ulimits, sysctls, DNS, devices…).
+    #[serde(default, skip_serializing_if = "Runtime::is_empty")]
+    pub runtime: Runtime,
+}
+
+/// A secret or config the container reads as a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilePlan {
+    /// `secret` or `config`.
+    pub kind: String,
+    pub name: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub source: FileSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+impl FilePlan {
+    /// A file source without ownership or mode is bind-mounted read-only, as compose does; everything else is
+    /// copied into the container before it starts, with its owner and mode.
+    pub fn is_bind(&self) -> bool {
+        matches!(self.source, FileSource::File { .. })
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.mode.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSource {
+    /// A host file.
+    File { path: std::path::PathBuf },
+    /// The value of a variable, read when the plan was made; the plan's JSON names the variable, never the value.
+    Environment {
+        variable: String,
+        #[serde(skip)]
+        value: String,
+    },
+    /// Inline content (configs).
+    Content { content: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +294,8 @@ pub struct VolumePlan {
     pub external: bool,
     pub driver: Option<String>,
     pub driver_opts: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -223,8 +307,21 @@ impl Plan {
         }
     }
 
-    pub fn diagnose(&mut self, level: Level, code: &str, message: impl Into<String>, path: Option<String>, source: &str) {
-        self.diagnostics.push(Diagnostic { level, code: code.into(), message: message.into(), path, source: source.into() });
+    pub fn diagnose(
+        &mut self,
+        level: Level,
+        code: &str,
+        message: impl Into<String>,
+        path: Option<String>,
+        source: &str,
+    ) {
+        self.diagnostics.push(Diagnostic {
+            level,
+            code: code.into(),
+            message: message.into(),
+            path,
+            source: source.into(),
+        });
     }
 
     pub fn has_errors(&self) -> bool {
@@ -247,8 +344,14 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
     const COMPOSE: &str = "compose";
     for (name, n) in &project.networks {
         let ipam = n.ipam.first();
-        let subnet_request = ipam.and_then(|c| c.subnet.clone()).map(SubnetRequest::Fixed);
-        let docker_name = if n.external { n.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
+        let subnet_request = ipam
+            .and_then(|c| c.subnet.clone())
+            .map(SubnetRequest::Fixed);
+        let docker_name = if n.external {
+            n.name.clone().unwrap_or_else(|| name.clone())
+        } else {
+            identity.resource_name(name)
+        };
         if !n.external && n.name.is_some() {
             plan.diagnose(
                 Level::Info,
@@ -279,10 +382,20 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         }
     }
     for (name, v) in &project.volumes {
-        let docker_name = if v.external { v.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
+        let docker_name = if v.external {
+            v.name.clone().unwrap_or_else(|| name.clone())
+        } else {
+            identity.resource_name(name)
+        };
         plan.volumes.insert(
             name.clone(),
-            VolumePlan { docker_name, external: v.external, driver: v.driver.clone(), driver_opts: v.driver_opts.clone() },
+            VolumePlan {
+                docker_name,
+                external: v.external,
+                driver: v.driver.clone(),
+                driver_opts: v.driver_opts.clone(),
+                labels: v.labels.clone(),
+            },
         );
     }
     // Services that others wait on with service_completed_successfully are one-shots: done when they exit 0.
@@ -297,7 +410,11 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         let environment = s
             .environment
             .iter()
-            .filter_map(|(k, v)| v.clone().or_else(|| variables.get(k).cloned()).map(|v| (k.clone(), v)))
+            .filter_map(|(k, v)| {
+                v.clone()
+                    .or_else(|| variables.get(k).cloned())
+                    .map(|v| (k.clone(), v))
+            })
             .collect();
         let ports = s
             .ports
@@ -314,7 +431,10 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
                 host_port: None,
             })
             .collect::<Vec<_>>();
-        let has_health = s.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+        let has_health = s
+            .healthcheck
+            .as_ref()
+            .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
         let wait = if one_shots.contains(&name) {
             vec![WaitStrategy::ExitZero]
         } else if has_health {
@@ -325,7 +445,15 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         let networks = s
             .networks
             .iter()
-            .map(|(n, a)| (n.clone(), Attachment { aliases: a.aliases.clone(), ipv4_address: a.ipv4_address.clone() }))
+            .map(|(n, a)| {
+                (
+                    n.clone(),
+                    Attachment {
+                        aliases: a.aliases.clone(),
+                        ipv4_address: a.ipv4_address.clone(),
+                    },
+                )
+            })
             .collect();
         if s.container_name.is_some() {
             plan.diagnose(
@@ -351,7 +479,11 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
             networks,
             healthcheck: s.healthcheck.clone(),
             wait,
-            depends_on: s.depends_on.iter().map(|(n, d)| (n.clone(), d.condition)).collect(),
+            depends_on: s
+                .depends_on
+                .iter()
+                .map(|(n, d)| (n.clone(), d.condition))
+                .collect(),
             resources: s.resources.clone(),
             tmpfs: s.tmpfs.clone(),
             volumes: s.volumes.clone(),
@@ -363,7 +495,27 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
             working_dir: s.working_dir.clone(),
             logging: s.logging.clone(),
             stop_grace_period_ms: s.stop_grace_period_ms,
+            expose: s.expose.clone(),
+            network_mode: network_mode(&mut plan, project, name, s),
+            volumes_from: s.volumes_from.clone(),
+            links: s.links.clone(),
+            files: files(&mut plan, project, name, s, variables),
+            pull_policy: s.pull_policy.clone(),
+            runtime: s.runtime.clone(),
         };
+
+        let mut service = service;
+        // A service sharing another's network namespace starts after it, however the compose file named it.
+        if let Some(target) = service
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("service:"))
+        {
+            service
+                .depends_on
+                .entry(target.to_string())
+                .or_insert(Condition::ServiceStarted);
+        }
         let p = format!("services.{name}");
         plan.set_by(format!("{p}.image"), COMPOSE);
         plan.set_by(format!("{p}.networks"), COMPOSE);
@@ -373,11 +525,127 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         if service.healthcheck.is_some() {
             plan.set_by(format!("{p}.healthcheck"), COMPOSE);
         }
-        plan.set_by(format!("{p}.wait"), if has_health { COMPOSE } else { "orch" });
+        plan.set_by(
+            format!("{p}.wait"),
+            if has_health { COMPOSE } else { "orch" },
+        );
         if service.resources != Resources::default() {
             plan.set_by(format!("{p}.resources"), COMPOSE);
         }
         plan.services.insert(name.clone(), service);
     }
     plan
+}
+
+/// The service's secrets and configs as files; external ones (Swarm objects) cannot be mounted and are reported.
+fn files(
+    plan: &mut Plan,
+    project: &Project,
+    service: &str,
+    s: &orch_compose::Service,
+    variables: &BTreeMap<String, String>,
+) -> Vec<FilePlan> {
+    let mut out = vec![];
+    for (kind, list, defined) in [
+        ("secret", &s.secrets, &project.secrets),
+        ("config", &s.configs, &project.configs),
+    ] {
+        for (i, r) in list.iter().enumerate() {
+            let Some(def) = defined.get(&r.source) else {
+                continue;
+            };
+            let path = Some(format!("services.{service}.{kind}s[{i}]"));
+            let source = if def.external {
+                plan.diagnose(
+                    Level::Warning,
+                    "compose.external-not-mounted",
+                    format!("{kind} {} is external, an object of Docker Swarm; on one engine orch cannot mount it, so {} will not exist in service {service}", r.source, r.target),
+                    path,
+                    "compose",
+                );
+                continue;
+            } else if let Some(f) = &def.file {
+                FileSource::File { path: f.clone() }
+            } else if let Some(var) = &def.environment {
+                match variables.get(var) {
+                    Some(value) => FileSource::Environment {
+                        variable: var.clone(),
+                        value: value.clone(),
+                    },
+                    None => {
+                        plan.diagnose(
+                            Level::Error,
+                            "compose.secret-variable-unset",
+                            format!("{kind} {} comes from the variable {var}, which is not set; export it or put it in .env", r.source),
+                            path,
+                            "compose",
+                        );
+                        continue;
+                    }
+                }
+            } else if let Some(content) = &def.content {
+                FileSource::Content {
+                    content: content.clone(),
+                }
+            } else {
+                continue;
+            };
+            out.push(FilePlan {
+                kind: kind.into(),
+                name: r.source.clone(),
+                target: r.target.clone(),
+                source,
+                uid: r.uid.clone(),
+                gid: r.gid.clone(),
+                mode: r.mode,
+            });
+        }
+    }
+    out
+}
+
+/// `network_mode` keeps isolation when it stays inside the environment (`none`, `service:`, a `container:` that names
+/// a service of this project); `host` and `bridge` leave it, which the plan says, and a plugin may refuse.
+fn network_mode(
+    plan: &mut Plan,
+    project: &Project,
+    name: &str,
+    s: &orch_compose::Service,
+) -> Option<String> {
+    let mode = s.network_mode.as_deref()?;
+    let path = Some(format!("services.{name}.network_mode"));
+    match mode {
+        "none" => {}
+        "host" => plan.diagnose(
+            Level::Warning,
+            "compose.network-mode-host",
+            format!("service {name} uses the host's network: it is not isolated from other environments or the host, its ports are the host's own (two environments of this project will collide on them), and service names of the environment do not resolve from it"),
+            path,
+            "orch",
+        ),
+        "bridge" | "default" => plan.diagnose(
+            Level::Warning,
+            "compose.network-mode-bridge",
+            format!("service {name} is on Docker's default bridge, shared by every container on this host: it is reachable from other environments and cannot resolve the services of its own"),
+            path,
+            "orch",
+        ),
+        m if m.starts_with("service:") => {}
+        m => {
+            let target = m.strip_prefix("container:").unwrap_or(m);
+            let inside = project.services.iter().find(|(n, svc)| *n != name && (*n == target || svc.container_name.as_deref() == Some(target)));
+            if let Some((service, _)) = inside {
+                return Some(format!("service:{service}"));
+            } else {
+                plan.diagnose(
+                    Level::Warning,
+                    "compose.network-mode-foreign",
+                    format!("service {name} joins the network of container {target}, which is not part of this environment: it shares that container's network with every environment of this project"),
+                    path,
+                    "orch",
+                );
+            }
+        }
+    }
+    Some(mode.to_string())
 }

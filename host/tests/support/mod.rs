@@ -2,7 +2,6 @@
 //! `orch up` builds images, and the `orch` binary run from a folder.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -21,12 +20,9 @@ pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
         let spec = orch::engine::BuildSpec {
             tag: IMAGE.into(),
-            context: orch::lifecycle::tar_context(dir.path()).unwrap(),
+            context: orch::lifecycle::tar_context(dir.path(), None).unwrap(),
             dockerfile: "Dockerfile".into(),
-            args: BTreeMap::new(),
-            target: None,
-            labels: BTreeMap::new(),
-            no_cache: false,
+            ..Default::default()
         };
         rt.block_on(engine.build_image(spec)).unwrap();
     });
@@ -34,8 +30,14 @@ pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
 
 /// [`ensure_image`] for tests that drive the `orch` binary and have no engine of their own.
 pub fn ensure_image_blocking() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let engine = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = rt
+        .block_on(DockerEngine::connect())
+        .expect("the Docker engine must be running for these tests");
     ensure_image(&rt, &engine);
 }
 
@@ -44,7 +46,10 @@ pub fn orch_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(args)
         .current_dir(dir)
-        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
+        .env(
+            "ORCH_CACHE_DIR",
+            std::env::temp_dir().join("orch-test-plugin-cache"),
+        )
         .output()
         .expect("run orch")
 }
