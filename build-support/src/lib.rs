@@ -16,19 +16,14 @@ pub struct Crate {
 impl Crate {
     /// The component file cargo produces for this crate.
     fn artifact(&self, target_dir: &Path, profile: &str) -> PathBuf {
-        target_dir
-            .join(TARGET)
-            .join(profile)
-            .join(format!("{}.wasm", self.package.replace('-', "_")))
+        target_dir.join(TARGET).join(profile).join(format!("{}.wasm", self.package.replace('-', "_")))
     }
 }
 
 /// Every crate directory (holding a Cargo.toml) directly below `dir`, sorted by name.
 pub fn crates_in(dir: &Path) -> Vec<(String, Crate)> {
     let mut out = vec![];
-    for entry in
-        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-    {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display())) {
         let path = entry.expect("directory entry").path();
         let manifest = path.join("Cargo.toml");
         if !manifest.is_file() {
@@ -37,11 +32,7 @@ pub fn crates_in(dir: &Path) -> Vec<(String, Crate)> {
         let text = std::fs::read_to_string(&manifest).expect("read Cargo.toml");
         let package = text
             .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("name = ")
-                    .map(|v| v.trim_matches('"').to_string())
-            })
+            .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
             .unwrap_or_else(|| panic!("no package name in {}", manifest.display()));
         let dir_name = path.file_name().unwrap().to_string_lossy().into_owned();
         out.push((dir_name, Crate { package, manifest }));
@@ -54,11 +45,7 @@ pub fn crates_in(dir: &Path) -> Vec<(String, Crate)> {
 pub fn target_dir() -> PathBuf {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
     // Cargo marks its target directory with CACHEDIR.TAG; fall back to OUT_DIR for unusual layouts.
-    let root = out
-        .ancestors()
-        .find(|a| a.join("CACHEDIR.TAG").is_file())
-        .map(Path::to_path_buf)
-        .unwrap_or(out);
+    let root = out.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file()).map(Path::to_path_buf).unwrap_or(out);
     root.join("wasm-plugins")
 }
 
@@ -71,14 +58,8 @@ fn ensure_target() {
 /// Installs the wasm32-wasip2 target through rustup when the toolchain lacks it (also used by `orch plugin build`).
 pub fn install_target() -> Result<(), String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let libdir = Command::new(&rustc)
-        .args(["--print", "target-libdir", "--target", TARGET])
-        .output();
-    let installed = libdir
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).is_dir())
-        .unwrap_or(false);
+    let libdir = Command::new(&rustc).args(["--print", "target-libdir", "--target", TARGET]).output();
+    let installed = libdir.ok().filter(|o| o.status.success()).map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).is_dir()).unwrap_or(false);
     if installed {
         return Ok(());
     }
@@ -87,14 +68,9 @@ pub fn install_target() -> Result<(), String> {
     if let Ok(tc) = std::env::var("RUSTUP_TOOLCHAIN") {
         cmd.args(["--toolchain", &tc]);
     }
-    let status = cmd.status().map_err(|e| format!("the {TARGET} target is missing and rustup could not be run ({e}); install it with `rustup target add {TARGET}`"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`rustup target add {TARGET}` failed; install the target by hand"
-        ))
-    }
+    let status =
+        cmd.status().map_err(|e| format!("the {TARGET} target is missing and rustup could not be run ({e}); install it with `rustup target add {TARGET}`"))?;
+    if status.success() { Ok(()) } else { Err(format!("`rustup target add {TARGET}` failed; install the target by hand")) }
 }
 
 /// Builds `crates` (all members of the workspace at `manifest`, or of their own workspaces) and returns the
@@ -105,9 +81,7 @@ pub fn build(workspace_manifest: Option<&Path>, crates: &[&Crate], profile: &str
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut groups: Vec<(PathBuf, Vec<&Crate>)> = vec![];
     for c in crates {
-        let manifest = workspace_manifest
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| c.manifest.clone());
+        let manifest = workspace_manifest.map(Path::to_path_buf).unwrap_or_else(|| c.manifest.clone());
         match groups.iter_mut().find(|g| g.0 == manifest) {
             Some(g) => g.1.push(c),
             None => groups.push((manifest, vec![c])),
@@ -115,12 +89,7 @@ pub fn build(workspace_manifest: Option<&Path>, crates: &[&Crate], profile: &str
     }
     for (manifest, members) in &groups {
         let mut cmd = Command::new(&cargo);
-        cmd.arg("build").arg("--manifest-path").arg(manifest).args([
-            "--target",
-            TARGET,
-            "--profile",
-            profile,
-        ]);
+        cmd.arg("build").arg("--manifest-path").arg(manifest).args(["--target", TARGET, "--profile", profile]);
         cmd.arg("--target-dir").arg(&target_dir);
         for m in members {
             cmd.args(["-p", &m.package]);
@@ -137,19 +106,10 @@ pub fn build(workspace_manifest: Option<&Path>, crates: &[&Crate], profile: &str
         ] {
             cmd.env_remove(var);
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-        assert!(
-            status.success(),
-            "building the wasm plugins {:?} failed (see the errors above)",
-            members.iter().map(|m| &m.package).collect::<Vec<_>>()
-        );
+        let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+        assert!(status.success(), "building the wasm plugins {:?} failed (see the errors above)", members.iter().map(|m| &m.package).collect::<Vec<_>>());
     }
-    crates
-        .iter()
-        .map(|c| c.artifact(&target_dir, profile))
-        .collect()
+    crates.iter().map(|c| c.artifact(&target_dir, profile)).collect()
 }
 
 /// Tells cargo to rerun the build script when anything below these paths changes.

@@ -17,13 +17,7 @@ pub(crate) type Reader<'a> = dyn Fn(&Path) -> R<Value> + 'a;
 /// Resolves every `extends` in `doc` (the file `file`).
 pub(crate) fn resolve(file: &Path, doc: &mut Value, read: &Reader) -> R<()> {
     let mut cache: BTreeMap<(PathBuf, String), Value> = BTreeMap::new();
-    let names: Vec<String> = services(doc)
-        .map(|m| {
-            m.keys()
-                .filter_map(|k| k.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names: Vec<String> = services(doc).map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect()).unwrap_or_default();
     let snapshot = doc.clone();
     for name in names {
         let resolved = resolve_service(file, &snapshot, &name, read, &mut vec![], &mut cache)?;
@@ -52,23 +46,11 @@ fn resolve_service(
     }
     let path = format!("services.{name}");
     if stack.contains(&id) {
-        let chain: Vec<String> = stack
-            .iter()
-            .chain(std::iter::once(&id))
-            .map(|(f, s)| format!("{s} ({})", f.display()))
-            .collect();
-        return Err(invalid(
-            file,
-            &join(&path, "extends"),
-            format!("extends forms a cycle: {}", chain.join(" → ")),
-        ));
+        let chain: Vec<String> = stack.iter().chain(std::iter::once(&id)).map(|(f, s)| format!("{s} ({})", f.display())).collect();
+        return Err(invalid(file, &join(&path, "extends"), format!("extends forms a cycle: {}", chain.join(" → "))));
     }
     let Some(service) = services(doc).and_then(|m| m.get(name)) else {
-        return Err(invalid(
-            file,
-            "services",
-            format!("service {name:?} is not defined in this file"),
-        ));
+        return Err(invalid(file, "services", format!("service {name:?} is not defined in this file")));
     };
     let mut service = match service {
         Value::Null => Value::Mapping(Mapping::new()),
@@ -85,20 +67,10 @@ fn resolve_service(
             for k in m.keys() {
                 let k = k.as_str().unwrap_or_default();
                 if !crate::fields::EXTENDS.contains(&k) {
-                    return Err(invalid(
-                        file,
-                        &join(&ep, k),
-                        crate::fields::unknown_message(k, crate::fields::EXTENDS),
-                    ));
+                    return Err(invalid(file, &join(&ep, k), crate::fields::unknown_message(k, crate::fields::EXTENDS)));
                 }
             }
-            let svc = m.get("service").and_then(Value::as_str).ok_or_else(|| {
-                invalid(
-                    file,
-                    &ep,
-                    "extends needs `service:` (the service to build on)",
-                )
-            })?;
+            let svc = m.get("service").and_then(Value::as_str).ok_or_else(|| invalid(file, &ep, "extends needs `service:` (the service to build on)"))?;
             let f = match m.get("file") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(f)) => Some(f.clone()),
@@ -107,27 +79,14 @@ fn resolve_service(
             (svc.to_string(), f)
         }
         _ => {
-            return Err(invalid(
-                file,
-                &ep,
-                "extends takes a service name or a mapping with `service:` and `file:`",
-            ));
+            return Err(invalid(file, &ep, "extends takes a service name or a mapping with `service:` and `file:`"));
         }
     };
     stack.push(id.clone());
     let base = match base_file {
         None => {
-            if services(doc)
-                .and_then(|m| m.get(base_name.as_str()))
-                .is_none()
-            {
-                return Err(invalid(
-                    file,
-                    &ep,
-                    format!(
-                        "service {name} extends {base_name:?}, which is not defined in this file"
-                    ),
-                ));
+            if services(doc).and_then(|m| m.get(base_name.as_str())).is_none() {
+                return Err(invalid(file, &ep, format!("service {name} extends {base_name:?}, which is not defined in this file")));
             }
             resolve_service(file, doc, &base_name, read, stack, cache)?
         }
@@ -135,25 +94,11 @@ fn resolve_service(
             let dir = file.parent().unwrap_or(Path::new("."));
             let other = crate::parse::normalize_path(&dir.join(&f));
             let other_doc = read(&other).map_err(|e| match e {
-                ComposeError::Read { source, .. } => invalid(
-                    file,
-                    &join(&ep, "file"),
-                    format!("cannot read {}: {source}", other.display()),
-                ),
+                ComposeError::Read { source, .. } => invalid(file, &join(&ep, "file"), format!("cannot read {}: {source}", other.display())),
                 e => e,
             })?;
-            if services(&other_doc)
-                .and_then(|m| m.get(base_name.as_str()))
-                .is_none()
-            {
-                return Err(invalid(
-                    file,
-                    &ep,
-                    format!(
-                        "service {name} extends {base_name:?}, which is not defined in {}",
-                        other.display()
-                    ),
-                ));
+            if services(&other_doc).and_then(|m| m.get(base_name.as_str())).is_none() {
+                return Err(invalid(file, &ep, format!("service {name} extends {base_name:?}, which is not defined in {}", other.display())));
             }
             let mut base = resolve_service(&other, &other_doc, &base_name, read, stack, cache)?;
             rebase(&mut base, other.parent().unwrap_or(Path::new(".")), dir);
@@ -177,9 +122,7 @@ fn rebase(service: &mut Value, from: &Path, to: &Path) {
         if s.starts_with('/') || s.starts_with('~') || s.contains("://") {
             s.to_string()
         } else {
-            crate::parse::normalize_path(&from.join(s))
-                .to_string_lossy()
-                .into_owned()
+            crate::parse::normalize_path(&from.join(s)).to_string_lossy().into_owned()
         }
     };
     let Some(m) = service.as_mapping_mut() else {
@@ -190,10 +133,7 @@ fn rebase(service: &mut Value, from: &Path, to: &Path) {
         Some(Value::Mapping(b)) => match b.get_mut("context") {
             Some(Value::String(ctx)) => *ctx = abs(ctx),
             _ => {
-                b.insert(
-                    "context".into(),
-                    Value::String(from.to_string_lossy().into_owned()),
-                );
+                b.insert("context".into(), Value::String(from.to_string_lossy().into_owned()));
             }
         },
         _ => {}

@@ -1,9 +1,7 @@
 //! The compose specification's field names, by the object they belong to. A name outside these lists is a typo or a
 //! field of another tool, and is refused with the nearest valid name, as `docker compose` refuses it.
 
-pub const TOP: &[&str] = &[
-    "configs", "include", "models", "name", "networks", "secrets", "services", "version", "volumes",
-];
+pub const TOP: &[&str] = &["configs", "include", "models", "name", "networks", "secrets", "services", "version", "volumes"];
 
 pub const SERVICE: &[&str] = &[
     "annotations",
@@ -127,27 +125,9 @@ pub const BUILD: &[&str] = &[
     "ulimits",
 ];
 
-pub const HEALTHCHECK: &[&str] = &[
-    "disable",
-    "interval",
-    "retries",
-    "start_interval",
-    "start_period",
-    "test",
-    "timeout",
-];
+pub const HEALTHCHECK: &[&str] = &["disable", "interval", "retries", "start_interval", "start_period", "test", "timeout"];
 
-pub const DEPLOY: &[&str] = &[
-    "endpoint_mode",
-    "labels",
-    "mode",
-    "placement",
-    "replicas",
-    "resources",
-    "restart_policy",
-    "rollback_config",
-    "update_config",
-];
+pub const DEPLOY: &[&str] = &["endpoint_mode", "labels", "mode", "placement", "replicas", "resources", "restart_policy", "rollback_config", "update_config"];
 
 pub const RESOURCES: &[&str] = &["limits", "reservations"];
 pub const LIMITS: &[&str] = &["cpus", "memory", "pids"];
@@ -155,66 +135,18 @@ pub const RESERVATIONS: &[&str] = &["cpus", "devices", "generic_resources", "mem
 pub const DEVICE_REQUEST: &[&str] = &["capabilities", "count", "device_ids", "driver", "options"];
 pub const RESTART_POLICY: &[&str] = &["condition", "delay", "max_attempts", "window"];
 
-pub const NETWORK: &[&str] = &[
-    "attachable",
-    "driver",
-    "driver_opts",
-    "enable_ipv4",
-    "enable_ipv6",
-    "external",
-    "internal",
-    "ipam",
-    "labels",
-    "name",
-];
+pub const NETWORK: &[&str] = &["attachable", "driver", "driver_opts", "enable_ipv4", "enable_ipv6", "external", "internal", "ipam", "labels", "name"];
 pub const IPAM: &[&str] = &["config", "driver", "options"];
 pub const IPAM_CONFIG: &[&str] = &["aux_addresses", "gateway", "ip_range", "subnet"];
 
 pub const VOLUME: &[&str] = &["driver", "driver_opts", "external", "labels", "name"];
-pub const SECRET: &[&str] = &[
-    "content",
-    "driver",
-    "driver_opts",
-    "environment",
-    "external",
-    "file",
-    "labels",
-    "name",
-    "template_driver",
-];
+pub const SECRET: &[&str] = &["content", "driver", "driver_opts", "environment", "external", "file", "labels", "name", "template_driver"];
 
-pub const SERVICE_NETWORK: &[&str] = &[
-    "aliases",
-    "driver_opts",
-    "gw_priority",
-    "interface_name",
-    "ipv4_address",
-    "ipv6_address",
-    "link_local_ips",
-    "mac_address",
-    "priority",
-];
+pub const SERVICE_NETWORK: &[&str] =
+    &["aliases", "driver_opts", "gw_priority", "interface_name", "ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "priority"];
 pub const SERVICE_SECRET: &[&str] = &["gid", "mode", "source", "target", "uid"];
-pub const PORT: &[&str] = &[
-    "app_protocol",
-    "host_ip",
-    "mode",
-    "name",
-    "protocol",
-    "published",
-    "target",
-];
-pub const MOUNT: &[&str] = &[
-    "bind",
-    "consistency",
-    "image",
-    "read_only",
-    "source",
-    "target",
-    "tmpfs",
-    "type",
-    "volume",
-];
+pub const PORT: &[&str] = &["app_protocol", "host_ip", "mode", "name", "protocol", "published", "target"];
+pub const MOUNT: &[&str] = &["bind", "consistency", "image", "read_only", "source", "target", "tmpfs", "type", "volume"];
 pub const MOUNT_BIND: &[&str] = &["create_host_path", "propagation", "recursive", "selinux"];
 pub const MOUNT_VOLUME: &[&str] = &["labels", "nocopy", "subpath"];
 pub const MOUNT_TMPFS: &[&str] = &["mode", "size"];
@@ -224,48 +156,25 @@ pub const EXTENDS: &[&str] = &["file", "service"];
 pub const INCLUDE: &[&str] = &["env_file", "path", "project_directory"];
 pub const ENV_FILE: &[&str] = &["format", "path", "required"];
 pub const ULIMIT: &[&str] = &["hard", "soft"];
-pub const BLKIO: &[&str] = &[
-    "device_read_bps",
-    "device_read_iops",
-    "device_write_bps",
-    "device_write_iops",
-    "weight",
-    "weight_device",
-];
+pub const BLKIO: &[&str] = &["device_read_bps", "device_read_iops", "device_write_bps", "device_write_iops", "weight", "weight_device"];
 pub const DEVICE: &[&str] = &["permissions", "source", "target"];
-pub const WATCH: &[&str] = &[
-    "action",
-    "exec",
-    "ignore",
-    "include",
-    "initial_sync",
-    "path",
-    "target",
-];
+pub const WATCH: &[&str] = &["action", "exec", "ignore", "include", "initial_sync", "path", "target"];
 
 /// The valid name closest to `name` (Jaro-Winkler similarity, case and `-`/`_` folded).
 pub fn nearest(name: &str, valid: &[&'static str]) -> Option<&'static str> {
     let lowered = name.to_ascii_lowercase().replace('-', "_");
-    valid
-        .iter()
-        .map(|v| (strsim::jaro_winkler(&lowered, v), *v))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, v)| v)
+    valid.iter().map(|v| (strsim::jaro_winkler(&lowered, v), *v)).max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, v)| v)
 }
 
 /// The message for a field the specification does not know.
 pub fn unknown_message(name: &str, valid: &[&'static str]) -> String {
     match nearest(name, valid) {
         Some(v) if valid.len() > 12 => {
-            format!(
-                "unknown field `{name}`; the nearest valid field is `{v}` (fields of your own must start with `x-`)"
-            )
+            format!("unknown field `{name}`; the nearest valid field is `{v}` (fields of your own must start with `x-`)")
         }
         _ => format!(
             "unknown field `{name}`; {}valid fields here: {} (fields of your own must start with `x-`)",
-            nearest(name, valid)
-                .map(|v| format!("the nearest is `{v}`; "))
-                .unwrap_or_default(),
+            nearest(name, valid).map(|v| format!("the nearest is `{v}`; ")).unwrap_or_default(),
             valid.join(", ")
         ),
     }
@@ -282,27 +191,12 @@ mod tests {
         assert_eq!(nearest("helthcheck", SERVICE), Some("healthcheck"));
         assert_eq!(nearest("depends-on", SERVICE), Some("depends_on"));
         assert_eq!(nearest("imagee", SERVICE), Some("image"));
-        assert!(
-            unknown_message("intervall", HEALTHCHECK)
-                .contains("the nearest is `interval`; valid fields here: disable, interval")
-        );
+        assert!(unknown_message("intervall", HEALTHCHECK).contains("the nearest is `interval`; valid fields here: disable, interval"));
     }
 
     #[test]
     fn tables_are_sorted_and_unique() {
-        for t in [
-            TOP,
-            SERVICE,
-            BUILD,
-            HEALTHCHECK,
-            DEPLOY,
-            NETWORK,
-            VOLUME,
-            SECRET,
-            SERVICE_NETWORK,
-            PORT,
-            MOUNT,
-        ] {
+        for t in [TOP, SERVICE, BUILD, HEALTHCHECK, DEPLOY, NETWORK, VOLUME, SECRET, SERVICE_NETWORK, PORT, MOUNT] {
             let mut sorted = t.to_vec();
             sorted.sort();
             sorted.dedup();

@@ -27,22 +27,14 @@ impl std::fmt::Display for InterpolationError {
 
 /// Replaces `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `${VAR?err}`, `${VAR:+alt}`,
 /// `${VAR+alt}` (defaults may nest) and `$$` (a literal `$`).
-pub fn interpolate(
-    input: &str,
-    vars: &BTreeMap<String, String>,
-) -> Result<String, InterpolationError> {
+pub fn interpolate(input: &str, vars: &BTreeMap<String, String>) -> Result<String, InterpolationError> {
     let chars: Vec<char> = input.chars().collect();
     let (out, _) = expand(&chars, 0, vars, false)?;
     Ok(out)
 }
 
 /// Expands from `i`; when `in_braces`, stops at the `}` that closes the enclosing `${` and returns its index.
-fn expand(
-    chars: &[char],
-    mut i: usize,
-    vars: &BTreeMap<String, String>,
-    in_braces: bool,
-) -> Result<(String, usize), InterpolationError> {
+fn expand(chars: &[char], mut i: usize, vars: &BTreeMap<String, String>, in_braces: bool) -> Result<(String, usize), InterpolationError> {
     let mut out = String::new();
     while i < chars.len() {
         let c = chars[i];
@@ -67,8 +59,7 @@ fn expand(
             Some(c2) if c2.is_ascii_alphabetic() || *c2 == '_' => {
                 let start = i + 1;
                 let mut end = start;
-                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_')
-                {
+                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
                     end += 1;
                 }
                 let name: String = chars[start..end].iter().collect();
@@ -91,11 +82,7 @@ fn expand(
 }
 
 /// Parses the inside of `${...}` starting at `i`; returns the value and the index of the closing brace.
-fn braced(
-    chars: &[char],
-    i: usize,
-    vars: &BTreeMap<String, String>,
-) -> Result<(String, usize), InterpolationError> {
+fn braced(chars: &[char], i: usize, vars: &BTreeMap<String, String>) -> Result<(String, usize), InterpolationError> {
     let mut end = i;
     while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
         end += 1;
@@ -103,10 +90,7 @@ fn braced(
     let name: String = chars[i..end].iter().collect();
     let whole = || chars.iter().collect::<String>();
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(InterpolationError::Syntax(format!(
-            "invalid variable name in {:?}",
-            whole()
-        )));
+        return Err(InterpolationError::Syntax(format!("invalid variable name in {:?}", whole())));
     }
     let value = vars.get(&name);
     let set = value.is_some();
@@ -122,10 +106,7 @@ fn braced(
         ['?', ..] => ("?", 1),
         ['+', ..] => ("+", 1),
         [] => {
-            return Err(InterpolationError::Syntax(format!(
-                "unclosed `${{` in {:?}",
-                whole()
-            )));
+            return Err(InterpolationError::Syntax(format!("unclosed `${{` in {:?}", whole())));
         }
         [c, ..] => {
             return Err(InterpolationError::Syntax(format!(
@@ -168,10 +149,7 @@ fn braced(
         ":?" | "?" => {
             let ok = if op == ":?" { non_empty } else { set };
             if !ok {
-                return Err(InterpolationError::Required {
-                    var: name,
-                    message: word,
-                });
+                return Err(InterpolationError::Required { var: name, message: word });
             }
             plain
         }
@@ -183,10 +161,7 @@ fn braced(
 /// Parses a `.env` file: `KEY=VALUE` lines, optional `export `, `#` comments, single quotes (literal), double quotes
 /// (escapes, interpolation) and unquoted values (interpolation, ` #` starts a comment). Earlier keys and `base`
 /// are visible to interpolation. Returns (line number, message) on a malformed line.
-pub fn parse_env_file(
-    text: &str,
-    base: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, (usize, String)> {
+pub fn parse_env_file(text: &str, base: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, (usize, String)> {
     let mut out = BTreeMap::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -198,25 +173,15 @@ pub fn parse_env_file(
             return Err((n + 1, format!("expected KEY=VALUE, found {line:?}")));
         };
         let key = key.trim();
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
-        {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
             return Err((n + 1, format!("invalid variable name {key:?}")));
         }
         let value = value.trim_start();
         let mut scope = base.clone();
-        scope.extend(
-            out.iter()
-                .map(|(k, v): (&String, &String)| (k.clone(), v.clone())),
-        );
+        scope.extend(out.iter().map(|(k, v): (&String, &String)| (k.clone(), v.clone())));
         let parsed = if let Some(rest) = value.strip_prefix('\'') {
             let Some(end) = rest.find('\'') else {
-                return Err((
-                    n + 1,
-                    format!("unterminated single quote in value of {key}"),
-                ));
+                return Err((n + 1, format!("unterminated single quote in value of {key}")));
             };
             rest[..end].to_string()
         } else if let Some(rest) = value.strip_prefix('"') {
@@ -239,10 +204,7 @@ pub fn parse_env_file(
                 }
             }
             if !closed {
-                return Err((
-                    n + 1,
-                    format!("unterminated double quote in value of {key}"),
-                ));
+                return Err((n + 1, format!("unterminated double quote in value of {key}")));
             }
             interpolate(&s, &scope).map_err(|e| (n + 1, e.to_string()))?
         } else {
@@ -262,10 +224,7 @@ mod tests {
     use super::*;
 
     fn vars() -> BTreeMap<String, String> {
-        [("SET", "value"), ("EMPTY", ""), ("PORT", "5433")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [("SET", "value"), ("EMPTY", ""), ("PORT", "5433")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -299,27 +258,17 @@ mod tests {
         let v = vars();
         assert_eq!(
             interpolate("${UNSET:?set it in .env}", &v).unwrap_err(),
-            InterpolationError::Required {
-                var: "UNSET".into(),
-                message: "set it in .env".into()
-            }
+            InterpolationError::Required { var: "UNSET".into(), message: "set it in .env".into() }
         );
         assert!(interpolate("${EMPTY:?}", &v).is_err());
         assert_eq!(interpolate("${EMPTY?}", &v).unwrap(), "");
-        assert!(matches!(
-            interpolate("${SET", &v),
-            Err(InterpolationError::Syntax(_))
-        ));
-        assert!(matches!(
-            interpolate("${1X}", &v),
-            Err(InterpolationError::Syntax(_))
-        ));
+        assert!(matches!(interpolate("${SET", &v), Err(InterpolationError::Syntax(_))));
+        assert!(matches!(interpolate("${1X}", &v), Err(InterpolationError::Syntax(_))));
     }
 
     #[test]
     fn env_file() {
-        let text =
-            "# comment\nexport A=1\nB = 'lit $A'\nC=\"x\\ny $A\"\nD=plain ${A}2 # trailing\nE=\n";
+        let text = "# comment\nexport A=1\nB = 'lit $A'\nC=\"x\\ny $A\"\nD=plain ${A}2 # trailing\nE=\n";
         let env = parse_env_file(text, &BTreeMap::new()).unwrap();
         assert_eq!(env["A"], "1");
         assert_eq!(env["B"], "lit $A");

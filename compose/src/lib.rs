@@ -43,42 +43,20 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.file.display(),
-            self.path,
-            self.message
-        )
+        write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}:{column}: invalid YAML: {message}", file.display())]
-    Syntax {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { file: PathBuf, line: usize, column: usize, message: String },
     #[error("{}: at `{path}`: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        path: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, path: String, message: String },
     #[error("{}:{line}: {message}", file.display())]
-    EnvFile {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
+    EnvFile { file: PathBuf, line: usize, message: String },
     #[error("no compose file given; pass -f FILE (e.g. -f compose.yaml)")]
     NoFiles,
 }
@@ -98,29 +76,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ComposeError> {
     let working_dir = absolute(first.parent().unwrap_or(Path::new(".")));
     let mut warnings = vec![];
     let files: Vec<PathBuf> = opts.files.iter().map(|f| absolute(f)).collect();
-    let unit = Unit {
-        files: &files,
-        working_dir: &working_dir,
-        env_files: &opts.env_files,
-        name_override: opts.project_name.as_deref(),
-    };
-    let (project, services, variables) =
-        load_unit(&unit, &opts.environment, &mut vec![], &mut warnings)?;
+    let unit = Unit { files: &files, working_dir: &working_dir, env_files: &opts.env_files, name_override: opts.project_name.as_deref() };
+    let (project, services, variables) = load_unit(&unit, &opts.environment, &mut vec![], &mut warnings)?;
     let mut profiles = opts.profiles.clone();
     if let Some(p) = variables.get("COMPOSE_PROFILES") {
-        profiles.extend(
-            p.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from),
-        );
+        profiles.extend(p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
     }
     let project = parse::finish(first, project, services, &profiles)?;
-    Ok(Loaded {
-        project,
-        warnings,
-        variables,
-    })
+    Ok(Loaded { project, warnings, variables })
 }
 
 /// A set of files loaded together: the `-f` files, or one `include:` entry.
@@ -147,25 +110,12 @@ fn load_unit(
         let mut value = read(file)?;
         for entry in include_entries(file, &value)? {
             if include_stack.contains(&entry.files[0]) || unit.files.contains(&entry.files[0]) {
-                let chain: Vec<String> = include_stack
-                    .iter()
-                    .chain(std::iter::once(file))
-                    .chain(std::iter::once(&entry.files[0]))
-                    .map(|p| p.display().to_string())
-                    .collect();
-                return Err(invalid(
-                    file,
-                    "include",
-                    format!("include cycle: {}", chain.join(" → ")),
-                ));
+                let chain: Vec<String> =
+                    include_stack.iter().chain(std::iter::once(file)).chain(std::iter::once(&entry.files[0])).map(|p| p.display().to_string()).collect();
+                return Err(invalid(file, "include", format!("include cycle: {}", chain.join(" → "))));
             }
             include_stack.push(file.clone());
-            let sub = Unit {
-                files: &entry.files,
-                working_dir: &entry.project_dir,
-                env_files: &entry.env_files,
-                name_override: None,
-            };
+            let sub = Unit { files: &entry.files, working_dir: &entry.project_dir, env_files: &entry.env_files, name_override: None };
             let (p, s, _) = load_unit(&sub, environment, include_stack, warnings)?;
             include_stack.pop();
             included.push((p, s));
@@ -182,13 +132,7 @@ fn load_unit(
     let mut value = merged.expect("at least one file");
     let file = &unit.files[0];
     merge::strip_tags(&mut value, "").map_err(|e| invalid(file, "", e))?;
-    let input = parse::ParseInput {
-        file,
-        root: &value,
-        dir: unit.working_dir,
-        vars: &variables,
-        name_override: unit.name_override,
-    };
+    let input = parse::ParseInput { file, root: &value, dir: unit.working_dir, vars: &variables, name_override: unit.name_override };
     let (mut project, mut services) = parse::project(&input, warnings)?;
     for (p, s) in included {
         absorb(file, &mut project, &mut services, p, s)?;
@@ -214,19 +158,13 @@ fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeErro
             return Err(invalid(
                 file,
                 path,
-                format!(
-                    "remote include {p:?} is not supported: orch reads local files only; fetch it and include the local copy"
-                ),
+                format!("remote include {p:?} is not supported: orch reads local files only; fetch it and include the local copy"),
             ));
         }
         Ok(())
     };
     let Value::Sequence(items) = list else {
-        return Err(invalid(
-            file,
-            "include",
-            "expected a list of files or of {path, project_directory, env_file}",
-        ));
+        return Err(invalid(file, "include", "expected a list of files or of {path, project_directory, env_file}"));
     };
     let mut out = vec![];
     for (i, item) in items.iter().enumerate() {
@@ -237,11 +175,7 @@ fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeErro
                 for k in m.keys() {
                     let k = k.as_str().unwrap_or_default();
                     if !fields::INCLUDE.contains(&k) {
-                        return Err(invalid(
-                            file,
-                            &join(&ip, k),
-                            fields::unknown_message(k, fields::INCLUDE),
-                        ));
+                        return Err(invalid(file, &join(&ip, k), fields::unknown_message(k, fields::INCLUDE)));
                     }
                 }
                 let list = |key: &str| -> Result<Option<Vec<String>>, ComposeError> {
@@ -250,49 +184,28 @@ fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeErro
                         Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
                         Some(Value::Sequence(v)) => v
                             .iter()
-                            .map(|x| {
-                                x.as_str().map(String::from).ok_or_else(|| {
-                                    invalid(file, &join(&ip, key), "expected a list of paths")
-                                })
-                            })
+                            .map(|x| x.as_str().map(String::from).ok_or_else(|| invalid(file, &join(&ip, key), "expected a list of paths")))
                             .collect::<Result<Vec<_>, _>>()
                             .map(Some),
-                        Some(_) => Err(invalid(
-                            file,
-                            &join(&ip, key),
-                            "expected a path or a list of paths",
-                        )),
+                        Some(_) => Err(invalid(file, &join(&ip, key), "expected a path or a list of paths")),
                     }
                 };
-                let paths = list("path")?
-                    .ok_or_else(|| invalid(file, &ip, "an include entry needs `path:`"))?;
+                let paths = list("path")?.ok_or_else(|| invalid(file, &ip, "an include entry needs `path:`"))?;
                 let project_dir = match m.get("project_directory") {
                     Some(Value::String(d)) => Some(d.clone()),
                     None | Some(Value::Null) => None,
                     Some(_) => {
-                        return Err(invalid(
-                            file,
-                            &join(&ip, "project_directory"),
-                            "expected a directory path",
-                        ));
+                        return Err(invalid(file, &join(&ip, "project_directory"), "expected a directory path"));
                     }
                 };
                 (paths, project_dir, list("env_file")?)
             }
             _ => {
-                return Err(invalid(
-                    file,
-                    &ip,
-                    "expected a file path or a mapping with `path:`",
-                ));
+                return Err(invalid(file, &ip, "expected a file path or a mapping with `path:`"));
             }
         };
         if paths.is_empty() {
-            return Err(invalid(
-                file,
-                &ip,
-                "an include entry needs at least one path",
-            ));
+            return Err(invalid(file, &ip, "an include entry needs at least one path"));
         }
         for p in &paths {
             remote(p, &ip)?;
@@ -300,52 +213,29 @@ fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeErro
         let files: Vec<PathBuf> = paths.iter().map(|p| resolve(p)).collect();
         for f in &files {
             if !f.is_file() {
-                return Err(invalid(
-                    file,
-                    &ip,
-                    format!("included file {} does not exist", f.display()),
-                ));
+                return Err(invalid(file, &ip, format!("included file {} does not exist", f.display())));
             }
         }
-        let project_dir = project_dir
-            .map(|d| resolve(&d))
-            .unwrap_or_else(|| files[0].parent().unwrap_or(dir).to_path_buf());
+        let project_dir = project_dir.map(|d| resolve(&d)).unwrap_or_else(|| files[0].parent().unwrap_or(dir).to_path_buf());
         let env_files = match env_files {
             Some(list) => list.iter().map(|p| resolve(p)).collect(),
             None => vec![],
         };
-        out.push(Include {
-            files,
-            project_dir,
-            env_files,
-        });
+        out.push(Include { files, project_dir, env_files });
     }
     Ok(out)
 }
 
 /// Adds an included project's resources; a name defined differently on both sides is a conflict, as in compose.
-fn absorb(
-    file: &Path,
-    project: &mut Project,
-    services: &mut Services,
-    inc: Project,
-    inc_services: Services,
-) -> Result<(), ComposeError> {
-    fn add<T: PartialEq>(
-        file: &Path,
-        what: &str,
-        into: &mut BTreeMap<String, T>,
-        from: BTreeMap<String, T>,
-    ) -> Result<(), ComposeError> {
+fn absorb(file: &Path, project: &mut Project, services: &mut Services, inc: Project, inc_services: Services) -> Result<(), ComposeError> {
+    fn add<T: PartialEq>(file: &Path, what: &str, into: &mut BTreeMap<String, T>, from: BTreeMap<String, T>) -> Result<(), ComposeError> {
         for (name, v) in from {
             match into.get(&name) {
                 Some(existing) if *existing != v => {
                     return Err(invalid(
                         file,
                         &format!("{what}.{name}"),
-                        format!(
-                            "{what} {name} is defined both here and in an included file; rename one of them"
-                        ),
+                        format!("{what} {name} is defined both here and in an included file; rename one of them"),
                     ));
                 }
                 Some(_) => {}
@@ -366,58 +256,31 @@ fn absorb(
 
 /// A compose file as a YAML tree: merge keys resolved, then every string interpolated.
 fn read_file(file: &Path, variables: &BTreeMap<String, String>) -> Result<Value, ComposeError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ComposeError::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(file).map_err(|source| ComposeError::Read { path: file.to_path_buf(), source })?;
     let mut value = parse_yaml(file, &text)?;
-    merge::resolve_merge_keys(&mut value)
-        .map_err(|e| invalid(file, "", format!("invalid YAML merge key (<<): {e}")))?;
+    merge::resolve_merge_keys(&mut value).map_err(|e| invalid(file, "", format!("invalid YAML merge key (<<): {e}")))?;
     interpolate_tree(file, &mut value, "", variables)?;
     Ok(value)
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    let p = if p.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        p
-    };
-    std::path::absolute(p)
-        .map(|a| parse::normalize_path(&a))
-        .unwrap_or_else(|_| p.to_path_buf())
+    let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+    std::path::absolute(p).map(|a| parse::normalize_path(&a)).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn variables(
-    env_files: &[PathBuf],
-    environment: &BTreeMap<String, String>,
-    working_dir: &Path,
-) -> Result<BTreeMap<String, String>, ComposeError> {
+fn variables(env_files: &[PathBuf], environment: &BTreeMap<String, String>, working_dir: &Path) -> Result<BTreeMap<String, String>, ComposeError> {
     let files: Vec<PathBuf> = if env_files.is_empty() {
         let dot_env = working_dir.join(".env");
-        if dot_env.is_file() {
-            vec![dot_env]
-        } else {
-            vec![]
-        }
+        if dot_env.is_file() { vec![dot_env] } else { vec![] }
     } else {
         env_files.to_vec()
     };
     let mut vars = BTreeMap::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| ComposeError::Read {
-            path: f.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&f).map_err(|source| ComposeError::Read { path: f.clone(), source })?;
         let mut scope = vars.clone();
         scope.extend(environment.clone());
-        let parsed = interpolate::parse_env_file(&text, &scope).map_err(|(line, message)| {
-            ComposeError::EnvFile {
-                file: f.clone(),
-                line,
-                message,
-            }
-        })?;
+        let parsed = interpolate::parse_env_file(&text, &scope).map_err(|(line, message)| ComposeError::EnvFile { file: f.clone(), line, message })?;
         vars.extend(parsed);
     }
     vars.extend(environment.clone());
@@ -426,63 +289,29 @@ fn variables(
 
 fn parse_yaml(file: &Path, text: &str) -> Result<Value, ComposeError> {
     let value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        ComposeError::Syntax {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: e.to_string(),
-        }
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        ComposeError::Syntax { file: file.to_path_buf(), line, column, message: e.to_string() }
     })?;
     match value {
         Value::Mapping(_) => Ok(value),
-        Value::Null => Err(invalid(
-            file,
-            "",
-            "the file is empty; a compose file needs at least `services:`",
-        )),
-        _ => Err(invalid(
-            file,
-            "",
-            "a compose file must be a mapping with a `services:` key",
-        )),
+        Value::Null => Err(invalid(file, "", "the file is empty; a compose file needs at least `services:`")),
+        _ => Err(invalid(file, "", "a compose file must be a mapping with a `services:` key")),
     }
 }
 
 pub(crate) fn invalid(file: &Path, path: &str, message: impl Into<String>) -> ComposeError {
-    ComposeError::Invalid {
-        file: file.to_path_buf(),
-        path: if path.is_empty() {
-            "(top level)".into()
-        } else {
-            path.into()
-        },
-        message: message.into(),
-    }
+    ComposeError::Invalid { file: file.to_path_buf(), path: if path.is_empty() { "(top level)".into() } else { path.into() }, message: message.into() }
 }
 
 pub(crate) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 /// Interpolates every string value (not keys) in place; `x-*` extension blocks are left as written.
-fn interpolate_tree(
-    file: &Path,
-    v: &mut Value,
-    path: &str,
-    vars: &BTreeMap<String, String>,
-) -> Result<(), ComposeError> {
+fn interpolate_tree(file: &Path, v: &mut Value, path: &str, vars: &BTreeMap<String, String>) -> Result<(), ComposeError> {
     match v {
         Value::String(s) => {
-            *s = interpolate::interpolate(s, vars)
-                .map_err(|e| invalid(file, path, e.to_string()))?;
+            *s = interpolate::interpolate(s, vars).map_err(|e| invalid(file, path, e.to_string()))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -491,10 +320,7 @@ fn interpolate_tree(
         }
         Value::Mapping(m) => {
             for (k, item) in m.iter_mut() {
-                let key = k
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| format!("{k:?}"));
+                let key = k.as_str().map(String::from).unwrap_or_else(|| format!("{k:?}"));
                 if path.is_empty() && key.starts_with("x-") {
                     continue;
                 }

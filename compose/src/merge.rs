@@ -25,10 +25,7 @@ pub fn resolve_merge_keys(v: &mut Value) -> Result<(), String> {
                     Value::Mapping(_) => vec![merged],
                     Value::Sequence(items) => items,
                     Value::Null => vec![],
-                    _ => return Err(
-                        "the value of `<<` must be a mapping (e.g. *anchor) or a list of mappings"
-                            .into(),
-                    ),
+                    _ => return Err("the value of `<<` must be a mapping (e.g. *anchor) or a list of mappings".into()),
                 };
                 let mut combined = Mapping::new();
                 for s in sources {
@@ -63,11 +60,7 @@ pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), String> {
             let mut reset = vec![];
             for (k, child) in m.iter_mut() {
                 let key = k.as_str().unwrap_or_default().to_string();
-                let p = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 match tag_of(child).as_deref() {
                     Some("reset") => reset.push(k.clone()),
                     Some("override") => {
@@ -77,9 +70,7 @@ pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), String> {
                         strip_tags(child, &p)?;
                     }
                     Some(other) => {
-                        return Err(format!(
-                            "at `{p}`: unknown YAML tag !{other}; compose knows !reset and !override"
-                        ));
+                        return Err(format!("at `{p}`: unknown YAML tag !{other}; compose knows !reset and !override"));
                     }
                     None => strip_tags(child, &p)?,
                 }
@@ -92,18 +83,13 @@ pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), String> {
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if let Some(t) = tag_of(item) {
-                    return Err(format!(
-                        "at `{path}[{i}]`: YAML tag !{t} is not allowed on a list item"
-                    ));
+                    return Err(format!("at `{path}[{i}]`: YAML tag !{t} is not allowed on a list item"));
                 }
                 strip_tags(item, &format!("{path}[{i}]"))?;
             }
             Ok(())
         }
-        Value::Tagged(t) => Err(format!(
-            "at `{path}`: unexpected YAML tag !{}",
-            t.tag.to_string().trim_start_matches('!')
-        )),
+        Value::Tagged(t) => Err(format!("at `{path}`: unexpected YAML tag !{}", t.tag.to_string().trim_start_matches('!'))),
         _ => Ok(()),
     }
 }
@@ -117,10 +103,7 @@ pub fn merge_documents(base: &mut Value, over: Value) {
         let key = k.as_str().unwrap_or_default().to_string();
         match (b.get_mut(&k), key.as_str()) {
             (Some(existing), "services") => merge_named(existing, v, merge_service),
-            (Some(existing), _)
-                if tag_of(&v).is_none()
-                    && matches!((&*existing, &v), (Value::Mapping(_), Value::Mapping(_))) =>
-            {
+            (Some(existing), _) if tag_of(&v).is_none() && matches!((&*existing, &v), (Value::Mapping(_), Value::Mapping(_))) => {
                 merge_named(existing, v, merge_plain)
             }
             (Some(existing), _) => apply_tagged(existing, v, merge_plain),
@@ -174,13 +157,7 @@ fn merge_plain(base: &mut Value, over: Value) {
 }
 
 /// Fields whose list form is a mapping in disguise (`KEY=VALUE`): merged key by key.
-const KEY_VALUE: [&str; 5] = [
-    "environment",
-    "labels",
-    "sysctls",
-    "annotations",
-    "storage_opt",
-];
+const KEY_VALUE: [&str; 5] = ["environment", "labels", "sysctls", "annotations", "storage_opt"];
 /// Lists appended without duplicates.
 const APPENDED: [&str; 14] = [
     "ports",
@@ -199,12 +176,7 @@ const APPENDED: [&str; 14] = [
     "device_cgroup_rules",
 ];
 /// Lists of entries unique by a key (the container path, the secret's target…): a later entry replaces an earlier one.
-const UNIQUE_BY: [(&str, &str); 4] = [
-    ("volumes", "target"),
-    ("secrets", "target"),
-    ("configs", "target"),
-    ("devices", "target"),
-];
+const UNIQUE_BY: [(&str, &str); 4] = [("volumes", "target"), ("secrets", "target"), ("configs", "target"), ("devices", "target")];
 
 /// Lays one service over another, as `docker compose -f a -f b` and `extends` do.
 pub fn merge_service(base: &mut Value, over: Value) {
@@ -254,16 +226,10 @@ pub fn merge_service(base: &mut Value, over: Value) {
                 *existing = bv;
             }
             "command" | "entrypoint" => *existing = v,
-            "ulimits" | "logging" | "deploy" | "healthcheck" | "blkio_config" => {
-                merge_plain(existing, v)
-            }
+            "ulimits" | "logging" | "deploy" | "healthcheck" | "blkio_config" => merge_plain(existing, v),
             k if APPENDED.contains(&k) => append_unique(existing, v),
             k if UNIQUE_BY.iter().any(|(f, _)| *f == k) => {
-                let id = UNIQUE_BY
-                    .iter()
-                    .find(|(f, _)| *f == k)
-                    .map(|(_, id)| *id)
-                    .unwrap_or("target");
+                let id = UNIQUE_BY.iter().find(|(f, _)| *f == k).map(|(_, id)| *id).unwrap_or("target");
                 merge_unique_by(existing, v, id);
             }
             _ => merge_plain(existing, v),
@@ -289,11 +255,7 @@ fn append_unique(existing: &mut Value, over: Value) {
 /// The identity of a volume/secret/device entry: its target (long form) or what the short form says it is.
 fn entry_id(v: &Value, id: &str) -> Option<String> {
     match v {
-        Value::Mapping(m) => m
-            .get(id)
-            .or_else(|| m.get("source"))
-            .and_then(|t| t.as_str())
-            .map(String::from),
+        Value::Mapping(m) => m.get(id).or_else(|| m.get("source")).and_then(|t| t.as_str()).map(String::from),
         Value::String(s) if id == "target" => {
             let parts: Vec<&str> = s.split(':').collect();
             Some(match parts.as_slice() {
@@ -317,10 +279,7 @@ fn merge_unique_by(existing: &mut Value, over: Value, id: &str) {
     };
     for item in items {
         let key = entry_id(&item, id);
-        match base
-            .iter()
-            .position(|b| key.is_some() && entry_id(b, id) == key)
-        {
+        match base.iter().position(|b| key.is_some() && entry_id(b, id) == key) {
             Some(i) => base[i] = item,
             None => base.push(item),
         }
@@ -347,11 +306,7 @@ fn as_kv_mapping(v: &Value) -> Mapping {
 fn as_name_mapping(v: &Value) -> Mapping {
     match v {
         Value::Mapping(m) => m.clone(),
-        Value::Sequence(items) => items
-            .iter()
-            .filter_map(|i| i.as_str())
-            .map(|s| (Value::String(s.into()), Value::Null))
-            .collect(),
+        Value::Sequence(items) => items.iter().filter_map(|i| i.as_str()).map(|s| (Value::String(s.into()), Value::Null)).collect(),
         _ => Mapping::new(),
     }
 }
@@ -385,28 +340,15 @@ mod tests {
 
     #[test]
     fn services_merge_like_compose() {
-        let mut base = y(
-            "image: a\nenvironment: [A=1, B=2]\nports: ['80']\nvolumes: ['d:/data', '/x']\ncommand: [a, b]\n",
-        );
-        merge_service(
-            &mut base,
-            y("environment: {B: 3}\nports: ['81']\nvolumes: ['e:/data']\ncommand: [c]\n"),
-        );
-        assert_eq!(
-            base,
-            y(
-                "image: a\nenvironment: {A: '1', B: 3}\nports: ['80', '81']\nvolumes: ['e:/data', '/x']\ncommand: [c]\n"
-            )
-        );
+        let mut base = y("image: a\nenvironment: [A=1, B=2]\nports: ['80']\nvolumes: ['d:/data', '/x']\ncommand: [a, b]\n");
+        merge_service(&mut base, y("environment: {B: 3}\nports: ['81']\nvolumes: ['e:/data']\ncommand: [c]\n"));
+        assert_eq!(base, y("image: a\nenvironment: {A: '1', B: 3}\nports: ['80', '81']\nvolumes: ['e:/data', '/x']\ncommand: [c]\n"));
     }
 
     #[test]
     fn reset_and_override() {
         let mut doc = y("services: {a: {image: x, ports: ['80'], environment: {A: '1'}}}");
-        merge_documents(
-            &mut doc,
-            y("services: {a: {ports: !reset [], environment: !override {B: '2'}}}"),
-        );
+        merge_documents(&mut doc, y("services: {a: {ports: !reset [], environment: !override {B: '2'}}}"));
         strip_tags(&mut doc, "").unwrap();
         assert_eq!(doc, y("services: {a: {image: x, environment: {B: '2'}}}"));
         let mut bad = y("services: {a: !custom {image: x}}");

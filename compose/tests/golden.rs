@@ -33,40 +33,19 @@ fn golden_compose_files() {
     let shown_dir = std::path::absolute(&dir).unwrap().display().to_string();
     let mut failures = vec![];
     let all = cases(&dir);
-    assert!(
-        all.len() >= 10,
-        "expected the golden folder to hold the fixtures"
-    );
+    assert!(all.len() >= 10, "expected the golden folder to hold the fixtures");
     for (name, files, stem) in all {
         let vars_file = stem.with_extension("vars");
         let environment: BTreeMap<String, String> = std::fs::read_to_string(&vars_file)
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
+            .map(|t| t.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
             .unwrap_or_default();
-        let opts = LoadOptions {
-            files,
-            environment,
-            ..Default::default()
-        };
+        let opts = LoadOptions { files, environment, ..Default::default() };
         let (actual, expected_path, other) = match load(&opts) {
             Ok(loaded) => {
-                let v =
-                    serde_json::json!({ "project": loaded.project, "warnings": loaded.warnings });
-                (
-                    serde_json::to_string_pretty(&v).unwrap() + "\n",
-                    stem.with_extension("json"),
-                    stem.with_extension("err"),
-                )
+                let v = serde_json::json!({ "project": loaded.project, "warnings": loaded.warnings });
+                (serde_json::to_string_pretty(&v).unwrap() + "\n", stem.with_extension("json"), stem.with_extension("err"))
             }
-            Err(e) => (
-                e.to_string() + "\n",
-                stem.with_extension("err"),
-                stem.with_extension("json"),
-            ),
+            Err(e) => (e.to_string() + "\n", stem.with_extension("err"), stem.with_extension("json")),
         };
         let actual = actual.replace(&shown_dir, "$GOLDEN");
         if update {
@@ -76,18 +55,11 @@ fn golden_compose_files() {
         }
         match std::fs::read_to_string(&expected_path) {
             Ok(expected) if expected == actual => {}
-            Ok(expected) => failures.push(format!(
-                "{name}: output differs from {}\n--- expected\n{expected}\n--- actual\n{actual}",
-                expected_path.display()
-            )),
+            Ok(expected) => failures.push(format!("{name}: output differs from {}\n--- expected\n{expected}\n--- actual\n{actual}", expected_path.display())),
             Err(_) => failures.push(format!(
                 "{name}: no {} (the import {}); run with UPDATE_GOLDEN=1 to create it\n{actual}",
                 expected_path.display(),
-                if other.extension().unwrap() == "json" {
-                    "failed"
-                } else {
-                    "succeeded"
-                }
+                if other.extension().unwrap() == "json" { "failed" } else { "succeeded" }
             )),
         }
     }

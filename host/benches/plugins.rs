@@ -27,10 +27,7 @@ fn us(d: Duration) -> String {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let compose = root.join("examples/bpo/compose.yaml");
     let bytes = builtin_bytes("bpo-networks").unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -45,10 +42,7 @@ fn main() {
         })
         .collect();
     // Warm: load the precompiled component from the disk cache.
-    Runtime::new(Some(cache.path().into()))
-        .unwrap()
-        .load("bpo-networks", bytes)
-        .unwrap();
+    Runtime::new(Some(cache.path().into())).unwrap().load("bpo-networks", bytes).unwrap();
     let warm: Vec<Duration> = (0..50)
         .map(|_| {
             let rt = Runtime::new(Some(cache.path().into())).unwrap();
@@ -64,19 +58,12 @@ fn main() {
     let settings = orch::plugin_settings(&[]).unwrap();
     let active = plugins::activate(&rt, &[PluginRef::parse("bpo-networks")], &settings).unwrap();
     let request = orch::PlanRequest {
-        compose: orch_compose::LoadOptions {
-            files: vec![compose.clone()],
-            ..Default::default()
-        },
+        compose: orch_compose::LoadOptions { files: vec![compose.clone()], ..Default::default() },
         env_id: Some("bench".into()),
         ..Default::default()
     };
     let loaded = orch_compose::load(&request.compose).unwrap();
-    let identity = orch::plan::Identity {
-        project: loaded.project.name.clone(),
-        env_id: "bench".into(),
-        env_kind: Default::default(),
-    };
+    let identity = orch::plan::Identity { project: loaded.project.name.clone(), env_id: "bench".into(), env_kind: Default::default() };
     let draft = orch::plan::draft(&loaded.project, &identity, &loaded.variables);
     let snap = plugins::convert::snapshot(&draft, &active[0].settings, &Facts::default());
     let calls: Vec<Duration> = (0..2000)
@@ -101,8 +88,7 @@ fn main() {
         .map(|_| {
             let t = Instant::now();
             let rt = Runtime::new(Some(cache.path().into())).unwrap();
-            let active =
-                plugins::activate(&rt, &[PluginRef::parse("bpo-networks")], &settings).unwrap();
+            let active = plugins::activate(&rt, &[PluginRef::parse("bpo-networks")], &settings).unwrap();
             orch::make_plan(&request, &active, &facts).unwrap();
             t.elapsed()
         })
@@ -120,24 +106,14 @@ fn main() {
         (0..30)
             .map(|_| {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
-                cmd.args(["plan", "-f"]).arg(&compose).args([
-                    "--env",
-                    "bench",
-                    "--no-engine",
-                    "--format",
-                    "json",
-                ]);
+                cmd.args(["plan", "-f"]).arg(&compose).args(["--env", "bench", "--no-engine", "--format", "json"]);
                 cmd.env("ORCH_CACHE_DIR", cache.path());
                 if plugin {
                     cmd.args(["--plugin", "bpo-networks"]);
                 }
                 let t = Instant::now();
                 let out = cmd.output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 t.elapsed()
             })
             .collect()
@@ -147,75 +123,20 @@ fn main() {
     let proc_without = run(false);
 
     let (cold_m, warm_m) = (median(cold), median(warm));
-    println!(
-        "orch plugin benchmark — bpo-networks ({} KB component), BPO example (11 services, 5 tier networks)",
-        bytes.len() / 1024
-    );
-    println!(
-        "{:<44} {:>12}",
-        "cold compile (no cache), median of 5",
-        ms(cold_m)
-    );
-    println!(
-        "{:<44} {:>12}",
-        "cached load (disk cache), median of 50",
-        ms(warm_m)
-    );
-    println!(
-        "{:<44} {:>11.0}×",
-        "  ratio cold / cached",
-        cold_m.as_secs_f64() / warm_m.as_secs_f64()
-    );
-    println!(
-        "{:<44} {:>12}",
-        "describe call (smallest), fresh instance, p50",
-        us(pct(describes, 0.5))
-    );
-    println!(
-        "{:<44} {:>12}",
-        "networks.plan call, fresh instance, p50",
-        us(pct(calls.clone(), 0.5))
-    );
-    println!(
-        "{:<44} {:>12}",
-        "networks.plan call, fresh instance, p99",
-        us(pct(calls, 0.99))
-    );
+    println!("orch plugin benchmark — bpo-networks ({} KB component), BPO example (11 services, 5 tier networks)", bytes.len() / 1024);
+    println!("{:<44} {:>12}", "cold compile (no cache), median of 5", ms(cold_m));
+    println!("{:<44} {:>12}", "cached load (disk cache), median of 50", ms(warm_m));
+    println!("{:<44} {:>11.0}×", "  ratio cold / cached", cold_m.as_secs_f64() / warm_m.as_secs_f64());
+    println!("{:<44} {:>12}", "describe call (smallest), fresh instance, p50", us(pct(describes, 0.5)));
+    println!("{:<44} {:>12}", "networks.plan call, fresh instance, p50", us(pct(calls.clone(), 0.5)));
+    println!("{:<44} {:>12}", "networks.plan call, fresh instance, p99", us(pct(calls, 0.99)));
     let (w, wo) = (median(with), median(without));
-    println!(
-        "{:<44} {:>12}",
-        "make_plan in-process, no plugin, median",
-        ms(wo)
-    );
-    println!(
-        "{:<44} {:>12}",
-        "make_plan in-process, bpo-networks, median",
-        ms(w)
-    );
-    println!(
-        "{:<44} {:>12}",
-        "  plugin overhead in-process (warm cache)",
-        ms(w.saturating_sub(wo))
-    );
+    println!("{:<44} {:>12}", "make_plan in-process, no plugin, median", ms(wo));
+    println!("{:<44} {:>12}", "make_plan in-process, bpo-networks, median", ms(w));
+    println!("{:<44} {:>12}", "  plugin overhead in-process (warm cache)", ms(w.saturating_sub(wo)));
     let (pw, pwo) = (median(proc_with), median(proc_without));
-    println!(
-        "{:<44} {:>12}",
-        "`orch plan` process, no plugin, median",
-        ms(pwo)
-    );
-    println!(
-        "{:<44} {:>12}",
-        "`orch plan` process, bpo-networks, median",
-        ms(pw)
-    );
-    println!(
-        "{:<44} {:>12}",
-        "  plugin overhead per process (warm cache)",
-        ms(pw.saturating_sub(pwo))
-    );
-    println!(
-        "{:<44} {:>12.2}",
-        "  ratio process with / without plugin",
-        pw.as_secs_f64() / pwo.as_secs_f64()
-    );
+    println!("{:<44} {:>12}", "`orch plan` process, no plugin, median", ms(pwo));
+    println!("{:<44} {:>12}", "`orch plan` process, bpo-networks, median", ms(pw));
+    println!("{:<44} {:>12}", "  plugin overhead per process (warm cache)", ms(pw.saturating_sub(pwo)));
+    println!("{:<44} {:>12.2}", "  ratio process with / without plugin", pw.as_secs_f64() / pwo.as_secs_f64());
 }

@@ -29,9 +29,7 @@ pub enum AdmissionError {
     NoCapacity { why: String },
     #[error("still no capacity after {waited:?}: {why}")]
     Timeout { waited: Duration, why: String },
-    #[error(
-        "the environment needs {need} MiB (sum of its memory limits) but this host has only {total} MiB in all; lower the limits"
-    )]
+    #[error("the environment needs {need} MiB (sum of its memory limits) but this host has only {total} MiB in all; lower the limits")]
     NeverFits { need: u64, total: u64 },
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -41,24 +39,13 @@ pub enum AdmissionError {
 
 /// Memory the plan asks for: the sum of its services' limits (unlimited services count as 128 MiB).
 pub fn demand(plan: &Plan) -> u64 {
-    plan.services
-        .values()
-        .map(|s| s.resources.memory_limit.unwrap_or(DEFAULT_SERVICE_MEMORY))
-        .sum()
+    plan.services.values().map(|s| s.resources.memory_limit.unwrap_or(DEFAULT_SERVICE_MEMORY)).sum()
 }
 
 /// (MemAvailable, MemTotal) in bytes from /proc/meminfo.
 pub fn host_memory() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
-    };
+    let field = |name: &str| -> Option<u64> { text.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024) };
     Some((field("MemAvailable:")?, field("MemTotal:")?))
 }
 
@@ -82,14 +69,7 @@ struct Entry {
 
 fn write_ticket(path: &std::path::Path, demand: u64, admitted: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!(
-            "{}\n{demand}\n{}\n",
-            Owner::current().label(),
-            if admitted { "admitted" } else { "waiting" }
-        ),
-    )?;
+    std::fs::write(&tmp, format!("{}\n{demand}\n{}\n", Owner::current().label(), if admitted { "admitted" } else { "waiting" }))?;
     std::fs::rename(tmp, path)
 }
 
@@ -106,49 +86,30 @@ fn entries(dir: &std::path::Path) -> Vec<Entry> {
         }
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
         let mut lines = text.lines();
-        let alive = lines
-            .next()
-            .and_then(Owner::parse)
-            .is_some_and(|o| o.is_alive());
+        let alive = lines.next().and_then(Owner::parse).is_some_and(|o| o.is_alive());
         if !alive {
             let _ = std::fs::remove_file(e.path());
             continue;
         }
         let demand = lines.next().and_then(|d| d.parse().ok()).unwrap_or(0);
         let admitted = lines.next() == Some("admitted");
-        out.push(Entry {
-            name,
-            demand,
-            admitted,
-        });
+        out.push(Entry { name, demand, admitted });
     }
     out
 }
 
 /// Waits (or fails, with `no_wait`) until this plan may start. Keep the ticket until the environment exists, so
 /// the next waiter counts it.
-pub async fn admit<E: Engine>(
-    engine: &E,
-    state: &StateDir,
-    plan: &Plan,
-    policy: &Policy,
-    on_wait: &(dyn Fn(&str) + Sync),
-) -> Result<Ticket, AdmissionError> {
+pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy: &Policy, on_wait: &(dyn Fn(&str) + Sync)) -> Result<Ticket, AdmissionError> {
     let need = demand(plan);
     if let Some((_, total)) = host_memory()
         && need > total - total / 10
     {
-        return Err(AdmissionError::NeverFits {
-            need: need >> 20,
-            total: total >> 20,
-        });
+        return Err(AdmissionError::NeverFits { need: need >> 20, total: total >> 20 });
     }
     let dir = state.root.join("queue");
     std::fs::create_dir_all(&dir).map_err(|e| AdmissionError::Io(dir.clone(), e))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = format!("{nanos:024}-{}", std::process::id());
     let path = dir.join(&name);
     write_ticket(&path, need, false).map_err(|e| AdmissionError::Io(path.clone(), e))?;
@@ -159,29 +120,17 @@ pub async fn admit<E: Engine>(
         // Capacity must hold for this plan on top of everyone admitted and everyone waiting ahead (first come, first
         // served); admitted environments may be counted twice once they exist, which only errs on the safe side.
         let queue = entries(&dir);
-        let ahead: Vec<&Entry> = queue
-            .iter()
-            .filter(|e| !e.admitted && e.name < name)
-            .collect();
-        let admitted: Vec<&Entry> = queue
-            .iter()
-            .filter(|e| e.admitted && e.name != name)
-            .collect();
+        let ahead: Vec<&Entry> = queue.iter().filter(|e| !e.admitted && e.name < name).collect();
+        let admitted: Vec<&Entry> = queue.iter().filter(|e| e.admitted && e.name != name).collect();
         let running = if policy.max_envs > 0 {
             let now = reaper::now();
-            reaper::environments(engine)
-                .await?
-                .iter()
-                .filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept))
-                .count()
+            reaper::environments(engine).await?.iter().filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept)).count()
         } else {
             0
         };
         let reserved: u64 = ahead.iter().chain(admitted.iter()).map(|e| e.demand).sum();
         let usable = host_memory().map(|(avail, total)| avail.saturating_sub(total / 10));
-        let why = if policy.max_envs > 0
-            && running + admitted.len() + ahead.len() + 1 > policy.max_envs
-        {
+        let why = if policy.max_envs > 0 && running + admitted.len() + ahead.len() + 1 > policy.max_envs {
             Some(format!(
                 "{} ahead; {running} environments running and {} starting, at most {} allowed (--max-envs)",
                 ahead.len(),
@@ -199,18 +148,14 @@ pub async fn admit<E: Engine>(
             None
         };
         let Some(why) = why else {
-            write_ticket(&ticket.path, need, true)
-                .map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
+            write_ticket(&ticket.path, need, true).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
             return Ok(ticket);
         };
         if policy.no_wait {
             return Err(AdmissionError::NoCapacity { why });
         }
         if started.elapsed() >= policy.timeout {
-            return Err(AdmissionError::Timeout {
-                waited: started.elapsed(),
-                why,
-            });
+            return Err(AdmissionError::Timeout { waited: started.elapsed(), why });
         }
         if why != last_said {
             on_wait(&format!("waiting for capacity ({why})"));

@@ -11,10 +11,7 @@ pub const FILE_NAME: &str = "orch.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
@@ -64,38 +61,20 @@ impl ProjectConfig {
                 p
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let mut cfg: ProjectConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let mut cfg: ProjectConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
         cfg.dir = std::path::absolute(path.parent().unwrap_or(Path::new("."))).unwrap_or_default();
         if let Some(k) = &cfg.env_kind {
-            k.parse::<crate::plan::EnvKind>()
-                .map_err(|m| ConfigError::Invalid {
-                    path: path.clone(),
-                    message: format!("env-kind: {m}"),
-                })?;
+            k.parse::<crate::plan::EnvKind>().map_err(|m| ConfigError::Invalid { path: path.clone(), message: format!("env-kind: {m}") })?;
         }
         for p in &cfg.pools {
-            p.parse::<ipnet::Ipv4Net>()
-                .map_err(|_| ConfigError::Invalid {
-                    path: path.clone(),
-                    message: format!("pools: {p:?} is not an IPv4 CIDR"),
-                })?;
+            p.parse::<ipnet::Ipv4Net>().map_err(|_| ConfigError::Invalid { path: path.clone(), message: format!("pools: {p:?} is not an IPv4 CIDR") })?;
         }
         Ok(Some(cfg))
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.dir.join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
     }
 
     /// Plugin references in order; relative paths are taken from orch.toml's folder.
@@ -105,11 +84,8 @@ impl ProjectConfig {
             .map(|p| {
                 let r = crate::plugins::PluginRef::parse(&p.use_);
                 match r {
-                    crate::plugins::PluginRef::Path(path) => {
-                        self.resolve(&path).display().to_string()
-                    }
-                    crate::plugins::PluginRef::Builtin(name)
-                    | crate::plugins::PluginRef::Oci(name) => name,
+                    crate::plugins::PluginRef::Path(path) => self.resolve(&path).display().to_string(),
+                    crate::plugins::PluginRef::Builtin(name) | crate::plugins::PluginRef::Oci(name) => name,
                 }
             })
             .collect()
@@ -122,10 +98,7 @@ impl ProjectConfig {
             .filter_map(|p| {
                 let settings = p.settings.as_ref()?;
                 let name = crate::plugins::PluginRef::parse(&p.use_).display_name();
-                Some((
-                    name,
-                    serde_json::to_value(settings).expect("TOML tables convert to JSON"),
-                ))
+                Some((name, serde_json::to_value(settings).expect("TOML tables convert to JSON")))
             })
             .collect()
     }
@@ -146,25 +119,11 @@ mod tests {
         let cfg = ProjectConfig::find(None, dir.path()).unwrap().unwrap();
         assert_eq!(cfg.max_envs, Some(4));
         assert_eq!(cfg.plugin_refs()[0], "port-ranges");
-        assert!(
-            cfg.plugin_refs()[1].ends_with("p/mine.wasm") && cfg.plugin_refs()[1].starts_with('/')
-        );
-        assert_eq!(
-            cfg.plugin_settings()["port-ranges"]["kinds"]["test"]["range"],
-            "30000-30100"
-        );
+        assert!(cfg.plugin_refs()[1].ends_with("p/mine.wasm") && cfg.plugin_refs()[1].starts_with('/'));
+        assert_eq!(cfg.plugin_settings()["port-ranges"]["kinds"]["test"]["range"], "30000-30100");
         std::fs::write(dir.path().join(FILE_NAME), "fils = [\"x\"]\n").unwrap();
-        let err = ProjectConfig::find(None, dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("orch.toml") && err.contains("unknown field `fils`"),
-            "{err}"
-        );
-        assert!(
-            ProjectConfig::find(None, &dir.path().join("nowhere"))
-                .unwrap()
-                .is_none()
-        );
+        let err = ProjectConfig::find(None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("orch.toml") && err.contains("unknown field `fils`"), "{err}");
+        assert!(ProjectConfig::find(None, &dir.path().join("nowhere")).unwrap().is_none());
     }
 }

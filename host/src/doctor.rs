@@ -24,18 +24,8 @@ pub struct Check {
     pub hint: Option<String>,
 }
 
-fn check(
-    name: &'static str,
-    status: Status,
-    detail: impl Into<String>,
-    hint: Option<&str>,
-) -> Check {
-    Check {
-        name,
-        status,
-        detail: detail.into(),
-        hint: hint.map(String::from),
-    }
+fn check(name: &'static str, status: Status, detail: impl Into<String>, hint: Option<&str>) -> Check {
+    Check { name, status, detail: detail.into(), hint: hint.map(String::from) }
 }
 
 /// Free subnets of `prefix` in `pools`, given what is taken.
@@ -53,21 +43,12 @@ pub fn headroom(pools: &[Ipv4Net], taken: &[Ipv4Net], prefix: u8) -> (usize, usi
     (free, total)
 }
 
-pub async fn run(
-    engine: Result<DockerEngine, crate::engine::EngineError>,
-    state: &StateDir,
-    pools: &[Ipv4Net],
-) -> Vec<Check> {
+pub async fn run(engine: Result<DockerEngine, crate::engine::EngineError>, state: &StateDir, pools: &[Ipv4Net]) -> Vec<Check> {
     let mut out = vec![];
     let engine = match engine {
         Ok(e) => e,
         Err(e) => {
-            out.push(check(
-                "engine",
-                Status::Fail,
-                e.to_string(),
-                Some("start the Docker daemon (systemctl start docker) or set DOCKER_HOST"),
-            ));
+            out.push(check("engine", Status::Fail, e.to_string(), Some("start the Docker daemon (systemctl start docker) or set DOCKER_HOST")));
             return out;
         }
     };
@@ -75,19 +56,10 @@ pub async fn run(
         Ok(v) => out.push(check(
             "engine",
             Status::Ok,
-            format!(
-                "Docker {} (API {}, negotiated)",
-                v.version.unwrap_or_default(),
-                v.api_version.unwrap_or_default()
-            ),
+            format!("Docker {} (API {}, negotiated)", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()),
             None,
         )),
-        Err(e) => out.push(check(
-            "engine",
-            Status::Fail,
-            e.to_string(),
-            Some("check the daemon's logs"),
-        )),
+        Err(e) => out.push(check("engine", Status::Fail, e.to_string(), Some("check the daemon's logs"))),
     }
     match crate::engine::gather_facts(&engine).await {
         Ok(facts) => {
@@ -103,34 +75,24 @@ pub async fn run(
             out.push(check(
                 "address pool",
                 status,
-                format!("{free} of {total} /24 subnets free in {} ({} networks and routes in use on the host)", pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "), taken.len()),
+                format!(
+                    "{free} of {total} /24 subnets free in {} ({} networks and routes in use on the host)",
+                    pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                    taken.len()
+                ),
                 (status != Status::Ok).then_some("remove stale environments with `orch gc`, or add a pool with --pool CIDR"),
             ));
-            out.push(check(
-                "host ports",
-                Status::Ok,
-                format!(
-                    "{} host ports in use by containers and listeners",
-                    facts.taken_host_ports.len()
-                ),
-                None,
-            ));
+            out.push(check("host ports", Status::Ok, format!("{} host ports in use by containers and listeners", facts.taken_host_ports.len()), None));
         }
         Err(e) => out.push(check("address pool", Status::Fail, e.to_string(), None)),
     }
     if let Some((avail, total)) = crate::admission::host_memory() {
-        let status = if avail < total / 10 {
-            Status::Warn
-        } else {
-            Status::Ok
-        };
+        let status = if avail < total / 10 { Status::Warn } else { Status::Ok };
         out.push(check(
             "memory",
             status,
             format!("{} MiB available of {} MiB", avail >> 20, total >> 20),
-            (status != Status::Ok).then_some(
-                "stop environments (`orch ps`, `orch down`) or cap them with --max-envs",
-            ),
+            (status != Status::Ok).then_some("stop environments (`orch ps`, `orch down`) or cap them with --max-envs"),
         ));
     }
     match reaper::environments(&engine).await {
@@ -145,12 +107,7 @@ pub async fn run(
                 .collect();
             let live = envs.len() - orphans.len();
             if orphans.is_empty() {
-                out.push(check(
-                    "leaks",
-                    Status::Ok,
-                    format!("{live} environments, no orphaned resources"),
-                    None,
-                ));
+                out.push(check("leaks", Status::Ok, format!("{live} environments, no orphaned resources"), None));
             } else {
                 out.push(check(
                     "leaks",
@@ -178,49 +135,21 @@ fn state_checks(state: &StateDir) -> Vec<Check> {
             };
             if matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)) {
                 let holder = std::fs::read_to_string(e.path()).unwrap_or_default();
-                held.push(format!(
-                    "{}: {}",
-                    e.file_name().to_string_lossy().trim_end_matches(".lock"),
-                    holder.trim()
-                ));
+                held.push(format!("{}: {}", e.file_name().to_string_lossy().trim_end_matches(".lock"), holder.trim()));
             }
         }
     }
-    out.push(check(
-        "locks",
-        Status::Ok,
-        if held.is_empty() {
-            "no environment is locked".to_string()
-        } else {
-            format!("held: {}", held.join("; "))
-        },
-        None,
-    ));
+    out.push(check("locks", Status::Ok, if held.is_empty() { "no environment is locked".to_string() } else { format!("held: {}", held.join("; ")) }, None));
     let path = state.root.join("allocations.json");
     match std::fs::read(&path) {
-        Err(_) => out.push(check(
-            "state",
-            Status::Ok,
-            format!("{} (no in-flight allocations)", state.root.display()),
-            None,
-        )),
+        Err(_) => out.push(check("state", Status::Ok, format!("{} (no in-flight allocations)", state.root.display()), None)),
         Ok(bytes) => match serde_json::from_slice::<crate::state::Allocations>(&bytes) {
             Ok(a) => {
-                let stale = a
-                    .envs
-                    .values()
-                    .filter(|e| {
-                        !crate::lifecycle::Owner::parse(&e.owner).is_some_and(|o| o.is_alive())
-                    })
-                    .count();
+                let stale = a.envs.values().filter(|e| !crate::lifecycle::Owner::parse(&e.owner).is_some_and(|o| o.is_alive())).count();
                 out.push(check(
                     "state",
                     Status::Ok,
-                    format!(
-                        "{}: {} reservations ({stale} of dead owners, dropped on next use)",
-                        state.root.display(),
-                        a.envs.len()
-                    ),
+                    format!("{}: {} reservations ({stale} of dead owners, dropped on next use)", state.root.display(), a.envs.len()),
                     None,
                 ));
             }
@@ -240,10 +169,7 @@ mod tests {
     #[test]
     fn headroom_counts_free_subnets() {
         let pools = vec!["10.192.0.0/22".parse().unwrap()];
-        let taken = vec![
-            "10.192.1.0/24".parse().unwrap(),
-            "172.17.0.0/16".parse().unwrap(),
-        ];
+        let taken = vec!["10.192.1.0/24".parse().unwrap(), "172.17.0.0/16".parse().unwrap()];
         assert_eq!(super::headroom(&pools, &taken, 24), (3, 4));
     }
 }

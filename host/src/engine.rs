@@ -11,9 +11,7 @@ use crate::facts::Facts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error(
-        "cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?"
-    )]
+    #[error("cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?")]
     Unreachable(String),
     #[error("the Docker engine did not answer within {0:?}")]
     Timeout(Duration),
@@ -205,68 +203,32 @@ pub type LabelFilter = Vec<String>;
 
 /// What orch needs from a container engine.
 pub trait Engine: Send + Sync {
-    fn list_networks(
-        &self,
-    ) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
-    fn list_containers(
-        &self,
-    ) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
+    fn list_networks(&self) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
+    fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
     fn list_images(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Networks carrying all of these labels (`key=value` or `key`).
-    fn networks_labelled(
-        &self,
-        labels: &LabelFilter,
-    ) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
-    fn containers_labelled(
-        &self,
-        labels: &LabelFilter,
-    ) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
+    fn networks_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
+    fn containers_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
     /// (name, labels) of volumes carrying all of these labels.
-    fn volumes_labelled(
-        &self,
-        labels: &LabelFilter,
-    ) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
+    fn volumes_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn build_image(&self, spec: BuildSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn create_network(
-        &self,
-        spec: &NetworkSpec,
-    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
     /// Disconnects every endpoint, then removes; a missing network is success.
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn inspect_network(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
-    fn create_volume(
-        &self,
-        spec: &VolumeSpec,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn inspect_network(&self, name: &str) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
+    fn create_volume(&self, spec: &VolumeSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Creates the container, connects its other networks and copies its files in; it is not started.
-    fn create_container(
-        &self,
-        spec: &ContainerSpec,
-    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Stops gracefully; without `timeout_s` the container's own stop timeout (`stop_grace_period`) applies.
-    fn stop_container(
-        &self,
-        id: &str,
-        timeout_s: Option<i64>,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Force-removes with anonymous volumes; a missing container is success.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn inspect_container(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
+    fn inspect_container(&self, id: &str) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
     /// The container's output so far as (is_stderr, line).
-    fn logs(
-        &self,
-        id: &str,
-        tail: Option<usize>,
-    ) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
+    fn logs(&self, id: &str, tail: Option<usize>) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
     /// Streams the container's output to `sink` (is_stderr, line) until it stops (or forever with `follow`).
     fn stream_logs(
         &self,
@@ -276,11 +238,7 @@ pub trait Engine: Send + Sync {
         sink: &(dyn Fn(bool, &str) + Sync),
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Runs a command in the container; returns its exit code and combined output.
-    fn exec(
-        &self,
-        id: &str,
-        cmd: &[String],
-    ) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
+    fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
 }
 
 /// Docker through bollard, with the API version negotiated (Debian's engine speaks 1.41).
@@ -312,21 +270,15 @@ fn gone_is_done(r: Result<(), EngineError>) -> Result<(), EngineError> {
 /// name conflicts.
 fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ {
     move |e| match &e {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        } => EngineError::NotFound(what.to_string()),
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 409,
-            message,
-        } => EngineError::Conflict(format!("{what}: {message}")),
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => EngineError::NotFound(what.to_string()),
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message } => EngineError::Conflict(format!("{what}: {message}")),
         _ => EngineError::Api(format!("{what}: {e}")),
     }
 }
 
 impl DockerEngine {
     pub async fn connect() -> Result<DockerEngine, EngineError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
         let timeout = Duration::from_secs(5);
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
@@ -353,72 +305,36 @@ impl Engine for DockerEngine {
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .build();
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).build();
         let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
         Ok(list.into_iter().map(container_summary).collect())
     }
 
     async fn list_images(&self) -> Result<Vec<String>, EngineError> {
-        let list = self
-            .docker
-            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
-            .await
-            .map_err(api)?;
-        Ok(list
-            .into_iter()
-            .flat_map(|i| i.repo_tags)
-            .filter(|t| t != "<none>:<none>")
-            .collect())
+        let list = self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.map_err(api)?;
+        Ok(list.into_iter().flat_map(|i| i.repo_tags).filter(|t| t != "<none>:<none>").collect())
     }
 
-    async fn networks_labelled(
-        &self,
-        labels: &LabelFilter,
-    ) -> Result<Vec<NetworkSummary>, EngineError> {
-        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
-            .filters(&label_filters(labels))
-            .build();
+    async fn networks_labelled(&self, labels: &LabelFilter) -> Result<Vec<NetworkSummary>, EngineError> {
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&label_filters(labels)).build();
         let nets = self.docker.list_networks(Some(opts)).await.map_err(api)?;
         Ok(nets.into_iter().map(network_summary).collect())
     }
 
-    async fn containers_labelled(
-        &self,
-        labels: &LabelFilter,
-    ) -> Result<Vec<ContainerSummary>, EngineError> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&label_filters(labels))
-            .build();
+    async fn containers_labelled(&self, labels: &LabelFilter) -> Result<Vec<ContainerSummary>, EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&label_filters(labels)).build();
         let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
         Ok(list.into_iter().map(container_summary).collect())
     }
 
-    async fn volumes_labelled(
-        &self,
-        labels: &LabelFilter,
-    ) -> Result<Vec<(String, BTreeMap<String, String>)>, EngineError> {
-        let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default()
-            .filters(&label_filters(labels))
-            .build();
+    async fn volumes_labelled(&self, labels: &LabelFilter) -> Result<Vec<(String, BTreeMap<String, String>)>, EngineError> {
+        let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&label_filters(labels)).build();
         let list = self.docker.list_volumes(Some(opts)).await.map_err(api)?;
-        Ok(list
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| (v.name, v.labels.into_iter().collect()))
-            .collect())
+        Ok(list.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels.into_iter().collect())).collect())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match self
-            .docker
-            .inspect_image(image)
-            .await
-            .map_err(classify(image))
-        {
+        match self.docker.inspect_image(image).await.map_err(classify(image)) {
             Ok(_) => Ok(true),
             Err(EngineError::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -456,23 +372,13 @@ impl Engine for DockerEngine {
         if spec.pull {
             opts = opts.pull("1");
         }
-        let mut stream = self.docker.build_image(
-            opts.build(),
-            None,
-            Some(bollard::body_full(spec.context.into())),
-        );
+        let mut stream = self.docker.build_image(opts.build(), None, Some(bollard::body_full(spec.context.into())));
         let mut tail: Vec<String> = vec![];
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| EngineError::Build {
-                image: spec.tag.clone(),
-                message: e.to_string(),
-            })?;
+            let info = item.map_err(|e| EngineError::Build { image: spec.tag.clone(), message: e.to_string() })?;
             if let Some(detail) = info.error_detail {
                 let message = detail.message.unwrap_or_default();
-                return Err(EngineError::Build {
-                    image: spec.tag.clone(),
-                    message: format!("{message}\n{}", tail.join("")),
-                });
+                return Err(EngineError::Build { image: spec.tag.clone(), message: format!("{message}\n{}", tail.join("")) });
             }
             if let Some(line) = info.stream {
                 tail.push(line);
@@ -505,69 +411,32 @@ impl Engine for DockerEngine {
             labels: Some(spec.labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_network(req)
-            .await
-            .map_err(classify(&format!("network {}", spec.name)))?;
+        let created = self.docker.create_network(req).await.map_err(classify(&format!("network {}", spec.name)))?;
         Ok(created.id)
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         let what = format!("network {name}");
-        let net = match self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-            .map_err(classify(&what))
-        {
+        let net = match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(classify(&what)) {
             Ok(n) => n,
             Err(EngineError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
         // Stragglers (containers someone attached by hand) would make the removal fail: disconnect them first.
         for id in net.containers.unwrap_or_default().keys() {
-            let req = bollard::models::NetworkDisconnectRequest {
-                container: id.clone(),
-                force: Some(true),
-            };
-            gone_is_done(
-                self.docker
-                    .disconnect_network(name, req)
-                    .await
-                    .map_err(classify(&what)),
-            )?;
+            let req = bollard::models::NetworkDisconnectRequest { container: id.clone(), force: Some(true) };
+            gone_is_done(self.docker.disconnect_network(name, req).await.map_err(classify(&what)))?;
         }
-        gone_is_done(
-            self.docker
-                .remove_network(name)
-                .await
-                .map_err(classify(&what)),
-        )
+        gone_is_done(self.docker.remove_network(name).await.map_err(classify(&what)))
     }
 
     async fn inspect_network(&self, name: &str) -> Result<NetworkSummary, EngineError> {
-        let n = self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-            .map_err(classify(&format!("network {name}")))?;
+        let n =
+            self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(classify(&format!("network {name}")))?;
         Ok(NetworkSummary {
             id: n.id.unwrap_or_default(),
             name: n.name.unwrap_or_default(),
-            subnets: n
-                .ipam
-                .and_then(|i| i.config)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|c| c.subnet)
-                .collect(),
+            subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
             labels: n.labels.unwrap_or_default().into_iter().collect(),
         })
     }
@@ -580,38 +449,19 @@ impl Engine for DockerEngine {
             labels: Some(spec.labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        self.docker
-            .create_volume(req)
-            .await
-            .map_err(classify(&format!("volume {}", spec.name)))?;
+        self.docker.create_volume(req).await.map_err(classify(&format!("volume {}", spec.name)))?;
         Ok(())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
-            .force(true)
-            .build();
-        gone_is_done(
-            self.docker
-                .remove_volume(name, Some(opts))
-                .await
-                .map_err(classify(&format!("volume {name}"))),
-        )
+        let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default().force(true).build();
+        gone_is_done(self.docker.remove_volume(name, Some(opts)).await.map_err(classify(&format!("volume {name}"))))
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         let what = format!("container {}", spec.name);
         let version = self.api_version();
-        if spec.mounts.iter().any(|m| {
-            matches!(
-                m,
-                MountSpec::Volume {
-                    subpath: Some(_),
-                    ..
-                }
-            )
-        }) && version < api::VOLUME_SUBPATH
-        {
+        if spec.mounts.iter().any(|m| matches!(m, MountSpec::Volume { subpath: Some(_), .. })) && version < api::VOLUME_SUBPATH {
             return Err(EngineError::Api(format!(
                 "{what}: a volume `subpath` needs Docker API {}.{}; this engine speaks {}.{} (mount the whole volume, or upgrade the engine)",
                 api::VOLUME_SUBPATH.0,
@@ -621,47 +471,26 @@ impl Engine for DockerEngine {
             )));
         }
         let body = container_body(spec, version >= api::START_INTERVAL);
-        let mut opts =
-            bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&spec.name);
+        let mut opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&spec.name);
         if let Some(p) = &spec.runtime.platform {
             opts = opts.platform(p);
         }
-        let created = self
-            .docker
-            .create_container(Some(opts.build()), body)
-            .await
-            .map_err(classify(&what))?;
+        let created = self.docker.create_container(Some(opts.build()), body).await.map_err(classify(&what))?;
         // API 1.41 attaches one network at creation; the others are connected before start.
         for ep in spec.endpoints.iter().skip(1) {
-            let req = bollard::models::NetworkConnectRequest {
-                container: created.id.clone(),
-                endpoint_config: Some(endpoint_settings(ep)),
-            };
-            self.docker
-                .connect_network(&ep.network, req)
-                .await
-                .map_err(classify(&format!("network {}", ep.network)))?;
+            let req = bollard::models::NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint_settings(ep)) };
+            self.docker.connect_network(&ep.network, req).await.map_err(classify(&format!("network {}", ep.network)))?;
         }
         if !spec.files.is_empty() {
-            let tar = files_tar(&spec.files).map_err(|e| {
-                EngineError::Api(format!("{what}: cannot pack its secrets and configs: {e}"))
-            })?;
-            let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
-                .path("/")
-                .build();
-            self.docker
-                .upload_to_container(&created.id, Some(opts), bollard::body_full(tar.into()))
-                .await
-                .map_err(classify(&what))?;
+            let tar = files_tar(&spec.files).map_err(|e| EngineError::Api(format!("{what}: cannot pack its secrets and configs: {e}")))?;
+            let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path("/").build();
+            self.docker.upload_to_container(&created.id, Some(opts), bollard::body_full(tar.into())).await.map_err(classify(&what))?;
         }
         Ok(created.id)
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(classify(&format!("container {id}")))
+        self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(classify(&format!("container {id}")))
     }
 
     async fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> Result<(), EngineError> {
@@ -670,12 +499,7 @@ impl Engine for DockerEngine {
             opts = opts.t(t as i32);
         }
         let opts = opts.build();
-        match self
-            .docker
-            .stop_container(id, Some(opts))
-            .await
-            .map_err(classify(&format!("container {id}")))
-        {
+        match self.docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
             Ok(()) => Ok(()),
             // 304: already stopped.
             Err(EngineError::Api(m)) if m.contains("304") => Ok(()),
@@ -684,16 +508,8 @@ impl Engine for DockerEngine {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match gone_is_done(
-            self.docker
-                .remove_container(id, Some(opts))
-                .await
-                .map_err(classify(&format!("container {id}"))),
-        ) {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match gone_is_done(self.docker.remove_container(id, Some(opts)).await.map_err(classify(&format!("container {id}")))) {
             // "removal already in progress" is success too.
             Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
             other => other,
@@ -703,10 +519,7 @@ impl Engine for DockerEngine {
     async fn inspect_container(&self, id: &str) -> Result<ContainerState, EngineError> {
         let c = self
             .docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
             .await
             .map_err(classify(&format!("container {id}")))?;
         let state = c.state.unwrap_or_default();
@@ -733,31 +546,20 @@ impl Engine for DockerEngine {
         ports.sort();
         let config = c.config.unwrap_or_default();
         let ns_to_ms = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| (n / 1_000_000) as u64);
-        let healthcheck = config
-            .healthcheck
-            .filter(|h| h.test.as_ref().is_some_and(|t| !t.is_empty()))
-            .map(|h| orch_compose::Healthcheck {
-                test: h.test.unwrap_or_default(),
-                interval_ms: ns_to_ms(h.interval),
-                timeout_ms: ns_to_ms(h.timeout),
-                retries: h.retries.map(|r| r as u32),
-                start_period_ms: ns_to_ms(h.start_period),
-                start_interval_ms: ns_to_ms(h.start_interval),
-            });
+        let healthcheck = config.healthcheck.filter(|h| h.test.as_ref().is_some_and(|t| !t.is_empty())).map(|h| orch_compose::Healthcheck {
+            test: h.test.unwrap_or_default(),
+            interval_ms: ns_to_ms(h.interval),
+            timeout_ms: ns_to_ms(h.timeout),
+            retries: h.retries.map(|r| r as u32),
+            start_period_ms: ns_to_ms(h.start_period),
+            start_interval_ms: ns_to_ms(h.start_interval),
+        });
         Ok(ContainerState {
             id: c.id.unwrap_or_default(),
-            name: c
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
+            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             exit_code: state.exit_code,
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map(|s| s.to_string())
-                .filter(|s| !s.is_empty() && s != "none"),
+            health: state.health.and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none"),
             ports,
             addresses,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
@@ -766,11 +568,7 @@ impl Engine for DockerEngine {
         })
     }
 
-    async fn logs(
-        &self,
-        id: &str,
-        tail: Option<usize>,
-    ) -> Result<Vec<(bool, String)>, EngineError> {
+    async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<(bool, String)>, EngineError> {
         use futures_util::StreamExt;
         let opts = bollard::query_parameters::LogsOptionsBuilder::default()
             .stdout(true)
@@ -790,13 +588,7 @@ impl Engine for DockerEngine {
         Ok(out)
     }
 
-    async fn stream_logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<usize>,
-        sink: &(dyn Fn(bool, &str) + Sync),
-    ) -> Result<(), EngineError> {
+    async fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> Result<(), EngineError> {
         use futures_util::StreamExt;
         let opts = bollard::query_parameters::LogsOptionsBuilder::default()
             .stdout(true)
@@ -818,26 +610,10 @@ impl Engine for DockerEngine {
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String), EngineError> {
         use futures_util::StreamExt;
         let what = format!("container {id}");
-        let cfg = bollard::models::ExecConfig {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(cmd.to_vec()),
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(id, cfg)
-            .await
-            .map_err(classify(&what))?;
+        let cfg = bollard::models::ExecConfig { attach_stdout: Some(true), attach_stderr: Some(true), cmd: Some(cmd.to_vec()), ..Default::default() };
+        let exec = self.docker.create_exec(id, cfg).await.map_err(classify(&what))?;
         let mut output = String::new();
-        if let bollard::exec::StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(classify(&what))?
-        {
+        if let bollard::exec::StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(classify(&what))? {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(classify(&what))?;
                 if output.len() < 64 << 10 {
@@ -845,11 +621,7 @@ impl Engine for DockerEngine {
                 }
             }
         }
-        let info = self
-            .docker
-            .inspect_exec(&exec.id)
-            .await
-            .map_err(classify(&what))?;
+        let info = self.docker.inspect_exec(&exec.id).await.map_err(classify(&what))?;
         Ok((info.exit_code.unwrap_or(-1), output))
     }
 }
@@ -862,13 +634,7 @@ fn network_summary(n: bollard::models::Network) -> NetworkSummary {
     NetworkSummary {
         id: n.id.unwrap_or_default(),
         name: n.name.unwrap_or_default(),
-        subnets: n
-            .ipam
-            .and_then(|i| i.config)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| c.subnet)
-            .collect(),
+        subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
         labels: n.labels.unwrap_or_default().into_iter().collect(),
     }
 }
@@ -876,25 +642,14 @@ fn network_summary(n: bollard::models::Network) -> NetworkSummary {
 fn container_summary(c: bollard::models::ContainerSummary) -> ContainerSummary {
     ContainerSummary {
         id: c.id.unwrap_or_default(),
-        name: c
-            .names
-            .unwrap_or_default()
-            .first()
-            .map(|n| n.trim_start_matches('/').to_string())
-            .unwrap_or_default(),
+        name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
         state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
         published: c
             .ports
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|p| {
-                Some((
-                    p.public_port?,
-                    p.private_port,
-                    p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into()),
-                ))
-            })
+            .filter_map(|p| Some((p.public_port?, p.private_port, p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into()))))
             .collect(),
     }
 }
@@ -911,11 +666,7 @@ fn files_tar(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
         header.set_gid(f.gid);
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(
-            &mut header,
-            f.target.trim_start_matches('/'),
-            f.content.as_slice(),
-        )?;
+        builder.append_data(&mut header, f.target.trim_start_matches('/'), f.content.as_slice())?;
     }
     builder.into_inner()
 }
@@ -924,13 +675,7 @@ fn endpoint_settings(ep: &Endpoint) -> bollard::models::EndpointSettings {
     bollard::models::EndpointSettings {
         aliases: Some(ep.aliases.clone()),
         links: (!ep.links.is_empty()).then(|| ep.links.clone()),
-        ipam_config: ep
-            .ipv4_address
-            .as_ref()
-            .map(|ip| bollard::models::EndpointIpamConfig {
-                ipv4_address: Some(ip.clone()),
-                ..Default::default()
-            }),
+        ipam_config: ep.ipv4_address.as_ref().map(|ip| bollard::models::EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -948,21 +693,12 @@ fn opt_map(m: &BTreeMap<String, String>) -> Option<std::collections::HashMap<Str
 }
 
 fn mounts_and_binds(spec: &ContainerSpec) -> (Vec<bollard::models::Mount>, Vec<String>) {
-    use bollard::models::{
-        Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
-        MountVolumeOptions,
-    };
+    use bollard::models::{Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType, MountVolumeOptions};
     let mut mounts = vec![];
     let mut binds = vec![];
     for m in &spec.mounts {
         match m {
-            MountSpec::Volume {
-                source,
-                target,
-                read_only,
-                nocopy,
-                subpath,
-            } => mounts.push(Mount {
+            MountSpec::Volume { source, target, read_only, nocopy, subpath } => mounts.push(Mount {
                 typ: Some(MountType::VOLUME),
                 source: source.clone(),
                 target: Some(target.clone()),
@@ -974,35 +710,11 @@ fn mounts_and_binds(spec: &ContainerSpec) -> (Vec<bollard::models::Mount>, Vec<S
                 }),
                 ..Default::default()
             }),
-            MountSpec::Bind {
-                source,
-                target,
-                read_only,
-                propagation,
-                selinux,
-                create_host_path,
-            } if *create_host_path || selinux.is_some() => {
-                let opts: Vec<&str> = [
-                    read_only.then_some("ro"),
-                    selinux.as_deref(),
-                    propagation.as_deref(),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                binds.push(if opts.is_empty() {
-                    format!("{source}:{target}")
-                } else {
-                    format!("{source}:{target}:{}", opts.join(","))
-                });
+            MountSpec::Bind { source, target, read_only, propagation, selinux, create_host_path } if *create_host_path || selinux.is_some() => {
+                let opts: Vec<&str> = [read_only.then_some("ro"), selinux.as_deref(), propagation.as_deref()].into_iter().flatten().collect();
+                binds.push(if opts.is_empty() { format!("{source}:{target}") } else { format!("{source}:{target}:{}", opts.join(",")) });
             }
-            MountSpec::Bind {
-                source,
-                target,
-                read_only,
-                propagation,
-                ..
-            } => mounts.push(Mount {
+            MountSpec::Bind { source, target, read_only, propagation, .. } => mounts.push(Mount {
                 typ: Some(MountType::BIND),
                 source: Some(source.clone()),
                 target: Some(target.clone()),
@@ -1035,19 +747,12 @@ fn mounts_and_binds(spec: &ContainerSpec) -> (Vec<bollard::models::Mount>, Vec<S
     (mounts, binds)
 }
 
-fn container_body(
-    spec: &ContainerSpec,
-    start_interval: bool,
-) -> bollard::models::ContainerCreateBody {
+fn container_body(spec: &ContainerSpec, start_interval: bool) -> bollard::models::ContainerCreateBody {
     use bollard::models::{
-        DeviceMapping, DeviceRequest, HostConfig, HostConfigCgroupnsModeEnum,
-        HostConfigIsolationEnum, HostConfigLogConfig, ResourcesBlkioWeightDevice, ResourcesUlimits,
-        RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
+        DeviceMapping, DeviceRequest, HostConfig, HostConfigCgroupnsModeEnum, HostConfigIsolationEnum, HostConfigLogConfig, ResourcesBlkioWeightDevice,
+        ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
     };
-    let mut port_bindings: std::collections::HashMap<
-        String,
-        Option<Vec<bollard::models::PortBinding>>,
-    > = std::collections::HashMap::new();
+    let mut port_bindings: std::collections::HashMap<String, Option<Vec<bollard::models::PortBinding>>> = std::collections::HashMap::new();
     for p in &spec.ports {
         // An engine-picked port on no particular address is bound on IPv4 only: the engine picks the IPv4 and the
         // IPv6 port independently, so `[::1]:PORT` could be another environment's service.
@@ -1060,10 +765,7 @@ fn container_body(
             .or_insert_with(|| Some(vec![]))
             .as_mut()
             .expect("some")
-            .push(bollard::models::PortBinding {
-                host_ip,
-                host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
-            });
+            .push(bollard::models::PortBinding { host_ip, host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()) });
     }
     let (mounts, binds) = mounts_and_binds(spec);
     let restart = spec.restart.as_deref().map(|r| RestartPolicy {
@@ -1073,23 +775,11 @@ fn container_body(
             r if r.starts_with("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
             _ => RestartPolicyNameEnum::NO,
         }),
-        maximum_retry_count: spec
-            .restart
-            .as_deref()
-            .and_then(|r| r.strip_prefix("on-failure:"))
-            .and_then(|n| n.parse().ok()),
+        maximum_retry_count: spec.restart.as_deref().and_then(|r| r.strip_prefix("on-failure:")).and_then(|n| n.parse().ok()),
     });
     let rt = &spec.runtime;
     let throttle = |list: &[(String, u64)]| {
-        opt_vec(
-            &list
-                .iter()
-                .map(|(path, rate)| ThrottleDevice {
-                    path: Some(path.clone()),
-                    rate: Some(*rate as i64),
-                })
-                .collect::<Vec<_>>(),
-        )
+        opt_vec(&list.iter().map(|(path, rate)| ThrottleDevice { path: Some(path.clone()), rate: Some(*rate as i64) }).collect::<Vec<_>>())
     };
     let blkio = rt.blkio.clone().unwrap_or_default();
     let host_config = HostConfig {
@@ -1109,24 +799,14 @@ fn container_body(
         mounts: Some(mounts),
         binds: opt_vec(&binds),
         restart_policy: restart,
-        log_config: spec.log_driver.as_ref().map(|(d, o)| HostConfigLogConfig {
-            typ: Some(d.clone()),
-            config: Some(o.clone().into_iter().collect()),
-        }),
+        log_config: spec.log_driver.as_ref().map(|(d, o)| HostConfigLogConfig { typ: Some(d.clone()), config: Some(o.clone().into_iter().collect()) }),
         network_mode: spec.network_mode.clone(),
         volumes_from: opt_vec(&spec.volumes_from),
         cap_add: opt_vec(&rt.cap_add),
         cap_drop: opt_vec(&rt.cap_drop),
         init: rt.init,
         ulimits: opt_vec(
-            &rt.ulimits
-                .iter()
-                .map(|(name, l)| ResourcesUlimits {
-                    name: Some(name.clone()),
-                    soft: Some(l.soft),
-                    hard: Some(l.hard),
-                })
-                .collect::<Vec<_>>(),
+            &rt.ulimits.iter().map(|(name, l)| ResourcesUlimits { name: Some(name.clone()), soft: Some(l.soft), hard: Some(l.hard) }).collect::<Vec<_>>(),
         ),
         shm_size: rt.shm_size.map(|s| s as i64),
         sysctls: opt_map(&rt.sysctls),
@@ -1165,13 +845,7 @@ fn container_body(
         pid_mode: rt.pid.clone(),
         uts_mode: rt.uts.clone(),
         userns_mode: rt.userns_mode.clone(),
-        cgroupns_mode: rt.cgroup.as_deref().map(|c| {
-            if c == "host" {
-                HostConfigCgroupnsModeEnum::HOST
-            } else {
-                HostConfigCgroupnsModeEnum::PRIVATE
-            }
-        }),
+        cgroupns_mode: rt.cgroup.as_deref().map(|c| if c == "host" { HostConfigCgroupnsModeEnum::HOST } else { HostConfigCgroupnsModeEnum::PRIVATE }),
         cgroup_parent: rt.cgroup_parent.clone(),
         group_add: opt_vec(&rt.group_add),
         oom_score_adj: rt.oom_score_adj,
@@ -1188,14 +862,7 @@ fn container_body(
         cpu_percent: rt.cpu_percent,
         blkio_weight: blkio.weight,
         blkio_weight_device: opt_vec(
-            &blkio
-                .weight_device
-                .iter()
-                .map(|(path, w)| ResourcesBlkioWeightDevice {
-                    path: Some(path.clone()),
-                    weight: Some(*w as usize),
-                })
-                .collect::<Vec<_>>(),
+            &blkio.weight_device.iter().map(|(path, w)| ResourcesBlkioWeightDevice { path: Some(path.clone()), weight: Some(*w as usize) }).collect::<Vec<_>>(),
         ),
         blkio_device_read_bps: throttle(&blkio.device_read_bps),
         blkio_device_write_bps: throttle(&blkio.device_write_bps),
@@ -1213,18 +880,8 @@ fn container_body(
     let networking_config = spec
         .endpoints
         .first()
-        .map(|ep| bollard::models::NetworkingConfig {
-            endpoints_config: Some(std::collections::HashMap::from([(
-                ep.network.clone(),
-                endpoint_settings(ep),
-            )])),
-        });
-    let exposed: BTreeSet<String> = spec
-        .ports
-        .iter()
-        .map(|p| format!("{}/{}", p.container_port, p.protocol))
-        .chain(spec.expose.iter().cloned())
-        .collect();
+        .map(|ep| bollard::models::NetworkingConfig { endpoints_config: Some(std::collections::HashMap::from([(ep.network.clone(), endpoint_settings(ep))])) });
+    let exposed: BTreeSet<String> = spec.ports.iter().map(|p| format!("{}/{}", p.container_port, p.protocol)).chain(spec.expose.iter().cloned()).collect();
     bollard::models::ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
@@ -1232,22 +889,15 @@ fn container_body(
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone().into_iter().collect()),
         exposed_ports: Some(exposed.into_iter().collect()),
-        healthcheck: spec
-            .healthcheck
-            .as_ref()
-            .map(|h| bollard::models::HealthConfig {
-                test: Some(h.test.clone()),
-                interval: ms_to_ns(h.interval_ms),
-                timeout: ms_to_ns(h.timeout_ms),
-                retries: h.retries.map(i64::from),
-                start_period: ms_to_ns(h.start_period_ms),
-                // Engines before API 1.44 do not know start_interval; orch polls readiness itself there.
-                start_interval: if start_interval {
-                    ms_to_ns(h.start_interval_ms)
-                } else {
-                    None
-                },
-            }),
+        healthcheck: spec.healthcheck.as_ref().map(|h| bollard::models::HealthConfig {
+            test: Some(h.test.clone()),
+            interval: ms_to_ns(h.interval_ms),
+            timeout: ms_to_ns(h.timeout_ms),
+            retries: h.retries.map(i64::from),
+            start_period: ms_to_ns(h.start_period_ms),
+            // Engines before API 1.44 do not know start_interval; orch polls readiness itself there.
+            start_interval: if start_interval { ms_to_ns(h.start_interval_ms) } else { None },
+        }),
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
         hostname: spec.hostname.clone(),
@@ -1264,27 +914,10 @@ fn container_body(
 
 /// Collects the facts a plan must respect from the engine and the host's routes.
 pub async fn gather_facts<E: Engine>(engine: &E) -> Result<Facts, EngineError> {
-    let (networks, containers, images) = tokio::try_join!(
-        engine.list_networks(),
-        engine.list_containers(),
-        engine.list_images()
-    )?;
-    let mut facts = Facts {
-        engine_consulted: true,
-        ..Facts::default()
-    };
-    facts.taken_subnets.extend(
-        networks
-            .iter()
-            .flat_map(|n| n.subnets.iter())
-            .filter_map(|s| s.parse::<Ipv4Net>().ok())
-            .map(|n| n.trunc()),
-    );
-    facts.taken_host_ports.extend(
-        containers
-            .iter()
-            .flat_map(|c| c.published.iter().map(|p| p.0)),
-    );
+    let (networks, containers, images) = tokio::try_join!(engine.list_networks(), engine.list_containers(), engine.list_images())?;
+    let mut facts = Facts { engine_consulted: true, ..Facts::default() };
+    facts.taken_subnets.extend(networks.iter().flat_map(|n| n.subnets.iter()).filter_map(|s| s.parse::<Ipv4Net>().ok()).map(|n| n.trunc()));
+    facts.taken_host_ports.extend(containers.iter().flat_map(|c| c.published.iter().map(|p| p.0)));
     facts.local_images.extend(images);
     facts.add_host_routes();
     facts.add_host_listeners();

@@ -57,10 +57,7 @@ pub mod exit {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Compose(_)
-            | Error::Resolve(_)
-            | Error::InvalidPlan { .. }
-            | Error::Config(_) => exit::INVALID_INPUT,
+            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) => exit::INVALID_INPUT,
             Error::Plugin(
                 PluginError::Settings { .. }
                 | PluginError::SettingSyntax { .. }
@@ -78,9 +75,7 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
             Error::State(_) => exit::BUSY,
-            Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => {
-                exit::INVALID_INPUT
-            }
+            Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => exit::INVALID_INPUT,
             Error::Admission(crate::admission::AdmissionError::Engine(_)) => exit::ENGINE,
             Error::Admission(_) => exit::BUSY,
         }

@@ -28,11 +28,7 @@ pub fn to_compose(plan: &Plan) -> Value {
         if let Some(b) = &s.build {
             let mut bm = Map::new();
             bm.insert("context".into(), json!(b.context));
-            insert_some(
-                &mut bm,
-                "dockerfile",
-                b.dockerfile.as_ref().map(|d| json!(d)),
-            );
+            insert_some(&mut bm, "dockerfile", b.dockerfile.as_ref().map(|d| json!(d)));
             insert_some(&mut bm, "target", b.target.as_ref().map(|d| json!(d)));
             if !b.args.is_empty() {
                 bm.insert("args".into(), json!(b.args));
@@ -40,11 +36,7 @@ pub fn to_compose(plan: &Plan) -> Value {
             m.insert("build".into(), Value::Object(bm));
         }
         insert_some(&mut m, "command", s.command.as_ref().map(|c| json!(c)));
-        insert_some(
-            &mut m,
-            "entrypoint",
-            s.entrypoint.as_ref().map(|c| json!(c)),
-        );
+        insert_some(&mut m, "entrypoint", s.entrypoint.as_ref().map(|c| json!(c)));
         if !s.environment.is_empty() {
             m.insert("environment".into(), json!(s.environment));
         }
@@ -53,11 +45,7 @@ pub fn to_compose(plan: &Plan) -> Value {
             .iter()
             .filter(|p| p.strategy != PortStrategy::Unpublished)
             .map(|p| {
-                let ip = p
-                    .host_ip
-                    .as_ref()
-                    .map(|i| format!("{i}:"))
-                    .unwrap_or_default();
+                let ip = p.host_ip.as_ref().map(|i| format!("{i}:")).unwrap_or_default();
                 let host = p.host_port.map(|h| h.to_string()).unwrap_or_default();
                 if host.is_empty() && ip.is_empty() {
                     json!(format!("{}/{}", p.container_port, p.protocol))
@@ -81,11 +69,7 @@ pub fn to_compose(plan: &Plan) -> Value {
             if !aliases.is_empty() {
                 am.insert("aliases".into(), json!(aliases));
             }
-            insert_some(
-                &mut am,
-                "ipv4_address",
-                a.ipv4_address.as_ref().map(|i| json!(i)),
-            );
+            insert_some(&mut am, "ipv4_address", a.ipv4_address.as_ref().map(|i| json!(i)));
             nets.insert(n.clone(), Value::Object(am));
         }
         m.insert("networks".into(), Value::Object(nets));
@@ -99,21 +83,13 @@ pub fn to_compose(plan: &Plan) -> Value {
             m.insert("healthcheck".into(), Value::Object(hm));
         }
         if !s.depends_on.is_empty() {
-            let deps: Map<String, Value> = s
-                .depends_on
-                .iter()
-                .map(|(d, c)| (d.clone(), json!({ "condition": c })))
-                .collect();
+            let deps: Map<String, Value> = s.depends_on.iter().map(|(d, c)| (d.clone(), json!({ "condition": c }))).collect();
             m.insert("depends_on".into(), Value::Object(deps));
         }
         let r = &s.resources;
         if r.memory_limit.is_some() || r.cpus.is_some() || r.memory_reservation.is_some() {
             let mut limits = Map::new();
-            insert_some(
-                &mut limits,
-                "memory",
-                r.memory_limit.map(|b| json!(format!("{b}b"))),
-            );
+            insert_some(&mut limits, "memory", r.memory_limit.map(|b| json!(format!("{b}b"))));
             insert_some(&mut limits, "cpus", r.cpus.map(|c| json!(c.to_string())));
             let mut res = Map::new();
             res.insert("limits".into(), Value::Object(limits));
@@ -135,11 +111,7 @@ pub fn to_compose(plan: &Plan) -> Value {
         m.insert("labels".into(), json!(labels));
         insert_some(&mut m, "restart", s.restart.as_ref().map(|r| json!(r)));
         insert_some(&mut m, "user", s.user.as_ref().map(|r| json!(r)));
-        insert_some(
-            &mut m,
-            "working_dir",
-            s.working_dir.as_ref().map(|r| json!(r)),
-        );
+        insert_some(&mut m, "working_dir", s.working_dir.as_ref().map(|r| json!(r)));
         insert_some(&mut m, "hostname", s.hostname.as_ref().map(|r| json!(r)));
         if let Some(l) = &s.logging {
             m.insert("logging".into(), json!({ "driver": l.driver.clone().unwrap_or_else(|| "json-file".into()), "options": l.options }));
@@ -148,11 +120,7 @@ pub fn to_compose(plan: &Plan) -> Value {
         if !s.expose.is_empty() {
             m.insert("expose".into(), json!(s.expose));
         }
-        insert_some(
-            &mut m,
-            "network_mode",
-            s.network_mode.as_ref().map(|n| json!(n)),
-        );
+        insert_some(&mut m, "network_mode", s.network_mode.as_ref().map(|n| json!(n)));
         if s.network_mode.is_some() {
             m.remove("networks");
         }
@@ -160,21 +128,9 @@ pub fn to_compose(plan: &Plan) -> Value {
             m.insert("volumes_from".into(), json!(s.volumes_from));
         }
         if !s.links.is_empty() {
-            m.insert(
-                "links".into(),
-                json!(
-                    s.links
-                        .iter()
-                        .map(|(svc, alias)| format!("{svc}:{alias}"))
-                        .collect::<Vec<_>>()
-                ),
-            );
+            m.insert("links".into(), json!(s.links.iter().map(|(svc, alias)| format!("{svc}:{alias}")).collect::<Vec<_>>()));
         }
-        insert_some(
-            &mut m,
-            "pull_policy",
-            s.pull_policy.as_ref().map(|n| json!(n)),
-        );
+        insert_some(&mut m, "pull_policy", s.pull_policy.as_ref().map(|n| json!(n)));
         for kind in ["secret", "config"] {
             let refs: Vec<Value> = s
                 .files
@@ -199,11 +155,7 @@ pub fn to_compose(plan: &Plan) -> Value {
                     FileSource::Environment { variable, .. } => json!({ "environment": variable }),
                     FileSource::Content { content } => json!({ "content": content }),
                 };
-                let table = if kind == "secret" {
-                    &mut secrets
-                } else {
-                    &mut configs
-                };
+                let table = if kind == "secret" { &mut secrets } else { &mut configs };
                 table.insert(f.name.clone(), def);
             }
         }
@@ -237,10 +189,7 @@ pub fn to_compose(plan: &Plan) -> Value {
     }
     let mut out = Map::new();
     // Identity goes in an extension block: docker-compose v1 rejects a top-level `name:`.
-    out.insert(
-        "x-orch".into(),
-        json!({ "project": id.project, "env": id.env_id, "env_kind": id.env_kind }),
-    );
+    out.insert("x-orch".into(), json!({ "project": id.project, "env": id.env_id, "env_kind": id.env_kind }));
     out.insert("services".into(), Value::Object(services));
     out.insert("networks".into(), Value::Object(networks));
     if !plan.volumes.is_empty() {
@@ -248,11 +197,8 @@ pub fn to_compose(plan: &Plan) -> Value {
             .volumes
             .iter()
             .map(|(n, v)| {
-                let body = if v.external {
-                    json!({ "name": v.docker_name, "external": true })
-                } else {
-                    json!({ "name": v.docker_name, "labels": id.labels() })
-                };
+                let body =
+                    if v.external { json!({ "name": v.docker_name, "external": true }) } else { json!({ "name": v.docker_name, "labels": id.labels() }) };
                 (n.clone(), body)
             })
             .collect();
@@ -292,11 +238,7 @@ fn mount(v: &Mount) -> Value {
     match v.kind.as_str() {
         "bind" => {
             let mut b = Map::new();
-            insert_some(
-                &mut b,
-                "propagation",
-                v.propagation.as_ref().map(|p| json!(p)),
-            );
+            insert_some(&mut b, "propagation", v.propagation.as_ref().map(|p| json!(p)));
             insert_some(&mut b, "selinux", v.selinux.as_ref().map(|p| json!(p)));
             if v.create_host_path {
                 b.insert("create_host_path".into(), json!(true));
@@ -333,11 +275,7 @@ fn runtime(m: &mut Map<String, Value>, rt: &Runtime) {
         match k.as_str() {
             "blkio" => {
                 let b = rt.blkio.clone().unwrap_or_default();
-                let pairs = |list: &[(String, u64)]| {
-                    list.iter()
-                        .map(|(p, r)| json!({ "path": p, "rate": r }))
-                        .collect::<Vec<_>>()
-                };
+                let pairs = |list: &[(String, u64)]| list.iter().map(|(p, r)| json!({ "path": p, "rate": r })).collect::<Vec<_>>();
                 let mut o = Map::new();
                 insert_some(&mut o, "weight", b.weight.map(|w| json!(w)));
                 for (name, list) in [
@@ -351,45 +289,17 @@ fn runtime(m: &mut Map<String, Value>, rt: &Runtime) {
                     }
                 }
                 if !b.weight_device.is_empty() {
-                    o.insert(
-                        "weight_device".into(),
-                        json!(
-                            b.weight_device
-                                .iter()
-                                .map(|(p, w)| json!({ "path": p, "weight": w }))
-                                .collect::<Vec<_>>()
-                        ),
-                    );
+                    o.insert("weight_device".into(), json!(b.weight_device.iter().map(|(p, w)| json!({ "path": p, "weight": w })).collect::<Vec<_>>()));
                 }
                 m.insert("blkio_config".into(), Value::Object(o));
             }
             "devices" => {
-                m.insert(
-                    "devices".into(),
-                    json!(
-                        rt.devices
-                            .iter()
-                            .map(|d| format!("{}:{}:{}", d.source, d.target, d.permissions))
-                            .collect::<Vec<_>>()
-                    ),
-                );
+                m.insert("devices".into(), json!(rt.devices.iter().map(|d| format!("{}:{}:{}", d.source, d.target, d.permissions)).collect::<Vec<_>>()));
             }
             "device_requests" => {
-                let deploy = m
-                    .entry("deploy")
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("deploy is a mapping");
-                let resources = deploy
-                    .entry("resources")
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("resources is a mapping");
-                let reservations = resources
-                    .entry("reservations")
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("reservations is a mapping");
+                let deploy = m.entry("deploy").or_insert_with(|| json!({})).as_object_mut().expect("deploy is a mapping");
+                let resources = deploy.entry("resources").or_insert_with(|| json!({})).as_object_mut().expect("resources is a mapping");
+                let reservations = resources.entry("reservations").or_insert_with(|| json!({})).as_object_mut().expect("reservations is a mapping");
                 reservations.insert("devices".into(), v);
             }
             _ => {

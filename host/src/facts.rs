@@ -57,17 +57,11 @@ pub fn parse_routes(text: &str) -> Vec<Ipv4Net> {
         if cols.len() < 8 {
             continue;
         }
-        let (Ok(dest), Ok(mask)) = (
-            u32::from_str_radix(cols[1], 16),
-            u32::from_str_radix(cols[7], 16),
-        ) else {
+        let (Ok(dest), Ok(mask)) = (u32::from_str_radix(cols[1], 16), u32::from_str_radix(cols[7], 16)) else {
             continue;
         };
         // The kernel prints the address words in native byte order.
-        let (dest, mask) = (
-            std::net::Ipv4Addr::from(dest.to_ne_bytes()),
-            u32::from_be_bytes(mask.to_ne_bytes()),
-        );
+        let (dest, mask) = (std::net::Ipv4Addr::from(dest.to_ne_bytes()), u32::from_be_bytes(mask.to_ne_bytes()));
         if mask == 0 {
             continue;
         }
@@ -92,9 +86,6 @@ mod tests {
         let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                     eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                     docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
-        assert_eq!(
-            super::parse_routes(text),
-            vec!["172.17.0.0/16".parse().unwrap()]
-        );
+        assert_eq!(super::parse_routes(text), vec!["172.17.0.0/16".parse().unwrap()]);
     }
 }

@@ -45,38 +45,20 @@ pub struct PlanOutcome {
 
 /// A fresh environment id: 8 hex digits from the clock and the pid, unique per run on a host.
 pub fn new_env_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let h = plan::fnv1a(format!("{nanos}/{}", std::process::id()).as_bytes());
     format!("{:08x}", h as u32)
 }
 
 /// Environment ids become part of Docker names: lowercase letters, digits and dashes, at most 32.
 pub fn check_env_id(id: &str) -> Result<(), Error> {
-    let ok = !id.is_empty()
-        && id.len() <= 32
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !id.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"
-        )))
-    }
+    let ok = !id.is_empty() && id.len() <= 32 && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !id.starts_with('-');
+    if ok { Ok(()) } else { Err(Error::Usage(format!("invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"))) }
 }
 
 /// Loads the compose files, applies the plugins in order, resolves and validates. A plan with error diagnostics is
 /// returned as [`Error::InvalidPlan`].
-pub fn make_plan(
-    req: &PlanRequest,
-    plugins: &[ActivePlugin],
-    facts: &facts::Facts,
-) -> Result<PlanOutcome, Error> {
+pub fn make_plan(req: &PlanRequest, plugins: &[ActivePlugin], facts: &facts::Facts) -> Result<PlanOutcome, Error> {
     let loaded = orch_compose::load(&req.compose)?;
     let env_id = match &req.env_id {
         Some(id) => {
@@ -85,38 +67,19 @@ pub fn make_plan(
         }
         None => new_env_id(),
     };
-    let identity = Identity {
-        project: loaded.project.name.clone(),
-        env_id,
-        env_kind: req.env_kind,
-    };
+    let identity = Identity { project: loaded.project.name.clone(), env_id, env_kind: req.env_kind };
     let mut plan = plan::draft(&loaded.project, &identity, &loaded.variables);
     // What the compose file asks for and orch does not apply is part of the plan, never only a message on stderr.
     for w in &loaded.warnings {
-        plan.diagnose(
-            plan::Level::Warning,
-            "compose.not-applied",
-            format!("{}: {}", w.file.display(), w.message),
-            Some(w.path.clone()),
-            "compose",
-        );
+        plan.diagnose(plan::Level::Warning, "compose.not-applied", format!("{}: {}", w.file.display(), w.message), Some(w.path.clone()), "compose");
     }
     let timings = plugins::apply_all(&mut plan, plugins, facts)?;
     let default_pool: Vec<Ipv4Net> = vec![resolve::DEFAULT_POOL.parse().expect("literal")];
-    let pools = if req.pools.is_empty() {
-        &default_pool
-    } else {
-        &req.pools
-    };
+    let pools = if req.pools.is_empty() { &default_pool } else { &req.pools };
     resolve::resolve(&mut plan, facts, pools)?;
     validate::validate(&mut plan, facts);
     if plan.has_errors() {
-        let diagnostics = plan
-            .diagnostics
-            .iter()
-            .filter(|d| d.level == plan::Level::Error)
-            .cloned()
-            .collect();
+        let diagnostics = plan.diagnostics.iter().filter(|d| d.level == plan::Level::Error).cloned().collect();
         return Err(Error::InvalidPlan { diagnostics });
     }
     Ok(PlanOutcome { plan, timings })

@@ -15,10 +15,7 @@ use futures_util::future::join_all;
 use orch_compose::{Condition, Mount};
 use tokio::sync::watch;
 
-use crate::engine::{
-    BuildSpec, ContainerSpec, ContainerState, Endpoint, Engine, EngineError, FileSpec, MountSpec,
-    NetworkSpec, PortBinding, VolumeSpec,
-};
+use crate::engine::{BuildSpec, ContainerSpec, ContainerState, Endpoint, Engine, EngineError, FileSpec, MountSpec, NetworkSpec, PortBinding, VolumeSpec};
 use crate::plan::{FileSource, LogStream, Plan, PortStrategy, ServicePlan, WaitStrategy, fnv1a};
 
 pub mod labels {
@@ -45,9 +42,7 @@ pub struct Owner {
 }
 
 fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot.
@@ -70,22 +65,14 @@ impl Owner {
     }
 
     pub fn label(&self) -> String {
-        format!(
-            "{}:{}@{}:{}",
-            self.pid, self.start_time, self.host, self.boot_id
-        )
+        format!("{}:{}@{}:{}", self.pid, self.start_time, self.host, self.boot_id)
     }
 
     pub fn parse(label: &str) -> Option<Owner> {
         let (proc_part, machine) = label.split_once('@')?;
         let (pid, start) = proc_part.split_once(':')?;
         let (host, boot) = machine.rsplit_once(':')?;
-        Some(Owner {
-            pid: pid.parse().ok()?,
-            start_time: start.parse().ok()?,
-            host: host.into(),
-            boot_id: boot.into(),
-        })
+        Some(Owner { pid: pid.parse().ok()?, start_time: start.parse().ok()?, host: host.into(), boot_id: boot.into() })
     }
 
     /// Whether this owner is a live process. Owners on other hosts are assumed alive (we cannot tell).
@@ -105,15 +92,9 @@ impl Owner {
 pub fn resource_labels(plan: &Plan, owner: &Owner) -> BTreeMap<String, String> {
     let mut l = plan.identity.labels();
     l.insert(labels::OWNER.into(), owner.label());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     l.insert(labels::CREATED.into(), now.to_string());
-    l.insert(
-        labels::PLAN_HASH.into(),
-        format!("{:016x}", plan_hash(plan)),
-    );
+    l.insert(labels::PLAN_HASH.into(), format!("{:016x}", plan_hash(plan)));
     l
 }
 
@@ -140,78 +121,33 @@ pub enum LifecycleError {
     )]
     MissingImage { service: String, image: String },
     #[error("service {service}: {source}")]
-    Build {
-        service: String,
-        source: EngineError,
-    },
+    Build { service: String, source: EngineError },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{kind} {name} is in the way: {why}")]
-    InTheWay {
-        kind: &'static str,
-        name: String,
-        why: String,
-    },
+    InTheWay { kind: &'static str, name: String, why: String },
     #[error("service {service} failed: {reason}{}", if logs.is_empty() { String::new() } else { format!("\n  last output:\n    {}", logs.join("\n    ")) })]
-    ServiceFailed {
-        service: String,
-        reason: String,
-        logs: Vec<String>,
-    },
-    #[error(
-        "service {service} was not ready after {waited:?} (waiting for {waiting_for}); raise --timeout or check `orch logs {service}`"
-    )]
-    Timeout {
-        service: String,
-        waited: Duration,
-        waiting_for: String,
-    },
+    ServiceFailed { service: String, reason: String, logs: Vec<String> },
+    #[error("service {service} was not ready after {waited:?} (waiting for {waiting_for}); raise --timeout or check `orch logs {service}`")]
+    Timeout { service: String, waited: Duration, waiting_for: String },
     #[error("service {service} did not start because {dependency} failed")]
     DependencyFailed { service: String, dependency: String },
     #[error("service {service}: {kind} {name}: {why}")]
-    File {
-        service: String,
-        kind: String,
-        name: String,
-        why: String,
-    },
+    File { service: String, kind: String, name: String, why: String },
 }
 
 /// What `up` reports while it works.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
-    Building {
-        service: String,
-        image: String,
-    },
-    NetworkCreated {
-        name: String,
-        subnet: Option<String>,
-    },
-    Creating {
-        service: String,
-    },
-    Starting {
-        service: String,
-    },
-    Waiting {
-        service: String,
-        what: String,
-    },
-    Ready {
-        service: String,
-        after: Duration,
-    },
-    Failed {
-        service: String,
-        reason: String,
-    },
+    Building { service: String, image: String },
+    NetworkCreated { name: String, subnet: Option<String> },
+    Creating { service: String },
+    Starting { service: String },
+    Waiting { service: String, what: String },
+    Ready { service: String, after: Duration },
+    Failed { service: String, reason: String },
     RollingBack,
-    Removed {
-        containers: usize,
-        networks: usize,
-        volumes: usize,
-    },
+    Removed { containers: usize, networks: usize, volumes: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -254,33 +190,19 @@ enum Status {
 
 /// Brings the plan's environment up. On failure everything created for the environment is removed, unless
 /// `keep_on_failure`.
-pub async fn up<E: Engine>(
-    engine: &E,
-    plan: &Plan,
-    opts: &UpOptions,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<UpReport, LifecycleError> {
+pub async fn up<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<UpReport, LifecycleError> {
     let result = up_inner(engine, plan, opts, progress).await;
     if result.is_err() && !opts.keep_on_failure {
         progress(Progress::RollingBack);
         let filter = env_filter(Some(&plan.identity.project), &plan.identity.env_id);
         if let Ok(removed) = down(engine, &filter, true).await {
-            progress(Progress::Removed {
-                containers: removed.containers,
-                networks: removed.networks,
-                volumes: removed.volumes,
-            });
+            progress(Progress::Removed { containers: removed.containers, networks: removed.networks, volumes: removed.volumes });
         }
     }
     result
 }
 
-async fn up_inner<E: Engine>(
-    engine: &E,
-    plan: &Plan,
-    opts: &UpOptions,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<UpReport, LifecycleError> {
+async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<UpReport, LifecycleError> {
     let started = Instant::now();
     let owner = Owner::current();
     let labels = resource_labels(plan, &owner);
@@ -298,21 +220,12 @@ async fn up_inner<E: Engine>(
             labels: n.labels.clone().into_iter().chain(labels.clone()).collect(),
         };
         async move {
-            with_conflict_resolution(engine, "network", &spec.name, || {
-                engine.create_network(&spec)
-            })
-            .await?;
-            progress(Progress::NetworkCreated {
-                name: spec.name.clone(),
-                subnet: spec.subnet.clone(),
-            });
+            with_conflict_resolution(engine, "network", &spec.name, || engine.create_network(&spec)).await?;
+            progress(Progress::NetworkCreated { name: spec.name.clone(), subnet: spec.subnet.clone() });
             Ok::<_, LifecycleError>(())
         }
     });
-    join_all(creations)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    join_all(creations).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     for v in plan.volumes.values().filter(|v| !v.external) {
         let spec = VolumeSpec {
             name: v.docker_name.clone(),
@@ -329,12 +242,7 @@ async fn up_inner<E: Engine>(
     let specs: Vec<(String, ContainerSpec)> = plan
         .services
         .iter()
-        .map(|(name, s)| {
-            Ok((
-                name.clone(),
-                container_spec(plan, name, s, &images[name], &labels)?,
-            ))
-        })
+        .map(|(name, s)| Ok((name.clone(), container_spec(plan, name, s, &images[name], &labels)?)))
         .collect::<Result<_, LifecycleError>>()?;
     // A container that joins another's namespaces or volumes can only be created once that one exists: create in
     // rounds, each round concurrently.
@@ -343,18 +251,10 @@ async fn up_inner<E: Engine>(
         let round: Vec<&(String, ContainerSpec)> = specs
             .iter()
             .filter(|(name, _)| !containers.contains_key(name))
-            .filter(|(name, _)| {
-                container_refs(&plan.services[name])
-                    .iter()
-                    .all(|r| containers.contains_key(r) || !plan.services.contains_key(r))
-            })
+            .filter(|(name, _)| container_refs(&plan.services[name]).iter().all(|r| containers.contains_key(r) || !plan.services.contains_key(r)))
             .collect();
         if round.is_empty() {
-            let stuck: Vec<&str> = specs
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .filter(|n| !containers.contains_key(*n))
-                .collect();
+            let stuck: Vec<&str> = specs.iter().map(|(n, _)| n.as_str()).filter(|n| !containers.contains_key(*n)).collect();
             return Err(LifecycleError::InTheWay {
                 kind: "services",
                 name: stuck.join(", "),
@@ -362,13 +262,8 @@ async fn up_inner<E: Engine>(
             });
         }
         let created = join_all(round.into_iter().map(|(name, spec)| async move {
-            progress(Progress::Creating {
-                service: name.clone(),
-            });
-            let id = with_conflict_resolution(engine, "container", &spec.name, || {
-                engine.create_container(spec)
-            })
-            .await?;
+            progress(Progress::Creating { service: name.clone() });
+            let id = with_conflict_resolution(engine, "container", &spec.name, || engine.create_container(spec)).await?;
             Ok::<_, LifecycleError>((name.clone(), id))
         }))
         .await;
@@ -387,11 +282,8 @@ async fn up_inner<E: Engine>(
             }
         }
     }
-    let channels: BTreeMap<&str, (watch::Sender<Status>, watch::Receiver<Status>)> = plan
-        .services
-        .keys()
-        .map(|k| (k.as_str(), watch::channel(Status::Pending)))
-        .collect();
+    let channels: BTreeMap<&str, (watch::Sender<Status>, watch::Receiver<Status>)> =
+        plan.services.keys().map(|k| (k.as_str(), watch::channel(Status::Pending))).collect();
     let deadline = started + opts.timeout;
     let specs: BTreeMap<String, ContainerSpec> = specs.into_iter().collect();
     let used_ports = std::sync::Mutex::new(BTreeSet::new());
@@ -403,18 +295,12 @@ async fn up_inner<E: Engine>(
         let must_wait = opts.wait || awaited.contains(name.as_str());
         async move {
             let tx = &channels[name.as_str()].0;
-            let result = start_service(
-                engine, name, s, &id, spec, used_ports, channels, must_wait, deadline, progress,
-            )
-            .await;
+            let result = start_service(engine, name, s, &id, spec, used_ports, channels, must_wait, deadline, progress).await;
             match &result {
                 Ok(()) => {}
                 Err(e) => {
                     tx.send_replace(Status::Failed);
-                    progress(Progress::Failed {
-                        service: name.clone(),
-                        reason: e.to_string(),
-                    });
+                    progress(Progress::Failed { service: name.clone(), reason: e.to_string() });
                 }
             }
             result
@@ -436,18 +322,8 @@ async fn up_inner<E: Engine>(
         return Err(e);
     }
     // Last: the marker that tells the reaper this environment is complete and not an orphan.
-    crate::reaper::mark_ready(
-        engine,
-        &labels,
-        &plan.identity.project,
-        &plan.identity.env_id,
-        opts.lifetime,
-    )
-    .await?;
-    Ok(UpReport {
-        containers,
-        elapsed: started.elapsed(),
-    })
+    crate::reaper::mark_ready(engine, &labels, &plan.identity.project, &plan.identity.env_id, opts.lifetime).await?;
+    Ok(UpReport { containers, elapsed: started.elapsed() })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -478,46 +354,28 @@ async fn start_service<E: Engine>(
         let waited = tokio::time::timeout_at(deadline.into(), rx.wait_for(needed)).await;
         match waited {
             Err(_) => {
-                return Err(LifecycleError::Timeout {
-                    service: name.into(),
-                    waited: began.elapsed(),
-                    waiting_for: format!("dependency {dep}"),
-                });
+                return Err(LifecycleError::Timeout { service: name.into(), waited: began.elapsed(), waiting_for: format!("dependency {dep}") });
             }
             Ok(Err(_)) => {
-                return Err(LifecycleError::DependencyFailed {
-                    service: name.into(),
-                    dependency: dep.clone(),
-                });
+                return Err(LifecycleError::DependencyFailed { service: name.into(), dependency: dep.clone() });
             }
             Ok(Ok(st)) if *st == Status::Failed => {
-                return Err(LifecycleError::DependencyFailed {
-                    service: name.into(),
-                    dependency: dep.clone(),
-                });
+                return Err(LifecycleError::DependencyFailed { service: name.into(), dependency: dep.clone() });
             }
             Ok(Ok(_)) => {}
         }
     }
     let tx = &channels[name].0;
-    progress(Progress::Starting {
-        service: name.into(),
-    });
+    progress(Progress::Starting { service: name.into() });
     let replaced = start_with_port_retry(engine, name, s, id, spec, used_ports).await?;
     let id = replaced.as_deref().unwrap_or(id);
     tx.send_replace(Status::Started);
     if must_wait {
         for strategy in &s.wait {
-            progress(Progress::Waiting {
-                service: name.into(),
-                what: describe_wait(strategy),
-            });
+            progress(Progress::Waiting { service: name.into(), what: describe_wait(strategy) });
             wait_for(engine, name, id, strategy, deadline).await?;
         }
-        progress(Progress::Ready {
-            service: name.into(),
-            after: began.elapsed(),
-        });
+        progress(Progress::Ready { service: name.into(), after: began.elapsed() });
         tx.send_replace(Status::Ready);
     }
     Ok(())
@@ -528,22 +386,14 @@ pub fn describe_wait(w: &WaitStrategy) -> String {
         WaitStrategy::Running => "running".into(),
         WaitStrategy::Healthcheck => "healthy".into(),
         WaitStrategy::Tcp { container_port } => format!("tcp port {container_port}"),
-        WaitStrategy::Http {
-            container_port,
-            path,
-            ..
-        } => format!("http {container_port}{path}"),
+        WaitStrategy::Http { container_port, path, .. } => format!("http {container_port}{path}"),
         WaitStrategy::LogLine { pattern, .. } => format!("log line {pattern:?}"),
         WaitStrategy::ExitZero => "exit 0".into(),
     }
 }
 
 async fn last_logs<E: Engine>(engine: &E, id: &str) -> Vec<String> {
-    engine
-        .logs(id, Some(15))
-        .await
-        .map(|l| l.into_iter().map(|(_, line)| line).collect())
-        .unwrap_or_default()
+    engine.logs(id, Some(15)).await.map(|l| l.into_iter().map(|(_, line)| line).collect()).unwrap_or_default()
 }
 
 /// Starts the container; when the engine refuses a host port (a process outside orch holds it — invisible to the
@@ -566,31 +416,24 @@ async fn start_with_port_retry<E: Engine>(
             Err(e) => e,
         };
         let text = err.to_string();
-        if !(text.contains("port is already allocated") || text.contains("address already in use"))
-        {
+        if !(text.contains("port is already allocated") || text.contains("address already in use")) {
             return Err(err.into());
         }
         // Move every re-allocatable port of this service to a fresh one in its range.
         let mut moved = false;
         for binding in spec.ports.iter_mut() {
-            let Some(plan_port) = s.ports.iter().find(|p| {
-                p.container_port == binding.container_port && p.protocol == binding.protocol
-            }) else {
+            let Some(plan_port) = s.ports.iter().find(|p| p.container_port == binding.container_port && p.protocol == binding.protocol) else {
                 continue;
             };
             let (start, end) = match plan_port.strategy {
-                PortStrategy::Range { start, end } | PortStrategy::Hashed { start, end } => {
-                    (start, end)
-                }
+                PortStrategy::Range { start, end } | PortStrategy::Hashed { start, end } => (start, end),
                 _ => continue,
             };
             let mut used = used_ports.lock().expect("port set");
             if let Some(old) = binding.host_port {
                 used.insert(old);
             }
-            let next = (start..=end).find(|p| {
-                !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()
-            });
+            let next = (start..=end).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok());
             if let Some(p) = next {
                 used.insert(p);
                 binding.host_port = Some(p);
@@ -600,30 +443,18 @@ async fn start_with_port_retry<E: Engine>(
         if !moved {
             return Err(LifecycleError::ServiceFailed {
                 service: name.into(),
-                reason: format!(
-                    "a host port it publishes is taken by a process outside orch ({text}); free the port or use a port range"
-                ),
+                reason: format!("a host port it publishes is taken by a process outside orch ({text}); free the port or use a port range"),
                 logs: vec![],
             });
         }
         engine.remove_container(&cid).await?;
         current = Some(engine.create_container(&spec).await?);
     }
-    Err(LifecycleError::ServiceFailed {
-        service: name.into(),
-        reason: "its host ports kept being taken; gave up after 5 attempts".into(),
-        logs: vec![],
-    })
+    Err(LifecycleError::ServiceFailed { service: name.into(), reason: "its host ports kept being taken; gave up after 5 attempts".into(), logs: vec![] })
 }
 
 /// Polls one wait strategy until it holds, the container dies, or the deadline passes.
-async fn wait_for<E: Engine>(
-    engine: &E,
-    name: &str,
-    id: &str,
-    strategy: &WaitStrategy,
-    deadline: Instant,
-) -> Result<(), LifecycleError> {
+async fn wait_for<E: Engine>(engine: &E, name: &str, id: &str, strategy: &WaitStrategy, deadline: Instant) -> Result<(), LifecycleError> {
     let began = Instant::now();
     loop {
         let state = engine.inspect_container(id).await?;
@@ -643,44 +474,21 @@ async fn wait_for<E: Engine>(
             _ if exited => {
                 return Err(LifecycleError::ServiceFailed {
                     service: name.into(),
-                    reason: format!(
-                        "it exited with status {} while orch waited for it to be {}",
-                        state.exit_code.unwrap_or(-1),
-                        describe_wait(strategy)
-                    ),
+                    reason: format!("it exited with status {} while orch waited for it to be {}", state.exit_code.unwrap_or(-1), describe_wait(strategy)),
                     logs: last_logs(engine, id).await,
                 });
             }
             WaitStrategy::Running => state.status == "running",
             WaitStrategy::Healthcheck => healthy(engine, name, id, &state).await?,
             WaitStrategy::Tcp { container_port } => match address(&state, *container_port) {
-                Some(addr) => tokio::time::timeout(
-                    Duration::from_millis(300),
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                .is_ok_and(|r| r.is_ok()),
+                Some(addr) => tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await.is_ok_and(|r| r.is_ok()),
                 None => return Err(no_address(name, *container_port)),
             },
-            WaitStrategy::Http {
-                container_port,
-                path,
-                status,
-            } => match address(&state, *container_port) {
-                Some(addr) => http_status(addr, path).await.is_some_and(|got| {
-                    if *status == 0 {
-                        (200..300).contains(&got)
-                    } else {
-                        got == *status
-                    }
-                }),
+            WaitStrategy::Http { container_port, path, status } => match address(&state, *container_port) {
+                Some(addr) => http_status(addr, path).await.is_some_and(|got| if *status == 0 { (200..300).contains(&got) } else { got == *status }),
                 None => return Err(no_address(name, *container_port)),
             },
-            WaitStrategy::LogLine {
-                pattern,
-                stream,
-                times,
-            } => {
+            WaitStrategy::LogLine { pattern, stream, times } => {
                 let lines = engine.logs(id, None).await?;
                 let count = lines
                     .iter()
@@ -697,11 +505,7 @@ async fn wait_for<E: Engine>(
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(LifecycleError::Timeout {
-                service: name.into(),
-                waited: began.elapsed(),
-                waiting_for: describe_wait(strategy),
-            });
+            return Err(LifecycleError::Timeout { service: name.into(), waited: began.elapsed(), waiting_for: describe_wait(strategy) });
         }
         tokio::time::sleep(POLL).await;
     }
@@ -710,9 +514,7 @@ async fn wait_for<E: Engine>(
 fn no_address(service: &str, port: u16) -> LifecycleError {
     LifecycleError::ServiceFailed {
         service: service.into(),
-        reason: format!(
-            "its wait strategy probes port {port}, but that port is neither published nor reachable on a non-internal network"
-        ),
+        reason: format!("its wait strategy probes port {port}, but that port is neither published nor reachable on a non-internal network"),
         logs: vec![],
     }
 }
@@ -720,18 +522,10 @@ fn no_address(service: &str, port: u16) -> LifecycleError {
 /// Where the host reaches a container port: its published host port, else the container's address on a network.
 fn address(state: &ContainerState, port: u16) -> Option<SocketAddr> {
     if let Some((_, _, ip, hp)) = state.ports.iter().find(|p| p.0 == port && p.1 == "tcp") {
-        let ip = if ip.is_empty() || ip == "0.0.0.0" || ip == "::" {
-            "127.0.0.1"
-        } else {
-            ip
-        };
+        let ip = if ip.is_empty() || ip == "0.0.0.0" || ip == "::" { "127.0.0.1" } else { ip };
         return format!("{ip}:{hp}").parse().ok();
     }
-    state
-        .addresses
-        .values()
-        .next()
-        .and_then(|ip| format!("{ip}:{port}").parse().ok())
+    state.addresses.values().next().and_then(|ip| format!("{ip}:{port}").parse().ok())
 }
 
 /// A minimal HTTP/1.0 GET; returns the status code.
@@ -739,32 +533,18 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await
-            .ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
         let mut buf = vec![0u8; 64];
         let n = stream.read(&mut buf).await.ok()?;
         let head = String::from_utf8_lossy(&buf[..n]);
         head.split_whitespace().nth(1)?.parse().ok()
     };
-    tokio::time::timeout(Duration::from_secs(1), fut)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
 }
 
 /// Healthy when Docker says so, or when the healthcheck command succeeds now (orch runs it itself so readiness is
 /// seen within ~100 ms instead of after Docker's interval).
-async fn healthy<E: Engine>(
-    engine: &E,
-    name: &str,
-    id: &str,
-    state: &ContainerState,
-) -> Result<bool, LifecycleError> {
+async fn healthy<E: Engine>(engine: &E, name: &str, id: &str, state: &ContainerState) -> Result<bool, LifecycleError> {
     match state.health.as_deref() {
         Some("healthy") => return Ok(true),
         Some("unhealthy") => {
@@ -780,11 +560,7 @@ async fn healthy<E: Engine>(
         return Ok(false);
     }
     let Some(h) = &state.healthcheck else {
-        return Err(LifecycleError::ServiceFailed {
-            service: name.into(),
-            reason: "it is awaited as healthy but has no healthcheck".into(),
-            logs: vec![],
-        });
+        return Err(LifecycleError::ServiceFailed { service: name.into(), reason: "it is awaited as healthy but has no healthcheck".into(), logs: vec![] });
     };
     let cmd: Vec<String> = match h.test.first().map(String::as_str) {
         Some("CMD") => h.test[1..].to_vec(),
@@ -801,12 +577,7 @@ async fn healthy<E: Engine>(
 
 /// Creates a resource; on a name conflict, removes the one in the way if a dead orch run left it (by its labels)
 /// and retries with backoff. Anything orch did not create, or a live environment's resource, is never touched.
-async fn with_conflict_resolution<E: Engine, F, Fut>(
-    engine: &E,
-    kind: &'static str,
-    name: &str,
-    create: F,
-) -> Result<String, LifecycleError>
+async fn with_conflict_resolution<E: Engine, F, Fut>(engine: &E, kind: &'static str, name: &str, create: F) -> Result<String, LifecycleError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<String, EngineError>>,
@@ -826,7 +597,11 @@ where
                     Err(e) => return Err(e.into()),
                 };
                 let Some(env) = labels.get(labels::ENV) else {
-                    return Err(LifecycleError::InTheWay { kind, name: name.into(), why: "it was not created by orch, so orch leaves it alone; rename or remove it yourself".into() });
+                    return Err(LifecycleError::InTheWay {
+                        kind,
+                        name: name.into(),
+                        why: "it was not created by orch, so orch leaves it alone; rename or remove it yourself".into(),
+                    });
                 };
                 let owner = labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
                 if let Some(o) = owner.as_ref().filter(|o| o.is_alive()) {
@@ -850,11 +625,7 @@ where
             Err(e) => return Err(e.into()),
         }
     }
-    Err(LifecycleError::InTheWay {
-        kind,
-        name: name.into(),
-        why: "it kept reappearing while orch removed it".into(),
-    })
+    Err(LifecycleError::InTheWay { kind, name: name.into(), why: "it kept reappearing while orch removed it".into() })
 }
 
 /// The image each service runs; builds what has `build:` and fails early on what is missing.
@@ -867,24 +638,16 @@ async fn ensure_images<E: Engine>(
     let mut out = BTreeMap::new();
     let mut built: BTreeMap<String, String> = BTreeMap::new();
     // Builds first: a service may run the image another service builds.
-    let (builds, others): (Vec<_>, Vec<_>) =
-        plan.services.iter().partition(|(_, s)| s.build.is_some());
+    let (builds, others): (Vec<_>, Vec<_>) = plan.services.iter().partition(|(_, s)| s.build.is_some());
     for (name, s) in builds.into_iter().chain(others) {
         let image = match (&s.build, &s.image) {
             (Some(b), image) => {
-                let tag = image.clone().unwrap_or_else(|| {
-                    format!("orch-build/{}-{}:latest", plan.identity.project, name)
-                });
+                let tag = image.clone().unwrap_or_else(|| format!("orch-build/{}-{}:latest", plan.identity.project, name));
                 // `pull_policy: never` or `missing` use an image that is already there instead of building it.
-                let use_local = matches!(s.pull_policy.as_deref(), Some("never" | "missing"))
-                    && image.is_some()
-                    && engine.image_exists(&tag).await?;
+                let use_local = matches!(s.pull_policy.as_deref(), Some("never" | "missing")) && image.is_some() && engine.image_exists(&tag).await?;
                 // Services sharing one build (same tag) build once.
                 if !use_local && !built.contains_key(&tag) {
-                    progress(Progress::Building {
-                        service: name.clone(),
-                        image: tag.clone(),
-                    });
+                    progress(Progress::Building { service: name.clone(), image: tag.clone() });
                     let dockerfile = b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
                     if b.dockerfile_inline.is_none() && !b.context.join(&dockerfile).is_file() {
                         return Err(LifecycleError::Build {
@@ -897,44 +660,23 @@ async fn ensure_images<E: Engine>(
                                     plan.provenance
                                         .get(&format!("services.{name}.build"))
                                         .filter(|p| p.iter().any(|s| s.starts_with("plugin:")))
-                                        .map(|p| format!(
-                                            " (the build was set by {})",
-                                            p.join(" → ")
-                                        ))
+                                        .map(|p| format!(" (the build was set by {})", p.join(" → ")))
                                         .unwrap_or_default()
                                 ),
                             },
                         });
                     }
-                    let context =
-                        tar_context(&b.context, b.dockerfile_inline.as_deref()).map_err(|e| {
-                            LifecycleError::Build {
-                                service: name.clone(),
-                                source: EngineError::Build {
-                                    image: tag.clone(),
-                                    message: format!(
-                                        "cannot read build context {}: {e}",
-                                        b.context.display()
-                                    ),
-                                },
-                            }
-                        })?;
+                    let context = tar_context(&b.context, b.dockerfile_inline.as_deref()).map_err(|e| LifecycleError::Build {
+                        service: name.clone(),
+                        source: EngineError::Build { image: tag.clone(), message: format!("cannot read build context {}: {e}", b.context.display()) },
+                    })?;
                     let spec = BuildSpec {
                         tag: tag.clone(),
                         context,
-                        dockerfile: if b.dockerfile_inline.is_some() {
-                            INLINE_DOCKERFILE.into()
-                        } else {
-                            dockerfile
-                        },
+                        dockerfile: if b.dockerfile_inline.is_some() { INLINE_DOCKERFILE.into() } else { dockerfile },
                         args: b.args.clone(),
                         target: b.target.clone(),
-                        labels: b
-                            .labels
-                            .clone()
-                            .into_iter()
-                            .chain([(labels::PROJECT.to_string(), plan.identity.project.clone())])
-                            .collect(),
+                        labels: b.labels.clone().into_iter().chain([(labels::PROJECT.to_string(), plan.identity.project.clone())]).collect(),
                         no_cache: opts.no_cache || b.no_cache == Some(true),
                         network: b.network.clone(),
                         shm_size: b.shm_size,
@@ -943,31 +685,19 @@ async fn ensure_images<E: Engine>(
                         platform: b.platform.clone(),
                         pull: b.pull == Some(true),
                     };
-                    engine
-                        .build_image(spec)
-                        .await
-                        .map_err(|e| LifecycleError::Build {
-                            service: name.clone(),
-                            source: e,
-                        })?;
+                    engine.build_image(spec).await.map_err(|e| LifecycleError::Build { service: name.clone(), source: e })?;
                     built.insert(tag.clone(), name.clone());
                 }
                 tag
             }
             (None, Some(image)) => {
                 if !engine.image_exists(image).await? {
-                    return Err(LifecycleError::MissingImage {
-                        service: name.clone(),
-                        image: image.clone(),
-                    });
+                    return Err(LifecycleError::MissingImage { service: name.clone(), image: image.clone() });
                 }
                 image.clone()
             }
             (None, None) => {
-                return Err(LifecycleError::MissingImage {
-                    service: name.clone(),
-                    image: "(none)".into(),
-                });
+                return Err(LifecycleError::MissingImage { service: name.clone(), image: "(none)".into() });
             }
         };
         out.insert(name.clone(), image);
@@ -1014,22 +744,13 @@ pub fn tar_context(dir: &Path, inline_dockerfile: Option<&str>) -> std::io::Resu
 /// The services whose containers this one refers to by name (network, IPC and PID namespaces, volumes): they must
 /// exist before it is created.
 fn container_refs(s: &ServicePlan) -> Vec<String> {
-    let mut out: Vec<String> = [
-        s.network_mode.as_deref(),
-        s.runtime.ipc.as_deref(),
-        s.runtime.pid.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|m| m.strip_prefix("service:"))
-    .map(String::from)
-    .collect();
-    out.extend(
-        s.volumes_from
-            .iter()
-            .filter(|v| !v.starts_with("container:"))
-            .map(|v| v.split(':').next().unwrap_or_default().to_string()),
-    );
+    let mut out: Vec<String> = [s.network_mode.as_deref(), s.runtime.ipc.as_deref(), s.runtime.pid.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.strip_prefix("service:"))
+        .map(String::from)
+        .collect();
+    out.extend(s.volumes_from.iter().filter(|v| !v.starts_with("container:")).map(|v| v.split(':').next().unwrap_or_default().to_string()));
     out
 }
 
@@ -1037,13 +758,7 @@ fn container_refs(s: &ServicePlan) -> Vec<String> {
 fn engine_mode(plan: &Plan, mode: &Option<String>) -> Option<String> {
     let m = mode.as_deref()?;
     Some(match m.strip_prefix("service:") {
-        Some(svc) => format!(
-            "container:{}",
-            plan.services
-                .get(svc)
-                .map(|t| t.container_name.as_str())
-                .unwrap_or(svc)
-        ),
+        Some(svc) => format!("container:{}", plan.services.get(svc).map(|t| t.container_name.as_str()).unwrap_or(svc)),
         None => m.to_string(),
     })
 }
@@ -1053,12 +768,7 @@ fn file_spec(service: &str, f: &crate::plan::FilePlan) -> Result<Option<FileSpec
     if f.is_bind() {
         return Ok(None);
     }
-    let err = |why: String| LifecycleError::File {
-        service: service.into(),
-        kind: f.kind.clone(),
-        name: f.name.clone(),
-        why,
-    };
+    let err = |why: String| LifecycleError::File { service: service.into(), kind: f.kind.clone(), name: f.name.clone(), why };
     let id = |v: &Option<String>, what: &str| -> Result<u64, LifecycleError> {
         match v {
             None => Ok(0),
@@ -1066,35 +776,18 @@ fn file_spec(service: &str, f: &crate::plan::FilePlan) -> Result<Option<FileSpec
         }
     };
     let content = match &f.source {
-        FileSource::File { path } => {
-            std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
-        }
+        FileSource::File { path } => std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?,
         FileSource::Environment { value, .. } => value.clone().into_bytes(),
         FileSource::Content { content } => content.clone().into_bytes(),
     };
-    Ok(Some(FileSpec {
-        target: f.target.clone(),
-        content,
-        uid: id(&f.uid, "uid")?,
-        gid: id(&f.gid, "gid")?,
-        mode: f.mode.unwrap_or(0o444),
-    }))
+    Ok(Some(FileSpec { target: f.target.clone(), content, uid: id(&f.uid, "uid")?, gid: id(&f.gid, "gid")?, mode: f.mode.unwrap_or(0o444) }))
 }
 
-fn container_spec(
-    plan: &Plan,
-    name: &str,
-    s: &ServicePlan,
-    image: &str,
-    labels: &BTreeMap<String, String>,
-) -> Result<ContainerSpec, LifecycleError> {
+fn container_spec(plan: &Plan, name: &str, s: &ServicePlan, image: &str, labels: &BTreeMap<String, String>) -> Result<ContainerSpec, LifecycleError> {
     let mut all_labels = s.labels.clone();
     all_labels.extend(labels.clone());
     all_labels.insert(labels::SERVICE.into(), name.into());
-    all_labels.insert(
-        labels::WAIT.into(),
-        serde_json::to_string(&s.wait).expect("wait strategies serialise"),
-    );
+    all_labels.insert(labels::WAIT.into(), serde_json::to_string(&s.wait).expect("wait strategies serialise"));
     let endpoints = s
         .networks
         .iter()
@@ -1108,19 +801,10 @@ fn container_spec(
             let links = s
                 .links
                 .iter()
-                .filter_map(|(svc, alias)| {
-                    plan.services
-                        .get(svc)
-                        .filter(|t| t.networks.contains_key(net))
-                        .map(|t| format!("{}:{alias}", t.container_name))
-                })
+                .filter_map(|(svc, alias)| plan.services.get(svc).filter(|t| t.networks.contains_key(net)).map(|t| format!("{}:{alias}", t.container_name)))
                 .collect();
             Endpoint {
-                network: plan
-                    .networks
-                    .get(net)
-                    .map(|n| n.docker_name.clone())
-                    .unwrap_or_else(|| net.clone()),
+                network: plan.networks.get(net).map(|n| n.docker_name.clone()).unwrap_or_else(|| net.clone()),
                 aliases,
                 ipv4_address: a.ipv4_address.clone(),
                 links,
@@ -1139,18 +823,9 @@ fn container_spec(
                 selinux: m.selinux.clone(),
                 create_host_path: m.create_host_path,
             },
-            "tmpfs" => MountSpec::Tmpfs {
-                target: m.target.clone(),
-                size: m.tmpfs_size,
-                mode: m.tmpfs_mode,
-            },
+            "tmpfs" => MountSpec::Tmpfs { target: m.target.clone(), size: m.tmpfs_size, mode: m.tmpfs_mode },
             _ => MountSpec::Volume {
-                source: m.source.as_ref().map(|src| {
-                    plan.volumes
-                        .get(src)
-                        .map(|v| v.docker_name.clone())
-                        .unwrap_or_else(|| src.clone())
-                }),
+                source: m.source.as_ref().map(|src| plan.volumes.get(src).map(|v| v.docker_name.clone()).unwrap_or_else(|| src.clone())),
                 target: m.target.clone(),
                 read_only: m.read_only,
                 nocopy: m.nocopy,
@@ -1179,17 +854,9 @@ fn container_spec(
         .map(|v| match v.strip_prefix("container:") {
             Some(c) => c.to_string(),
             None => {
-                let (svc, mode) = v
-                    .split_once(':')
-                    .map(|(a, b)| (a, Some(b)))
-                    .unwrap_or((v.as_str(), None));
-                let container = plan
-                    .services
-                    .get(svc)
-                    .map(|t| t.container_name.clone())
-                    .unwrap_or_else(|| svc.to_string());
-                mode.map(|m| format!("{container}:{m}"))
-                    .unwrap_or(container)
+                let (svc, mode) = v.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((v.as_str(), None));
+                let container = plan.services.get(svc).map(|t| t.container_name.clone()).unwrap_or_else(|| svc.to_string());
+                mode.map(|m| format!("{container}:{m}")).unwrap_or(container)
             }
         })
         .collect();
@@ -1201,22 +868,13 @@ fn container_spec(
         image: image.into(),
         command: s.command.clone(),
         entrypoint: s.entrypoint.clone(),
-        env: s
-            .environment
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
+        env: s.environment.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         labels: all_labels,
         ports: s
             .ports
             .iter()
             .filter(|p| p.strategy != PortStrategy::Unpublished)
-            .map(|p| PortBinding {
-                container_port: p.container_port,
-                protocol: p.protocol.clone(),
-                host_ip: p.host_ip.clone(),
-                host_port: p.host_port,
-            })
+            .map(|p| PortBinding { container_port: p.container_port, protocol: p.protocol.clone(), host_ip: p.host_ip.clone(), host_port: p.host_port })
             .collect(),
         endpoints,
         healthcheck: s.healthcheck.clone(),
@@ -1228,56 +886,26 @@ fn container_spec(
         user: s.user.clone(),
         working_dir: s.working_dir.clone(),
         // A container in another's network namespace has that one's hostname.
-        hostname: if s.network_mode.is_some() {
-            None
-        } else {
-            s.hostname.clone()
-        },
+        hostname: if s.network_mode.is_some() { None } else { s.hostname.clone() },
         restart: s.restart.clone(),
-        log_driver: s.logging.as_ref().map(|l| {
-            (
-                l.driver.clone().unwrap_or_else(|| "json-file".into()),
-                l.options.clone(),
-            )
-        }),
+        log_driver: s.logging.as_ref().map(|l| (l.driver.clone().unwrap_or_else(|| "json-file".into()), l.options.clone())),
         stop_timeout_s: s.stop_grace_period_ms.map(|ms| (ms / 1000) as i64),
         network_mode: engine_mode(plan, &s.network_mode),
         volumes_from,
-        expose: s
-            .expose
-            .iter()
-            .map(|e| {
-                if e.contains('/') {
-                    e.clone()
-                } else {
-                    format!("{e}/tcp")
-                }
-            })
-            .collect(),
+        expose: s.expose.iter().map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") }).collect(),
         files,
         runtime,
     })
 }
 
 /// Restarts one service of a running environment and waits for it as `up` did (strategies from its labels).
-pub async fn restart<E: Engine>(
-    engine: &E,
-    filter: &[String],
-    service: &str,
-    timeout: Duration,
-) -> Result<Duration, LifecycleError> {
+pub async fn restart<E: Engine>(engine: &E, filter: &[String], service: &str, timeout: Duration) -> Result<Duration, LifecycleError> {
     let began = Instant::now();
     let mut f = filter.to_vec();
     f.push(format!("{}={service}", labels::SERVICE));
     let found = engine.containers_labelled(&f).await?;
-    let c = found.first().ok_or_else(|| {
-        EngineError::NotFound(format!("service {service} in {}", filter.join(",")))
-    })?;
-    let waits: Vec<WaitStrategy> = c
-        .labels
-        .get(labels::WAIT)
-        .and_then(|w| serde_json::from_str(w).ok())
-        .unwrap_or_else(|| vec![WaitStrategy::Running]);
+    let c = found.first().ok_or_else(|| EngineError::NotFound(format!("service {service} in {}", filter.join(","))))?;
+    let waits: Vec<WaitStrategy> = c.labels.get(labels::WAIT).and_then(|w| serde_json::from_str(w).ok()).unwrap_or_else(|| vec![WaitStrategy::Running]);
     engine.stop_container(&c.id, None).await?;
     engine.start_container(&c.id).await?;
     let deadline = began + timeout;
@@ -1297,68 +925,23 @@ pub struct Removed {
 
 /// Removes every container, then every network (and with `volumes` every volume) carrying the filter's labels.
 /// "Already gone" is success; transient errors are retried with backoff.
-pub async fn down<E: Engine>(
-    engine: &E,
-    filter: &[String],
-    volumes: bool,
-) -> Result<Removed, EngineError> {
+pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
     let filter = filter.to_vec();
     // The ready marker goes first: if anything below fails, the environment is left as an orphan (no marker) that
     // the next `orch gc` or opportunistic reap finishes — the labels themselves record the unfinished work.
     let vols = engine.volumes_labelled(&filter).await?;
-    let (markers, data): (Vec<_>, Vec<_>) = vols
-        .iter()
-        .partition(|(_, l)| l.contains_key(crate::reaper::MARKER));
-    join_all(
-        markers
-            .iter()
-            .map(|(v, _)| retry(|| engine.remove_volume(v))),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
+    let (markers, data): (Vec<_>, Vec<_>) = vols.iter().partition(|(_, l)| l.contains_key(crate::reaper::MARKER));
+    join_all(markers.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let containers = engine.containers_labelled(&filter).await?;
     // Test and CI environments are disposable: kill at once. Dev and prod ones get their graceful stop first.
-    let graceful = |c: &crate::engine::ContainerSummary| {
-        matches!(
-            c.labels.get("orch.env-kind").map(String::as_str),
-            Some("dev" | "prod")
-        )
-    };
-    join_all(
-        containers
-            .iter()
-            .filter(|c| graceful(c) && c.state == "running")
-            .map(|c| engine.stop_container(&c.id, None)),
-    )
-    .await;
-    join_all(
-        containers
-            .iter()
-            .map(|c| retry(|| engine.remove_container(&c.id))),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
+    let graceful = |c: &crate::engine::ContainerSummary| matches!(c.labels.get("orch.env-kind").map(String::as_str), Some("dev" | "prod"));
+    join_all(containers.iter().filter(|c| graceful(c) && c.state == "running").map(|c| engine.stop_container(&c.id, None))).await;
+    join_all(containers.iter().map(|c| retry(|| engine.remove_container(&c.id)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let networks = engine.networks_labelled(&filter).await?;
-    join_all(
-        networks
-            .iter()
-            .map(|n| retry(|| engine.remove_network(&n.name))),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-    let mut removed = Removed {
-        containers: containers.len(),
-        networks: networks.len(),
-        volumes: 0,
-    };
+    join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.name)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut removed = Removed { containers: containers.len(), networks: networks.len(), volumes: 0 };
     if volumes {
-        join_all(data.iter().map(|(v, _)| retry(|| engine.remove_volume(v))))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+        join_all(data.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         removed.volumes = data.len();
     }
     Ok(removed)
@@ -1399,20 +982,13 @@ pub struct ServiceStatus {
 }
 
 /// Every orch-labelled container matching the filter, with its state as the engine reports it.
-pub async fn status<E: Engine>(
-    engine: &E,
-    filter: &[String],
-) -> Result<Vec<ServiceStatus>, EngineError> {
+pub async fn status<E: Engine>(engine: &E, filter: &[String]) -> Result<Vec<ServiceStatus>, EngineError> {
     status_probed(engine, filter, false).await
 }
 
 /// Like [`status`]; with `probe`, a container Docker still calls "starting" (its first healthcheck interval has not
 /// passed) has its healthcheck run now, so the report says what holds now.
-pub async fn status_probed<E: Engine>(
-    engine: &E,
-    filter: &[String],
-    probe: bool,
-) -> Result<Vec<ServiceStatus>, EngineError> {
+pub async fn status_probed<E: Engine>(engine: &E, filter: &[String], probe: bool) -> Result<Vec<ServiceStatus>, EngineError> {
     let list = engine.containers_labelled(&filter.to_vec()).await?;
     let states = join_all(list.iter().map(|c| async move {
         let mut st = engine.inspect_container(&c.id).await?;
@@ -1448,16 +1024,8 @@ pub async fn status_probed<E: Engine>(
             service: c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
             container: c.name.clone(),
             state,
-            ports: st
-                .ports
-                .iter()
-                .map(|(p, proto, ip, hp)| (format!("{p}/{proto}"), ip.clone(), *hp))
-                .collect(),
-            created: c
-                .labels
-                .get(labels::CREATED)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            ports: st.ports.iter().map(|(p, proto, ip, hp)| (format!("{p}/{proto}"), ip.clone(), *hp)).collect(),
+            created: c.labels.get(labels::CREATED).and_then(|v| v.parse().ok()).unwrap_or(0),
             owner: c.labels.get(labels::OWNER).cloned().unwrap_or_default(),
         });
     }
@@ -1470,14 +1038,8 @@ pub async fn status_probed<E: Engine>(
 pub fn connection_env(services: &[ServiceStatus]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for s in services {
-        let key: String = s
-            .service
-            .to_ascii_uppercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let mut ports: Vec<&(String, String, u16)> =
-            s.ports.iter().filter(|p| p.1 != "::").collect();
+        let key: String = s.service.to_ascii_uppercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let mut ports: Vec<&(String, String, u16)> = s.ports.iter().filter(|p| p.1 != "::").collect();
         ports.sort();
         if let Some(first) = ports.first() {
             out.insert(format!("{key}_HOST"), "127.0.0.1".to_string());
@@ -1500,15 +1062,9 @@ mod tests {
         let me = Owner::current();
         assert_eq!(Owner::parse(&me.label()), Some(me.clone()));
         assert!(me.is_alive());
-        let reused = Owner {
-            start_time: me.start_time + 1,
-            ..me.clone()
-        };
+        let reused = Owner { start_time: me.start_time + 1, ..me.clone() };
         assert!(!reused.is_alive(), "a reused pid is not the owner");
-        let rebooted = Owner {
-            boot_id: "other".into(),
-            ..me
-        };
+        let rebooted = Owner { boot_id: "other".into(), ..me };
         assert!(!rebooted.is_alive());
     }
 }

@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use orch_compose::{
-    Build, Condition, Healthcheck, Logging, Mount, Project, Published, Resources, Runtime,
-};
+use orch_compose::{Build, Condition, Healthcheck, Logging, Mount, Project, Published, Resources, Runtime};
 use serde::{Deserialize, Serialize};
 
 /// Version of the plan's JSON format; bumped on any incompatible change.
@@ -31,9 +29,7 @@ impl std::str::FromStr for EnvKind {
             "dev" => Ok(EnvKind::Dev),
             "ci" => Ok(EnvKind::Ci),
             "prod" => Ok(EnvKind::Prod),
-            other => Err(format!(
-                "unknown environment kind {other:?}; use test, dev, ci or prod"
-            )),
+            other => Err(format!("unknown environment kind {other:?}; use test, dev, ci or prod")),
         }
     }
 }
@@ -76,10 +72,7 @@ impl Identity {
         BTreeMap::from([
             ("orch.env".to_string(), self.env_id.clone()),
             ("orch.project".to_string(), self.project.clone()),
-            (
-                "orch.env-kind".to_string(),
-                format!("{:?}", self.env_kind).to_lowercase(),
-            ),
+            ("orch.env-kind".to_string(), format!("{:?}", self.env_kind).to_lowercase()),
         ])
     }
 
@@ -91,9 +84,7 @@ impl Identity {
 
 /// A small, stable hash (FNV-1a, 64 bit): the same on every machine and Rust version.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,19 +167,9 @@ pub enum LogStream {
 pub enum WaitStrategy {
     Running,
     Healthcheck,
-    Tcp {
-        container_port: u16,
-    },
-    Http {
-        container_port: u16,
-        path: String,
-        status: u16,
-    },
-    LogLine {
-        pattern: String,
-        stream: LogStream,
-        times: u32,
-    },
+    Tcp { container_port: u16 },
+    Http { container_port: u16, path: String, status: u16 },
+    LogLine { pattern: String, stream: LogStream, times: u32 },
     ExitZero,
 }
 
@@ -266,10 +247,7 @@ impl FilePlan {
     /// A file source without ownership or mode is bind-mounted read-only, as compose does; everything else is
     /// copied into the container before it starts, with its owner and mode.
     pub fn is_bind(&self) -> bool {
-        matches!(self.source, FileSource::File { .. })
-            && self.uid.is_none()
-            && self.gid.is_none()
-            && self.mode.is_none()
+        matches!(self.source, FileSource::File { .. }) && self.uid.is_none() && self.gid.is_none() && self.mode.is_none()
     }
 }
 
@@ -307,21 +285,8 @@ impl Plan {
         }
     }
 
-    pub fn diagnose(
-        &mut self,
-        level: Level,
-        code: &str,
-        message: impl Into<String>,
-        path: Option<String>,
-        source: &str,
-    ) {
-        self.diagnostics.push(Diagnostic {
-            level,
-            code: code.into(),
-            message: message.into(),
-            path,
-            source: source.into(),
-        });
+    pub fn diagnose(&mut self, level: Level, code: &str, message: impl Into<String>, path: Option<String>, source: &str) {
+        self.diagnostics.push(Diagnostic { level, code: code.into(), message: message.into(), path, source: source.into() });
     }
 
     pub fn has_errors(&self) -> bool {
@@ -344,19 +309,16 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
     const COMPOSE: &str = "compose";
     for (name, n) in &project.networks {
         let ipam = n.ipam.first();
-        let subnet_request = ipam
-            .and_then(|c| c.subnet.clone())
-            .map(SubnetRequest::Fixed);
-        let docker_name = if n.external {
-            n.name.clone().unwrap_or_else(|| name.clone())
-        } else {
-            identity.resource_name(name)
-        };
+        let subnet_request = ipam.and_then(|c| c.subnet.clone()).map(SubnetRequest::Fixed);
+        let docker_name = if n.external { n.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
         if !n.external && n.name.is_some() {
             plan.diagnose(
                 Level::Info,
                 "compose.network-name-ignored",
-                format!("network {name} asks for the fixed name {:?}; orch names it {docker_name} so environments do not collide", n.name.as_deref().unwrap_or_default()),
+                format!(
+                    "network {name} asks for the fixed name {:?}; orch names it {docker_name} so environments do not collide",
+                    n.name.as_deref().unwrap_or_default()
+                ),
                 Some(format!("networks.{name}.name")),
                 "orch",
             );
@@ -382,20 +344,10 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         }
     }
     for (name, v) in &project.volumes {
-        let docker_name = if v.external {
-            v.name.clone().unwrap_or_else(|| name.clone())
-        } else {
-            identity.resource_name(name)
-        };
+        let docker_name = if v.external { v.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
         plan.volumes.insert(
             name.clone(),
-            VolumePlan {
-                docker_name,
-                external: v.external,
-                driver: v.driver.clone(),
-                driver_opts: v.driver_opts.clone(),
-                labels: v.labels.clone(),
-            },
+            VolumePlan { docker_name, external: v.external, driver: v.driver.clone(), driver_opts: v.driver_opts.clone(), labels: v.labels.clone() },
         );
     }
     // Services that others wait on with service_completed_successfully are one-shots: done when they exit 0.
@@ -407,15 +359,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         .map(|(n, _)| n)
         .collect();
     for (name, s) in &project.services {
-        let environment = s
-            .environment
-            .iter()
-            .filter_map(|(k, v)| {
-                v.clone()
-                    .or_else(|| variables.get(k).cloned())
-                    .map(|v| (k.clone(), v))
-            })
-            .collect();
+        let environment = s.environment.iter().filter_map(|(k, v)| v.clone().or_else(|| variables.get(k).cloned()).map(|v| (k.clone(), v))).collect();
         let ports = s
             .ports
             .iter()
@@ -431,10 +375,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
                 host_port: None,
             })
             .collect::<Vec<_>>();
-        let has_health = s
-            .healthcheck
-            .as_ref()
-            .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+        let has_health = s.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
         let wait = if one_shots.contains(&name) {
             vec![WaitStrategy::ExitZero]
         } else if has_health {
@@ -442,19 +383,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         } else {
             vec![WaitStrategy::Running]
         };
-        let networks = s
-            .networks
-            .iter()
-            .map(|(n, a)| {
-                (
-                    n.clone(),
-                    Attachment {
-                        aliases: a.aliases.clone(),
-                        ipv4_address: a.ipv4_address.clone(),
-                    },
-                )
-            })
-            .collect();
+        let networks = s.networks.iter().map(|(n, a)| (n.clone(), Attachment { aliases: a.aliases.clone(), ipv4_address: a.ipv4_address.clone() })).collect();
         if s.container_name.is_some() {
             plan.diagnose(
                 Level::Info,
@@ -479,11 +408,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
             networks,
             healthcheck: s.healthcheck.clone(),
             wait,
-            depends_on: s
-                .depends_on
-                .iter()
-                .map(|(n, d)| (n.clone(), d.condition))
-                .collect(),
+            depends_on: s.depends_on.iter().map(|(n, d)| (n.clone(), d.condition)).collect(),
             resources: s.resources.clone(),
             tmpfs: s.tmpfs.clone(),
             volumes: s.volumes.clone(),
@@ -506,15 +431,8 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
 
         let mut service = service;
         // A service sharing another's network namespace starts after it, however the compose file named it.
-        if let Some(target) = service
-            .network_mode
-            .as_deref()
-            .and_then(|m| m.strip_prefix("service:"))
-        {
-            service
-                .depends_on
-                .entry(target.to_string())
-                .or_insert(Condition::ServiceStarted);
+        if let Some(target) = service.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
+            service.depends_on.entry(target.to_string()).or_insert(Condition::ServiceStarted);
         }
         let p = format!("services.{name}");
         plan.set_by(format!("{p}.image"), COMPOSE);
@@ -525,10 +443,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         if service.healthcheck.is_some() {
             plan.set_by(format!("{p}.healthcheck"), COMPOSE);
         }
-        plan.set_by(
-            format!("{p}.wait"),
-            if has_health { COMPOSE } else { "orch" },
-        );
+        plan.set_by(format!("{p}.wait"), if has_health { COMPOSE } else { "orch" });
         if service.resources != Resources::default() {
             plan.set_by(format!("{p}.resources"), COMPOSE);
         }
@@ -538,18 +453,9 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
 }
 
 /// The service's secrets and configs as files; external ones (Swarm objects) cannot be mounted and are reported.
-fn files(
-    plan: &mut Plan,
-    project: &Project,
-    service: &str,
-    s: &orch_compose::Service,
-    variables: &BTreeMap<String, String>,
-) -> Vec<FilePlan> {
+fn files(plan: &mut Plan, project: &Project, service: &str, s: &orch_compose::Service, variables: &BTreeMap<String, String>) -> Vec<FilePlan> {
     let mut out = vec![];
-    for (kind, list, defined) in [
-        ("secret", &s.secrets, &project.secrets),
-        ("config", &s.configs, &project.configs),
-    ] {
+    for (kind, list, defined) in [("secret", &s.secrets, &project.secrets), ("config", &s.configs, &project.configs)] {
         for (i, r) in list.iter().enumerate() {
             let Some(def) = defined.get(&r.source) else {
                 continue;
@@ -559,7 +465,10 @@ fn files(
                 plan.diagnose(
                     Level::Warning,
                     "compose.external-not-mounted",
-                    format!("{kind} {} is external, an object of Docker Swarm; on one engine orch cannot mount it, so {} will not exist in service {service}", r.source, r.target),
+                    format!(
+                        "{kind} {} is external, an object of Docker Swarm; on one engine orch cannot mount it, so {} will not exist in service {service}",
+                        r.source, r.target
+                    ),
                     path,
                     "compose",
                 );
@@ -568,10 +477,7 @@ fn files(
                 FileSource::File { path: f.clone() }
             } else if let Some(var) = &def.environment {
                 match variables.get(var) {
-                    Some(value) => FileSource::Environment {
-                        variable: var.clone(),
-                        value: value.clone(),
-                    },
+                    Some(value) => FileSource::Environment { variable: var.clone(), value: value.clone() },
                     None => {
                         plan.diagnose(
                             Level::Error,
@@ -584,9 +490,7 @@ fn files(
                     }
                 }
             } else if let Some(content) = &def.content {
-                FileSource::Content {
-                    content: content.clone(),
-                }
+                FileSource::Content { content: content.clone() }
             } else {
                 continue;
             };
@@ -606,12 +510,7 @@ fn files(
 
 /// `network_mode` keeps isolation when it stays inside the environment (`none`, `service:`, a `container:` that names
 /// a service of this project); `host` and `bridge` leave it, which the plan says, and a plugin may refuse.
-fn network_mode(
-    plan: &mut Plan,
-    project: &Project,
-    name: &str,
-    s: &orch_compose::Service,
-) -> Option<String> {
+fn network_mode(plan: &mut Plan, project: &Project, name: &str, s: &orch_compose::Service) -> Option<String> {
     let mode = s.network_mode.as_deref()?;
     let path = Some(format!("services.{name}.network_mode"));
     match mode {

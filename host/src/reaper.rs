@@ -29,10 +29,7 @@ pub enum Lifetime {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The name of an environment's ready marker volume.
@@ -41,13 +38,7 @@ pub fn marker_name(project: &str, env: &str) -> String {
 }
 
 /// Marks the environment complete: the last thing `up` creates.
-pub async fn mark_ready<E: Engine>(
-    engine: &E,
-    env_labels: &BTreeMap<String, String>,
-    project: &str,
-    env: &str,
-    lifetime: Lifetime,
-) -> Result<(), EngineError> {
+pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, String>, project: &str, env: &str, lifetime: Lifetime) -> Result<(), EngineError> {
     let mut l = env_labels.clone();
     l.insert(MARKER.into(), "ready".into());
     match lifetime {
@@ -61,13 +52,7 @@ pub async fn mark_ready<E: Engine>(
             l.insert(LIFETIME.into(), "process".into());
         }
     }
-    engine
-        .create_volume(&crate::engine::VolumeSpec {
-            name: marker_name(project, env),
-            labels: l,
-            ..Default::default()
-        })
-        .await
+    engine.create_volume(&crate::engine::VolumeSpec { name: marker_name(project, env), labels: l, ..Default::default() }).await
 }
 
 /// One environment as found on the engine.
@@ -108,15 +93,10 @@ impl EnvInfo {
         }
         match &self.marker {
             None => Verdict::Orphan(match &self.owner {
-                Some(o) => format!(
-                    "its owner (pid {} on {}) died before it was complete",
-                    o.pid, o.host
-                ),
+                Some(o) => format!("its owner (pid {} on {}) died before it was complete", o.pid, o.host),
                 None => "it has no owner label".into(),
             }),
-            Some(m) if m.get(LIFETIME).map(String::as_str) == Some("process") => {
-                Verdict::Orphan("its owner process ended".into())
-            }
+            Some(m) if m.get(LIFETIME).map(String::as_str) == Some("process") => Verdict::Orphan("its owner process ended".into()),
             Some(_) => Verdict::Kept,
         }
     }
@@ -125,17 +105,10 @@ impl EnvInfo {
 /// Every orch environment on the engine (from three list calls).
 pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineError> {
     let any = vec![labels::ENV.to_string()];
-    let (containers, networks, volumes) = tokio::try_join!(
-        engine.containers_labelled(&any),
-        engine.networks_labelled(&any),
-        engine.volumes_labelled(&any)
-    )?;
+    let (containers, networks, volumes) = tokio::try_join!(engine.containers_labelled(&any), engine.networks_labelled(&any), engine.volumes_labelled(&any))?;
     let mut envs: BTreeMap<(String, String), EnvInfo> = BTreeMap::new();
     let mut note = |l: &BTreeMap<String, String>| -> Option<(String, String)> {
-        let key = (
-            l.get(labels::PROJECT).cloned().unwrap_or_default(),
-            l.get(labels::ENV).cloned()?,
-        );
+        let key = (l.get(labels::PROJECT).cloned().unwrap_or_default(), l.get(labels::ENV).cloned()?);
         let e = envs.entry(key.clone()).or_insert_with(|| EnvInfo {
             project: key.0.clone(),
             env: key.1.clone(),
@@ -191,11 +164,7 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
 }
 
 /// Removes one environment completely, its volumes and marker included.
-pub async fn remove<E: Engine>(
-    engine: &E,
-    project: &str,
-    env: &str,
-) -> Result<lifecycle::Removed, EngineError> {
+pub async fn remove<E: Engine>(engine: &E, project: &str, env: &str) -> Result<lifecycle::Removed, EngineError> {
     lifecycle::down(engine, &lifecycle::env_filter(Some(project), env), true).await
 }
 
@@ -238,41 +207,21 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<Vec<Reaped>, 
             Verdict::Kept if opts.all => "kept environment (--all)".into(),
             _ => continue,
         };
-        let removed = if opts.dry_run {
-            None
-        } else {
-            Some(remove(engine, &e.project, &e.env).await?)
-        };
-        out.push(Reaped {
-            project: e.project,
-            env: e.env,
-            reason,
-            removed,
-        });
+        let removed = if opts.dry_run { None } else { Some(remove(engine, &e.project, &e.env).await?) };
+        out.push(Reaped { project: e.project, env: e.env, reason, removed });
     }
     Ok(out)
 }
 
 /// Watches `owner` (the process running `up`); when it dies, removes the environment unless it was completed with
 /// a kept lifetime. Runs in the detached `orch __watch` process.
-pub async fn watch<E: Engine>(
-    engine: &E,
-    owner: &Owner,
-    project: &str,
-    env: &str,
-) -> Result<Option<lifecycle::Removed>, EngineError> {
+pub async fn watch<E: Engine>(engine: &E, owner: &Owner, project: &str, env: &str) -> Result<Option<lifecycle::Removed>, EngineError> {
     while owner.is_alive() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let filter = vec![
-        format!("{}={env}", labels::ENV),
-        format!("{}={project}", labels::PROJECT),
-        MARKER.to_string(),
-    ];
+    let filter = vec![format!("{}={env}", labels::ENV), format!("{}={project}", labels::PROJECT), MARKER.to_string()];
     let marker = engine.volumes_labelled(&filter).await?;
-    let kept = marker
-        .first()
-        .is_some_and(|(_, l)| l.get(LIFETIME).map(String::as_str) == Some("kept"));
+    let kept = marker.first().is_some_and(|(_, l)| l.get(LIFETIME).map(String::as_str) == Some("kept"));
     if kept {
         return Ok(None);
     }
@@ -300,41 +249,20 @@ mod tests {
             containers: 1,
             networks: 1,
             volumes: 0,
-            marker: marker.map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            }),
+            marker: marker.map(|m| m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         }
     }
 
     #[test]
     fn verdicts() {
         let me = Owner::current();
-        let dead = Owner {
-            start_time: me.start_time + 1,
-            ..me.clone()
-        };
+        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
         assert_eq!(info(Some(me.clone()), None).verdict(10), Verdict::Live);
-        assert!(matches!(
-            info(Some(dead.clone()), None).verdict(10),
-            Verdict::Orphan(_)
-        ));
-        assert_eq!(
-            info(Some(dead.clone()), Some(&[(LIFETIME, "kept")])).verdict(10),
-            Verdict::Kept
-        );
-        assert!(matches!(
-            info(Some(dead.clone()), Some(&[(LIFETIME, "process")])).verdict(10),
-            Verdict::Orphan(_)
-        ));
-        assert!(
-            matches!(info(Some(me), Some(&[(LIFETIME, "kept"), (EXPIRES, "5")])).verdict(10), Verdict::Orphan(r) if r.contains("lease"))
-        );
-        assert_eq!(
-            info(Some(dead), Some(&[(LIFETIME, "kept"), (EXPIRES, "50")])).verdict(10),
-            Verdict::Kept
-        );
+        assert!(matches!(info(Some(dead.clone()), None).verdict(10), Verdict::Orphan(_)));
+        assert_eq!(info(Some(dead.clone()), Some(&[(LIFETIME, "kept")])).verdict(10), Verdict::Kept);
+        assert!(matches!(info(Some(dead.clone()), Some(&[(LIFETIME, "process")])).verdict(10), Verdict::Orphan(_)));
+        assert!(matches!(info(Some(me), Some(&[(LIFETIME, "kept"), (EXPIRES, "5")])).verdict(10), Verdict::Orphan(r) if r.contains("lease")));
+        assert_eq!(info(Some(dead), Some(&[(LIFETIME, "kept"), (EXPIRES, "50")])).verdict(10), Verdict::Kept);
         assert!(matches!(info(None, None).verdict(10), Verdict::Orphan(_)));
     }
 }

@@ -18,23 +18,10 @@ pub const DEFAULT_PREFIX: u8 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error(
-        "no free /{prefix} subnet left for network {network} in the pools {pools}; remove stale environments (`orch gc`) or add a pool with --pool CIDR"
-    )]
-    PoolExhausted {
-        network: String,
-        prefix: u8,
-        pools: String,
-    },
-    #[error(
-        "service {service}: no free host port in {start}-{end} for container port {port}; widen the range or stop other environments"
-    )]
-    PortsExhausted {
-        service: String,
-        port: String,
-        start: u16,
-        end: u16,
-    },
+    #[error("no free /{prefix} subnet left for network {network} in the pools {pools}; remove stale environments (`orch gc`) or add a pool with --pool CIDR")]
+    PoolExhausted { network: String, prefix: u8, pools: String },
+    #[error("service {service}: no free host port in {start}-{end} for container port {port}; widen the range or stop other environments")]
+    PortsExhausted { service: String, port: String, start: u16, end: u16 },
     #[error("network {network}: subnet {value:?} is not an IPv4 CIDR such as 10.1.2.0/24")]
     BadSubnet { network: String, value: String },
 }
@@ -51,22 +38,11 @@ pub fn resolve(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<(), 
 }
 
 fn prune_unused_networks(plan: &mut Plan) {
-    let used: BTreeSet<String> = plan
-        .services
-        .values()
-        .flat_map(|s| s.networks.keys().cloned())
-        .collect();
-    let unused: Vec<String> = plan
-        .networks
-        .keys()
-        .filter(|n| !used.contains(*n))
-        .cloned()
-        .collect();
+    let used: BTreeSet<String> = plan.services.values().flat_map(|s| s.networks.keys().cloned()).collect();
+    let unused: Vec<String> = plan.networks.keys().filter(|n| !used.contains(*n)).cloned().collect();
     for name in unused {
         plan.networks.remove(&name);
-        plan.provenance.retain(|k, _| {
-            k != &format!("networks.{name}") && !k.starts_with(&format!("networks.{name}."))
-        });
+        plan.provenance.retain(|k, _| k != &format!("networks.{name}") && !k.starts_with(&format!("networks.{name}.")));
         plan.diagnose(
             Level::Debug,
             "plan.network-unused",
@@ -82,10 +58,7 @@ fn resolve_subnets(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<
     // Fixed subnets first, so carving avoids them; conflicts among them are reported by validation.
     for (name, n) in plan.networks.iter_mut() {
         if let Some(SubnetRequest::Fixed(cidr)) = &n.subnet_request {
-            let net: Ipv4Net = cidr.parse().map_err(|_| ResolveError::BadSubnet {
-                network: name.clone(),
-                value: cidr.clone(),
-            })?;
+            let net: Ipv4Net = cidr.parse().map_err(|_| ResolveError::BadSubnet { network: name.clone(), value: cidr.clone() })?;
             n.subnet = Some(net.to_string());
             taken.push(net.trunc());
         }
@@ -106,15 +79,7 @@ fn resolve_subnets(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<
             .flat_map(|pool| pool.subnets(prefix).into_iter().flatten())
             .find(|candidate| !taken.iter().any(|t| overlaps(t, candidate)));
         let Some(subnet) = found else {
-            return Err(ResolveError::PoolExhausted {
-                network: name,
-                prefix,
-                pools: pools
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(ResolveError::PoolExhausted { network: name, prefix, pools: pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ") });
         };
         taken.push(subnet);
         n.subnet = Some(subnet.to_string());
@@ -149,13 +114,11 @@ fn resolve_ports(plan: &mut Plan, facts: &Facts) -> Result<(), ResolveError> {
             p.host_port = match p.strategy {
                 PortStrategy::Fixed { port } => Some(port),
                 PortStrategy::Range { start, end } => {
-                    let port = (start..=end).find(|c| !taken.contains(c)).ok_or_else(|| {
-                        ResolveError::PortsExhausted {
-                            service: sname.clone(),
-                            port: key.clone(),
-                            start,
-                            end,
-                        }
+                    let port = (start..=end).find(|c| !taken.contains(c)).ok_or_else(|| ResolveError::PortsExhausted {
+                        service: sname.clone(),
+                        port: key.clone(),
+                        start,
+                        end,
                     })?;
                     taken.insert(port);
                     Some(port)
@@ -167,12 +130,7 @@ fn resolve_ports(plan: &mut Plan, facts: &Facts) -> Result<(), ResolveError> {
                     let port = (0..len)
                         .map(|i| start + ((first + i) % len) as u16)
                         .find(|c| !taken.contains(c))
-                        .ok_or_else(|| ResolveError::PortsExhausted {
-                            service: sname.clone(),
-                            port: key.clone(),
-                            start,
-                            end,
-                        })?;
+                        .ok_or_else(|| ResolveError::PortsExhausted { service: sname.clone(), port: key.clone(), start, end })?;
                     taken.insert(port);
                     Some(port)
                 }
@@ -197,11 +155,7 @@ mod tests {
     fn carving_skips_taken() {
         let pool: Ipv4Net = "10.192.0.0/22".parse().unwrap();
         let taken: Ipv4Net = "10.192.0.0/23".parse().unwrap();
-        let first = pool
-            .subnets(24)
-            .unwrap()
-            .find(|c| !overlaps(&taken, c))
-            .unwrap();
+        let first = pool.subnets(24).unwrap().find(|c| !overlaps(&taken, c)).unwrap();
         assert_eq!(first.to_string(), "10.192.2.0/24");
     }
 }

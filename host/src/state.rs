@@ -18,29 +18,12 @@ use crate::lifecycle::Owner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error(
-        "state directory {path}: {source}; set --state-dir or ORCH_STATE_DIR to a writable directory"
-    )]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "environment {env} is in use by {holder}; waited {waited:?} (--lock-timeout), try again or use another --env"
-    )]
-    EnvLocked {
-        env: String,
-        holder: String,
-        waited: Duration,
-    },
-    #[error(
-        "the allocation lock in {path} was not released within {waited:?}; the holder is {holder}"
-    )]
-    AllocLocked {
-        path: PathBuf,
-        holder: String,
-        waited: Duration,
-    },
+    #[error("state directory {path}: {source}; set --state-dir or ORCH_STATE_DIR to a writable directory")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("environment {env} is in use by {holder}; waited {waited:?} (--lock-timeout), try again or use another --env")]
+    EnvLocked { env: String, holder: String, waited: Duration },
+    #[error("the allocation lock in {path} was not released within {waited:?}; the holder is {holder}")]
+    AllocLocked { path: PathBuf, holder: String, waited: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -54,19 +37,14 @@ impl StateDir {
         let root = flag
             .or_else(|| std::env::var_os("ORCH_STATE_DIR").map(PathBuf::from))
             .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("orch")))
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/orch"))
-            })
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/orch")))
             .unwrap_or_else(|| std::env::temp_dir().join("orch-state"));
         StateDir { root }
     }
 
     fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
         let path = path.to_path_buf();
-        move |source| StateError::Io {
-            path: path.clone(),
-            source,
-        }
+        move |source| StateError::Io { path: path.clone(), source }
     }
 
     fn open_lock(&self, rel: &str) -> Result<(File, PathBuf), StateError> {
@@ -74,13 +52,7 @@ impl StateDir {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(self.io(dir))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(self.io(&path))?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(self.io(&path))?;
         Ok((file, path))
     }
 
@@ -91,48 +63,24 @@ impl StateDir {
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StateError::AllocLocked {
-                        path: lock_path,
-                        holder: "another orch process".into(),
-                        waited: started.elapsed(),
-                    });
+                    return Err(StateError::AllocLocked { path: lock_path, holder: "another orch process".into(), waited: started.elapsed() });
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(StateError::Io {
-                        path: lock_path,
-                        source: e,
-                    });
+                    return Err(StateError::Io { path: lock_path, source: e });
                 }
             }
         }
         let path = self.root.join("allocations.json");
         // A missing or corrupt file is repaired: the engine's labels are the truth.
-        let mut state: Allocations = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        state
-            .envs
-            .retain(|_, a| Owner::parse(&a.owner).is_some_and(|o| o.is_alive()));
-        Ok(AllocGuard {
-            _file: file,
-            path,
-            state,
-        })
+        let mut state: Allocations = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        state.envs.retain(|_, a| Owner::parse(&a.owner).is_some_and(|o| o.is_alive()));
+        Ok(AllocGuard { _file: file, path, state })
     }
 
     /// Takes the exclusive lock of one environment, waiting up to `timeout`; the holder is named on failure.
-    pub fn lock_env(
-        &self,
-        project: &str,
-        env: &str,
-        command: &str,
-        timeout: Duration,
-    ) -> Result<EnvLock, StateError> {
+    pub fn lock_env(&self, project: &str, env: &str, command: &str, timeout: Duration) -> Result<EnvLock, StateError> {
         let (mut file, path) = self.open_lock(&format!("envs/{project}--{env}.lock"))?;
         let started = Instant::now();
         let mut said = false;
@@ -140,21 +88,10 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&path)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
-                    let holder = if holder.is_empty() {
-                        "another orch process".to_string()
-                    } else {
-                        holder
-                    };
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                    let holder = if holder.is_empty() { "another orch process".to_string() } else { holder };
                     if started.elapsed() >= timeout {
-                        return Err(StateError::EnvLocked {
-                            env: env.into(),
-                            holder,
-                            waited: started.elapsed(),
-                        });
+                        return Err(StateError::EnvLocked { env: env.into(), holder, waited: started.elapsed() });
                     }
                     if !said {
                         eprintln!("waiting for environment {env}: in use by {holder}");
@@ -197,17 +134,10 @@ pub struct EnvAllocation {
 
 impl Allocations {
     pub fn subnets(&self) -> BTreeSet<Ipv4Net> {
-        self.envs
-            .values()
-            .flat_map(|a| a.subnets.iter())
-            .filter_map(|s| s.parse::<Ipv4Net>().ok())
-            .collect()
+        self.envs.values().flat_map(|a| a.subnets.iter()).filter_map(|s| s.parse::<Ipv4Net>().ok()).collect()
     }
     pub fn ports(&self) -> BTreeSet<u16> {
-        self.envs
-            .values()
-            .flat_map(|a| a.ports.iter().copied())
-            .collect()
+        self.envs.values().flat_map(|a| a.ports.iter().copied()).collect()
     }
 }
 
@@ -220,18 +150,9 @@ pub struct AllocGuard {
 
 impl AllocGuard {
     pub fn save(&self) -> Result<(), StateError> {
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&self.state).expect("serialises"),
-        )
-        .map_err(io)?;
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let io = |source| StateError::Io { path: self.path.clone(), source };
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state).expect("serialises")).map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)
     }
 
@@ -243,17 +164,8 @@ impl AllocGuard {
             EnvAllocation {
                 owner: Owner::current().label(),
                 created: crate::reaper::now(),
-                subnets: plan
-                    .networks
-                    .values()
-                    .filter(|n| !n.external)
-                    .filter_map(|n| n.subnet.clone())
-                    .collect(),
-                ports: plan
-                    .services
-                    .values()
-                    .flat_map(|s| s.ports.iter().filter_map(|p| p.host_port))
-                    .collect(),
+                subnets: plan.networks.values().filter(|n| !n.external).filter_map(|n| n.subnet.clone()).collect(),
+                ports: plan.services.values().flat_map(|s| s.ports.iter().filter_map(|p| p.host_port)).collect(),
             },
         );
     }
@@ -270,33 +182,15 @@ mod tests {
     #[test]
     fn reservations_survive_reload_and_dead_owners_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let sd = StateDir {
-            root: dir.path().to_path_buf(),
-        };
+        let sd = StateDir { root: dir.path().to_path_buf() };
         {
             let mut g = sd.allocations(Duration::from_secs(1)).unwrap();
             g.state.envs.insert(
                 "p/live".into(),
-                EnvAllocation {
-                    owner: Owner::current().label(),
-                    created: 1,
-                    subnets: vec!["10.192.0.0/24".into()],
-                    ports: vec![30001],
-                },
+                EnvAllocation { owner: Owner::current().label(), created: 1, subnets: vec!["10.192.0.0/24".into()], ports: vec![30001] },
             );
-            let dead = Owner {
-                start_time: Owner::current().start_time + 1,
-                ..Owner::current()
-            };
-            g.state.envs.insert(
-                "p/dead".into(),
-                EnvAllocation {
-                    owner: dead.label(),
-                    created: 1,
-                    subnets: vec!["10.192.1.0/24".into()],
-                    ports: vec![30002],
-                },
-            );
+            let dead = Owner { start_time: Owner::current().start_time + 1, ..Owner::current() };
+            g.state.envs.insert("p/dead".into(), EnvAllocation { owner: dead.label(), created: 1, subnets: vec!["10.192.1.0/24".into()], ports: vec![30002] });
             g.save().unwrap();
         }
         let g = sd.allocations(Duration::from_secs(1)).unwrap();
@@ -307,44 +201,19 @@ mod tests {
         assert!(matches!(err, StateError::AllocLocked { .. }), "{err}");
         drop(g);
         std::fs::write(dir.path().join("allocations.json"), "{not json").unwrap();
-        assert!(
-            sd.allocations(Duration::from_secs(1))
-                .unwrap()
-                .state
-                .envs
-                .is_empty(),
-            "a corrupt file is repaired"
-        );
+        assert!(sd.allocations(Duration::from_secs(1)).unwrap().state.envs.is_empty(), "a corrupt file is repaired");
     }
 
     #[test]
     fn env_locks_name_their_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let sd = StateDir {
-            root: dir.path().to_path_buf(),
-        };
-        let held = sd
-            .lock_env("p", "dev", "orch up --env dev", Duration::from_secs(1))
-            .unwrap();
-        let err = sd
-            .lock_env("p", "dev", "orch up --env dev", Duration::from_millis(200))
-            .err()
-            .unwrap();
+        let sd = StateDir { root: dir.path().to_path_buf() };
+        let held = sd.lock_env("p", "dev", "orch up --env dev", Duration::from_secs(1)).unwrap();
+        let err = sd.lock_env("p", "dev", "orch up --env dev", Duration::from_millis(200)).err().unwrap();
         let text = err.to_string();
-        assert!(
-            text.contains(&format!("pid {}", std::process::id()))
-                && text.contains("orch up --env dev"),
-            "{text}"
-        );
+        assert!(text.contains(&format!("pid {}", std::process::id())) && text.contains("orch up --env dev"), "{text}");
         drop(held);
-        assert!(
-            sd.lock_env("p", "dev", "x", Duration::from_millis(200))
-                .is_ok()
-        );
-        assert!(
-            sd.lock_env("p", "test", "x", Duration::from_millis(200))
-                .is_ok(),
-            "other environments are independent"
-        );
+        assert!(sd.lock_env("p", "dev", "x", Duration::from_millis(200)).is_ok());
+        assert!(sd.lock_env("p", "test", "x", Duration::from_millis(200)).is_ok(), "other environments are independent");
     }
 }

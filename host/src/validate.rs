@@ -14,9 +14,7 @@ const SOURCE: &str = "orch";
 
 /// RFC 1918 private space; anything else (e.g. 172.32.0.0/16) is someone's public address space.
 pub fn is_private(net: &Ipv4Net) -> bool {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-        .iter()
-        .any(|p| p.parse::<Ipv4Net>().expect("literal").contains(net))
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].iter().any(|p| p.parse::<Ipv4Net>().expect("literal").contains(net))
 }
 
 /// Problems found so far: (level, code, message, path).
@@ -40,22 +38,11 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         let path = format!("networks.{name}");
         let Some(text) = &n.subnet else { continue };
         let Ok(net) = text.parse::<Ipv4Net>() else {
-            f.err(
-                "plan.subnet-invalid",
-                format!("network {name}: {text:?} is not an IPv4 CIDR"),
-                path,
-            );
+            f.err("plan.subnet-invalid", format!("network {name}: {text:?} is not an IPv4 CIDR"), path);
             continue;
         };
         if net.trunc() != net {
-            f.err(
-                "plan.subnet-host-bits",
-                format!(
-                    "network {name}: subnet {net} has host bits set; did you mean {}?",
-                    net.trunc()
-                ),
-                path.clone(),
-            );
+            f.err("plan.subnet-host-bits", format!("network {name}: subnet {net} has host bits set; did you mean {}?", net.trunc()), path.clone());
         }
         for (other, o) in &subnets {
             if overlaps(o, &net) {
@@ -81,33 +68,20 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         }
         if let Some(g) = &n.gateway {
             match g.parse::<Ipv4Addr>() {
-                Ok(ip) if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() => f
-                    .err(
-                        "plan.gateway-outside",
-                        format!("network {name}: gateway {ip} is not a host address of {net}"),
-                        path.clone(),
-                    ),
+                Ok(ip) if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() => {
+                    f.err("plan.gateway-outside", format!("network {name}: gateway {ip} is not a host address of {net}"), path.clone())
+                }
                 Ok(_) => {}
-                Err(_) => f.err(
-                    "plan.gateway-invalid",
-                    format!("network {name}: gateway {g:?} is not an IPv4 address"),
-                    path.clone(),
-                ),
+                Err(_) => f.err("plan.gateway-invalid", format!("network {name}: gateway {g:?} is not an IPv4 address"), path.clone()),
             }
         }
         if let Some(r) = &n.ip_range {
             match r.parse::<Ipv4Net>() {
-                Ok(range) if !net.contains(&range) => f.err(
-                    "plan.ip-range-outside",
-                    format!("network {name}: ip_range {range} is not inside {net}"),
-                    path.clone(),
-                ),
+                Ok(range) if !net.contains(&range) => {
+                    f.err("plan.ip-range-outside", format!("network {name}: ip_range {range} is not inside {net}"), path.clone())
+                }
                 Ok(_) => {}
-                Err(_) => f.err(
-                    "plan.ip-range-invalid",
-                    format!("network {name}: ip_range {r:?} is not an IPv4 CIDR"),
-                    path.clone(),
-                ),
+                Err(_) => f.err("plan.ip-range-invalid", format!("network {name}: ip_range {r:?} is not an IPv4 CIDR"), path.clone()),
             }
         }
         subnets.push((name.clone(), net));
@@ -119,11 +93,7 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         let sp = format!("services.{sname}");
         match &s.network_mode {
             None if s.networks.is_empty() => {
-                f.err(
-                    "plan.no-network",
-                    format!("service {sname} is attached to no network; attach it to at least one"),
-                    format!("{sp}.networks"),
-                );
+                f.err("plan.no-network", format!("service {sname} is attached to no network; attach it to at least one"), format!("{sp}.networks"));
             }
             None => {}
             Some(mode) => {
@@ -136,15 +106,16 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
                 }
                 if let Some(target) = mode.strip_prefix("service:") {
                     match plan.services.get(target) {
-                        None => f.err("plan.network-mode-missing", format!("service {sname} shares the network of service {target:?}, which is not in the plan"), format!("{sp}.network_mode")),
+                        None => f.err(
+                            "plan.network-mode-missing",
+                            format!("service {sname} shares the network of service {target:?}, which is not in the plan"),
+                            format!("{sp}.network_mode"),
+                        ),
                         Some(t) if t.network_mode.as_deref().is_some_and(|m| m.starts_with("service:")) => {}
                         Some(_) => {}
                     }
                 }
-                let publishes = s
-                    .ports
-                    .iter()
-                    .any(|p| p.strategy != PortStrategy::Unpublished);
+                let publishes = s.ports.iter().any(|p| p.strategy != PortStrategy::Unpublished);
                 if publishes && mode != "bridge" {
                     f.err(
                         "plan.network-mode-ports",
@@ -157,61 +128,55 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         for (i, v) in s.volumes_from.iter().enumerate() {
             let target = v.split(':').next().unwrap_or_default();
             if !v.starts_with("container:") && !plan.services.contains_key(target) {
-                f.err("plan.volumes-from-missing", format!("service {sname} takes volumes from {target:?}, which is not a service of this plan"), format!("{sp}.volumes_from[{i}]"));
+                f.err(
+                    "plan.volumes-from-missing",
+                    format!("service {sname} takes volumes from {target:?}, which is not a service of this plan"),
+                    format!("{sp}.volumes_from[{i}]"),
+                );
             }
         }
         // Files are copied into the container before it starts unless bind-mounted: a read-only root filesystem
         // refuses the copy, and a tmpfs mounted over the path at start would hide it.
-        let under = |target: &str, dir: &str| {
-            target.starts_with(&format!("{}/", dir.trim_end_matches('/')))
-        };
+        let under = |target: &str, dir: &str| target.starts_with(&format!("{}/", dir.trim_end_matches('/')));
         for file in s.files.iter().filter(|file| !file.is_bind()) {
             let tmpfs = s
                 .tmpfs
                 .iter()
                 .map(|t| t.split(':').next().unwrap_or_default())
-                .chain(
-                    s.volumes
-                        .iter()
-                        .filter(|m| m.kind == "tmpfs")
-                        .map(|m| m.target.as_str()),
-                )
+                .chain(s.volumes.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.as_str()))
                 .find(|t| under(&file.target, t));
-            let on_volume = s
-                .volumes
-                .iter()
-                .any(|m| m.kind != "tmpfs" && under(&file.target, &m.target));
+            let on_volume = s.volumes.iter().any(|m| m.kind != "tmpfs" && under(&file.target, &m.target));
             let why = match tmpfs {
                 Some(t) => Some(format!("the tmpfs at {t} would hide it")),
-                None if s.runtime.read_only && !on_volume => {
-                    Some("the root filesystem is read-only".to_string())
-                }
+                None if s.runtime.read_only && !on_volume => Some("the root filesystem is read-only".to_string()),
                 None => None,
             };
             if let Some(why) = why {
                 f.err(
                     "plan.file-not-writable",
-                    format!("service {sname}: {} {} cannot be copied to {}: {why}; give it a `file:` source without uid/gid/mode (bind-mounted) or another target", file.kind, file.name, file.target),
+                    format!(
+                        "service {sname}: {} {} cannot be copied to {}: {why}; give it a `file:` source without uid/gid/mode (bind-mounted) or another target",
+                        file.kind, file.name, file.target
+                    ),
                     format!("{sp}.{}s", file.kind),
                 );
             }
         }
         for (net, att) in &s.networks {
             let Some(n) = plan.networks.get(net) else {
-                f.err("plan.network-missing", format!("service {sname} is attached to network {net:?}, which the plan does not define"), format!("{sp}.networks.{net}"));
+                f.err(
+                    "plan.network-missing",
+                    format!("service {sname} is attached to network {net:?}, which the plan does not define"),
+                    format!("{sp}.networks.{net}"),
+                );
                 continue;
             };
-            if let (Some(ip), Some(subnet)) = (
-                &att.ipv4_address,
-                n.subnet.as_ref().and_then(|s| s.parse::<Ipv4Net>().ok()),
-            ) {
+            if let (Some(ip), Some(subnet)) = (&att.ipv4_address, n.subnet.as_ref().and_then(|s| s.parse::<Ipv4Net>().ok())) {
                 match ip.parse::<Ipv4Addr>() {
                     Ok(addr) if subnet.contains(&addr) => {}
                     _ => f.err(
                         "plan.address-outside",
-                        format!(
-                            "service {sname}: ipv4_address {ip} is not in network {net} ({subnet})"
-                        ),
+                        format!("service {sname}: ipv4_address {ip} is not in network {net} ({subnet})"),
                         format!("{sp}.networks.{net}"),
                     ),
                 }
@@ -221,57 +186,39 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
             if !plan.services.contains_key(dep) {
                 f.err(
                     "plan.dependency-missing",
-                    format!(
-                        "service {sname} depends on {dep:?}, which is not a service of this plan"
-                    ),
+                    format!("service {sname} depends on {dep:?}, which is not a service of this plan"),
                     format!("{sp}.depends_on.{dep}"),
                 );
             }
         }
-        let only_internal = !s.networks.is_empty()
-            && s.networks
-                .keys()
-                .all(|n| plan.networks.get(n).is_some_and(|n| n.internal));
+        let only_internal = !s.networks.is_empty() && s.networks.keys().all(|n| plan.networks.get(n).is_some_and(|n| n.internal));
         for p in &s.ports {
             let pp = format!("{sp}.ports.{}", p.key());
             let Some(host) = p.host_port else { continue };
             if only_internal && p.strategy != PortStrategy::Unpublished {
-                f.warn("plan.port-on-internal", format!("service {sname} is only on internal networks, so its published port {host} will not be reachable"), pp.clone());
-            }
-            if matches!(p.strategy, PortStrategy::Fixed { .. })
-                && facts.taken_host_ports.contains(&host)
-            {
-                f.err("plan.port-taken", format!("service {sname}: host port {host} is already in use on this machine; use a port range or an ephemeral port"), pp.clone());
-            }
-            let holders = bound.entry((p.protocol.clone(), host)).or_default();
-            let wildcard =
-                |ip: &Option<String>| ip.as_deref().is_none_or(|i| i == "0.0.0.0" || i == "::");
-            if let Some((other, _)) = holders
-                .iter()
-                .find(|(_, ip)| wildcard(ip) || wildcard(&p.host_ip) || ip == &p.host_ip)
-            {
-                f.err(
-                    "plan.port-duplicate",
-                    format!(
-                        "host port {host}/{} is published by both {other} and {sname}",
-                        p.protocol
-                    ),
+                f.warn(
+                    "plan.port-on-internal",
+                    format!("service {sname} is only on internal networks, so its published port {host} will not be reachable"),
                     pp.clone(),
                 );
+            }
+            if matches!(p.strategy, PortStrategy::Fixed { .. }) && facts.taken_host_ports.contains(&host) {
+                f.err(
+                    "plan.port-taken",
+                    format!("service {sname}: host port {host} is already in use on this machine; use a port range or an ephemeral port"),
+                    pp.clone(),
+                );
+            }
+            let holders = bound.entry((p.protocol.clone(), host)).or_default();
+            let wildcard = |ip: &Option<String>| ip.as_deref().is_none_or(|i| i == "0.0.0.0" || i == "::");
+            if let Some((other, _)) = holders.iter().find(|(_, ip)| wildcard(ip) || wildcard(&p.host_ip) || ip == &p.host_ip) {
+                f.err("plan.port-duplicate", format!("host port {host}/{} is published by both {other} and {sname}", p.protocol), pp.clone());
             }
             holders.push((sname.clone(), p.host_ip.clone()));
         }
     }
     if let Some(cycle) = dependency_cycle(plan) {
-        f.0.push((
-            Level::Error,
-            "plan.dependency-cycle",
-            format!(
-                "services depend on each other in a cycle: {}",
-                cycle.join(" → ")
-            ),
-            None,
-        ));
+        f.0.push((Level::Error, "plan.dependency-cycle", format!("services depend on each other in a cycle: {}", cycle.join(" → ")), None));
     }
     for (level, code, message, path) in f.0 {
         plan.diagnose(level, code, message, path, SOURCE);
@@ -280,12 +227,7 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
 
 /// The first dependency cycle found, as a path that starts and ends with the same service.
 pub fn dependency_cycle(plan: &Plan) -> Option<Vec<String>> {
-    fn visit<'a>(
-        plan: &'a Plan,
-        s: &'a str,
-        stack: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Option<Vec<String>> {
+    fn visit<'a>(plan: &'a Plan, s: &'a str, stack: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Option<Vec<String>> {
         if let Some(i) = stack.iter().position(|x| *x == s) {
             let mut cycle: Vec<String> = stack[i..].iter().map(|x| x.to_string()).collect();
             cycle.push(s.to_string());
@@ -307,9 +249,7 @@ pub fn dependency_cycle(plan: &Plan) -> Option<Vec<String>> {
         None
     }
     let mut done = BTreeSet::new();
-    plan.services
-        .keys()
-        .find_map(|s| visit(plan, s, &mut vec![], &mut done))
+    plan.services.keys().find_map(|s| visit(plan, s, &mut vec![], &mut done))
 }
 
 #[cfg(test)]

@@ -8,10 +8,7 @@ use std::process::{Command, Output};
 use support::orch_in;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn orch(args: &[&str]) -> Output {
@@ -26,16 +23,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const BPO: &[&str] = &[
-    "plan",
-    "-f",
-    "examples/bpo/compose.yaml",
-    "--plugin",
-    "bpo-networks",
-    "--env",
-    "cli",
-    "--no-engine",
-];
+const BPO: &[&str] = &["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--env", "cli", "--no-engine"];
 
 fn bpo(extra: &[&str]) -> Output {
     let mut args = BPO.to_vec();
@@ -49,25 +37,11 @@ fn bpo_plan_has_five_tiers_and_the_seeds_assignments() {
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["format"], "orch.plan/v1");
-    let nets: Vec<&str> = plan["networks"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let nets: Vec<&str> = plan["networks"].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(nets, ["db", "external", "gpu", "main", "monitoring"]);
-    for (tier, internal) in [
-        ("db", true),
-        ("gpu", true),
-        ("monitoring", true),
-        ("main", false),
-        ("external", false),
-    ] {
+    for (tier, internal) in [("db", true), ("gpu", true), ("monitoring", true), ("main", false), ("external", false)] {
         assert_eq!(plan["networks"][tier]["internal"], internal, "{tier}");
-        assert_eq!(
-            plan["networks"][tier]["docker_name"],
-            format!("bpo-cli-{tier}")
-        );
+        assert_eq!(plan["networks"][tier]["docker_name"], format!("bpo-cli-{tier}"));
     }
     // Seed 003's table.
     let expected: &[(&str, &[&str])] = &[
@@ -84,19 +58,11 @@ fn bpo_plan_has_five_tiers_and_the_seeds_assignments() {
         ("prometheus", &["main", "monitoring"]),
     ];
     for (service, tiers) in expected {
-        let got: Vec<&str> = plan["services"][service]["networks"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let got: Vec<&str> = plan["services"][service]["networks"].as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(&got, tiers, "{service}");
     }
     // Only external-tier services publish.
-    assert_eq!(
-        plan["services"]["postgres"]["ports"][0]["strategy"]["kind"],
-        "unpublished"
-    );
+    assert_eq!(plan["services"]["postgres"]["ports"][0]["strategy"]["kind"], "unpublished");
     assert_eq!(plan["services"]["api"]["ports"][0]["host_port"], 8000);
 }
 
@@ -113,55 +79,27 @@ fn explain_shows_who_set_each_field() {
     let out = bpo(&["--explain"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("networks.main.subnet"))
-        .expect("a provenance line for main's subnet");
+    let line = text.lines().find(|l| l.trim_start().starts_with("networks.main.subnet")).expect("a provenance line for main's subnet");
     assert!(line.ends_with("plugin:bpo-networks → orch"), "{line}");
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("services.api.networks "))
-        .unwrap();
+    let line = text.lines().find(|l| l.trim_start().starts_with("services.api.networks ")).unwrap();
     assert!(line.ends_with("compose → plugin:bpo-networks"), "{line}");
     // JSON carries the same provenance only when asked.
-    let json: serde_json::Value =
-        serde_json::from_slice(&bpo(&["--format", "json", "--explain"]).stdout).unwrap();
-    assert_eq!(
-        json["provenance"]["networks.db.internal"],
-        serde_json::json!(["plugin:bpo-networks"])
-    );
-    let plain: serde_json::Value =
-        serde_json::from_slice(&bpo(&["--format", "json"]).stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bpo(&["--format", "json", "--explain"]).stdout).unwrap();
+    assert_eq!(json["provenance"]["networks.db.internal"], serde_json::json!(["plugin:bpo-networks"]));
+    let plain: serde_json::Value = serde_json::from_slice(&bpo(&["--format", "json"]).stdout).unwrap();
     assert!(plain.get("provenance").is_none());
 }
 
 #[test]
 fn composed_plugins_later_wins() {
     let misbehave = orch_test_plugins::MISBEHAVE;
-    let out = bpo(&[
-        "--plugin",
-        misbehave,
-        "--plugin-setting",
-        "misbehave.mode=override",
-        "--format",
-        "json",
-        "--explain",
-    ]);
+    let out = bpo(&["--plugin", misbehave, "--plugin-setting", "misbehave.mode=override", "--format", "json", "--explain"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        plan["plugins"],
-        serde_json::json!(["bpo-networks", "misbehave"])
-    );
-    assert_eq!(
-        plan["networks"]["main"]["subnet_request"],
-        serde_json::json!({ "size": 26 })
-    );
+    assert_eq!(plan["plugins"], serde_json::json!(["bpo-networks", "misbehave"]));
+    assert_eq!(plan["networks"]["main"]["subnet_request"], serde_json::json!({ "size": 26 }));
     assert_eq!(plan["networks"]["db"]["internal"], false);
-    assert_eq!(
-        plan["provenance"]["networks.main.subnet"],
-        serde_json::json!(["plugin:bpo-networks", "plugin:misbehave", "orch"])
-    );
+    assert_eq!(plan["provenance"]["networks.main.subnet"], serde_json::json!(["plugin:bpo-networks", "plugin:misbehave", "orch"]));
 }
 
 #[test]
@@ -172,30 +110,13 @@ fn compose_output_is_a_valid_compose_file() {
     let file = dir.path().join("compose.yaml");
     std::fs::write(&file, &out.stdout).unwrap();
     // The real docker-compose must accept it.
-    let check = Command::new("docker-compose")
-        .arg("-f")
-        .arg(&file)
-        .args(["-p", "orchtest", "config", "-q"])
-        .output();
+    let check = Command::new("docker-compose").arg("-f").arg(&file).args(["-p", "orchtest", "config", "-q"]).output();
     match check {
-        Ok(c) => assert!(
-            c.status.success(),
-            "docker-compose rejected the export: {}",
-            String::from_utf8_lossy(&c.stderr)
-        ),
+        Ok(c) => assert!(c.status.success(), "docker-compose rejected the export: {}", String::from_utf8_lossy(&c.stderr)),
         Err(e) => panic!("docker-compose is needed for this test (.ci/run installs it): {e}"),
     }
     // And orch can import its own export.
-    let again = orch(&[
-        "plan",
-        "-f",
-        file.to_str().unwrap(),
-        "--env",
-        "cli",
-        "--no-engine",
-        "--format",
-        "json",
-    ]);
+    let again = orch(&["plan", "-f", file.to_str().unwrap(), "--env", "cli", "--no-engine", "--format", "json"]);
     assert!(again.status.success(), "{}", stderr(&again));
 }
 
@@ -204,73 +125,33 @@ fn exit_codes_are_documented_ones() {
     // 3: invalid input, naming the file and the path at fault.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("compose.yaml");
-    std::fs::write(
-        &bad,
-        "services:\n  web:\n    image: web\n    ports: [\"99999:80\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "services:\n  web:\n    image: web\n    ports: [\"99999:80\"]\n").unwrap();
     let out = orch(&["plan", "-f", bad.to_str().unwrap(), "--no-engine"]);
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
-    assert!(
-        err.contains("compose.yaml")
-            && err.contains("services.web.ports[0]")
-            && err.contains("99999"),
-        "{err}"
-    );
+    assert!(err.contains("compose.yaml") && err.contains("services.web.ports[0]") && err.contains("99999"), "{err}");
 
     let out = orch(&["plan", "-f", "does/not/exist.yaml", "--no-engine"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("does/not/exist.yaml"));
 
-    let out = orch(&[
-        "plan",
-        "-f",
-        "examples/bpo/compose.yaml",
-        "--plugin",
-        "no-such-plugin",
-        "--no-engine",
-    ]);
+    let out = orch(&["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "no-such-plugin", "--no-engine"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("built-in plugins are bpo-networks"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("built-in plugins are bpo-networks"), "{}", stderr(&out));
 
     let out = bpo(&["--plugin-setting", "bpo-networks.subnets=diagonal"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("`subnets` must be"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("`subnets` must be"), "{}", stderr(&out));
 
     // 4: a plugin failure, naming the plugin, the call and the cause.
-    let out = bpo(&[
-        "--plugin",
-        orch_test_plugins::MISBEHAVE,
-        "--plugin-setting",
-        "misbehave.mode=loop",
-    ]);
+    let out = bpo(&["--plugin", orch_test_plugins::MISBEHAVE, "--plugin-setting", "misbehave.mode=loop"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(
-        stderr(&out).contains("plugin misbehave: networks.plan used up its CPU budget"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("plugin misbehave: networks.plan used up its CPU budget"), "{}", stderr(&out));
 
     // 2: usage.
     let out = orch(&["plan", "--env-kind", "staging"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = orch(&[
-        "plan",
-        "-f",
-        "examples/bpo/compose.yaml",
-        "--env",
-        "Not Valid",
-        "--no-engine",
-    ]);
+    let out = orch(&["plan", "-f", "examples/bpo/compose.yaml", "--env", "Not Valid", "--no-engine"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -295,77 +176,34 @@ fn plugin_list_and_inspect() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["api_version"], "0.1.0");
     assert_eq!(v["implements"], serde_json::json!(["networks", "ports"]));
-    assert_eq!(
-        v["settings_schema"]["properties"]["subnets"]["default"],
-        "carved"
-    );
+    assert_eq!(v["settings_schema"]["properties"]["subnets"]["default"], "carved");
     let out = orch(&["plugin", "inspect", orch_test_plugins::FUTURE_API]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(
-        stderr(&out).contains("orch:policy@0.2.0"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("orch:policy@0.2.0"), "{}", stderr(&out));
 }
 
 #[test]
 fn orch_toml_supplies_files_plugins_settings_and_kind_and_flags_win() {
     let bpo = root().join("examples/bpo");
     // No flags: examples/bpo/orch.toml names compose.yaml, bpo-networks then port-ranges, and the dev kind.
-    let out = orch_in(
-        &bpo,
-        &["plan", "--no-engine", "--format", "json", "--explain"],
-    );
+    let out = orch_in(&bpo, &["plan", "--no-engine", "--format", "json", "--explain"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        plan["plugins"],
-        serde_json::json!(["bpo-networks", "port-ranges"])
-    );
+    assert_eq!(plan["plugins"], serde_json::json!(["bpo-networks", "port-ranges"]));
     assert_eq!(plan["env_kind"], "dev");
     assert_eq!(plan["services"]["api"]["ports"][0]["host_port"], 8000);
     assert_eq!(plan["networks"].as_object().unwrap().len(), 5);
     // A flag beats orch.toml: test kind moves the port into port-ranges' 30000-40000, and --explain says who did it.
-    let out = orch_in(
-        &bpo,
-        &[
-            "plan",
-            "--no-engine",
-            "--format",
-            "json",
-            "--explain",
-            "--env-kind",
-            "test",
-        ],
-    );
+    let out = orch_in(&bpo, &["plan", "--no-engine", "--format", "json", "--explain", "--env-kind", "test"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let port = plan["services"]["api"]["ports"][0]["host_port"]
-        .as_u64()
-        .unwrap();
+    let port = plan["services"]["api"]["ports"][0]["host_port"].as_u64().unwrap();
     assert!((30000..=40000).contains(&port), "{port}");
-    assert_eq!(
-        plan["provenance"]["services.api.ports.8080/tcp"],
-        serde_json::json!(["compose", "plugin:port-ranges"])
-    );
+    assert_eq!(plan["provenance"]["services.api.ports.8080/tcp"], serde_json::json!(["compose", "plugin:port-ranges"]));
     // --plugin replaces the list; orch.toml's settings still apply to the plugins named in both.
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(bpo.join("compose.yaml"), dir.path().join("compose.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("orch.toml"),
-        "[[plugins]]\nuse = \"bpo-networks\"\nsettings = { subnets = \"fixed\" }\n",
-    )
-    .unwrap();
-    let out = orch_in(
-        dir.path(),
-        &[
-            "plan",
-            "--no-engine",
-            "--format",
-            "json",
-            "--plugin",
-            "bpo-networks",
-        ],
-    );
+    std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"bpo-networks\"\nsettings = { subnets = \"fixed\" }\n").unwrap();
+    let out = orch_in(dir.path(), &["plan", "--no-engine", "--format", "json", "--plugin", "bpo-networks"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["networks"]["db"]["subnet"], "172.32.0.0/16");
@@ -373,68 +211,36 @@ fn orch_toml_supplies_files_plugins_settings_and_kind_and_flags_win() {
     std::fs::write(dir.path().join("orch.toml"), "env-kind = \"staging\"\n").unwrap();
     let out = orch_in(dir.path(), &["plan", "--no-engine"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("orch.toml") && stderr(&out).contains("staging"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("orch.toml") && stderr(&out).contains("staging"), "{}", stderr(&out));
     std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"port-ranges\"\nsettings = { kinds = { test = { strategy = \"range\" } } }\n").unwrap();
     let out = orch_in(dir.path(), &["plan", "--no-engine"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("port-ranges") && stderr(&out).contains("kinds.test"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("port-ranges") && stderr(&out).contains("kinds.test"), "{}", stderr(&out));
 }
 
 #[test]
 fn a_wasm_file_is_pinned_in_orch_lock_and_a_changed_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        "name: pinned\nservices:\n  api:\n    image: team/api:1\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), "name: pinned\nservices:\n  api:\n    image: team/api:1\n").unwrap();
     std::fs::copy(orch_test_plugins::MISBEHAVE, dir.path().join("mine.wasm")).unwrap();
-    std::fs::write(
-        dir.path().join("orch.toml"),
-        "[[plugins]]\nuse = \"./mine.wasm\"\nsettings = { mode = \"ok\" }\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"./mine.wasm\"\nsettings = { mode = \"ok\" }\n").unwrap();
     // --locked refuses to pin something new (CI should run with a committed lock).
     let locked = orch_in(dir.path(), &["plan", "--no-engine", "--locked"]);
     assert_eq!(locked.status.code(), Some(3), "{}", stderr(&locked));
-    assert!(
-        stderr(&locked).contains("--locked") && !dir.path().join("orch.lock").exists(),
-        "{}",
-        stderr(&locked)
-    );
+    assert!(stderr(&locked).contains("--locked") && !dir.path().join("orch.lock").exists(), "{}", stderr(&locked));
     let first = orch_in(dir.path(), &["plan", "--no-engine"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let lock = std::fs::read_to_string(dir.path().join("orch.lock")).unwrap();
-    assert!(
-        lock.contains("source = \"./mine.wasm\"") && lock.contains("digest = \"sha256:"),
-        "{lock}"
-    );
-    assert!(
-        orch_in(dir.path(), &["plan", "--no-engine", "--locked"])
-            .status
-            .success()
-    );
+    assert!(lock.contains("source = \"./mine.wasm\"") && lock.contains("digest = \"sha256:"), "{lock}");
+    assert!(orch_in(dir.path(), &["plan", "--no-engine", "--locked"]).status.success());
     // Other bytes at the same path: refused before they are loaded, with the way out.
     std::fs::copy(orch_test_plugins::FUTURE_API, dir.path().join("mine.wasm")).unwrap();
     let changed = orch_in(dir.path(), &["plan", "--no-engine"]);
     assert_eq!(changed.status.code(), Some(4));
     assert!(
-        stderr(&changed).contains("the file changed since it was pinned")
-            && stderr(&changed).contains("orch plugin update ./mine.wasm"),
+        stderr(&changed).contains("the file changed since it was pinned") && stderr(&changed).contains("orch plugin update ./mine.wasm"),
         "{}",
         stderr(&changed)
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("orch.lock")).unwrap(),
-        lock,
-        "a refusal changes nothing"
-    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("orch.lock")).unwrap(), lock, "a refusal changes nothing");
 }

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn orch(args: &[&str]) -> Output {
@@ -19,11 +16,7 @@ fn orch(args: &[&str]) -> Output {
 }
 
 fn orch_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(dir).output().unwrap()
 }
 
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -34,18 +27,8 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
 
 fn count(kind: &str, env: &str) -> usize {
     let out = Command::new("docker")
-        .args([
-            kind,
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=orch.env={env}"),
-        ])
-        .args(if kind == "container" {
-            vec!["-a"]
-        } else {
-            vec![]
-        })
+        .args([kind, "ls", "-q", "--filter", &format!("label=orch.env={env}")])
+        .args(if kind == "container" { vec!["-a"] } else { vec![] })
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()
@@ -56,9 +39,7 @@ fn prepare_images() {
     static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     if !*done {
-        let status = Command::new(root().join("examples/images/build.sh"))
-            .status()
-            .unwrap();
+        let status = Command::new(root().join("examples/images/build.sh")).status().unwrap();
         assert!(status.success(), "examples/images/build.sh failed");
         *done = true;
     }
@@ -77,44 +58,12 @@ fn bpo_example_comes_up_healthy_and_goes_down_clean() {
     prepare_images();
     let env = format!("example-{}", std::process::id());
     let _guard = Down(env.clone());
-    let up = orch(&[
-        "up",
-        "-f",
-        "examples/bpo/compose.yaml",
-        "--plugin",
-        "bpo-networks",
-        "--env",
-        &env,
-        "--timeout",
-        "180s",
-    ]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let up = orch(&["up", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--env", &env, "--timeout", "180s"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
 
     // Real PostgreSQL answers SQL inside the environment.
-    let sql = orch(&[
-        "exec",
-        "--env",
-        &env,
-        "postgres",
-        "--",
-        "psql",
-        "-U",
-        "bpo",
-        "-d",
-        "bpo",
-        "-tAc",
-        "select 6*7",
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&sql.stdout).trim(),
-        "42",
-        "{}",
-        String::from_utf8_lossy(&sql.stderr)
-    );
+    let sql = orch(&["exec", "--env", &env, "postgres", "--", "psql", "-U", "bpo", "-d", "bpo", "-tAc", "select 6*7"]);
+    assert_eq!(String::from_utf8_lossy(&sql.stdout).trim(), "42", "{}", String::from_utf8_lossy(&sql.stderr));
     let pong = orch(&["exec", "--env", &env, "redis", "--", "redis-cli", "ping"]);
     assert_eq!(String::from_utf8_lossy(&pong.stdout).trim(), "PONG");
     // api (main+gpu+external) reaches postgres and redis: its health endpoint requires both.
@@ -125,26 +74,10 @@ fn bpo_example_comes_up_healthy_and_goes_down_clean() {
     write!(s, "GET /health HTTP/1.0\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.0 200") && resp.contains("ok api"),
-        "{resp}"
-    );
+    assert!(resp.starts_with("HTTP/1.0 200") && resp.contains("ok api"), "{resp}");
     // Service names resolve across the shared tiers, as in docker compose.
-    let shared = orch(&[
-        "exec",
-        "--env",
-        &env,
-        "grafana",
-        "--",
-        "getent",
-        "hosts",
-        "prometheus",
-    ]);
-    assert!(
-        shared.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shared.stderr)
-    );
+    let shared = orch(&["exec", "--env", &env, "grafana", "--", "getent", "hosts", "prometheus"]);
+    assert!(shared.status.success(), "{}", String::from_utf8_lossy(&shared.stderr));
 
     let down = orch(&["down", "--env", &env]);
     assert!(down.status.success());
@@ -160,11 +93,7 @@ fn netra_example_runs_with_its_fixed_names_as_aliases() {
     let env = format!("netra-{}", std::process::id());
     let _guard = Down(env.clone());
     let up = orch(&["up", "-f", "examples/netra/compose.yaml", "--env", &env]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     // backend requires `netra-test-postgres:5432` — the old container_name, now an alias — and frontend requires
     // backend and auth: frontend healthy means the whole chain resolved and connected.
     let health = orch(&["health", "--env", &env, "--format", "json"]);
@@ -173,10 +102,7 @@ fn netra_example_runs_with_its_fixed_names_as_aliases() {
         assert_eq!(s["state"], "HEALTHY", "{s}");
     }
     let dotenv = String::from_utf8_lossy(&orch(&["env", "--env", &env]).stdout).into_owned();
-    assert!(
-        dotenv.lines().any(|l| l.starts_with("POSTGRES_PORT=")),
-        "{dotenv}"
-    );
+    assert!(dotenv.lines().any(|l| l.starts_with("POSTGRES_PORT=")), "{dotenv}");
     assert!(orch(&["down", "--env", &env]).status.success());
     for kind in ["container", "network", "volume"] {
         assert_eq!(count(kind, &env), 0, "{kind}s left behind");
@@ -196,70 +122,39 @@ fn up_and_down_in(folder: &str, check: impl Fn(&[serde_json::Value])) {
     let dir = root().join(folder);
     let _guard = FolderDown(dir.clone());
     let up = orch_in(&dir, &["up"]);
-    assert!(
-        up.status.success(),
-        "plain `orch up` in {folder}: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    assert!(up.status.success(), "plain `orch up` in {folder}: {}", String::from_utf8_lossy(&up.stderr));
     let env = String::from_utf8_lossy(&up.stdout).trim().to_string();
     // `up` returned once every service was ready; `health` agrees (a probe exec can lose a race on a loaded
     // daemon, so it is asked again for a few seconds before failing).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let list = loop {
         let health = orch_in(&dir, &["health", "--format", "json"]);
-        assert!(
-            health.status.success(),
-            "{}",
-            String::from_utf8_lossy(&health.stderr)
-        );
+        assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
         let list: Vec<serde_json::Value> = serde_json::from_slice(&health.stdout).unwrap();
         let unhealthy: Vec<_> = list.iter().filter(|s| s["state"] != "HEALTHY").collect();
         if unhealthy.is_empty() {
             break list;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{folder}: not healthy: {unhealthy:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "{folder}: not healthy: {unhealthy:?}");
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     assert!(list.iter().all(|s| s["env"] == env.as_str()), "{list:?}");
     check(&list);
     let down = orch_in(&dir, &["down"]);
-    assert!(
-        down.status.success(),
-        "plain `orch down` in {folder}: {}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    assert!(down.status.success(), "plain `orch down` in {folder}: {}", String::from_utf8_lossy(&down.stderr));
     for kind in ["container", "network", "volume"] {
         assert_eq!(count(kind, &env), 0, "{folder}: {kind}s left behind");
     }
 }
 
 fn published(list: &[serde_json::Value], svc: &str) -> Vec<u64> {
-    let s = list
-        .iter()
-        .find(|s| s["service"] == svc)
-        .unwrap_or_else(|| panic!("no {svc} in {list:?}"));
-    s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[2].as_u64().unwrap())
-        .collect()
+    let s = list.iter().find(|s| s["service"] == svc).unwrap_or_else(|| panic!("no {svc} in {list:?}"));
+    s["ports"].as_array().unwrap().iter().map(|p| p[2].as_u64().unwrap()).collect()
 }
 
 fn image_of(list: &[serde_json::Value], svc: &str) -> String {
     let s = list.iter().find(|s| s["service"] == svc).unwrap();
-    let out = Command::new("docker")
-        .args([
-            "inspect",
-            "--format",
-            "{{.Config.Image}}",
-            s["container"].as_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = Command::new("docker").args(["inspect", "--format", "{{.Config.Image}}", s["container"].as_str().unwrap()]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -270,24 +165,15 @@ fn both_examples_come_up_and_go_down_from_their_folders_without_flags() {
     // examples/bpo/orch.toml: bpo-networks and port-ranges, dev kind — the BPO document's ports on the external tier.
     up_and_down_in("examples/bpo", |list| {
         assert!(published(list, "api").contains(&8000), "{list:?}");
-        assert!(
-            published(list, "postgres").is_empty(),
-            "postgres is not on the external tier: {list:?}"
-        );
+        assert!(published(list, "postgres").is_empty(), "postgres is not on the external tier: {list:?}");
     });
     // examples/netra/orch.toml: test-isolation, image-variants, health-defaults, port-ranges in test kind.
     up_and_down_in("examples/netra", |list| {
         for s in list {
             let ports = published(list, s["service"].as_str().unwrap());
-            assert!(
-                !ports.is_empty() && ports.iter().all(|p| (30000..=40000).contains(p)),
-                "netra ports are hashed into 30000-40000: {s}"
-            );
+            assert!(!ports.is_empty() && ports.iter().all(|p| (30000..=40000).contains(p)), "netra ports are hashed into 30000-40000: {s}");
         }
-        assert_eq!(
-            image_of(list, "frontend"),
-            "orch-examples/app:latest-alpine"
-        );
+        assert_eq!(image_of(list, "frontend"), "orch-examples/app:latest-alpine");
         assert_eq!(image_of(list, "postgres"), "orch-examples/postgres:15");
     });
 }

@@ -19,21 +19,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn orch(state: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .env("ORCH_STATE_DIR", state)
-        .env("CI", "1")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_orch")).args(args).env("ORCH_STATE_DIR", state).env("CI", "1").output().unwrap()
 }
 
 fn docker_lines(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
 struct DownAll(std::path::PathBuf, Vec<String>);
@@ -74,26 +65,14 @@ services:
 "#,
     )
     .unwrap();
-    let envs: Vec<String> = (0..N)
-        .map(|i| format!("par{i}-{}", std::process::id()))
-        .collect();
+    let envs: Vec<String> = (0..N).map(|i| format!("par{i}-{}", std::process::id())).collect();
     let _cleanup = DownAll(state.clone(), envs.clone());
 
     let children: Vec<_> = envs
         .iter()
         .map(|env| {
             Command::new(env!("CARGO_BIN_EXE_orch"))
-                .args([
-                    "up",
-                    "-f",
-                    file.to_str().unwrap(),
-                    "--plugin",
-                    "bpo-networks",
-                    "--env",
-                    env,
-                    "--timeout",
-                    "300s",
-                ])
+                .args(["up", "-f", file.to_str().unwrap(), "--plugin", "bpo-networks", "--env", env, "--timeout", "300s"])
                 .env("ORCH_STATE_DIR", &state)
                 .env("CI", "1")
                 .stdout(std::process::Stdio::null())
@@ -109,42 +88,21 @@ services:
             failures.push(format!("{env}: {}", String::from_utf8_lossy(&out.stderr)));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {N} ups failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {N} ups failed:\n{}", failures.len(), failures.join("\n"));
 
     // Subnets: five per environment, all pairwise disjoint.
     let mut subnets: Vec<(String, Ipv4Net)> = vec![];
     for env in &envs {
-        let names = docker_lines(&[
-            "network",
-            "ls",
-            "--filter",
-            &format!("label=orch.env={env}"),
-            "--format",
-            "{{.Name}}",
-        ]);
+        let names = docker_lines(&["network", "ls", "--filter", &format!("label=orch.env={env}"), "--format", "{{.Name}}"]);
         assert_eq!(names.len(), 5, "{env}: {names:?}");
         for n in names {
-            let subnet = docker_lines(&[
-                "network",
-                "inspect",
-                &n,
-                "--format",
-                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
-            ]);
+            let subnet = docker_lines(&["network", "inspect", &n, "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
             subnets.push((n, subnet[0].parse().unwrap()));
         }
     }
     for (i, (a, na)) in subnets.iter().enumerate() {
         for (b, nb) in &subnets[i + 1..] {
-            assert!(
-                !(na.contains(&nb.network()) || nb.contains(&na.network())),
-                "{a} ({na}) overlaps {b} ({nb})"
-            );
+            assert!(!(na.contains(&nb.network()) || nb.contains(&na.network())), "{a} ({na}) overlaps {b} ({nb})");
         }
     }
     // Host ports: two per environment from one shared range, all distinct.
@@ -152,24 +110,11 @@ services:
     for env in &envs {
         let ps = orch(&state, &["ps", "--env", env, "--format", "json"]);
         let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
-        let api = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["service"] == "api")
-            .expect("api listed");
-        let published: BTreeSet<u16> = api["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p[2].as_u64().unwrap() as u16)
-            .collect();
+        let api = list.as_array().unwrap().iter().find(|s| s["service"] == "api").expect("api listed");
+        let published: BTreeSet<u16> = api["ports"].as_array().unwrap().iter().map(|p| p[2].as_u64().unwrap() as u16).collect();
         assert_eq!(published.len(), 2, "{env}: {api}");
         for p in published {
-            assert!(
-                (31000..=31199).contains(&p),
-                "{env}: port {p} outside the range"
-            );
+            assert!((31000..=31199).contains(&p), "{env}: port {p} outside the range");
             if let Some(other) = ports.insert(p, env.clone()) {
                 panic!("host port {p} given to both {other} and {env}");
             }
@@ -187,10 +132,7 @@ services:
                 args.push("-q");
             }
             args.extend(["--filter", &filter]);
-            assert!(
-                docker_lines(&args).is_empty(),
-                "{env}: {kind:?} left behind"
-            );
+            assert!(docker_lines(&args).is_empty(), "{env}: {kind:?} left behind");
         }
     }
 }
@@ -203,59 +145,23 @@ fn admission_queues_beyond_max_envs_and_no_wait_capacity_fails() {
     let state = dir.path().join("state");
     let file = dir.path().join("compose.yaml");
     std::fs::write(&file, "name: adm\nservices:\n  app:\n    image: orch-test/busybox:latest\n    command: [\"sleep\", \"3600\"]\n").unwrap();
-    let (a, b) = (
-        format!("adm-a-{}", std::process::id()),
-        format!("adm-b-{}", std::process::id()),
-    );
+    let (a, b) = (format!("adm-a-{}", std::process::id()), format!("adm-b-{}", std::process::id()));
     let _cleanup = DownAll(state.clone(), vec![a.clone(), b.clone()]);
     // Whatever else runs on this engine counts too: the cap is "what exists now + 1".
-    let existing: BTreeSet<String> = docker_lines(&[
-        "ps",
-        "-a",
-        "--filter",
-        "label=orch.env",
-        "--format",
-        "{{.Label \"orch.env\"}}",
-    ])
-    .into_iter()
-    .collect();
+    let existing: BTreeSet<String> = docker_lines(&["ps", "-a", "--filter", "label=orch.env", "--format", "{{.Label \"orch.env\"}}"]).into_iter().collect();
     let cap = (existing.len() + 1).to_string();
     let up = |env: &str, extra: &[&str]| {
-        let mut args = vec![
-            "up",
-            "-f",
-            file.to_str().unwrap(),
-            "--env",
-            env,
-            "--max-envs",
-            &cap,
-            "--pool",
-            "10.250.0.0/16",
-        ];
+        let mut args = vec!["up", "-f", file.to_str().unwrap(), "--env", env, "--max-envs", &cap, "--pool", "10.250.0.0/16"];
         args.extend_from_slice(extra);
         orch(&state, &args)
     };
     assert!(up(&a, &[]).status.success());
     let refused = up(&b, &["--no-wait-capacity"]);
     assert_eq!(refused.status.code(), Some(7));
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("at most"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at most"), "{}", String::from_utf8_lossy(&refused.stderr));
 
     let mut waiting = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args([
-            "up",
-            "-f",
-            file.to_str().unwrap(),
-            "--env",
-            &b,
-            "--max-envs",
-            &cap,
-            "--pool",
-            "10.250.0.0/16",
-        ])
+        .args(["up", "-f", file.to_str().unwrap(), "--env", &b, "--max-envs", &cap, "--pool", "10.250.0.0/16"])
         .env("ORCH_STATE_DIR", &state)
         .env("CI", "1")
         .stderr(std::process::Stdio::piped())
@@ -266,17 +172,8 @@ fn admission_queues_beyond_max_envs_and_no_wait_capacity_fails() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
     assert!(line.contains("waiting for capacity"), "{line}");
-    assert!(
-        docker_lines(&["ps", "-aq", "--filter", &format!("label=orch.env={b}")]).is_empty(),
-        "nothing is created while queued"
-    );
+    assert!(docker_lines(&["ps", "-aq", "--filter", &format!("label=orch.env={b}")]).is_empty(), "nothing is created while queued");
     assert!(orch(&state, &["down", "--env", &a]).status.success());
-    assert!(
-        waiting.wait().unwrap().success(),
-        "the queued up proceeds once capacity frees"
-    );
-    assert_eq!(
-        docker_lines(&["ps", "-q", "--filter", &format!("label=orch.env={b}")]).len(),
-        1
-    );
+    assert!(waiting.wait().unwrap().success(), "the queued up proceeds once capacity frees");
+    assert_eq!(docker_lines(&["ps", "-q", "--filter", &format!("label=orch.env={b}")]).len(), 1);
 }

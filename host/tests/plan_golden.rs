@@ -37,8 +37,7 @@ fn plugin_ref(name: &str) -> PluginRef {
 }
 
 fn run_case(dir: &Path, runtime: &Runtime) -> String {
-    let case: Case =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let case: Case = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let settings = match orch::plugin_settings(&case.settings) {
         Ok(s) => s,
         Err(e) => return format!("error (exit {}): {e}\n", e.exit_code()),
@@ -53,27 +52,15 @@ fn run_case(dir: &Path, runtime: &Runtime) -> String {
         }
     };
     let facts = Facts {
-        taken_subnets: case
-            .facts
-            .taken_subnets
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect(),
+        taken_subnets: case.facts.taken_subnets.iter().map(|s| s.parse().unwrap()).collect(),
         taken_host_ports: case.facts.taken_host_ports.iter().copied().collect(),
         local_images: case.facts.local_images.iter().cloned().collect(),
         ..Facts::default()
     };
     let request = orch::PlanRequest {
-        compose: orch_compose::LoadOptions {
-            files: vec![dir.join("compose.yaml")],
-            ..Default::default()
-        },
+        compose: orch_compose::LoadOptions { files: vec![dir.join("compose.yaml")], ..Default::default() },
         env_id: Some("golden".into()),
-        env_kind: case
-            .env_kind
-            .as_deref()
-            .map(|k| k.parse::<EnvKind>().unwrap())
-            .unwrap_or_default(),
+        env_kind: case.env_kind.as_deref().map(|k| k.parse::<EnvKind>().unwrap()).unwrap_or_default(),
         pools: vec![],
     };
     match orch::make_plan(&request, &active, &facts) {
@@ -88,22 +75,14 @@ fn golden_plans() {
     let runtime = Runtime::new(Some(std::env::temp_dir().join("orch-test-plugin-cache"))).unwrap();
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let shown_root = std::path::absolute(&root).unwrap().display().to_string();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     assert!(dirs.len() >= 10);
     let mut failures = vec![];
     for dir in dirs {
         let actual = run_case(&dir, &runtime).replace(&shown_root, "$GOLDEN");
         let is_err = actual.starts_with("error");
-        let (expected_path, other) = if is_err {
-            (dir.join("error.txt"), dir.join("plan.json"))
-        } else {
-            (dir.join("plan.json"), dir.join("error.txt"))
-        };
+        let (expected_path, other) = if is_err { (dir.join("error.txt"), dir.join("plan.json")) } else { (dir.join("plan.json"), dir.join("error.txt")) };
         if update {
             std::fs::write(&expected_path, &actual).unwrap();
             let _ = std::fs::remove_file(other);
@@ -111,16 +90,10 @@ fn golden_plans() {
         }
         match std::fs::read_to_string(&expected_path) {
             Ok(expected) if expected == actual => {}
-            Ok(expected) => failures.push(format!(
-                "{}: differs from {}\n--- expected\n{expected}\n--- actual\n{actual}",
-                dir.display(),
-                expected_path.display()
-            )),
-            Err(_) => failures.push(format!(
-                "{}: no {}; run with UPDATE_GOLDEN=1\n{actual}",
-                dir.display(),
-                expected_path.display()
-            )),
+            Ok(expected) => {
+                failures.push(format!("{}: differs from {}\n--- expected\n{expected}\n--- actual\n{actual}", dir.display(), expected_path.display()))
+            }
+            Err(_) => failures.push(format!("{}: no {}; run with UPDATE_GOLDEN=1\n{actual}", dir.display(), expected_path.display())),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -9,8 +9,7 @@ use orch::plugins::{LoadedPlugin, PluginError, Runtime, builtin_bytes};
 use orch_test_plugins::{FUTURE_API, MISBEHAVE};
 
 fn misbehave(rt: &Runtime) -> LoadedPlugin {
-    rt.load("misbehave", &std::fs::read(MISBEHAVE).unwrap())
-        .unwrap()
+    rt.load("misbehave", &std::fs::read(MISBEHAVE).unwrap()).unwrap()
 }
 
 fn snapshot(mode: &str) -> types::Snapshot {
@@ -22,11 +21,7 @@ fn snapshot(mode: &str) -> types::Snapshot {
         services: vec![],
         networks: vec![],
         settings: serde_json::json!({ "mode": mode }).to_string(),
-        facts: types::Facts {
-            taken_subnets: vec![],
-            taken_host_ports: vec![],
-            local_images: vec![],
-        },
+        facts: types::Facts { taken_subnets: vec![], taken_host_ports: vec![], local_images: vec![] },
         seed: 1,
     }
 }
@@ -40,16 +35,9 @@ fn infinite_loop_runs_out_of_fuel() {
     let rt = Runtime::new(None).unwrap();
     let started = Instant::now();
     let err = run(&rt, "loop").err().expect("a loop must not succeed");
-    assert!(
-        matches!(err, PluginError::OutOfFuel { ref plugin, ref call, .. } if plugin == "misbehave" && call == "networks.plan"),
-        "{err}"
-    );
+    assert!(matches!(err, PluginError::OutOfFuel { ref plugin, ref call, .. } if plugin == "misbehave" && call == "networks.plan"), "{err}");
     assert!(err.to_string().contains("loops forever"), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "a looping plugin must be stopped, took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(30), "a looping plugin must be stopped, took {:?}", started.elapsed());
 }
 
 #[test]
@@ -58,23 +46,16 @@ fn wall_clock_deadline_stops_a_loop_when_fuel_is_plentiful() {
     rt.limits.fuel = u64::MAX / 2;
     rt.limits.deadline = Duration::from_millis(200);
     let err = run(&rt, "loop").err().expect("a loop must not succeed");
-    assert!(
-        matches!(err, PluginError::Timeout { limit_ms: 200, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, PluginError::Timeout { limit_ms: 200, .. }), "{err}");
 }
 
 #[test]
 fn unbounded_allocation_hits_the_memory_limit() {
     let mut rt = Runtime::new(None).unwrap();
     rt.limits.memory_bytes = 16 << 20;
-    let err = run(&rt, "alloc")
-        .err()
-        .expect("unbounded allocation must not succeed");
+    let err = run(&rt, "alloc").err().expect("unbounded allocation must not succeed");
     match err {
-        PluginError::OutOfMemory {
-            requested, limit, ..
-        } => {
+        PluginError::OutOfMemory { requested, limit, .. } => {
             assert_eq!(limit, 16 << 20);
             assert!(requested > limit);
         }
@@ -87,9 +68,7 @@ fn opening_a_file_is_forbidden() {
     let rt = Runtime::new(None).unwrap();
     let err = run(&rt, "open-file").err().expect("file access must fail");
     match &err {
-        PluginError::Forbidden {
-            capability, import, ..
-        } => {
+        PluginError::Forbidden { capability, import, .. } => {
             assert_eq!(capability, "the filesystem");
             assert!(import.starts_with("wasi:filesystem/"), "{import}");
         }
@@ -102,9 +81,7 @@ fn opening_a_socket_is_forbidden() {
     let rt = Runtime::new(None).unwrap();
     let err = run(&rt, "socket").err().expect("socket access must fail");
     match &err {
-        PluginError::Forbidden {
-            capability, import, ..
-        } => {
+        PluginError::Forbidden { capability, import, .. } => {
             assert_eq!(capability, "the network");
             assert!(import.starts_with("wasi:sockets/"), "{import}");
         }
@@ -116,15 +93,9 @@ fn opening_a_socket_is_forbidden() {
 fn the_environment_is_empty_and_the_clock_is_fixed() {
     let rt = Runtime::new(None).unwrap();
     let err = run(&rt, "env").err().unwrap();
-    assert!(
-        matches!(&err, PluginError::Refused { message, .. } if message == "HOME=None"),
-        "{err}"
-    );
+    assert!(matches!(&err, PluginError::Refused { message, .. } if message == "HOME=None"), "{err}");
     let out = run(&rt, "clock").unwrap();
-    assert_eq!(
-        out.value.diagnostics[0].message, "946684800",
-        "plugins see 2000-01-01, not the real time"
-    );
+    assert_eq!(out.value.diagnostics[0].message, "946684800", "plugins see 2000-01-01, not the real time");
 }
 
 #[test]
@@ -141,43 +112,28 @@ fn a_panic_is_reported_with_the_plugins_message_and_the_next_call_works() {
     }
     // A fresh instance per call: the trap did not poison the plugin.
     let ok = plugin.plan_networks(&snapshot("ok")).unwrap();
-    assert_eq!(
-        ok.logs,
-        vec![(Level::Info, "misbehave: behaving".to_string())]
-    );
+    assert_eq!(ok.logs, vec![(Level::Info, "misbehave: behaving".to_string())]);
 }
 
 #[test]
 fn a_refusal_carries_code_message_and_path() {
     let rt = Runtime::new(None).unwrap();
     let err = run(&rt, "refuse").err().unwrap();
-    assert_eq!(
-        err.to_string(),
-        "plugin misbehave: networks.plan refused the plan: [misbehave.refused] refusing on purpose (at services)"
-    );
+    assert_eq!(err.to_string(), "plugin misbehave: networks.plan refused the plan: [misbehave.refused] refusing on purpose (at services)");
 }
 
 #[test]
 fn an_incompatible_api_version_is_refused_with_both_versions() {
     let rt = Runtime::new(None).unwrap();
-    let err = rt
-        .load("future-api", &std::fs::read(FUTURE_API).unwrap())
-        .err()
-        .expect("0.2.0 must be refused");
+    let err = rt.load("future-api", &std::fs::read(FUTURE_API).unwrap()).err().expect("0.2.0 must be refused");
     match &err {
-        PluginError::IncompatibleApi {
-            found, supported, ..
-        } => {
+        PluginError::IncompatibleApi { found, supported, .. } => {
             assert_eq!(found, "0.2.0");
             assert_eq!(supported, "0.1.0");
         }
         other => panic!("expected IncompatibleApi, got {other}"),
     }
-    assert!(
-        err.to_string()
-            .contains("rebuild the plugin against orch-plugin-api 0.1.0"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("rebuild the plugin against orch-plugin-api 0.1.0"), "{err}");
 }
 
 #[test]
@@ -186,65 +142,39 @@ fn garbage_and_core_modules_are_not_components() {
     let err = rt.load("garbage", b"\0asm not really").err().unwrap();
     assert!(matches!(err, PluginError::Compile { .. }), "{err}");
     // The smallest valid core module (magic + version) is still not a component.
-    let err = rt
-        .load("core", &[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00])
-        .err()
-        .unwrap();
+    let err = rt.load("core", &[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]).err().unwrap();
     assert!(matches!(err, PluginError::Compile { .. }), "{err}");
 }
 
 #[test]
 fn settings_are_validated_by_the_plugin() {
     let rt = Runtime::new(None).unwrap();
-    let problems = misbehave(&rt)
-        .validate_settings(r#"{"mode":"bad-settings"}"#)
-        .unwrap();
+    let problems = misbehave(&rt).validate_settings(r#"{"mode":"bad-settings"}"#).unwrap();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].path.as_deref(), Some("mode"));
-    let bpo = rt
-        .load("bpo-networks", builtin_bytes("bpo-networks").unwrap())
-        .unwrap();
-    let problems = bpo
-        .validate_settings(r#"{"subnets":"sideways","default-tiers":["attic"]}"#)
-        .unwrap();
+    let bpo = rt.load("bpo-networks", builtin_bytes("bpo-networks").unwrap()).unwrap();
+    let problems = bpo.validate_settings(r#"{"subnets":"sideways","default-tiers":["attic"]}"#).unwrap();
     let codes: Vec<&str> = problems.iter().map(|p| p.code.as_str()).collect();
     assert_eq!(codes, vec!["bpo.settings", "bpo.unknown-tier"]);
     let problems = bpo.validate_settings(r#"{"subnetz":"fixed"}"#).unwrap();
-    assert!(
-        problems[0].message.contains("unknown field `subnetz`"),
-        "{problems:?}"
-    );
+    assert!(problems[0].message.contains("unknown field `subnetz`"), "{problems:?}");
 }
 
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = builtin_bytes("bpo-networks").unwrap();
-    let first = Runtime::new(Some(dir.path().to_path_buf()))
-        .unwrap()
-        .load("bpo-networks", bytes)
-        .unwrap();
+    let first = Runtime::new(Some(dir.path().to_path_buf())).unwrap().load("bpo-networks", bytes).unwrap();
     assert!(!first.stats.from_cache);
-    let second = Runtime::new(Some(dir.path().to_path_buf()))
-        .unwrap()
-        .load("bpo-networks", bytes)
-        .unwrap();
+    let second = Runtime::new(Some(dir.path().to_path_buf())).unwrap().load("bpo-networks", bytes).unwrap();
     assert!(second.stats.from_cache);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     // A corrupt cache entry is replaced, not fatal. (Loaded components map the file: drop them before
     // overwriting it in place, which orch itself never does — it replaces cache files by rename.)
     drop((first, second));
-    let entry = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
     std::fs::write(&entry, b"garbage").unwrap();
-    let third = Runtime::new(Some(dir.path().to_path_buf()))
-        .unwrap()
-        .load("bpo-networks", bytes)
-        .unwrap();
+    let third = Runtime::new(Some(dir.path().to_path_buf())).unwrap().load("bpo-networks", bytes).unwrap();
     assert!(!third.stats.from_cache);
     assert_eq!(third.description.name, "bpo-networks");
 }
@@ -252,9 +182,7 @@ fn compiled_components_are_cached_on_disk() {
 #[test]
 fn describe_reports_the_policies_and_api_version() {
     let rt = Runtime::new(None).unwrap();
-    let bpo = rt
-        .load("bpo-networks", builtin_bytes("bpo-networks").unwrap())
-        .unwrap();
+    let bpo = rt.load("bpo-networks", builtin_bytes("bpo-networks").unwrap()).unwrap();
     assert_eq!(bpo.api_version, "0.1.0");
     assert_eq!(bpo.description.name, "bpo-networks");
     assert!(serde_json::from_str::<serde_json::Value>(&bpo.description.settings_schema).is_ok());

@@ -20,17 +20,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn engine(rt: &tokio::runtime::Runtime) -> DockerEngine {
-    let e = rt
-        .block_on(DockerEngine::connect())
-        .expect("the Docker engine must be running for these tests");
+    let e = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
     ensure_image(rt, &e);
     e
 }
@@ -84,17 +78,7 @@ networks:
 
 fn spawn_up(file: &Path, env: &str, pool: &str, state: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args([
-            "up",
-            "-f",
-            file.to_str().unwrap(),
-            "--env",
-            env,
-            "--pool",
-            pool,
-            "--timeout",
-            "60s",
-        ])
+        .args(["up", "-f", file.to_str().unwrap(), "--env", env, "--pool", pool, "--timeout", "60s"])
         .env("CI", "1")
         .env("ORCH_STATE_DIR", state)
         .stdout(Stdio::null())
@@ -118,10 +102,7 @@ fn wait_for_line(child: &mut Child, needle: &str) -> BufReader<std::process::Chi
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
 }
 
@@ -133,51 +114,28 @@ fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let file = slow_stack(dir.path());
     let mut times = vec![];
-    for (i, moment) in ["created (10.", ": creating", "waiting until healthy"]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, moment) in ["created (10.", ": creating", "waiting until healthy"].into_iter().enumerate() {
         let env = format!("kill{i}-{}", std::process::id());
         let _guard = Guard("reap".into(), env.clone());
-        let mut child = spawn_up(
-            &file,
-            &env,
-            &format!("10.21{i}.0.0/16"),
-            &dir.path().join("state"),
-        );
+        let mut child = spawn_up(&file, &env, &format!("10.21{i}.0.0/16"), &dir.path().join("state"));
         let _reader = wait_for_line(&mut child, moment);
-        assert!(
-            leftovers(&rt, &engine, &env) > 0,
-            "something must exist when killed at {moment:?}"
-        );
+        assert!(leftovers(&rt, &engine, &env) > 0, "something must exist when killed at {moment:?}");
         signal(&child, "-KILL");
         let _ = child.wait();
         let killed = Instant::now();
         // No further orch command: the detached watcher must do it.
         while leftovers(&rt, &engine, &env) > 0 {
-            assert!(
-                killed.elapsed() < Duration::from_secs(15),
-                "resources of {env} still there 15 s after SIGKILL at {moment:?}"
-            );
+            assert!(killed.elapsed() < Duration::from_secs(15), "resources of {env} still there 15 s after SIGKILL at {moment:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
         times.push(killed.elapsed());
         // The killed process's reservation is reclaimed: nobody sees it once its owner is dead.
-        let state = orch::state::StateDir {
-            root: dir.path().join("state"),
-        };
+        let state = orch::state::StateDir { root: dir.path().join("state") };
         let alloc = state.allocations(Duration::from_secs(10)).unwrap();
-        assert!(
-            !alloc.state.envs.keys().any(|k| k.ends_with(&env)),
-            "{:?}",
-            alloc.state.envs.keys().collect::<Vec<_>>()
-        );
+        assert!(!alloc.state.envs.keys().any(|k| k.ends_with(&env)), "{:?}", alloc.state.envs.keys().collect::<Vec<_>>());
     }
     times.sort();
-    println!(
-        "SIGKILL → zero leftovers: {times:?} (median {:?})",
-        times[times.len() / 2]
-    );
+    println!("SIGKILL → zero leftovers: {times:?} (median {:?})", times[times.len() / 2]);
 }
 
 #[test]
@@ -190,12 +148,7 @@ fn sigterm_and_sigint_tear_down_up() {
     for (i, sig) in ["-TERM", "-INT"].into_iter().enumerate() {
         let env = format!("sig{i}-{}", std::process::id());
         let _guard = Guard("reap".into(), env.clone());
-        let mut child = spawn_up(
-            &file,
-            &env,
-            &format!("10.22{i}.0.0/16"),
-            &dir.path().join("state"),
-        );
+        let mut child = spawn_up(&file, &env, &format!("10.22{i}.0.0/16"), &dir.path().join("state"));
         let mut reader = wait_for_line(&mut child, "waiting until healthy");
         signal(&child, sig);
         let status = child.wait().unwrap();
@@ -203,11 +156,7 @@ fn sigterm_and_sigint_tear_down_up() {
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
         assert!(rest.contains("removed"), "{sig}: {rest}");
-        assert_eq!(
-            leftovers(&rt, &engine, &env),
-            0,
-            "{sig}: teardown happens before orch exits"
-        );
+        assert_eq!(leftovers(&rt, &engine, &env), 0, "{sig}: teardown happens before orch exits");
     }
 }
 
@@ -227,20 +176,9 @@ fn gc_removes_exactly_the_orphans() {
     let engine = engine(&rt);
     let pid = std::process::id();
     let me = orch::lifecycle::Owner::current();
-    let dead = orch::lifecycle::Owner {
-        start_time: me.start_time + 1,
-        ..me.clone()
-    };
-    let (orphan, live, kept) = (
-        format!("gc-orphan-{pid}"),
-        format!("gc-live-{pid}"),
-        format!("gc-kept-{pid}"),
-    );
-    let _guards = [
-        Guard("gcproj".into(), orphan.clone()),
-        Guard("gcproj".into(), live.clone()),
-        Guard("gcproj".into(), kept.clone()),
-    ];
+    let dead = orch::lifecycle::Owner { start_time: me.start_time + 1, ..me.clone() };
+    let (orphan, live, kept) = (format!("gc-orphan-{pid}"), format!("gc-live-{pid}"), format!("gc-kept-{pid}"));
+    let _guards = [Guard("gcproj".into(), orphan.clone()), Guard("gcproj".into(), live.clone()), Guard("gcproj".into(), kept.clone())];
     let make = |env: &str, owner: &orch::lifecycle::Owner, n: u8| {
         let l = labels(env, &owner.label());
         rt.block_on(engine.create_network(&NetworkSpec {
@@ -262,24 +200,12 @@ fn gc_removes_exactly_the_orphans() {
             ..Default::default()
         }))
         .unwrap();
-        rt.block_on(engine.create_volume(&orch::engine::VolumeSpec {
-            name: format!("{env}-data"),
-            labels: l.clone(),
-            ..Default::default()
-        }))
-        .unwrap();
+        rt.block_on(engine.create_volume(&orch::engine::VolumeSpec { name: format!("{env}-data"), labels: l.clone(), ..Default::default() })).unwrap();
     };
     make(&orphan, &dead, 0);
     make(&live, &me, 1);
     make(&kept, &dead, 2);
-    rt.block_on(orch::reaper::mark_ready(
-        &engine,
-        &labels(&kept, &dead.label()),
-        "gcproj",
-        &kept,
-        orch::reaper::Lifetime::Kept { expires: None },
-    ))
-    .unwrap();
+    rt.block_on(orch::reaper::mark_ready(&engine, &labels(&kept, &dead.label()), "gcproj", &kept, orch::reaper::Lifetime::Kept { expires: None })).unwrap();
     // Unlabelled resources with tempting names.
     let foreign_net = format!("gc-orphan-{pid}-foreign");
     rt.block_on(engine.create_network(&NetworkSpec {
@@ -298,12 +224,8 @@ fn gc_removes_exactly_the_orphans() {
     impl Drop for Foreign {
         fn drop(&mut self) {
             let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-            let _ = Command::new("docker")
-                .args(["network", "rm", &self.0])
-                .output();
-            let _ = Command::new("docker")
-                .args(["volume", "rm", &self.0])
-                .output();
+            let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
+            let _ = Command::new("docker").args(["volume", "rm", &self.0]).output();
         }
     }
     let _foreign = Foreign(foreign_net.clone());
@@ -315,97 +237,43 @@ fn gc_removes_exactly_the_orphans() {
             ..Default::default()
         }))
         .unwrap();
-    rt.block_on(engine.create_volume(&orch::engine::VolumeSpec {
-        name: format!("gc-orphan-{pid}-foreign"),
-        ..Default::default()
-    }))
-    .unwrap();
+    rt.block_on(engine.create_volume(&orch::engine::VolumeSpec { name: format!("gc-orphan-{pid}-foreign"), ..Default::default() })).unwrap();
 
     let orch = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(env!("CARGO_BIN_EXE_orch")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let ours = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| l.contains(&format!("-{pid} ")))
-            .map(String::from)
-            .collect()
-    };
+    let ours = |text: &str| -> Vec<String> { text.lines().filter(|l| l.contains(&format!("-{pid} "))).map(String::from).collect() };
 
     // doctor names the orphan and says what to do.
-    let doctor = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(["doctor", "--format", "json"])
-        .output()
-        .unwrap();
+    let doctor = Command::new(env!("CARGO_BIN_EXE_orch")).args(["doctor", "--format", "json"]).output().unwrap();
     let checks: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
-    let leaks = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "leaks")
-        .unwrap();
+    let leaks = checks.as_array().unwrap().iter().find(|c| c["name"] == "leaks").unwrap();
     assert_eq!(leaks["status"], "warn");
-    assert!(
-        leaks["detail"].as_str().unwrap().contains(&orphan)
-            && leaks["hint"].as_str().unwrap().contains("orch gc"),
-        "{leaks}"
-    );
+    assert!(leaks["detail"].as_str().unwrap().contains(&orphan) && leaks["hint"].as_str().unwrap().contains("orch gc"), "{leaks}");
 
     let dry = ours(&orch(&["gc", "--dry-run"]));
     assert_eq!(dry.len(), 1, "{dry:?}");
-    assert!(
-        dry[0].starts_with(&format!("would remove {orphan} ")),
-        "{dry:?}"
-    );
-    assert_eq!(
-        leftovers(&rt, &engine, &orphan),
-        3,
-        "a dry run removes nothing"
-    );
+    assert!(dry[0].starts_with(&format!("would remove {orphan} ")), "{dry:?}");
+    assert_eq!(leftovers(&rt, &engine, &orphan), 3, "a dry run removes nothing");
 
     let done = ours(&orch(&["gc"]));
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(leftovers(&rt, &engine, &orphan), 0);
-    assert_eq!(
-        leftovers(&rt, &engine, &live),
-        3,
-        "a live owner's environment is not touched"
-    );
-    assert_eq!(
-        leftovers(&rt, &engine, &kept),
-        4,
-        "a complete, kept environment is not an orphan"
-    );
-    assert!(
-        rt.block_on(engine.inspect_network(&foreign_net)).is_ok(),
-        "unlabelled network survives"
-    );
-    assert!(
-        rt.block_on(engine.inspect_container(&foreign_c)).is_ok(),
-        "unlabelled container survives"
-    );
+    assert_eq!(leftovers(&rt, &engine, &live), 3, "a live owner's environment is not touched");
+    assert_eq!(leftovers(&rt, &engine, &kept), 4, "a complete, kept environment is not an orphan");
+    assert!(rt.block_on(engine.inspect_network(&foreign_net)).is_ok(), "unlabelled network survives");
+    assert!(rt.block_on(engine.inspect_container(&foreign_c)).is_ok(), "unlabelled container survives");
 
     let all = ours(&orch(&["gc", "--all", "-p", "gcproj"]));
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(leftovers(&rt, &engine, &kept), 0);
-    assert_eq!(
-        leftovers(&rt, &engine, &live),
-        3,
-        "--all still spares a live owner"
-    );
+    assert_eq!(leftovers(&rt, &engine, &live), 3, "--all still spares a live owner");
 
     rt.block_on(engine.remove_container(&foreign_c)).unwrap();
     rt.block_on(engine.remove_network(&foreign_net)).unwrap();
-    rt.block_on(engine.remove_volume(&format!("gc-orphan-{pid}-foreign")))
-        .unwrap();
+    rt.block_on(engine.remove_volume(&format!("gc-orphan-{pid}-foreign"))).unwrap();
 }
 
 #[test]
@@ -418,58 +286,25 @@ fn down_disconnects_a_foreign_container_from_the_environments_network() {
     std::fs::write(&file, "name: strag\nservices:\n  app:\n    image: orch-test/busybox:latest\n    command: [\"sleep\", \"3600\"]\n").unwrap();
     let env = format!("strag-{}", std::process::id());
     let _guard = Guard("strag".into(), env.clone());
-    let up = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args([
-            "up",
-            "-f",
-            file.to_str().unwrap(),
-            "--env",
-            &env,
-            "--pool",
-            "10.234.0.0/16",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let up = Command::new(env!("CARGO_BIN_EXE_orch")).args(["up", "-f", file.to_str().unwrap(), "--env", &env, "--pool", "10.234.0.0/16"]).output().unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     // Someone attaches their own container to the environment's network by hand.
     let net = format!("strag-{env}-default");
     let spec = ContainerSpec {
         name: format!("{env}-visitor"),
         image: IMAGE.into(),
         command: Some(vec!["sleep".into(), "3600".into()]),
-        endpoints: vec![orch::engine::Endpoint {
-            network: net.clone(),
-            aliases: vec![],
-            ipv4_address: None,
-            links: vec![],
-        }],
+        endpoints: vec![orch::engine::Endpoint { network: net.clone(), aliases: vec![], ipv4_address: None, links: vec![] }],
         ..Default::default()
     };
     let visitor = rt.block_on(engine.create_container(&spec)).unwrap();
     rt.block_on(engine.start_container(&visitor)).unwrap();
-    let down = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(["down", "--env", &env])
-        .output()
-        .unwrap();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    let down = Command::new(env!("CARGO_BIN_EXE_orch")).args(["down", "--env", &env]).output().unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert_eq!(leftovers(&rt, &engine, &env), 0);
-    assert!(
-        rt.block_on(engine.inspect_network(&net)).is_err(),
-        "the network is gone"
-    );
+    assert!(rt.block_on(engine.inspect_network(&net)).is_err(), "the network is gone");
     let still = rt.block_on(engine.inspect_container(&visitor)).unwrap();
-    assert_eq!(
-        still.status, "running",
-        "the visitor was disconnected, not removed"
-    );
+    assert_eq!(still.status, "running", "the visitor was disconnected, not removed");
     rt.block_on(engine.remove_container(&visitor)).unwrap();
 }
 
@@ -485,44 +320,32 @@ fn run_passes_the_exit_status_through_and_always_tears_down() {
     let env = format!("run-{}", std::process::id());
     let _guard = Guard("runner".into(), env.clone());
     let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(["run", "-f", file.to_str().unwrap(), "--env", &env, "--pool", "10.240.0.0/16", "--", "bash", "-c", "exec 3<>/dev/tcp/$DB_HOST/$DB_PORT && echo \"reached $DB_HOST:$DB_PORT in $ORCH_ENV\"; exit 42"])
-        .env("ORCH_STATE_DIR", &state)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(42),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("reached 127.0.0.1:")) && stdout.contains(&env),
-        "{stdout}"
-    );
-    assert_eq!(
-        leftovers(&rt, &engine, &env),
-        0,
-        "run tears down after the command"
-    );
-
-    // SIGTERM while the command runs: the command is stopped and the environment removed before orch exits.
-    let env2 = format!("run2-{}", std::process::id());
-    let _guard2 = Guard("runner".into(), env2.clone());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
         .args([
             "run",
             "-f",
             file.to_str().unwrap(),
             "--env",
-            &env2,
+            &env,
             "--pool",
-            "10.241.0.0/16",
+            "10.240.0.0/16",
             "--",
-            "sh",
+            "bash",
             "-c",
-            "echo started >&2; sleep 600",
+            "exec 3<>/dev/tcp/$DB_HOST/$DB_PORT && echo \"reached $DB_HOST:$DB_PORT in $ORCH_ENV\"; exit 42",
         ])
+        .env("ORCH_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("reached 127.0.0.1:")) && stdout.contains(&env), "{stdout}");
+    assert_eq!(leftovers(&rt, &engine, &env), 0, "run tears down after the command");
+
+    // SIGTERM while the command runs: the command is stopped and the environment removed before orch exits.
+    let env2 = format!("run2-{}", std::process::id());
+    let _guard2 = Guard("runner".into(), env2.clone());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["run", "-f", file.to_str().unwrap(), "--env", &env2, "--pool", "10.241.0.0/16", "--", "sh", "-c", "echo started >&2; sleep 600"])
         .env("ORCH_STATE_DIR", &state)
         .env("CI", "1")
         .stdout(Stdio::null())
@@ -532,11 +355,7 @@ fn run_passes_the_exit_status_through_and_always_tears_down() {
     let _reader = wait_for_line(&mut child, "started");
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(130));
-    assert_eq!(
-        leftovers(&rt, &engine, &env2),
-        0,
-        "SIGTERM during run tears down"
-    );
+    assert_eq!(leftovers(&rt, &engine, &env2), 0, "SIGTERM during run tears down");
     // The allocation state holds no reservation for either environment afterwards.
     let alloc = std::fs::read_to_string(state.join("allocations.json")).unwrap();
     assert!(!alloc.contains(&env) && !alloc.contains(&env2), "{alloc}");

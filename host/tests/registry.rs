@@ -25,23 +25,12 @@ impl Registry {
     }
 
     fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> Registry {
-        assert!(
-            Path::new(REGISTRY).is_file(),
-            "Debian's docker-registry is needed (.ci/run installs it)"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        assert!(Path::new(REGISTRY).is_file(), "Debian's docker-registry is needed (.ci/run installs it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::create_dir_all(dir).unwrap();
         let storage = dir.join("storage");
         let htpasswd = dir.join("htpasswd");
-        std::fs::write(
-            &htpasswd,
-            format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 5).unwrap()),
-        )
-        .unwrap();
+        std::fs::write(&htpasswd, format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 5).unwrap())).unwrap();
         let config = dir.join("config.yml");
         std::fs::write(
             &config,
@@ -53,12 +42,7 @@ impl Registry {
             ),
         )
         .unwrap();
-        let mut r = Registry {
-            child: spawn(&config),
-            port,
-            storage,
-            config,
-        };
+        let mut r = Registry { child: spawn(&config), port, storage, config };
         r.wait_ready();
         r
     }
@@ -66,15 +50,8 @@ impl Registry {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "docker-registry exited at start"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {}",
-                self.port
-            );
+            assert!(self.child.try_wait().unwrap().is_none(), "docker-registry exited at start");
+            assert!(Instant::now() < deadline, "docker-registry did not listen on {}", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -97,22 +74,12 @@ impl Registry {
     /// The stored blob file of a digest (distribution's filesystem layout).
     fn blob(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        self.storage
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        self.storage.join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
 }
 
 fn spawn(config: &Path) -> Child {
-    Command::new(REGISTRY)
-        .arg("serve")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    Command::new(REGISTRY).arg("serve").arg(config).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
 }
 
 impl Drop for Registry {
@@ -125,35 +92,14 @@ impl Drop for Registry {
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let p = |f: &str| dir.join(f).display().to_string();
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
     for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=orch-test-ca",
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("key.pem"),
-            "-out",
-            &p("req.csr"),
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
+        vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-days", "2", "-subj", "/CN=orch-test-ca"],
+        vec!["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("key.pem"), "-out", &p("req.csr"), "-subj", "/CN=127.0.0.1"],
         vec![
             "x509",
             "-req",
@@ -172,21 +118,10 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             &p("ext.cnf"),
         ],
     ] {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("the openssl CLI");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            text(&out.stderr)
-        );
+        let out = Command::new("openssl").args(&args).output().expect("the openssl CLI");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
     }
-    (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 /// `orch` in `dir` with its own plugin cache and Docker config.
@@ -206,8 +141,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn lock_digest(project: &Path) -> String {
-    let lock: toml::Table =
-        toml::from_str(&std::fs::read_to_string(project.join("orch.lock")).unwrap()).unwrap();
+    let lock: toml::Table = toml::from_str(&std::fs::read_to_string(project.join("orch.lock")).unwrap()).unwrap();
     lock["plugin"][0]["digest"].as_str().unwrap().to_string()
 }
 
@@ -225,168 +159,74 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     std::fs::create_dir_all(&logged_in).unwrap();
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    std::fs::write(
-        logged_in.join("config.json"),
-        format!(
-            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
-            registry.port
-        ),
-    )
-    .unwrap();
+    std::fs::write(logged_in.join("config.json"), format!(r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#, registry.port)).unwrap();
 
     // Project A publishes a plugin (here: the bytes of the built-in port-ranges).
     let a = tmp.path().join("a");
     std::fs::create_dir_all(&a).unwrap();
     let a_cache = tmp.path().join("cache-a");
-    let denied = orch(
-        &a,
-        &a_cache,
-        &anonymous,
-        &["plugin", "push", "port-ranges", &reference],
-    );
+    let denied = orch(&a, &a_cache, &anonymous, &["plugin", "push", "port-ranges", &reference]);
     assert_eq!(denied.status.code(), Some(4), "{}", text(&denied.stderr));
-    assert!(
-        text(&denied.stderr).contains("docker login"),
-        "{}",
-        text(&denied.stderr)
-    );
-    let pushed = orch(
-        &a,
-        &a_cache,
-        &logged_in,
-        &["plugin", "push", "port-ranges", &reference],
-    );
+    assert!(text(&denied.stderr).contains("docker login"), "{}", text(&denied.stderr));
+    let pushed = orch(&a, &a_cache, &logged_in, &["plugin", "push", "port-ranges", &reference]);
     assert!(pushed.status.success(), "{}", text(&pushed.stderr));
     let digest = text(&pushed.stdout).trim().to_string();
-    assert!(
-        digest.starts_with("sha256:") && digest.len() == 71,
-        "{digest}"
-    );
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
     // An incompatible plugin is refused before it is pushed, naming both API versions.
-    let future = orch(
-        &a,
-        &a_cache,
-        &logged_in,
-        &[
-            "plugin",
-            "push",
-            orch_test_plugins::FUTURE_API,
-            &registry.reference("team/future:2.0.0"),
-        ],
-    );
+    let future = orch(&a, &a_cache, &logged_in, &["plugin", "push", orch_test_plugins::FUTURE_API, &registry.reference("team/future:2.0.0")]);
     assert_eq!(future.status.code(), Some(4));
-    assert!(
-        text(&future.stderr).contains("orch:policy@0.2.0")
-            && text(&future.stderr).contains("orch:policy@0.1"),
-        "{}",
-        text(&future.stderr)
-    );
+    assert!(text(&future.stderr).contains("orch:policy@0.2.0") && text(&future.stderr).contains("orch:policy@0.1"), "{}", text(&future.stderr));
 
     // Project B uses it by reference; its first plan pins the digest in orch.lock.
     let b = tmp.path().join("b");
     std::fs::create_dir_all(&b).unwrap();
     let b_cache = tmp.path().join("cache-b");
-    std::fs::write(
-        b.join("compose.yaml"),
-        "name: b\nservices:\n  api:\n    image: team/api:1\n    ports: [\"8080:8080\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        b.join("orch.toml"),
-        format!("env-kind = \"ci\"\n[[plugins]]\nuse = \"{reference}\"\n"),
-    )
-    .unwrap();
-    let plan = |cache: &Path| {
-        orch(
-            &b,
-            cache,
-            &logged_in,
-            &["plan", "--no-engine", "--format", "json"],
-        )
-    };
+    std::fs::write(b.join("compose.yaml"), "name: b\nservices:\n  api:\n    image: team/api:1\n    ports: [\"8080:8080\"]\n").unwrap();
+    std::fs::write(b.join("orch.toml"), format!("env-kind = \"ci\"\n[[plugins]]\nuse = \"{reference}\"\n")).unwrap();
+    let plan = |cache: &Path| orch(&b, cache, &logged_in, &["plan", "--no-engine", "--format", "json"]);
     let first = plan(&b_cache);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let json: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(json["plugins"], serde_json::json!(["port-ranges"]));
-    let port = json["services"]["api"]["ports"][0]["host_port"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        (9500..=9999).contains(&port),
-        "port-ranges' ci pool: {port}"
-    );
+    let port = json["services"]["api"]["ports"][0]["host_port"].as_u64().unwrap();
+    assert!((9500..=9999).contains(&port), "port-ranges' ci pool: {port}");
     assert_eq!(lock_digest(&b), digest, "orch.lock pins what was pushed");
     let lock_text = std::fs::read_to_string(b.join("orch.lock")).unwrap();
-    assert!(
-        lock_text.contains(&reference) && lock_text.contains("manifest = \"sha256:"),
-        "{lock_text}"
-    );
+    assert!(lock_text.contains(&reference) && lock_text.contains("manifest = \"sha256:"), "{lock_text}");
 
     // By digest: `repo@sha256:<manifest>` names exactly what the tag resolved to.
     let manifest = {
         let lock: toml::Table = toml::from_str(&lock_text).unwrap();
         lock["plugin"][0]["manifest"].as_str().unwrap().to_string()
     };
-    let by_digest = orch(
-        &b,
-        &tmp.path().join("cache-digest"),
-        &logged_in,
-        &[
-            "plugin",
-            "pull",
-            &format!("{}@{manifest}", registry.reference("team/ports")),
-        ],
-    );
+    let by_digest = orch(&b, &tmp.path().join("cache-digest"), &logged_in, &["plugin", "pull", &format!("{}@{manifest}", registry.reference("team/ports"))]);
     assert!(by_digest.status.success(), "{}", text(&by_digest.stderr));
     assert_eq!(text(&by_digest.stdout).trim(), digest);
 
     // Offline: with the registry down, the pinned plugin comes from the cache.
     registry.stop();
     let offline = plan(&b_cache);
-    assert!(
-        offline.status.success(),
-        "offline plan failed: {}",
-        text(&offline.stderr)
-    );
+    assert!(offline.status.success(), "offline plan failed: {}", text(&offline.stderr));
     // …but an empty cache cannot be served offline, and says why.
     let cold = plan(&tmp.path().join("cache-cold"));
     assert_eq!(cold.status.code(), Some(4));
-    assert!(
-        text(&cold.stderr).contains(&reference),
-        "{}",
-        text(&cold.stderr)
-    );
+    assert!(text(&cold.stderr).contains(&reference), "{}", text(&cold.stderr));
     registry.restart();
 
     // A new push under the same tag does not change what B runs: the lock pins the manifest digest.
-    let moved = orch(
-        &a,
-        &a_cache,
-        &logged_in,
-        &["plugin", "push", "health-defaults", &reference],
-    );
+    let moved = orch(&a, &a_cache, &logged_in, &["plugin", "push", "health-defaults", &reference]);
     assert!(moved.status.success(), "{}", text(&moved.stderr));
     let pinned = plan(&tmp.path().join("cache-b2"));
     assert!(pinned.status.success(), "{}", text(&pinned.stderr));
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&pinned.stdout).unwrap()["plugins"],
-        serde_json::json!(["port-ranges"])
-    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&pinned.stdout).unwrap()["plugins"], serde_json::json!(["port-ranges"]));
     // `orch plugin update` re-resolves the tag and rewrites the pin.
     let updated = orch(&b, &b_cache, &logged_in, &["plugin", "update"]);
     assert!(updated.status.success(), "{}", text(&updated.stderr));
     let new_digest = lock_digest(&b);
     assert_eq!(new_digest, text(&moved.stdout).trim());
-    assert!(
-        text(&updated.stderr).contains("updated"),
-        "{}",
-        text(&updated.stderr)
-    );
+    assert!(text(&updated.stderr).contains("updated"), "{}", text(&updated.stderr));
     let now = plan(&b_cache);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&now.stdout).unwrap()["plugins"],
-        serde_json::json!(["health-defaults"])
-    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&now.stdout).unwrap()["plugins"], serde_json::json!(["health-defaults"]));
 
     // Tampering with the digest in orch.lock: refused, nothing planned.
     let good_lock = std::fs::read_to_string(b.join("orch.lock")).unwrap();
@@ -395,12 +235,7 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     let refused = plan(&b_cache);
     assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
     let err = text(&refused.stderr);
-    assert!(
-        err.contains("does not match")
-            && err.contains("orch.lock")
-            && err.contains("orch plugin update"),
-        "{err}"
-    );
+    assert!(err.contains("does not match") && err.contains("orch.lock") && err.contains("orch plugin update"), "{err}");
     assert!(refused.stdout.is_empty());
     std::fs::write(b.join("orch.lock"), &good_lock).unwrap();
 
@@ -411,42 +246,19 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     bytes[mid] ^= 0xff;
     std::fs::write(&blob, &bytes).unwrap();
     let tampered = plan(&tmp.path().join("cache-b3"));
-    assert_eq!(
-        tampered.status.code(),
-        Some(4),
-        "{}",
-        text(&tampered.stderr)
-    );
-    assert!(
-        text(&tampered.stderr).contains("tampered")
-            || text(&tampered.stderr).contains("does not match"),
-        "{}",
-        text(&tampered.stderr)
-    );
-    let pull = orch(
-        &b,
-        &tmp.path().join("cache-b4"),
-        &logged_in,
-        &["plugin", "pull", &reference],
-    );
+    assert_eq!(tampered.status.code(), Some(4), "{}", text(&tampered.stderr));
+    assert!(text(&tampered.stderr).contains("tampered") || text(&tampered.stderr).contains("does not match"), "{}", text(&tampered.stderr));
+    let pull = orch(&b, &tmp.path().join("cache-b4"), &logged_in, &["plugin", "pull", &reference]);
     assert_eq!(pull.status.code(), Some(4), "{}", text(&pull.stderr));
     // A tampered copy in orch's own cache is dropped, not run: with the registry's copy also bad, nothing runs.
     let cached = std::fs::read_dir(b_cache.join("plugins/oci/sha256"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.to_string_lossy()
-                .contains(new_digest.trim_start_matches("sha256:"))
-        })
+        .find(|p| p.to_string_lossy().contains(new_digest.trim_start_matches("sha256:")))
         .unwrap();
     std::fs::write(&cached, b"not the plugin").unwrap();
     let bad_cache = plan(&b_cache);
-    assert_eq!(
-        bad_cache.status.code(),
-        Some(4),
-        "{}",
-        text(&bad_cache.stderr)
-    );
+    assert_eq!(bad_cache.status.code(), Some(4), "{}", text(&bad_cache.stderr));
     assert!(!cached.exists() || std::fs::read(&cached).unwrap() != b"not the plugin");
 }
 
@@ -459,14 +271,7 @@ fn a_tls_registry_is_trusted_through_its_ca() {
     std::fs::create_dir_all(&docker).unwrap();
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    std::fs::write(
-        docker.join("config.json"),
-        format!(
-            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
-            registry.port
-        ),
-    )
-    .unwrap();
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#, registry.port)).unwrap();
     let reference = registry.reference("team/ports:1.0.0");
     let run = |args: &[&str], ca: Option<&Path>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
@@ -482,17 +287,8 @@ fn a_tls_registry_is_trusted_through_its_ca() {
     };
     // An unknown CA is refused (and plain HTTP is no way around it), with the way out in the message.
     let untrusted = run(&["plugin", "push", "port-ranges", &reference], None);
-    assert_eq!(
-        untrusted.status.code(),
-        Some(4),
-        "{}",
-        text(&untrusted.stderr)
-    );
-    assert!(
-        text(&untrusted.stderr).contains("ORCH_REGISTRY_CA_FILE"),
-        "{}",
-        text(&untrusted.stderr)
-    );
+    assert_eq!(untrusted.status.code(), Some(4), "{}", text(&untrusted.stderr));
+    assert!(text(&untrusted.stderr).contains("ORCH_REGISTRY_CA_FILE"), "{}", text(&untrusted.stderr));
     // Trusted: push and pull over TLS.
     let pushed = run(&["plugin", "push", "port-ranges", &reference], Some(&ca));
     assert!(pushed.status.success(), "{}", text(&pushed.stderr));
@@ -518,56 +314,21 @@ fn a_new_plugin_crate_passes_its_own_test() {
     let made = run(tmp.path(), &["plugin", "new", "demo"]);
     assert!(made.status.success(), "{}", text(&made.stderr));
     let demo = tmp.path().join("demo");
-    let tested = run(
-        &demo,
-        &[
-            "plugin",
-            "test",
-            ".",
-            "--compose",
-            "tests/compose.yaml",
-            "--settings",
-            "tests/settings.json",
-            "--expect",
-            "tests/expected-plan.json",
-        ],
-    );
+    let tested =
+        run(&demo, &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--settings", "tests/settings.json", "--expect", "tests/expected-plan.json"]);
     assert!(tested.status.success(), "{}", text(&tested.stderr));
-    assert!(
-        text(&tested.stderr).contains("ok: demo plans"),
-        "{}",
-        text(&tested.stderr)
-    );
+    assert!(text(&tested.stderr).contains("ok: demo plans"), "{}", text(&tested.stderr));
     // The test can fail: without the settings the labels are missing and the plan differs.
-    let differs = run(
-        &demo,
-        &[
-            "plugin",
-            "test",
-            ".",
-            "--compose",
-            "tests/compose.yaml",
-            "--expect",
-            "tests/expected-plan.json",
-        ],
-    );
+    let differs = run(&demo, &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--expect", "tests/expected-plan.json"]);
     assert_eq!(differs.status.code(), Some(8), "{}", text(&differs.stderr));
-    assert!(
-        text(&differs.stderr).contains("-        \"team\": \"data\""),
-        "{}",
-        text(&differs.stderr)
-    );
+    assert!(text(&differs.stderr).contains("-        \"team\": \"data\""), "{}", text(&differs.stderr));
     // `orch plugin build` prints the component, which any orch command takes by path.
     let built = run(&demo, &["plugin", "build"]);
     assert!(built.status.success(), "{}", text(&built.stderr));
     let wasm = text(&built.stdout).trim().to_string();
     assert!(wasm.ends_with("demo.wasm"), "{wasm}");
     let inspect = run(&demo, &["plugin", "inspect", &wasm]);
-    assert!(
-        text(&inspect.stdout).contains("demo"),
-        "{}",
-        text(&inspect.stdout)
-    );
+    assert!(text(&inspect.stdout).contains("demo"), "{}", text(&inspect.stdout));
     // A second `new` into the same place changes nothing.
     let again = run(tmp.path(), &["plugin", "new", "demo"]);
     assert_eq!(again.status.code(), Some(2));

@@ -47,53 +47,29 @@ pub trait Plugin {
         Ok(NetworkPlan::empty())
     }
     fn ports(_snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
-        Ok(PortPlan {
-            ports: vec![],
-            diagnostics: vec![],
-        })
+        Ok(PortPlan { ports: vec![], diagnostics: vec![] })
     }
     fn health(_snapshot: &Snapshot) -> Result<HealthPlan, PluginError> {
-        Ok(HealthPlan {
-            services: vec![],
-            diagnostics: vec![],
-        })
+        Ok(HealthPlan { services: vec![], diagnostics: vec![] })
     }
     fn images(_snapshot: &Snapshot) -> Result<ImagePlan, PluginError> {
-        Ok(ImagePlan {
-            services: vec![],
-            diagnostics: vec![],
-        })
+        Ok(ImagePlan { services: vec![], diagnostics: vec![] })
     }
     fn services(_snapshot: &Snapshot) -> Result<ServicePlan, PluginError> {
-        Ok(ServicePlan {
-            services: vec![],
-            diagnostics: vec![],
-        })
+        Ok(ServicePlan { services: vec![], diagnostics: vec![] })
     }
 }
 
 impl NetworkPlan {
     pub fn empty() -> Self {
-        NetworkPlan {
-            networks: vec![],
-            attachments: vec![],
-            diagnostics: vec![],
-        }
+        NetworkPlan { networks: vec![], attachments: vec![], diagnostics: vec![] }
     }
 }
 
 impl NetworkIntent {
     /// An intent that changes nothing yet: set the fields you decide (`NetworkIntent { internal: Some(true), ..NetworkIntent::new("db") }`).
     pub fn new(name: &str) -> Self {
-        NetworkIntent {
-            name: name.into(),
-            subnet: None,
-            gateway: None,
-            ip_range: None,
-            internal: None,
-            driver: None,
-            driver_opts: vec![],
-        }
+        NetworkIntent { name: name.into(), subnet: None, gateway: None, ip_range: None, internal: None, driver: None, driver_opts: vec![] }
     }
 }
 
@@ -122,48 +98,23 @@ impl Description {
 
 /// Builds a [`Description`].
 pub fn describe(name: &str, version: &str, summary: &str, implements: &[Policy]) -> Description {
-    Description {
-        name: name.into(),
-        version: version.into(),
-        summary: summary.into(),
-        settings_schema: String::new(),
-        implements: implements.to_vec(),
-    }
+    Description { name: name.into(), version: version.into(), summary: summary.into(), settings_schema: String::new(), implements: implements.to_vec() }
 }
 
 /// Builds a [`Diagnostic`].
-pub fn diagnostic(
-    level: Level,
-    code: &str,
-    message: impl Into<String>,
-    path: Option<String>,
-) -> Diagnostic {
-    Diagnostic {
-        level,
-        code: code.into(),
-        message: message.into(),
-        path,
-    }
+pub fn diagnostic(level: Level, code: &str, message: impl Into<String>, path: Option<String>) -> Diagnostic {
+    Diagnostic { level, code: code.into(), message: message.into(), path }
 }
 
 /// Builds a [`PluginError`].
 pub fn error(code: &str, message: impl Into<String>, path: Option<String>) -> PluginError {
-    PluginError {
-        code: code.into(),
-        message: message.into(),
-        path,
-    }
+    PluginError { code: code.into(), message: message.into(), path }
 }
 
 /// Parses the settings JSON into `T` (use `#[serde(default, deny_unknown_fields)]` to get defaults and typo checks).
 pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: &str) -> Result<T, PluginError> {
-    let text = if settings.trim().is_empty() {
-        "{}"
-    } else {
-        settings
-    };
-    serde_json::from_str(text)
-        .map_err(|e| error("settings.invalid", format!("invalid settings: {e}"), None))
+    let text = if settings.trim().is_empty() { "{}" } else { settings };
+    serde_json::from_str(text).map_err(|e| error("settings.invalid", format!("invalid settings: {e}"), None))
 }
 
 /// Writes to the user's log through the host (a no-op outside wasm, so plugin logic can be unit-tested natively).

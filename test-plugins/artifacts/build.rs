@@ -6,24 +6,11 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let test_plugins = manifest_dir.parent().unwrap().to_path_buf();
     let root = test_plugins.parent().unwrap().to_path_buf();
-    orch_build_support::rerun_if_changed(&[
-        &test_plugins.join("misbehave"),
-        &test_plugins.join("future-api"),
-        &root.join("plugin-api"),
-    ]);
+    orch_build_support::rerun_if_changed(&[&test_plugins.join("misbehave"), &test_plugins.join("future-api"), &root.join("plugin-api")]);
 
     let all = orch_build_support::crates_in(&test_plugins);
-    let pick = |dir: &str| {
-        &all.iter()
-            .find(|(d, _)| d == dir)
-            .unwrap_or_else(|| panic!("test-plugins/{dir} missing"))
-            .1
-    };
-    let misbehave = orch_build_support::build(
-        Some(&root.join("Cargo.toml")),
-        &[pick("misbehave")],
-        "plugin",
-    );
+    let pick = |dir: &str| &all.iter().find(|(d, _)| d == dir).unwrap_or_else(|| panic!("test-plugins/{dir} missing")).1;
+    let misbehave = orch_build_support::build(Some(&root.join("Cargo.toml")), &[pick("misbehave")], "plugin");
     // future-api is its own workspace: it carries a copy of the WIT at an incompatible version.
     let future = orch_build_support::build(None, &[pick("future-api")], "release");
 
@@ -32,9 +19,5 @@ fn main() {
         misbehave[0].display().to_string(),
         future[0].display().to_string()
     );
-    std::fs::write(
-        PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("paths.rs"),
-        src,
-    )
-    .unwrap();
+    std::fs::write(PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("paths.rs"), src).unwrap();
 }

@@ -38,21 +38,10 @@ pub(crate) struct ParseInput<'a> {
 }
 
 /// The project as written, before profiles select services (so that `include` can merge projects first).
-pub(crate) fn project(
-    input: &ParseInput,
-    warnings: &mut Vec<Warning>,
-) -> R<(Project, BTreeMap<String, Service>)> {
-    let mut p = P {
-        file: input.file,
-        dir: input.dir,
-        vars: input.vars,
-        warnings,
-    };
+pub(crate) fn project(input: &ParseInput, warnings: &mut Vec<Warning>) -> R<(Project, BTreeMap<String, Service>)> {
+    let mut p = P { file: input.file, dir: input.dir, vars: input.vars, warnings };
     let root = p.mapping(input.root, "")?;
-    let mut project = Project {
-        working_dir: input.dir.to_path_buf(),
-        ..Default::default()
-    };
+    let mut project = Project { working_dir: input.dir.to_path_buf(), ..Default::default() };
     let mut name = None;
     let mut all_services = BTreeMap::new();
     for (k, v) in root {
@@ -95,10 +84,7 @@ pub(crate) fn project(
                     };
                 }
             }
-            "models" => p.not_applied(
-                "models",
-                "AI models need Docker Model Runner, which orch does not drive",
-            ),
+            "models" => p.not_applied("models", "AI models need Docker Model Runner, which orch does not drive"),
             k if k.starts_with("x-") => {}
             other => return Err(p.unknown("", other, fields::TOP)),
         }
@@ -108,41 +94,21 @@ pub(crate) fn project(
             .name_override
             .map(String::from)
             .or(name)
-            .unwrap_or_else(|| {
-                input
-                    .dir
-                    .file_name()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "default".into())
-            }),
+            .unwrap_or_else(|| input.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into())),
     );
     if project.name.is_empty() {
-        return Err(invalid(
-            input.file,
-            "name",
-            "the project name is empty after normalisation; use lowercase letters, digits, - or _",
-        ));
+        return Err(invalid(input.file, "name", "the project name is empty after normalisation; use lowercase letters, digits, - or _"));
     }
     Ok((project, all_services))
 }
 
 /// Applies profiles (a service with profiles runs only when one of them is active) and checks every reference.
-pub(crate) fn finish(
-    file: &Path,
-    mut project: Project,
-    all_services: BTreeMap<String, Service>,
-    profiles: &[String],
-) -> R<Project> {
+pub(crate) fn finish(file: &Path, mut project: Project, all_services: BTreeMap<String, Service>, profiles: &[String]) -> R<Project> {
     if all_services.is_empty() {
-        return Err(invalid(
-            file,
-            "services",
-            "no services defined; a compose file needs at least one service",
-        ));
+        return Err(invalid(file, "services", "no services defined; a compose file needs at least one service"));
     }
     for (sname, service) in all_services {
-        let enabled =
-            service.profiles.is_empty() || service.profiles.iter().any(|p| profiles.contains(p));
+        let enabled = service.profiles.is_empty() || service.profiles.iter().any(|p| profiles.contains(p));
         if enabled {
             project.services.insert(sname, service);
         } else {
@@ -153,10 +119,7 @@ pub(crate) fn finish(
         return Err(invalid(
             file,
             "services",
-            format!(
-                "every service is behind an inactive profile; activate one with --profile (disabled: {})",
-                project.disabled_services.join(", ")
-            ),
+            format!("every service is behind an inactive profile; activate one with --profile (disabled: {})", project.disabled_services.join(", ")),
         ));
     }
     check_references(file, &mut project)?;
@@ -169,14 +132,9 @@ fn service_ref(value: &str) -> Option<&str> {
 }
 
 fn check_references(file: &Path, project: &mut Project) -> R<()> {
-    let uses_default = project
-        .services
-        .values()
-        .any(|s| s.networks.contains_key("default"));
+    let uses_default = project.services.values().any(|s| s.networks.contains_key("default"));
     if uses_default && !project.networks.contains_key("default") {
-        project
-            .networks
-            .insert("default".into(), Network::default());
+        project.networks.insert("default".into(), Network::default());
     }
     let names: Vec<String> = project.services.keys().cloned().collect();
     let disabled = project.disabled_services.clone();
@@ -187,30 +145,21 @@ fn check_references(file: &Path, project: &mut Project) -> R<()> {
                 return Err(invalid(
                     file,
                     &format!("{sp}.networks.{net}"),
-                    format!(
-                        "service {sname} uses network {net:?}, which is not defined under top-level `networks:`"
-                    ),
+                    format!("service {sname} uses network {net:?}, which is not defined under top-level `networks:`"),
                 ));
             }
         }
         // Implicit dependencies, as compose adds them: a service that shares another's namespaces, volumes or name
         // starts after it.
         let mut implied: Vec<(String, String)> = vec![];
-        for (field, value) in [
-            ("network_mode", &service.network_mode),
-            ("ipc", &service.runtime.ipc),
-            ("pid", &service.runtime.pid),
-        ] {
+        for (field, value) in [("network_mode", &service.network_mode), ("ipc", &service.runtime.ipc), ("pid", &service.runtime.pid)] {
             if let Some(target) = value.as_deref().and_then(service_ref) {
                 implied.push((format!("{sp}.{field}"), target.to_string()));
             }
         }
         for v in &service.volumes_from {
             if !v.starts_with("container:") {
-                implied.push((
-                    format!("{sp}.volumes_from"),
-                    v.split(':').next().unwrap_or_default().to_string(),
-                ));
+                implied.push((format!("{sp}.volumes_from"), v.split(':').next().unwrap_or_default().to_string()));
             }
         }
         for (target, _) in &service.links {
@@ -218,29 +167,13 @@ fn check_references(file: &Path, project: &mut Project) -> R<()> {
         }
         for (path, target) in implied {
             if target == *sname {
-                return Err(invalid(
-                    file,
-                    &path,
-                    format!("service {sname} refers to itself"),
-                ));
+                return Err(invalid(file, &path, format!("service {sname} refers to itself")));
             }
             if !names.contains(&target) {
-                let why = if disabled.contains(&target) {
-                    "which is disabled by its profiles; activate it with --profile"
-                } else {
-                    "which is not defined"
-                };
-                return Err(invalid(
-                    file,
-                    &path,
-                    format!("service {sname} refers to service {target:?}, {why}"),
-                ));
+                let why = if disabled.contains(&target) { "which is disabled by its profiles; activate it with --profile" } else { "which is not defined" };
+                return Err(invalid(file, &path, format!("service {sname} refers to service {target:?}, {why}")));
             }
-            service.depends_on.entry(target).or_insert(Dependency {
-                condition: Condition::ServiceStarted,
-                required: true,
-                restart: false,
-            });
+            service.depends_on.entry(target).or_insert(Dependency { condition: Condition::ServiceStarted, required: true, restart: false });
         }
         let mut missing_optional = vec![];
         for (dep, d) in &service.depends_on {
@@ -260,9 +193,7 @@ fn check_references(file: &Path, project: &mut Project) -> R<()> {
                     return Err(invalid(
                         file,
                         &format!("{sp}.depends_on.{dep}"),
-                        format!(
-                            "service {sname} depends on undefined service {dep:?}; define it or remove the dependency"
-                        ),
+                        format!("service {sname} depends on undefined service {dep:?}; define it or remove the dependency"),
                     ));
                 }
                 missing_optional.push(dep.clone());
@@ -279,25 +210,17 @@ fn check_references(file: &Path, project: &mut Project) -> R<()> {
                 return Err(invalid(
                     file,
                     &format!("{sp}.volumes"),
-                    format!(
-                        "service {sname} mounts volume {src:?}, which is not defined under top-level `volumes:`"
-                    ),
+                    format!("service {sname} mounts volume {src:?}, which is not defined under top-level `volumes:`"),
                 ));
             }
         }
-        for (what, list, defined) in [
-            ("secret", &service.secrets, &project.secrets),
-            ("config", &service.configs, &project.configs),
-        ] {
+        for (what, list, defined) in [("secret", &service.secrets, &project.secrets), ("config", &service.configs, &project.configs)] {
             for s in list {
                 if !defined.contains_key(&s.source) {
                     return Err(invalid(
                         file,
                         &format!("{sp}.{what}s"),
-                        format!(
-                            "service {sname} uses {what} {:?}, which is not defined under top-level `{what}s:`",
-                            s.source
-                        ),
+                        format!("service {sname} uses {what} {:?}, which is not defined under top-level `{what}s:`", s.source),
                     ));
                 }
             }
@@ -308,11 +231,7 @@ fn check_references(file: &Path, project: &mut Project) -> R<()> {
 
 impl P<'_> {
     pub(crate) fn warn(&mut self, path: &str, message: &str) {
-        self.warnings.push(Warning {
-            file: self.file.to_path_buf(),
-            path: path.to_string(),
-            message: message.to_string(),
-        });
+        self.warnings.push(Warning { file: self.file.to_path_buf(), path: path.to_string(), message: message.to_string() });
     }
 
     /// A field the specification knows that orch does not apply: the plan shows it as a warning.
@@ -354,12 +273,7 @@ impl P<'_> {
     }
 
     /// The entries of a mapping as (key, path, value), refusing keys outside `valid` (except `x-*`).
-    pub(crate) fn fields<'v>(
-        &self,
-        m: &'v Mapping,
-        path: &str,
-        valid: &[&'static str],
-    ) -> R<Vec<(String, String, &'v Value)>> {
+    pub(crate) fn fields<'v>(&self, m: &'v Mapping, path: &str, valid: &[&'static str]) -> R<Vec<(String, String, &'v Value)>> {
         let mut out = Vec::with_capacity(m.len());
         for (k, v) in m {
             let key = self.key(k, path)?;
@@ -394,39 +308,22 @@ impl P<'_> {
     pub(crate) fn boolean(&self, v: &Value, path: &str) -> R<bool> {
         match v {
             Value::Bool(b) => Ok(*b),
-            Value::String(s)
-                if matches!(s.as_str(), "true" | "yes" | "True" | "TRUE" | "y" | "on") =>
-            {
-                Ok(true)
-            }
-            Value::String(s)
-                if matches!(s.as_str(), "false" | "no" | "False" | "FALSE" | "n" | "off") =>
-            {
-                Ok(false)
-            }
-            other => Err(self.err(
-                path,
-                format!("expected true or false, found {}", kind(other)),
-            )),
+            Value::String(s) if matches!(s.as_str(), "true" | "yes" | "True" | "TRUE" | "y" | "on") => Ok(true),
+            Value::String(s) if matches!(s.as_str(), "false" | "no" | "False" | "FALSE" | "n" | "off") => Ok(false),
+            other => Err(self.err(path, format!("expected true or false, found {}", kind(other)))),
         }
     }
 
     pub(crate) fn integer(&self, v: &Value, path: &str) -> R<i64> {
         let s = self.string(v, path)?;
-        s.trim()
-            .parse::<i64>()
-            .map_err(|_| self.err(path, format!("expected a whole number, found {s:?}")))
+        s.trim().parse::<i64>().map_err(|_| self.err(path, format!("expected a whole number, found {s:?}")))
     }
 
     /// A string or a list of strings.
     pub(crate) fn string_list(&self, v: &Value, path: &str) -> R<Vec<String>> {
         match v {
             Value::Null => Ok(vec![]),
-            Value::Sequence(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
-                .collect(),
+            Value::Sequence(items) => items.iter().enumerate().map(|(i, item)| self.string(item, &format!("{path}[{i}]"))).collect(),
             v => Ok(vec![self.string(v, path)?]),
         }
     }
@@ -446,12 +343,7 @@ impl P<'_> {
             Value::Sequence(_) => self.string_list(v, path).map(Some),
             v => {
                 let s = self.string(v, path)?;
-                shell_words::split(&s).map(Some).map_err(|e| {
-                    self.err(
-                        path,
-                        format!("cannot split command {s:?} into words: {e}; use the list form"),
-                    )
-                })
+                shell_words::split(&s).map(Some).map_err(|e| self.err(path, format!("cannot split command {s:?} into words: {e}; use the list form")))
             }
         }
     }
@@ -477,67 +369,40 @@ impl P<'_> {
                 }
             }
             other => {
-                return Err(self.err(
-                    path,
-                    format!(
-                        "expected a mapping or a list of KEY=VALUE, found {}",
-                        kind(other)
-                    ),
-                ));
+                return Err(self.err(path, format!("expected a mapping or a list of KEY=VALUE, found {}", kind(other))));
             }
         }
         Ok(out)
     }
 
     pub(crate) fn labels(&self, v: &Value, path: &str) -> R<BTreeMap<String, String>> {
-        Ok(self
-            .kv(v, path)?
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap_or_default()))
-            .collect())
+        Ok(self.kv(v, path)?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
     }
 
     pub(crate) fn duration(&self, v: &Value, path: &str) -> R<u64> {
         let s = self.string(v, path)?;
-        parse_duration_ms(&s).ok_or_else(|| {
-            self.err(
-                path,
-                format!("invalid duration {s:?}; use forms like 500ms, 10s, 1m30s or 1h"),
-            )
-        })
+        parse_duration_ms(&s).ok_or_else(|| self.err(path, format!("invalid duration {s:?}; use forms like 500ms, 10s, 1m30s or 1h")))
     }
 
     pub(crate) fn bytes(&self, v: &Value, path: &str) -> R<u64> {
         let s = self.string(v, path)?;
-        parse_bytes(&s).ok_or_else(|| {
-            self.err(
-                path,
-                format!("invalid size {s:?}; use forms like 512m, 1g, 256MB or a number of bytes"),
-            )
-        })
+        parse_bytes(&s).ok_or_else(|| self.err(path, format!("invalid size {s:?}; use forms like 512m, 1g, 256MB or a number of bytes")))
     }
 
     pub(crate) fn float(&self, v: &Value, path: &str) -> R<f64> {
         let s = self.string(v, path)?;
-        s.parse::<f64>()
-            .ok()
-            .filter(|f| *f >= 0.0)
-            .ok_or_else(|| self.err(path, format!("expected a number such as 0.5, found {s:?}")))
+        s.parse::<f64>().ok().filter(|f| *f >= 0.0).ok_or_else(|| self.err(path, format!("expected a number such as 0.5, found {s:?}")))
     }
 
     /// A host path: `~` is the home directory, a relative path is resolved against the project directory.
     pub(crate) fn relative_path(&self, s: &str) -> PathBuf {
         let expanded = match s.strip_prefix('~') {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => std::env::var_os("HOME")
-                .map(|h| format!("{}{rest}", h.to_string_lossy()))
-                .unwrap_or_else(|| s.to_string()),
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                std::env::var_os("HOME").map(|h| format!("{}{rest}", h.to_string_lossy())).unwrap_or_else(|| s.to_string())
+            }
             _ => s.to_string(),
         };
         let p = Path::new(&expanded);
-        if p.is_absolute() {
-            normalize_path(p)
-        } else {
-            normalize_path(&self.dir.join(p))
-        }
+        if p.is_absolute() { normalize_path(p) } else { normalize_path(&self.dir.join(p)) }
     }
 }

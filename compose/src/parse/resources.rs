@@ -38,10 +38,7 @@ impl P<'_> {
                 }
                 "enable_ipv4" => {
                     if !self.boolean(v, &fp)? {
-                        self.not_applied(
-                            &fp,
-                            "IPv4 cannot be disabled on this engine (Docker API 1.47+)",
-                        );
+                        self.not_applied(&fp, "IPv4 cannot be disabled on this engine (Docker API 1.47+)");
                     }
                 }
                 "labels" => n.labels = self.labels(v, &fp)?,
@@ -51,18 +48,13 @@ impl P<'_> {
                         match ikey.as_str() {
                             "config" => {
                                 let Value::Sequence(items) = iv else {
-                                    return Err(self.err(
-                                        &ip,
-                                        format!("expected a list of subnets, found {}", kind(iv)),
-                                    ));
+                                    return Err(self.err(&ip, format!("expected a list of subnets, found {}", kind(iv))));
                                 };
                                 for (i, item) in items.iter().enumerate() {
                                     let cp = format!("{ip}[{i}]");
                                     let mut c = IpamConfig::default();
                                     let cm = self.mapping(item, &cp)?.clone();
-                                    for (ckey, ccp, cv) in
-                                        self.fields(&cm, &cp, fields::IPAM_CONFIG)?
-                                    {
+                                    for (ckey, ccp, cv) in self.fields(&cm, &cp, fields::IPAM_CONFIG)? {
                                         match ckey.as_str() {
                                             "subnet" => c.subnet = self.opt_string(cv, &ccp)?,
                                             "gateway" => c.gateway = self.opt_string(cv, &ccp)?,
@@ -78,8 +70,7 @@ impl P<'_> {
                                     self.not_applied(&ip, "orch allocates subnets with the engine's default IPAM driver");
                                 }
                             }
-                            _ => self
-                                .not_applied(&ip, "IPAM driver options need a custom IPAM driver"),
+                            _ => self.not_applied(&ip, "IPAM driver options need a custom IPAM driver"),
                         }
                     }
                 }
@@ -115,10 +106,7 @@ impl P<'_> {
                 "environment" => s.environment = self.opt_string(v, &fp)?,
                 "content" if is_config => s.content = Some(self.string(v, &fp)?),
                 "content" => {
-                    return Err(self.err(
-                        &fp,
-                        "secrets take `file:` or `environment:`; inline `content:` is for configs",
-                    ));
+                    return Err(self.err(&fp, "secrets take `file:` or `environment:`; inline `content:` is for configs"));
                 }
                 "external" => {
                     let mut ignored = None;
@@ -128,20 +116,15 @@ impl P<'_> {
                 _ => self.not_applied(&fp, "secret and config drivers exist only in Docker Swarm"),
             }
         }
-        let sources = [
-            s.file.is_some(),
-            s.environment.is_some(),
-            s.content.is_some(),
-            s.external,
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
+        let sources = [s.file.is_some(), s.environment.is_some(), s.content.is_some(), s.external].iter().filter(|b| **b).count();
         let what = if is_config { "config" } else { "secret" };
         match sources {
             1 => Ok(s),
             0 => Err(self.err(path, format!("the {what} needs a source: `file:`, `environment:`{}", if is_config { " or `content:`" } else { "" }))),
-            _ => Err(self.err(path, format!("the {what} has more than one source; keep exactly one of file, environment{}, external", if is_config { ", content" } else { "" }))),
+            _ => Err(self.err(
+                path,
+                format!("the {what} has more than one source; keep exactly one of file, environment{}, external", if is_config { ", content" } else { "" }),
+            )),
         }
     }
 }

@@ -33,18 +33,12 @@ impl P<'_> {
                 "label_file" => {
                     for f in self.string_list(v, &fp)? {
                         let full = self.relative_path(&f);
-                        let text = std::fs::read_to_string(&full).map_err(|e| {
-                            self.err(
-                                &fp,
-                                format!("cannot read label_file {}: {e}", full.display()),
-                            )
+                        let text = std::fs::read_to_string(&full).map_err(|e| self.err(&fp, format!("cannot read label_file {}: {e}", full.display())))?;
+                        let parsed = crate::interpolate::parse_env_file(&text, &BTreeMap::new()).map_err(|(line, message)| crate::ComposeError::EnvFile {
+                            file: full.clone(),
+                            line,
+                            message,
                         })?;
-                        let parsed = crate::interpolate::parse_env_file(&text, &BTreeMap::new())
-                            .map_err(|(line, message)| crate::ComposeError::EnvFile {
-                                file: full.clone(),
-                                line,
-                                message,
-                            })?;
                         labels_from_files.extend(parsed);
                     }
                 }
@@ -64,23 +58,13 @@ impl P<'_> {
                         return Err(self.err(&fp, "network_mode is empty; use none, host, bridge, service:NAME or container:NAME"));
                     }
                     if m.contains_key("networks") {
-                        return Err(self.err(
-                            &fp,
-                            "network_mode and networks cannot be combined; keep one of them",
-                        ));
+                        return Err(self.err(&fp, "network_mode and networks cannot be combined; keep one of them"));
                     }
                     default_network = false;
                     s.network_mode = Some(mode);
                 }
                 "profiles" => s.profiles = self.string_list(v, &fp)?,
-                "deploy" => self.deploy(
-                    v,
-                    &fp,
-                    &mut s.resources,
-                    &mut s.runtime,
-                    &mut deploy_restart,
-                    &mut pids_from_deploy,
-                )?,
+                "deploy" => self.deploy(v, &fp, &mut s.resources, &mut s.runtime, &mut deploy_restart, &mut pids_from_deploy)?,
                 "mem_limit" => s.resources.memory_limit = Some(self.bytes(v, &fp)?),
                 "mem_reservation" => s.resources.memory_reservation = Some(self.bytes(v, &fp)?),
                 "cpus" => s.resources.cpus = Some(self.float(v, &fp)?),
@@ -108,7 +92,11 @@ impl P<'_> {
                         "if_not_present" => "missing".into(),
                         "daily" | "weekly" => "always".into(),
                         other if other.starts_with("every_") => "always".into(),
-                        other => return Err(self.err(&fp, format!("unknown pull_policy {other:?}; use always, never, missing, build, daily, weekly or every_<duration>"))),
+                        other => {
+                            return Err(
+                                self.err(&fp, format!("unknown pull_policy {other:?}; use always, never, missing, build, daily, weekly or every_<duration>"))
+                            );
+                        }
                     });
                 }
                 // Container options the engine applies as written.
@@ -140,9 +128,7 @@ impl P<'_> {
                 "cgroup" => {
                     let c = self.string(v, &fp)?;
                     if !matches!(c.as_str(), "host" | "private") {
-                        return Err(
-                            self.err(&fp, format!("cgroup must be host or private, not {c:?}"))
-                        );
+                        return Err(self.err(&fp, format!("cgroup must be host or private, not {c:?}")));
                     }
                     rt.cgroup = Some(c);
                 }
@@ -151,10 +137,7 @@ impl P<'_> {
                 "oom_score_adj" => {
                     let n = self.integer(v, &fp)?;
                     if !(-1000..=1000).contains(&n) {
-                        return Err(self.err(
-                            &fp,
-                            format!("oom_score_adj must be between -1000 and 1000, not {n}"),
-                        ));
+                        return Err(self.err(&fp, format!("oom_score_adj must be between -1000 and 1000, not {n}")));
                     }
                     rt.oom_score_adj = Some(n);
                 }
@@ -162,10 +145,7 @@ impl P<'_> {
                 "mem_swappiness" => {
                     let n = self.integer(v, &fp)?;
                     if !(0..=100).contains(&n) {
-                        return Err(self.err(
-                            &fp,
-                            format!("mem_swappiness must be between 0 and 100, not {n}"),
-                        ));
+                        return Err(self.err(&fp, format!("mem_swappiness must be between 0 and 100, not {n}")));
                     }
                     rt.mem_swappiness = Some(n);
                 }
@@ -181,58 +161,29 @@ impl P<'_> {
                 "blkio_config" => rt.blkio = Some(self.blkio(v, &fp)?),
                 "storage_opt" => rt.storage_opt = self.labels(v, &fp)?,
                 "platform" => rt.platform = self.opt_string(v, &fp)?,
-                "mac_address" => self.not_applied(
-                    &fp,
-                    "a container's MAC address needs Docker API 1.44; this engine speaks 1.41",
-                ),
+                "mac_address" => self.not_applied(&fp, "a container's MAC address needs Docker API 1.44; this engine speaks 1.41"),
                 "runtime" => rt.runtime = self.opt_string(v, &fp)?,
                 "isolation" => rt.isolation = self.opt_string(v, &fp)?,
                 // Known to the specification, not applied by orch on one engine: shown in the plan.
                 "scale" => {
                     let n = self.integer(v, &fp)?;
                     if n != 1 {
-                        self.not_applied(
-                            &fp,
-                            "orch runs one container per service; run more environments instead",
-                        );
+                        self.not_applied(&fp, "orch runs one container per service; run more environments instead");
                     }
                 }
                 "develop" => {
                     self.develop(v, &fp)?;
-                    self.not_applied(
-                        &fp,
-                        "orch does not watch files; rebuild with `orch up` again",
-                    );
+                    self.not_applied(&fp, "orch does not watch files; rebuild with `orch up` again");
                 }
                 "extends" => {}
-                "annotations" => self.not_applied(
-                    &fp,
-                    "container annotations need Docker API 1.43; this engine speaks 1.41",
-                ),
-                "attach" => self.not_applied(
-                    &fp,
-                    "orch does not attach to service output; use `orch logs`",
-                ),
-                "credential_spec" => {
-                    self.not_applied(&fp, "credential specs are for Windows containers")
-                }
-                "external_links" => self.not_applied(
-                    &fp,
-                    "they point outside the environment, which orch keeps isolated",
-                ),
-                "post_start" | "pre_stop" => self.not_applied(
-                    &fp,
-                    "lifecycle hooks are not run by orch yet; use an entrypoint script",
-                ),
-                "pull_refresh_after" => {
-                    self.not_applied(&fp, "orch never pulls; images are built or present locally")
-                }
-                "use_api_socket" => {
-                    self.not_applied(&fp, "orch does not hand the engine's socket to containers")
-                }
-                "models" | "provider" => {
-                    self.not_applied(&fp, "providers and models need Docker Desktop extensions")
-                }
+                "annotations" => self.not_applied(&fp, "container annotations need Docker API 1.43; this engine speaks 1.41"),
+                "attach" => self.not_applied(&fp, "orch does not attach to service output; use `orch logs`"),
+                "credential_spec" => self.not_applied(&fp, "credential specs are for Windows containers"),
+                "external_links" => self.not_applied(&fp, "they point outside the environment, which orch keeps isolated"),
+                "post_start" | "pre_stop" => self.not_applied(&fp, "lifecycle hooks are not run by orch yet; use an entrypoint script"),
+                "pull_refresh_after" => self.not_applied(&fp, "orch never pulls; images are built or present locally"),
+                "use_api_socket" => self.not_applied(&fp, "orch does not hand the engine's socket to containers"),
+                "models" | "provider" => self.not_applied(&fp, "providers and models need Docker Desktop extensions"),
                 _ => unreachable!("fields() admits only known names"),
             }
         }
@@ -250,16 +201,12 @@ impl P<'_> {
             s.runtime.pids_limit = pids_from_deploy;
         }
         if default_network {
-            s.networks
-                .insert("default".into(), ServiceNetwork::default());
+            s.networks.insert("default".into(), ServiceNetwork::default());
         }
         if s.image.is_none() && s.build.is_none() {
             return Err(self.err(path, "a service needs `image:` or `build:`"));
         }
-        if s.network_mode.is_some()
-            && !s.ports.is_empty()
-            && s.network_mode.as_deref() != Some("bridge")
-        {
+        if s.network_mode.is_some() && !s.ports.is_empty() && s.network_mode.as_deref() != Some("bridge") {
             return Err(self.err(
                 &join(path, "ports"),
                 "a service with network_mode cannot publish ports (it has no network of its own); publish them on the service whose network it shares",
@@ -284,34 +231,29 @@ impl P<'_> {
         }
         let is_duration = s.trim().ends_with(|c: char| c.is_ascii_alphabetic());
         match crate::parse_duration_ms(&s) {
-            Some(ms) if is_duration => i64::try_from(ms.saturating_mul(1000))
-                .map_err(|_| self.err(path, "duration too large")),
-            _ => Err(self.err(
-                path,
-                format!("expected microseconds or a duration such as 400ms, found {s:?}"),
-            )),
+            Some(ms) if is_duration => i64::try_from(ms.saturating_mul(1000)).map_err(|_| self.err(path, "duration too large")),
+            _ => Err(self.err(path, format!("expected microseconds or a duration such as 400ms, found {s:?}"))),
         }
     }
 
     pub(crate) fn build(&mut self, v: &Value, path: &str) -> R<Build> {
         if !matches!(v, Value::Mapping(_)) {
             let ctx = self.string(v, path)?;
-            return Ok(Build {
-                context: self.relative_path(&ctx),
-                ..Default::default()
-            });
+            return Ok(Build { context: self.relative_path(&ctx), ..Default::default() });
         }
         let m = self.mapping(v, path)?.clone();
-        let mut b = Build {
-            context: self.dir.to_path_buf(),
-            ..Default::default()
-        };
+        let mut b = Build { context: self.dir.to_path_buf(), ..Default::default() };
         for (key, fp, v) in self.fields(&m, path, fields::BUILD)? {
             match key.as_str() {
                 "context" => {
                     let ctx = self.string(v, &fp)?;
                     if ctx.contains("://") || ctx.starts_with("git@") {
-                        return Err(self.err(&fp, format!("remote build context {ctx:?} is not supported: orch builds from local directories; clone it and point `context:` at the clone")));
+                        return Err(self.err(
+                            &fp,
+                            format!(
+                                "remote build context {ctx:?} is not supported: orch builds from local directories; clone it and point `context:` at the clone"
+                            ),
+                        ));
                     }
                     b.context = self.relative_path(&ctx);
                 }
@@ -343,25 +285,14 @@ impl P<'_> {
                 "tags" => b.tags = self.strict_list(v, &fp)?,
                 "ulimits" => b.ulimits = self.ulimits(v, &fp)?,
                 "isolation" => b.isolation = self.opt_string(v, &fp)?,
-                "additional_contexts"
-                | "ssh"
-                | "secrets"
-                | "cache_to"
-                | "entitlements"
-                | "privileged"
-                | "provenance"
-                | "sbom" => self.not_applied(
-                    &fp,
-                    "it needs BuildKit; this engine's API (1.41) builds with the classic builder",
-                ),
+                "additional_contexts" | "ssh" | "secrets" | "cache_to" | "entitlements" | "privileged" | "provenance" | "sbom" => {
+                    self.not_applied(&fp, "it needs BuildKit; this engine's API (1.41) builds with the classic builder")
+                }
                 _ => unreachable!("fields() admits only known names"),
             }
         }
         if b.dockerfile.is_some() && b.dockerfile_inline.is_some() {
-            return Err(self.err(
-                path,
-                "dockerfile and dockerfile_inline cannot be combined; keep one of them",
-            ));
+            return Err(self.err(path, "dockerfile and dockerfile_inline cannot be combined; keep one of them"));
         }
         Ok(b)
     }
@@ -382,18 +313,12 @@ impl P<'_> {
                                     "required" => required = self.boolean(v, &fp)?,
                                     _ => {
                                         if self.string(v, &fp)? != "raw" {
-                                            return Err(self.err(
-                                                &fp,
-                                                "env_file format must be raw (or absent)",
-                                            ));
+                                            return Err(self.err(&fp, "env_file format must be raw (or absent)"));
                                         }
                                     }
                                 }
                             }
-                            entries.push((
-                                file.ok_or_else(|| self.err(&ip, "env_file entry needs `path:`"))?,
-                                required,
-                            ));
+                            entries.push((file.ok_or_else(|| self.err(&ip, "env_file entry needs `path:`"))?, required));
                         }
                         other => entries.push((self.string(other, &ip)?, true)),
                     }
@@ -408,22 +333,14 @@ impl P<'_> {
                 Ok(t) => t,
                 Err(_) if !required => continue,
                 Err(e) => {
-                    return Err(self.err(
-                        path,
-                        format!(
-                            "cannot read env_file {}: {e}; create it or mark it `required: false`",
-                            full.display()
-                        ),
-                    ));
+                    return Err(self.err(path, format!("cannot read env_file {}: {e}; create it or mark it `required: false`", full.display())));
                 }
             };
-            let parsed = crate::interpolate::parse_env_file(&text, &BTreeMap::new()).map_err(
-                |(line, message)| crate::ComposeError::EnvFile {
-                    file: full.clone(),
-                    line,
-                    message,
-                },
-            )?;
+            let parsed = crate::interpolate::parse_env_file(&text, &BTreeMap::new()).map_err(|(line, message)| crate::ComposeError::EnvFile {
+                file: full.clone(),
+                line,
+                message,
+            })?;
             out.extend(parsed.into_iter().map(|(k, v)| (k, Some(v))));
         }
         Ok(out)
@@ -448,21 +365,12 @@ impl P<'_> {
     }
 
     fn long_port(&self, m: &Mapping, path: &str) -> R<Port> {
-        let mut port = Port {
-            target: 0,
-            published: None,
-            host_ip: None,
-            protocol: "tcp".into(),
-            name: None,
-        };
+        let mut port = Port { target: 0, published: None, host_ip: None, protocol: "tcp".into(), name: None };
         for (key, fp, v) in self.fields(m, path, fields::PORT)? {
             match key.as_str() {
                 "target" => {
                     let s = self.string(v, &fp)?;
-                    port.target =
-                        s.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                            self.err(&fp, format!("invalid container port {s:?}"))
-                        })?;
+                    port.target = s.parse().ok().filter(|p| *p > 0).ok_or_else(|| self.err(&fp, format!("invalid container port {s:?}")))?;
                 }
                 "published" => {
                     port.published = match self.opt_string(v, &fp)? {
@@ -487,10 +395,7 @@ impl P<'_> {
 
     fn mounts(&mut self, v: &Value, path: &str) -> R<Vec<Mount>> {
         let Value::Sequence(items) = v else {
-            return Err(self.err(
-                path,
-                format!("expected a list of volumes, found {}", kind(v)),
-            ));
+            return Err(self.err(path, format!("expected a list of volumes, found {}", kind(v))));
         };
         let mut out = vec![];
         for (i, item) in items.iter().enumerate() {
@@ -541,16 +446,11 @@ impl P<'_> {
                             "selinux" => {
                                 let z = self.string(bv, &bp)?;
                                 if !matches!(z.as_str(), "z" | "Z") {
-                                    return Err(
-                                        self.err(&bp, format!("selinux must be z or Z, not {z:?}"))
-                                    );
+                                    return Err(self.err(&bp, format!("selinux must be z or Z, not {z:?}")));
                                 }
                                 mount.selinux = Some(z);
                             }
-                            _ => self.not_applied(
-                                &bp,
-                                "non-recursive bind options need Docker API 1.44",
-                            ),
+                            _ => self.not_applied(&bp, "non-recursive bind options need Docker API 1.44"),
                         }
                     }
                 }
@@ -573,10 +473,7 @@ impl P<'_> {
                         }
                     }
                 }
-                _ => self.not_applied(
-                    &fp,
-                    "image mounts need Docker API 1.47; this engine speaks 1.41",
-                ),
+                _ => self.not_applied(&fp, "image mounts need Docker API 1.47; this engine speaks 1.41"),
             }
         }
         if !has_target || mount.target.is_empty() {
@@ -586,22 +483,15 @@ impl P<'_> {
             "volume" | "tmpfs" => {}
             "bind" => match mount.source.as_deref() {
                 None => {
-                    return Err(
-                        self.err(ip, "a bind mount needs `source:` (the host path to mount)")
-                    );
+                    return Err(self.err(ip, "a bind mount needs `source:` (the host path to mount)"));
                 }
-                Some(src) => {
-                    mount.source = Some(self.relative_path(src).to_string_lossy().into_owned())
-                }
+                Some(src) => mount.source = Some(self.relative_path(src).to_string_lossy().into_owned()),
             },
             "image" | "npipe" | "cluster" => {
                 return Err(self.err(&join(ip, "type"), format!("volume type {:?} is not supported on this engine; use volume, bind or tmpfs", mount.kind)));
             }
             other => {
-                return Err(self.err(
-                    &join(ip, "type"),
-                    format!("unknown volume type {other:?}; use volume, bind or tmpfs"),
-                ));
+                return Err(self.err(&join(ip, "type"), format!("unknown volume type {other:?}; use volume, bind or tmpfs")));
             }
         }
         if mount.kind == "tmpfs" && mount.source.is_some() {
@@ -624,17 +514,8 @@ impl P<'_> {
         let digits = s.trim().trim_start_matches("0o").trim_start_matches("0O");
         // YAML 1.2 reads `0440` as the decimal 440: its digits are the octal mode the author wrote. A number with
         // an 8 or 9 in it was already converted from octal notation (e.g. 0o440 = 288).
-        let parsed = if digits.chars().all(|c| ('0'..='7').contains(&c)) {
-            u32::from_str_radix(digits, 8).ok()
-        } else {
-            digits.parse::<u32>().ok()
-        };
-        parsed.filter(|m| *m <= 0o7777).ok_or_else(|| {
-            self.err(
-                path,
-                format!("invalid file mode {s:?}; use octal such as 0440"),
-            )
-        })
+        let parsed = if digits.chars().all(|c| ('0'..='7').contains(&c)) { u32::from_str_radix(digits, 8).ok() } else { digits.parse::<u32>().ok() };
+        parsed.filter(|m| *m <= 0o7777).ok_or_else(|| self.err(path, format!("invalid file mode {s:?}; use octal such as 0440")))
     }
 
     fn short_mount(&self, s: &str, path: &str) -> R<Mount> {
@@ -644,17 +525,11 @@ impl P<'_> {
             [src, t] => (Some(*src), *t, None),
             [src, t, mode] => (Some(*src), *t, Some(*mode)),
             _ => {
-                return Err(self.err(
-                    path,
-                    format!("invalid volume {s:?}; expected [SOURCE:]TARGET[:MODE]"),
-                ));
+                return Err(self.err(path, format!("invalid volume {s:?}; expected [SOURCE:]TARGET[:MODE]")));
             }
         };
         if !target.starts_with('/') {
-            return Err(self.err(
-                path,
-                format!("volume target {target:?} must be an absolute path in the container"),
-            ));
+            return Err(self.err(path, format!("volume target {target:?} must be an absolute path in the container")));
         }
         let mut m = Mount {
             kind: "volume".into(),
@@ -669,11 +544,7 @@ impl P<'_> {
             nocopy: false,
             subpath: None,
         };
-        for opt in mode
-            .unwrap_or_default()
-            .split(',')
-            .filter(|o| !o.is_empty())
-        {
+        for opt in mode.unwrap_or_default().split(',').filter(|o| !o.is_empty()) {
             match opt {
                 "ro" => m.read_only = true,
                 "rw" => m.read_only = false,
@@ -696,13 +567,7 @@ impl P<'_> {
             Some(src) => m.source = Some(src.into()),
         }
         if m.kind == "volume" && m.propagation.is_some() {
-            return Err(self.err(
-                path,
-                format!(
-                    "bind propagation applies to bind mounts, not to volume {:?}",
-                    m.source.as_deref().unwrap_or("(anonymous)")
-                ),
-            ));
+            return Err(self.err(path, format!("bind propagation applies to bind mounts, not to volume {:?}", m.source.as_deref().unwrap_or("(anonymous)"))));
         }
         Ok(m)
     }
@@ -734,9 +599,7 @@ impl P<'_> {
                 "start_interval" => h.start_interval_ms = Some(self.duration(v, &fp)?),
                 _ => {
                     let s = self.string(v, &fp)?;
-                    h.retries = Some(s.parse().map_err(|_| {
-                        self.err(&fp, format!("retries must be a whole number, not {s:?}"))
-                    })?);
+                    h.retries = Some(s.parse().map_err(|_| self.err(&fp, format!("retries must be a whole number, not {s:?}")))?);
                 }
             }
         }
@@ -748,25 +611,14 @@ impl P<'_> {
         match v {
             Value::Sequence(_) => {
                 for name in self.string_list(v, path)? {
-                    out.insert(
-                        name,
-                        Dependency {
-                            condition: Condition::ServiceStarted,
-                            required: true,
-                            restart: false,
-                        },
-                    );
+                    out.insert(name, Dependency { condition: Condition::ServiceStarted, required: true, restart: false });
                 }
             }
             Value::Mapping(m) => {
                 for (k, dv) in m {
                     let name = self.key(k, path)?;
                     let dp = join(path, &name);
-                    let mut dep = Dependency {
-                        condition: Condition::ServiceStarted,
-                        required: true,
-                        restart: false,
-                    };
+                    let mut dep = Dependency { condition: Condition::ServiceStarted, required: true, restart: false };
                     let dm = self.mapping_or_empty(dv, &dp)?;
                     for (ckey, cp, cv) in self.fields(&dm, &dp, fields::DEPENDS_ON)? {
                         match ckey.as_str() {
@@ -775,7 +627,12 @@ impl P<'_> {
                                     "service_started" => Condition::ServiceStarted,
                                     "service_healthy" => Condition::ServiceHealthy,
                                     "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
-                                    other => return Err(self.err(&cp, format!("unknown condition {other:?}; use service_started, service_healthy or service_completed_successfully"))),
+                                    other => {
+                                        return Err(self.err(
+                                            &cp,
+                                            format!("unknown condition {other:?}; use service_started, service_healthy or service_completed_successfully"),
+                                        ));
+                                    }
                                 }
                             }
                             "required" => dep.required = self.boolean(cv, &cp)?,
@@ -786,13 +643,7 @@ impl P<'_> {
                 }
             }
             other => {
-                return Err(self.err(
-                    path,
-                    format!(
-                        "expected a list of services or a mapping, found {}",
-                        kind(other)
-                    ),
-                ));
+                return Err(self.err(path, format!("expected a list of services or a mapping, found {}", kind(other))));
             }
         }
         Ok(out)
@@ -818,44 +669,23 @@ impl P<'_> {
                             "ipv4_address" => sn.ipv4_address = self.opt_string(av, &ap)?,
                             "priority" => {
                                 let s = self.string(av, &ap)?;
-                                sn.priority = Some(s.parse().map_err(|_| {
-                                    self.err(&ap, format!("priority must be a number, not {s:?}"))
-                                })?);
+                                sn.priority = Some(s.parse().map_err(|_| self.err(&ap, format!("priority must be a number, not {s:?}")))?);
                             }
-                            "ipv6_address" => {
-                                self.not_applied(&ap, "orch gives environments IPv4 subnets only")
-                            }
-                            _ => self.not_applied(
-                                &ap,
-                                "per-attachment options need Docker API 1.44 or later",
-                            ),
+                            "ipv6_address" => self.not_applied(&ap, "orch gives environments IPv4 subnets only"),
+                            _ => self.not_applied(&ap, "per-attachment options need Docker API 1.44 or later"),
                         }
                     }
                     out.insert(name, sn);
                 }
             }
             other => {
-                return Err(self.err(
-                    path,
-                    format!(
-                        "expected a list or mapping of networks, found {}",
-                        kind(other)
-                    ),
-                ));
+                return Err(self.err(path, format!("expected a list or mapping of networks, found {}", kind(other))));
             }
         }
         Ok(out)
     }
 
-    fn deploy(
-        &mut self,
-        v: &Value,
-        path: &str,
-        r: &mut Resources,
-        rt: &mut Runtime,
-        restart: &mut Option<String>,
-        pids: &mut Option<i64>,
-    ) -> R<()> {
+    fn deploy(&mut self, v: &Value, path: &str, r: &mut Resources, rt: &mut Runtime, restart: &mut Option<String>, pids: &mut Option<i64>) -> R<()> {
         let m = self.mapping_or_empty(v, path)?;
         for (key, fp, v) in self.fields(&m, path, fields::DEPLOY)? {
             match key.as_str() {
@@ -864,27 +694,16 @@ impl P<'_> {
                     for (rkey, rp, rv) in self.fields(&rm, &fp, fields::RESOURCES)? {
                         let limits = rkey == "limits";
                         let lm = self.mapping_or_empty(rv, &rp)?;
-                        let valid = if limits {
-                            fields::LIMITS
-                        } else {
-                            fields::RESERVATIONS
-                        };
+                        let valid = if limits { fields::LIMITS } else { fields::RESERVATIONS };
                         for (lkey, lp, lv) in self.fields(&lm, &rp, valid)? {
                             match (lkey.as_str(), limits) {
                                 ("memory", true) => r.memory_limit = Some(self.bytes(lv, &lp)?),
-                                ("memory", false) => {
-                                    r.memory_reservation = Some(self.bytes(lv, &lp)?)
-                                }
+                                ("memory", false) => r.memory_reservation = Some(self.bytes(lv, &lp)?),
                                 ("cpus", true) => r.cpus = Some(self.float(lv, &lp)?),
                                 ("cpus", false) => r.cpus_reservation = Some(self.float(lv, &lp)?),
                                 ("pids", _) => *pids = Some(self.integer(lv, &lp)?),
-                                ("devices", _) => {
-                                    rt.device_requests.extend(self.device_requests(lv, &lp)?)
-                                }
-                                _ => self.not_applied(
-                                    &lp,
-                                    "generic resources exist only in Docker Swarm",
-                                ),
+                                ("devices", _) => rt.device_requests.extend(self.device_requests(lv, &lp)?),
+                                _ => self.not_applied(&lp, "generic resources exist only in Docker Swarm"),
                             }
                         }
                     }
@@ -897,10 +716,7 @@ impl P<'_> {
                         match pkey.as_str() {
                             "condition" => condition = self.string(pv, &pp)?,
                             "max_attempts" => attempts = Some(self.integer(pv, &pp)?),
-                            _ => self.not_applied(
-                                &pp,
-                                "restart delays and windows exist only in Docker Swarm",
-                            ),
+                            _ => self.not_applied(&pp, "restart delays and windows exist only in Docker Swarm"),
                         }
                     }
                     *restart = Some(match (condition.as_str(), attempts) {
@@ -908,29 +724,20 @@ impl P<'_> {
                         ("on-failure", Some(n)) => format!("on-failure:{n}"),
                         ("on-failure", None) => "on-failure".into(),
                         ("any", _) => "always".into(),
-                        (other, _) => return Err(self.err(
-                            &join(&fp, "condition"),
-                            format!(
-                                "unknown restart condition {other:?}; use none, on-failure or any"
-                            ),
-                        )),
+                        (other, _) => {
+                            return Err(self.err(&join(&fp, "condition"), format!("unknown restart condition {other:?}; use none, on-failure or any")));
+                        }
                     });
                 }
                 "replicas" => {
                     let n = self.integer(v, &fp)?;
                     if n != 1 {
-                        self.not_applied(
-                            &fp,
-                            "orch runs one container per service; run more environments instead",
-                        );
+                        self.not_applied(&fp, "orch runs one container per service; run more environments instead");
                     }
                 }
                 "mode" => {
                     let mode = self.string(v, &fp)?;
-                    if !matches!(
-                        mode.as_str(),
-                        "replicated" | "global" | "replicated-job" | "global-job"
-                    ) {
+                    if !matches!(mode.as_str(), "replicated" | "global" | "replicated-job" | "global-job") {
                         return Err(self.err(&fp, format!("unknown deploy mode {mode:?}; use replicated, global, replicated-job or global-job")));
                     }
                     if mode != "replicated" {
@@ -946,10 +753,7 @@ impl P<'_> {
     /// `deploy.resources.reservations.devices`.
     fn device_requests(&self, v: &Value, path: &str) -> R<Vec<DeviceRequest>> {
         let Value::Sequence(items) = v else {
-            return Err(self.err(
-                path,
-                format!("expected a list of devices, found {}", kind(v)),
-            ));
+            return Err(self.err(path, format!("expected a list of devices, found {}", kind(v))));
         };
         let mut out = vec![];
         for (i, item) in items.iter().enumerate() {
@@ -971,16 +775,10 @@ impl P<'_> {
                 }
             }
             if d.count.is_some() && !d.device_ids.is_empty() {
-                return Err(self.err(
-                    &ip,
-                    "`count` and `device_ids` cannot be combined; keep one of them",
-                ));
+                return Err(self.err(&ip, "`count` and `device_ids` cannot be combined; keep one of them"));
             }
             if d.capabilities.is_empty() {
-                return Err(self.err(
-                    &ip,
-                    "a device reservation needs `capabilities:` (e.g. [gpu])",
-                ));
+                return Err(self.err(&ip, "a device reservation needs `capabilities:` (e.g. [gpu])"));
             }
             out.push(d);
         }
@@ -991,22 +789,12 @@ impl P<'_> {
     fn gpus(&self, v: &Value, path: &str) -> R<Vec<DeviceRequest>> {
         if let Value::String(s) = v {
             if s != "all" {
-                return Err(self.err(
-                    path,
-                    format!("gpus takes `all` or a list of devices, not {s:?}"),
-                ));
+                return Err(self.err(path, format!("gpus takes `all` or a list of devices, not {s:?}")));
             }
-            return Ok(vec![DeviceRequest {
-                count: Some(-1),
-                capabilities: vec!["gpu".into()],
-                ..Default::default()
-            }]);
+            return Ok(vec![DeviceRequest { count: Some(-1), capabilities: vec!["gpu".into()], ..Default::default() }]);
         }
         let Value::Sequence(items) = v else {
-            return Err(self.err(
-                path,
-                format!("gpus takes `all` or a list of devices, found {}", kind(v)),
-            ));
+            return Err(self.err(path, format!("gpus takes `all` or a list of devices, found {}", kind(v))));
         };
         let mut with_caps = Value::Sequence(vec![]);
         if let Value::Sequence(out) = &mut with_caps {
@@ -1025,21 +813,14 @@ impl P<'_> {
 
     fn devices(&self, v: &Value, path: &str) -> R<Vec<DeviceMapping>> {
         let Value::Sequence(items) = v else {
-            return Err(self.err(
-                path,
-                format!("expected a list of devices, found {}", kind(v)),
-            ));
+            return Err(self.err(path, format!("expected a list of devices, found {}", kind(v))));
         };
         let mut out = vec![];
         for (i, item) in items.iter().enumerate() {
             let ip = format!("{path}[{i}]");
             let d = match item {
                 Value::Mapping(m) => {
-                    let mut d = DeviceMapping {
-                        source: String::new(),
-                        target: String::new(),
-                        permissions: "rwm".into(),
-                    };
+                    let mut d = DeviceMapping { source: String::new(), target: String::new(), permissions: "rwm".into() };
                     for (key, fp, v) in self.fields(m, &ip, fields::DEVICE)? {
                         match key.as_str() {
                             "source" => d.source = self.string(v, &fp)?,
@@ -1070,13 +851,7 @@ impl P<'_> {
                 return Err(self.err(&ip, "a device needs a host path (`source:`)"));
             }
             if !d.permissions.chars().all(|c| "rwm".contains(c)) || d.permissions.is_empty() {
-                return Err(self.err(
-                    &ip,
-                    format!(
-                        "device permissions {:?} must be made of r, w and m",
-                        d.permissions
-                    ),
-                ));
+                return Err(self.err(&ip, format!("device permissions {:?} must be made of r, w and m", d.permissions)));
             }
             out.push(d);
         }
@@ -1092,18 +867,12 @@ impl P<'_> {
                 Value::Mapping(m) => {
                     let (mut soft, mut hard) = (None, None);
                     for (key, fp, v) in self.fields(m, &lp, fields::ULIMIT)? {
-                        if key == "soft" {
-                            soft = Some(self.integer(v, &fp)?)
-                        } else {
-                            hard = Some(self.integer(v, &fp)?)
-                        }
+                        if key == "soft" { soft = Some(self.integer(v, &fp)?) } else { hard = Some(self.integer(v, &fp)?) }
                     }
                     match (soft, hard) {
                         (Some(soft), Some(hard)) => Ulimit { soft, hard },
                         _ => {
-                            return Err(
-                                self.err(&lp, "a ulimit mapping needs both `soft:` and `hard:`")
-                            );
+                            return Err(self.err(&lp, "a ulimit mapping needs both `soft:` and `hard:`"));
                         }
                     }
                 }
@@ -1113,13 +882,7 @@ impl P<'_> {
                 }
             };
             if limit.soft > limit.hard && limit.hard >= 0 {
-                return Err(self.err(
-                    &lp,
-                    format!(
-                        "ulimit {name}: soft limit {} is above hard limit {}",
-                        limit.soft, limit.hard
-                    ),
-                ));
+                return Err(self.err(&lp, format!("ulimit {name}: soft limit {} is above hard limit {}", limit.soft, limit.hard)));
             }
             out.insert(name, limit);
         }
@@ -1132,10 +895,7 @@ impl P<'_> {
         let mut push = |host: &str, ip: &str, p: &str| -> R<()> {
             let ip = ip.trim().trim_start_matches('[').trim_end_matches(']');
             if host.is_empty() || ip.is_empty() {
-                return Err(self.err(
-                    p,
-                    format!("invalid extra host {host:?} → {ip:?}; expected HOST:IP"),
-                ));
+                return Err(self.err(p, format!("invalid extra host {host:?} → {ip:?}; expected HOST:IP")));
             }
             out.push(format!("{host}:{ip}"));
             Ok(())
@@ -1156,12 +916,7 @@ impl P<'_> {
                     let (host, ip) = entry
                         .split_once('=')
                         .or_else(|| entry.split_once(':'))
-                        .ok_or_else(|| {
-                            self.err(
-                                &ep,
-                                format!("invalid extra host {entry:?}; expected HOST:IP"),
-                            )
-                        })?;
+                        .ok_or_else(|| self.err(&ep, format!("invalid extra host {entry:?}; expected HOST:IP")))?;
                     push(host, ip, &ep)?;
                 }
             }
@@ -1177,12 +932,7 @@ impl P<'_> {
             u16::try_from(n)
                 .ok()
                 .filter(|w| (10..=1000).contains(w) || *w == 0)
-                .ok_or_else(|| {
-                    p.err(
-                        path,
-                        format!("blkio weight must be between 10 and 1000, not {n}"),
-                    )
-                })
+                .ok_or_else(|| p.err(path, format!("blkio weight must be between 10 and 1000, not {n}")))
         };
         for (key, fp, v) in self.fields(&m, path, fields::BLKIO)? {
             if key == "weight" {
@@ -1190,38 +940,19 @@ impl P<'_> {
                 continue;
             }
             let Value::Sequence(items) = v else {
-                return Err(self.err(
-                    &fp,
-                    format!(
-                        "expected a list of {{path, ...}} entries, found {}",
-                        kind(v)
-                    ),
-                ));
+                return Err(self.err(&fp, format!("expected a list of {{path, ...}} entries, found {}", kind(v))));
             };
             for (i, item) in items.iter().enumerate() {
                 let ip = format!("{fp}[{i}]");
                 let im = self.mapping(item, &ip)?;
-                let dev = self.string(
-                    im.get("path")
-                        .ok_or_else(|| self.err(&ip, "needs `path:` (the device)"))?,
-                    &join(&ip, "path"),
-                )?;
+                let dev = self.string(im.get("path").ok_or_else(|| self.err(&ip, "needs `path:` (the device)"))?, &join(&ip, "path"))?;
                 if key == "weight_device" {
-                    let w = im
-                        .get("weight")
-                        .ok_or_else(|| self.err(&ip, "needs `weight:`"))?;
-                    b.weight_device
-                        .push((dev, weight(self, w, &join(&ip, "weight"))?));
+                    let w = im.get("weight").ok_or_else(|| self.err(&ip, "needs `weight:`"))?;
+                    b.weight_device.push((dev, weight(self, w, &join(&ip, "weight"))?));
                     continue;
                 }
-                let rate = im
-                    .get("rate")
-                    .ok_or_else(|| self.err(&ip, "needs `rate:`"))?;
-                let rate = if key.ends_with("bps") {
-                    self.bytes(rate, &join(&ip, "rate"))?
-                } else {
-                    self.integer(rate, &join(&ip, "rate"))?.max(0) as u64
-                };
+                let rate = im.get("rate").ok_or_else(|| self.err(&ip, "needs `rate:`"))?;
+                let rate = if key.ends_with("bps") { self.bytes(rate, &join(&ip, "rate"))? } else { self.integer(rate, &join(&ip, "rate"))?.max(0) as u64 };
                 match key.as_str() {
                     "device_read_bps" => b.device_read_bps.push((dev, rate)),
                     "device_write_bps" => b.device_write_bps.push((dev, rate)),
@@ -1241,10 +972,7 @@ impl P<'_> {
         };
         let wp = join(path, "watch");
         let Value::Sequence(items) = watch else {
-            return Err(self.err(
-                &wp,
-                format!("expected a list of watch rules, found {}", kind(watch)),
-            ));
+            return Err(self.err(&wp, format!("expected a list of watch rules, found {}", kind(watch))));
         };
         for (i, item) in items.iter().enumerate() {
             let ip = format!("{wp}[{i}]");
@@ -1256,7 +984,9 @@ impl P<'_> {
             match rule.get("action").map(|a| self.string(a, &join(&ip, "action"))).transpose()? {
                 None => return Err(self.err(&ip, "a watch rule needs `action:` (sync, rebuild, restart, sync+restart or sync+exec)")),
                 Some(a) if matches!(a.as_str(), "sync" | "rebuild" | "restart" | "sync+restart" | "sync+exec") => {}
-                Some(a) => return Err(self.err(&join(&ip, "action"), format!("unknown watch action {a:?}; use sync, rebuild, restart, sync+restart or sync+exec"))),
+                Some(a) => {
+                    return Err(self.err(&join(&ip, "action"), format!("unknown watch action {a:?}; use sync, rebuild, restart, sync+restart or sync+exec")));
+                }
             }
         }
         Ok(())
@@ -1267,24 +997,14 @@ impl P<'_> {
             return Err(self.err(path, format!("expected a list, found {}", kind(v))));
         };
         let absolute = |t: &str| {
-            if t.starts_with('/') {
-                t.to_string()
-            } else {
-                format!("{base}/{t}")
-            }
+            if t.starts_with('/') { t.to_string() } else { format!("{base}/{t}") }
         };
         let mut out = vec![];
         for (i, item) in items.iter().enumerate() {
             let ip = format!("{path}[{i}]");
             match item {
                 Value::Mapping(m) => {
-                    let mut s = ServiceSecret {
-                        source: String::new(),
-                        target: String::new(),
-                        uid: None,
-                        gid: None,
-                        mode: None,
-                    };
+                    let mut s = ServiceSecret { source: String::new(), target: String::new(), uid: None, gid: None, mode: None };
                     for (key, fp, v) in self.fields(m, &ip, fields::SERVICE_SECRET)? {
                         match key.as_str() {
                             "source" => s.source = self.string(v, &fp)?,
@@ -1297,22 +1017,12 @@ impl P<'_> {
                     if s.source.is_empty() {
                         return Err(self.err(&ip, "a long-form entry needs `source:`"));
                     }
-                    s.target = absolute(if s.target.is_empty() {
-                        &s.source
-                    } else {
-                        &s.target
-                    });
+                    s.target = absolute(if s.target.is_empty() { &s.source } else { &s.target });
                     out.push(s);
                 }
                 other => {
                     let src = self.string(other, &ip)?;
-                    out.push(ServiceSecret {
-                        target: absolute(&src),
-                        source: src,
-                        uid: None,
-                        gid: None,
-                        mode: None,
-                    });
+                    out.push(ServiceSecret { target: absolute(&src), source: src, uid: None, gid: None, mode: None });
                 }
             }
         }

@@ -47,9 +47,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let num: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let factor = match &rest[..unit_end] {
             "h" => 3_600_000.0,
             "m" => 60_000.0,
@@ -68,9 +66,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
 /// `512m`, `1g`, `256MB`, `1.5g`, `1024` (bytes).
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim().to_ascii_lowercase();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let num: f64 = s[..split].parse().ok()?;
     let factor: u64 = match s[split..].trim() {
         "" | "b" => 1,
@@ -91,10 +87,7 @@ pub(crate) fn check_protocol(p: &str) -> Result<(), String> {
 }
 
 fn parse_port_number(s: &str) -> Result<u16, String> {
-    s.parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("invalid port number {s:?}"))
+    s.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port number {s:?}"))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -115,11 +108,7 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 
 pub(crate) fn parse_published(s: &str) -> Result<Published, String> {
     let (a, b) = parse_range(s)?;
-    Ok(if a == b {
-        Published::Port(a)
-    } else {
-        Published::Range(a, b)
-    })
+    Ok(if a == b { Published::Port(a) } else { Published::Range(a, b) })
 }
 
 /// The short port syntax: `[[HOST_IP:][HOST_PORT[-END]]:]CONTAINER_PORT[-END][/PROTOCOL]`, IPv6 host IPs in brackets.
@@ -131,12 +120,8 @@ pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
     check_protocol(&protocol)?;
     // Split off a bracketed IPv6 host IP first; otherwise split on ':' from the right.
     let (host_ip, rest) = if let Some(r) = rest.strip_prefix('[') {
-        let (ip, after) = r
-            .split_once(']')
-            .ok_or_else(|| format!("unclosed [ in port {spec:?}"))?;
-        let after = after
-            .strip_prefix(':')
-            .ok_or_else(|| format!("expected ':' after ]{ip}] in port {spec:?}"))?;
+        let (ip, after) = r.split_once(']').ok_or_else(|| format!("unclosed [ in port {spec:?}"))?;
+        let after = after.strip_prefix(':').ok_or_else(|| format!("expected ':' after ]{ip}] in port {spec:?}"))?;
         (Some(ip.to_string()), after)
     } else {
         (None, rest)
@@ -148,9 +133,7 @@ pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
         (None, [h, c]) => (None, (!h.is_empty()).then_some(*h), *c),
         (None, [ip, h, c]) => (Some(ip.to_string()), (!h.is_empty()).then_some(*h), *c),
         _ => {
-            return Err(format!(
-                "invalid port {spec:?}; expected [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/PROTOCOL]"
-            ));
+            return Err(format!("invalid port {spec:?}; expected [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/PROTOCOL]"));
         }
     };
     let (c_start, c_end) = parse_range(container)?;
@@ -161,41 +144,23 @@ pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
             let (h_start, h_end) = parse_range(h)?;
             let h_count = (h_end - h_start) as u32 + 1;
             if count == 1 {
-                vec![Some(if h_count == 1 {
-                    Published::Port(h_start)
-                } else {
-                    Published::Range(h_start, h_end)
-                })]
+                vec![Some(if h_count == 1 { Published::Port(h_start) } else { Published::Range(h_start, h_end) })]
             } else if h_count == count {
-                (0..count)
-                    .map(|i| Some(Published::Port(h_start + i as u16)))
-                    .collect()
+                (0..count).map(|i| Some(Published::Port(h_start + i as u16))).collect()
             } else {
-                return Err(format!(
-                    "port {spec:?} maps {count} container ports onto {h_count} host ports; the ranges must be the same size"
-                ));
+                return Err(format!("port {spec:?} maps {count} container ports onto {h_count} host ports; the ranges must be the same size"));
             }
         }
     };
     Ok((0..count)
         .zip(published)
-        .map(|(i, published)| Port {
-            target: c_start + i as u16,
-            published,
-            host_ip: host_ip.clone(),
-            protocol: protocol.clone(),
-            name: None,
-        })
+        .map(|(i, published)| Port { target: c_start + i as u16, published, host_ip: host_ip.clone(), protocol: protocol.clone(), name: None })
         .collect())
 }
 
 /// Compose's project name rule: lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 pub fn normalize_name(name: String) -> String {
-    let lowered: String = name
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+    let lowered: String = name.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
     lowered.trim_start_matches(['-', '_']).to_string()
 }
 
@@ -214,31 +179,17 @@ mod tests {
         assert_eq!(one("3000").published, None);
         assert_eq!(one("8000:8000").published, Some(Published::Port(8000)));
         let p = one("127.0.0.1::5000");
-        assert_eq!(
-            (p.host_ip.as_deref(), p.published, p.target),
-            (Some("127.0.0.1"), None, 5000)
-        );
+        assert_eq!((p.host_ip.as_deref(), p.published, p.target), (Some("127.0.0.1"), None, 5000));
         let p = one("127.0.0.1:8001:8001");
-        assert_eq!(
-            (p.host_ip.as_deref(), p.published),
-            (Some("127.0.0.1"), Some(Published::Port(8001)))
-        );
+        assert_eq!((p.host_ip.as_deref(), p.published), (Some("127.0.0.1"), Some(Published::Port(8001))));
         assert_eq!(one("6060:6060/udp").protocol, "udp");
-        assert_eq!(
-            one("9000-9010:80").published,
-            Some(Published::Range(9000, 9010))
-        );
+        assert_eq!(one("9000-9010:80").published, Some(Published::Range(9000, 9010)));
         let p = one("[::1]:6000:6000");
         assert_eq!(p.host_ip.as_deref(), Some("::1"));
         let many = parse_short_port("9090-9091:8080-8081").unwrap();
         assert_eq!(
-            many.iter()
-                .map(|p| (p.target, p.published.clone()))
-                .collect::<Vec<_>>(),
-            vec![
-                (8080, Some(Published::Port(9090))),
-                (8081, Some(Published::Port(9091)))
-            ]
+            many.iter().map(|p| (p.target, p.published.clone())).collect::<Vec<_>>(),
+            vec![(8080, Some(Published::Port(9090))), (8081, Some(Published::Port(9091)))]
         );
         assert_eq!(parse_short_port("3000-3002").unwrap().len(), 3);
         assert!(parse_short_port("1:2:3:4").is_err());

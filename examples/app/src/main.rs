@@ -7,10 +7,7 @@ use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 fn reachable(addr: &str) -> bool {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+    addr.to_socket_addrs().ok().and_then(|mut a| a.next()).is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 
 fn serve(name: &str, port: u16, require: &[String]) -> std::io::Result<()> {
@@ -28,17 +25,10 @@ fn serve(name: &str, port: u16, require: &[String]) -> std::io::Result<()> {
             let missing: Vec<&String> = require.iter().filter(|a| !reachable(a)).collect();
             let (status, body) = match path.as_str() {
                 "/health" if missing.is_empty() => ("200 OK", format!("ok {name}\n")),
-                "/health" => (
-                    "503 Service Unavailable",
-                    format!("{name} cannot reach {missing:?}\n"),
-                ),
+                "/health" => ("503 Service Unavailable", format!("{name} cannot reach {missing:?}\n")),
                 _ => ("200 OK", format!("{{\"service\":\"{name}\"}}\n")),
             };
-            let _ = write!(
-                stream,
-                "HTTP/1.0 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
-                body.len()
-            );
+            let _ = write!(stream, "HTTP/1.0 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len());
         });
     }
     Ok(())
@@ -46,15 +36,8 @@ fn serve(name: &str, port: u16, require: &[String]) -> std::io::Result<()> {
 
 fn probe(url: &str) -> bool {
     let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let Ok(mut s) = host
-        .to_socket_addrs()
-        .map(|mut a| a.next())
-        .map(|a| a.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()))
-    else {
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let Ok(mut s) = host.to_socket_addrs().map(|mut a| a.next()).map(|a| a.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())) else {
         return false;
     };
     let Some(s) = s.as_mut() else { return false };
@@ -64,10 +47,7 @@ fn probe(url: &str) -> bool {
     }
     let mut head = [0u8; 16];
     let n = s.read(&mut head).unwrap_or(0);
-    String::from_utf8_lossy(&head[..n])
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'))
+    String::from_utf8_lossy(&head[..n]).split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'))
 }
 
 /// As a container's PID 1 the server gets no default SIGTERM action: without a handler `docker stop` (and a
@@ -86,11 +66,7 @@ fn stop_on_sigterm() {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("probe") => std::process::exit(if args.get(1).is_some_and(|u| probe(u)) {
-            0
-        } else {
-            1
-        }),
+        Some("probe") => std::process::exit(if args.get(1).is_some_and(|u| probe(u)) { 0 } else { 1 }),
         Some("serve") => {
             stop_on_sigterm();
             let mut name = "app".to_string();
@@ -103,9 +79,7 @@ fn main() {
                     ("--port", Some(v)) => port = v.parse().expect("--port takes a number"),
                     ("--require", Some(v)) => require.push(v.clone()),
                     _ => {
-                        eprintln!(
-                            "usage: app serve [--name N] [--port P] [--require HOST:PORT]..."
-                        );
+                        eprintln!("usage: app serve [--name N] [--port P] [--require HOST:PORT]...");
                         std::process::exit(2);
                     }
                 }

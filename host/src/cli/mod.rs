@@ -16,11 +16,7 @@ use orch::plugins::{self, PluginRef, Runtime};
 use orch::{Error, PlanRequest};
 
 #[derive(Parser)]
-#[command(
-    name = "orch",
-    version,
-    about = "Isolated, parallel Docker environments whose policy lives in sandboxed WebAssembly plugins"
-)]
+#[command(name = "orch", version, about = "Isolated, parallel Docker environments whose policy lives in sandboxed WebAssembly plugins")]
 struct Cli {
     /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/orch or ~/.cache/orch]
     #[arg(long, global = true, env = "ORCH_CACHE_DIR")]
@@ -291,9 +287,7 @@ struct Select {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    orch_compose::parse_duration_ms(s)
-        .map(std::time::Duration::from_millis)
-        .ok_or_else(|| format!("invalid duration {s:?}; use e.g. 90s or 2m"))
+    orch_compose::parse_duration_ms(s).map(std::time::Duration::from_millis).ok_or_else(|| format!("invalid duration {s:?}; use e.g. 90s or 2m"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -347,12 +341,7 @@ struct PlanInput {
     loaded: std::sync::OnceLock<Option<orch::config::ProjectConfig>>,
 }
 
-const DEFAULT_FILES: [&str; 4] = [
-    "compose.yaml",
-    "compose.yml",
-    "docker-compose.yaml",
-    "docker-compose.yml",
-];
+const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 
 impl PlanInput {
     /// orch.toml (from --config or the current directory), if any.
@@ -360,8 +349,7 @@ impl PlanInput {
         if let Some(loaded) = self.loaded.get() {
             return Ok(loaded.as_ref());
         }
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+        let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
         let found = orch::config::ProjectConfig::find(self.config.as_deref(), &cwd)?;
         Ok(self.loaded.get_or_init(|| found).as_ref())
     }
@@ -370,18 +358,19 @@ impl PlanInput {
     fn request(&self) -> Result<PlanRequest, Error> {
         let none = orch::config::ProjectConfig::default();
         let config = self.project_config()?.unwrap_or(&none);
-        let from_config =
-            |paths: &[PathBuf]| paths.iter().map(|p| config.resolve(p)).collect::<Vec<_>>();
+        let from_config = |paths: &[PathBuf]| paths.iter().map(|p| config.resolve(p)).collect::<Vec<_>>();
         let files = if !self.files.is_empty() {
             self.files.clone()
         } else if !config.files.is_empty() {
             from_config(&config.files)
         } else {
-            let found = DEFAULT_FILES
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.is_file());
-            vec![found.ok_or_else(|| Error::Usage(format!("no compose file given and none of {} in the current directory; pass -f FILE or list `files` in orch.toml", DEFAULT_FILES.join(", "))))?]
+            let found = DEFAULT_FILES.iter().map(PathBuf::from).find(|p| p.is_file());
+            vec![found.ok_or_else(|| {
+                Error::Usage(format!(
+                    "no compose file given and none of {} in the current directory; pass -f FILE or list `files` in orch.toml",
+                    DEFAULT_FILES.join(", ")
+                ))
+            })?]
         };
         let env_kind = match (self.env_kind, &config.env_kind) {
             (Some(k), _) => k,
@@ -389,27 +378,15 @@ impl PlanInput {
             (None, None) => EnvKind::Test,
         };
         let pools = if self.pools.is_empty() {
-            config
-                .pools
-                .iter()
-                .map(|p| p.parse().expect("checked when orch.toml was loaded"))
-                .collect()
+            config.pools.iter().map(|p| p.parse().expect("checked when orch.toml was loaded")).collect()
         } else {
             self.pools.clone()
         };
         Ok(PlanRequest {
             compose: orch_compose::LoadOptions {
                 files,
-                env_files: if self.env_files.is_empty() {
-                    from_config(&config.env_files)
-                } else {
-                    self.env_files.clone()
-                },
-                profiles: if self.profiles.is_empty() {
-                    config.profiles.clone()
-                } else {
-                    self.profiles.clone()
-                },
+                env_files: if self.env_files.is_empty() { from_config(&config.env_files) } else { self.env_files.clone() },
+                profiles: if self.profiles.is_empty() { config.profiles.clone() } else { self.profiles.clone() },
                 environment: std::env::vars().collect(),
                 project_name: self.project_name.clone().or(config.project.clone()),
             },
@@ -424,11 +401,7 @@ impl PlanInput {
     fn plugins(&self) -> Result<(Vec<PluginRef>, BTreeMap<String, serde_json::Value>), Error> {
         let none = orch::config::ProjectConfig::default();
         let config = self.project_config()?.unwrap_or(&none);
-        let refs = if self.plugins.is_empty() {
-            config.plugin_refs()
-        } else {
-            self.plugins.clone()
-        };
+        let refs = if self.plugins.is_empty() { config.plugin_refs() } else { self.plugins.clone() };
         let settings = plugins::parse_settings(config.plugin_settings(), &self.plugin_settings)?;
         Ok((refs.iter().map(|p| PluginRef::parse(p)).collect(), settings))
     }
@@ -448,10 +421,7 @@ fn runtime(cli_cache: &Option<PathBuf>) -> Result<Runtime, Error> {
 
 /// Loads the plugins named on the command line or in orch.toml, verified against (and pinned in) the project's
 /// orch.lock; no wasm engine is created when there are none.
-fn active_plugins(
-    cli_cache: &Option<PathBuf>,
-    input: &PlanInput,
-) -> Result<Vec<plugins::ActivePlugin>, Error> {
+fn active_plugins(cli_cache: &Option<PathBuf>, input: &PlanInput) -> Result<Vec<plugins::ActivePlugin>, Error> {
     let (refs, settings) = input.plugins()?;
     if refs.is_empty() {
         return Ok(vec![]);
@@ -466,11 +436,7 @@ fn active_plugins(
 }
 
 /// Plugin sources for a command: with a project (orch.toml), its orch.lock next to it.
-fn project_sources(
-    runtime: &Runtime,
-    config: Option<&orch::config::ProjectConfig>,
-    locked: bool,
-) -> Result<plugins::source::Sources, Error> {
+fn project_sources(runtime: &Runtime, config: Option<&orch::config::ProjectConfig>, locked: bool) -> Result<plugins::source::Sources, Error> {
     let lock = match config {
         Some(c) => {
             let mut lock = plugins::lock::Lock::load(&c.dir)?;
@@ -483,11 +449,7 @@ fn project_sources(
 }
 
 fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
 /// Facts from the engine when it answers; without it the plan can only avoid the host's own routes.
@@ -504,9 +466,7 @@ fn facts(no_engine: bool) -> Facts {
     match got {
         Ok(f) => f,
         Err(e) => {
-            eprintln!(
-                "warning: {e}\nwarning: planning without the engine's networks and ports (pass --no-engine to silence this)"
-            );
+            eprintln!("warning: {e}\nwarning: planning without the engine's networks and ports (pass --no-engine to silence this)");
             facts
         }
     }
@@ -517,11 +477,7 @@ pub fn run() -> u8 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
         }
     };
     match dispatch(cli) {
@@ -538,11 +494,7 @@ fn engine(rt: &tokio::runtime::Runtime) -> Result<orch::engine::DockerEngine, Er
 }
 
 /// The label filter for `select`; without --env, the single environment that exists (or an error listing them).
-fn resolve_select(
-    rt: &tokio::runtime::Runtime,
-    engine: &orch::engine::DockerEngine,
-    select: &Select,
-) -> Result<Vec<String>, Error> {
+fn resolve_select(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine, select: &Select) -> Result<Vec<String>, Error> {
     if let Some(env) = &select.env {
         return Ok(lifecycle::env_filter(select.project.as_deref(), env));
     }
@@ -551,24 +503,16 @@ fn resolve_select(
         filter.push(format!("{}={p}", lifecycle::labels::PROJECT));
     }
     let all = rt.block_on(lifecycle::status(engine, &filter))?;
-    let envs: std::collections::BTreeSet<(String, String)> = all
-        .iter()
-        .map(|s| (s.project.clone(), s.env.clone()))
-        .collect();
+    let envs: std::collections::BTreeSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.env.clone())).collect();
     match envs.len() {
-        0 => Err(Error::Usage(
-            "no orch environment is running; start one with `orch up`".into(),
-        )),
+        0 => Err(Error::Usage("no orch environment is running; start one with `orch up`".into())),
         1 => {
             let (p, e) = envs.into_iter().next().expect("one");
             Ok(lifecycle::env_filter(Some(&p), &e))
         }
         _ => Err(Error::Usage(format!(
             "several environments are running ({}); choose one with --env",
-            envs.iter()
-                .map(|(p, e)| format!("{e} ({p})"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            envs.iter().map(|(p, e)| format!("{e} ({p})")).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
@@ -577,9 +521,7 @@ fn resolve_select(
 /// in a project's folder act on that project's environments only.
 fn cwd_project() -> Option<String> {
     let request = PlanInput::default().request().ok()?;
-    orch_compose::load(&request.compose)
-        .ok()
-        .map(|l| l.project.name)
+    orch_compose::load(&request.compose).ok().map(|l| l.project.name)
 }
 
 /// `ps` shows the engine's view; `health` also runs a starting container's healthcheck to report what holds now.
@@ -597,10 +539,7 @@ fn show_status(select: &Select, format: Format, probe: bool) -> Result<(), Error
     }
     let list = rt.block_on(lifecycle::status_probed(&engine, &filter, probe))?;
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).expect("serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
     } else {
         print!("{}", render::status(&list));
     }
@@ -633,19 +572,11 @@ fn bring_up(
     reap_quietly(rt, engine);
     let project = orch_compose::load(&request.compose)?.project.name;
     let _env_lock = match &named {
-        Some(env) => Some(state.lock_env(
-            &project,
-            env,
-            &std::env::args().collect::<Vec<_>>().join(" "),
-            flags.lock_timeout,
-        )?),
+        Some(env) => Some(state.lock_env(&project, env, &std::env::args().collect::<Vec<_>>().join(" "), flags.lock_timeout)?),
         None => None,
     };
     if let Some(env) = &named {
-        let existing = rt.block_on(lifecycle::status(
-            engine,
-            &lifecycle::env_filter(Some(&project), env),
-        ))?;
+        let existing = rt.block_on(lifecycle::status(engine, &lifecycle::env_filter(Some(&project), env)))?;
         if !existing.is_empty() {
             return Err(Error::Usage(format!(
                 "environment {env} of project {project} already exists; use it, or remove it first with `orch down --env {env}`"
@@ -654,64 +585,20 @@ fn bring_up(
     }
     // Admission needs the plan's memory demand; plugins may change limits, so a trial plan (no reservation) gives it.
     let trial = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
-    let max_envs = flags
-        .max_envs
-        .or(input.project_config()?.and_then(|c| c.max_envs))
-        .unwrap_or(0);
-    let policy = orch::admission::Policy {
-        max_envs,
-        no_wait: flags.no_wait_capacity,
-        timeout: flags.lock_timeout,
-    };
-    let _ticket = rt.block_on(orch::admission::admit(
-        engine,
-        &state,
-        &trial.plan,
-        &policy,
-        &|m| eprintln!("{m}"),
-    ))?;
-    let outcome = rt.block_on(orch::plan_and_reserve(
-        engine,
-        &state,
-        &request,
-        &active,
-        flags.lock_timeout,
-    ))?;
-    for d in outcome
-        .plan
-        .diagnostics
-        .iter()
-        .filter(|d| d.level >= orch::plan::Level::Warning)
-    {
-        eprintln!(
-            "warning: {}{} [{}, from {}]",
-            d.path
-                .as_deref()
-                .map(|p| format!("{p}: "))
-                .unwrap_or_default(),
-            d.message,
-            d.code,
-            d.source
-        );
+    let max_envs = flags.max_envs.or(input.project_config()?.and_then(|c| c.max_envs)).unwrap_or(0);
+    let policy = orch::admission::Policy { max_envs, no_wait: flags.no_wait_capacity, timeout: flags.lock_timeout };
+    let _ticket = rt.block_on(orch::admission::admit(engine, &state, &trial.plan, &policy, &|m| eprintln!("{m}")))?;
+    let outcome = rt.block_on(orch::plan_and_reserve(engine, &state, &request, &active, flags.lock_timeout))?;
+    for d in outcome.plan.diagnostics.iter().filter(|d| d.level >= orch::plan::Level::Warning) {
+        eprintln!("warning: {}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source);
     }
     let plan = outcome.plan;
-    let opts = lifecycle::UpOptions {
-        wait: !flags.no_wait,
-        timeout: flags.timeout,
-        keep_on_failure: flags.keep_on_failure,
-        no_cache: flags.no_cache,
-        lifetime,
-    };
+    let opts =
+        lifecycle::UpOptions { wait: !flags.no_wait, timeout: flags.timeout, keep_on_failure: flags.keep_on_failure, no_cache: flags.no_cache, lifetime };
     let id = plan.identity.clone();
     // Whatever happens to this process from here on (kill -9 included), the watcher removes what it made.
     spawn_watcher(&id.project, &id.env_id)?;
-    eprintln!(
-        "environment {} of project {}: bringing up {} services on {} networks",
-        id.env_id,
-        id.project,
-        plan.services.len(),
-        plan.networks.len()
-    );
+    eprintln!("environment {} of project {}: bringing up {} services on {} networks", id.env_id, id.project, plan.services.len(), plan.networks.len());
     let view = ProgressView::new();
     let report = |p| view.report(p);
     let result = rt.block_on(async {
@@ -752,8 +639,7 @@ fn release(cli: &Dirs, project: &str, env: &str) {
 
 /// Ctrl-C or SIGTERM, whichever comes first; says which.
 async fn interrupted() -> &'static str {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "interrupted",
         _ = term.recv() => "terminated",
@@ -764,21 +650,9 @@ async fn interrupted() -> &'static str {
 /// it removes the environment if this process dies before the environment is complete.
 fn spawn_watcher(project: &str, env: &str) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| {
-        Error::Usage(format!(
-            "cannot find the orch binary to start the reaper: {e}"
-        ))
-    })?;
+    let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("cannot find the orch binary to start the reaper: {e}")))?;
     std::process::Command::new(exe)
-        .args([
-            "__watch",
-            "--owner",
-            &lifecycle::Owner::current().label(),
-            "--project",
-            project,
-            "--env",
-            env,
-        ])
+        .args(["__watch", "--owner", &lifecycle::Owner::current().label(), "--project", project, "--env", env])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -790,36 +664,20 @@ fn spawn_watcher(project: &str, env: &str) -> Result<(), Error> {
 
 /// Opportunistic reaping at the start of commands: orphans left by killed runs go away without `orch gc`.
 fn reap_quietly(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine) {
-    if let Ok(reaped) = rt.block_on(orch::reaper::gc(
-        engine,
-        &orch::reaper::GcOptions::default(),
-    )) {
+    if let Ok(reaped) = rt.block_on(orch::reaper::gc(engine, &orch::reaper::GcOptions::default())) {
         for r in reaped {
-            eprintln!(
-                "reaped orphaned environment {} ({}): {}",
-                r.env, r.project, r.reason
-            );
+            eprintln!("reaped orphaned environment {} ({}): {}", r.env, r.project, r.reason);
         }
     }
 }
 
-fn service_container(
-    rt: &tokio::runtime::Runtime,
-    engine: &orch::engine::DockerEngine,
-    select: &Select,
-    service: &str,
-) -> Result<String, Error> {
+fn service_container(rt: &tokio::runtime::Runtime, engine: &orch::engine::DockerEngine, select: &Select, service: &str) -> Result<String, Error> {
     let filter = resolve_select(rt, engine, select)?;
     let list = rt.block_on(lifecycle::status(engine, &filter))?;
     list.iter()
         .find(|s| s.service == service)
         .map(|s| s.container.clone())
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no service {service} in {}; `orch ps` lists the services",
-                filter.join(",")
-            ))
-        })
+        .ok_or_else(|| Error::Usage(format!("no service {service} in {}; `orch ps` lists the services", filter.join(","))))
 }
 
 /// `up`'s progress: a live per-service table on a terminal, plain lines otherwise (CI, pipes).
@@ -832,14 +690,8 @@ struct ProgressView {
 impl ProgressView {
     fn new() -> ProgressView {
         use std::io::IsTerminal;
-        let live = std::io::stderr().is_terminal()
-            && std::env::var_os("CI").is_none()
-            && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(false);
-        ProgressView {
-            live,
-            started: std::time::Instant::now(),
-            state: std::sync::Mutex::new((vec![], 0)),
-        }
+        let live = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(false);
+        ProgressView { live, started: std::time::Instant::now(), state: std::sync::Mutex::new((vec![], 0)) }
     }
 
     fn report(&self, p: lifecycle::Progress) {
@@ -848,19 +700,12 @@ impl ProgressView {
             Creating { service } => Some((service.clone(), "created".to_string())),
             Starting { service } => Some((service.clone(), "starting".to_string())),
             Waiting { service, what } => Some((service.clone(), format!("waiting until {what}"))),
-            Ready { service, after } => Some((
-                service.clone(),
-                format!("ready ({:.1}s)", after.as_secs_f64()),
-            )),
+            Ready { service, after } => Some((service.clone(), format!("ready ({:.1}s)", after.as_secs_f64()))),
             Failed { service, .. } => Some((service.clone(), "FAILED".to_string())),
             _ => None,
         };
         if !self.live {
-            eprintln!(
-                "[{:5.1}s] {}",
-                self.started.elapsed().as_secs_f64(),
-                progress_line(p)
-            );
+            eprintln!("[{:5.1}s] {}", self.started.elapsed().as_secs_f64(), progress_line(p));
             return;
         }
         let mut guard = self.state.lock().expect("progress lock");
@@ -899,55 +744,31 @@ fn progress_line(p: lifecycle::Progress) -> String {
         Ready { service, after } => format!("{service}: ready after {:.1}s", after.as_secs_f64()),
         Failed { service, reason } => format!("{service}: FAILED: {reason}"),
         RollingBack => "rolling back: removing everything this run created".to_string(),
-        Removed {
-            containers,
-            networks,
-            volumes,
-        } => format!("removed {containers} containers, {networks} networks, {volumes} volumes"),
+        Removed { containers, networks, volumes } => format!("removed {containers} containers, {networks} networks, {volumes} volumes"),
     }
 }
 
 fn dispatch(cli: Cli) -> Result<(), Error> {
-    let dirs = Dirs {
-        cache_dir: cli.cache_dir.clone(),
-        state_dir: cli.state_dir.clone(),
-    };
+    let dirs = Dirs { cache_dir: cli.cache_dir.clone(), state_dir: cli.state_dir.clone() };
     match cli.command {
         Command::Up { input, flags, ttl } => {
             let rt = tokio();
             let engine = engine(&rt)?;
-            let lifetime = orch::reaper::Lifetime::Kept {
-                expires: ttl.map(|t| orch::reaper::now() + t.as_secs()),
-            };
+            let lifetime = orch::reaper::Lifetime::Kept { expires: ttl.map(|t| orch::reaper::now() + t.as_secs()) };
             let (plan, report) = bring_up(&dirs, &rt, &engine, &input, &flags, lifetime)?;
             let id = &plan.identity;
-            eprintln!(
-                "environment {} is up in {:.1}s; remove it with `orch down --env {}`",
-                id.env_id,
-                report.elapsed.as_secs_f64(),
-                id.env_id
-            );
+            eprintln!("environment {} is up in {:.1}s; remove it with `orch down --env {}`", id.env_id, report.elapsed.as_secs_f64(), id.env_id);
             println!("{}", id.env_id);
             Ok(())
         }
-        Command::Run {
-            input,
-            flags,
-            keep,
-            command,
-        } => {
+        Command::Run { input, flags, keep, command } => {
             let rt = tokio();
             let engine = engine(&rt)?;
-            let lifetime = if keep {
-                orch::reaper::Lifetime::Kept { expires: None }
-            } else {
-                orch::reaper::Lifetime::Process
-            };
+            let lifetime = if keep { orch::reaper::Lifetime::Kept { expires: None } } else { orch::reaper::Lifetime::Process };
             let (plan, _) = bring_up(&dirs, &rt, &engine, &input, &flags, lifetime)?;
             let id = plan.identity.clone();
             let filter = lifecycle::env_filter(Some(&id.project), &id.env_id);
-            let vars =
-                lifecycle::connection_env(&rt.block_on(lifecycle::status(&engine, &filter))?);
+            let vars = lifecycle::connection_env(&rt.block_on(lifecycle::status(&engine, &filter))?);
             let outcome = rt.block_on(async {
                 let mut child = tokio::process::Command::new(&command[0])
                     .args(&command[1..])
@@ -968,40 +789,21 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 }
             });
             if keep {
-                eprintln!(
-                    "environment {} kept; remove it with `orch down --env {}`",
-                    id.env_id, id.env_id
-                );
+                eprintln!("environment {} kept; remove it with `orch down --env {}`", id.env_id, id.env_id);
             } else {
                 let removed = rt.block_on(lifecycle::down(&engine, &filter, true))?;
                 release(&dirs, &id.project, &id.env_id);
-                eprintln!(
-                    "environment {} removed: {} containers, {} networks, {} volumes",
-                    id.env_id, removed.containers, removed.networks, removed.volumes
-                );
+                eprintln!("environment {} removed: {} containers, {} networks, {} volumes", id.env_id, removed.containers, removed.networks, removed.volumes);
             }
             match outcome? {
                 0 => Ok(()),
                 code => Err(Error::CommandFailed(code.clamp(1, 255) as u8)),
             }
         }
-        Command::Gc {
-            dry_run,
-            older_than,
-            all,
-            project,
-        } => {
+        Command::Gc { dry_run, older_than, all, project } => {
             let rt = tokio();
             let engine = engine(&rt)?;
-            let reaped = rt.block_on(orch::reaper::gc(
-                &engine,
-                &orch::reaper::GcOptions {
-                    dry_run,
-                    older_than,
-                    all,
-                    project,
-                },
-            ))?;
+            let reaped = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { dry_run, older_than, all, project }))?;
             if !dry_run {
                 // Reservations of dead owners are dropped when the allocation state is loaded; save it pruned.
                 let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
@@ -1024,20 +826,11 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         }
         Command::Doctor { pools, format } => {
             let rt = tokio();
-            let pools = if pools.is_empty() {
-                vec![orch::resolve::DEFAULT_POOL.parse().expect("literal")]
-            } else {
-                pools
-            };
+            let pools = if pools.is_empty() { vec![orch::resolve::DEFAULT_POOL.parse().expect("literal")] } else { pools };
             let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
-            let checks = rt.block_on(async {
-                orch::doctor::run(orch::engine::DockerEngine::connect().await, &state, &pools).await
-            });
+            let checks = rt.block_on(async { orch::doctor::run(orch::engine::DockerEngine::connect().await, &state, &pools).await });
             if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&checks).expect("serialises")
-                );
+                println!("{}", serde_json::to_string_pretty(&checks).expect("serialises"));
             } else {
                 for c in &checks {
                     let status = format!("{:?}", c.status).to_lowercase();
@@ -1047,48 +840,31 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                     }
                 }
             }
-            if checks
-                .iter()
-                .any(|c| c.status == orch::doctor::Status::Fail)
-            {
+            if checks.iter().any(|c| c.status == orch::doctor::Status::Fail) {
                 return Err(Error::Usage("doctor found problems (see above)".into()));
             }
             Ok(())
         }
-        Command::Watch {
-            owner,
-            project,
-            env,
-        } => {
-            let owner = lifecycle::Owner::parse(&owner)
-                .ok_or_else(|| Error::Usage(format!("invalid owner {owner:?}")))?;
+        Command::Watch { owner, project, env } => {
+            let owner = lifecycle::Owner::parse(&owner).ok_or_else(|| Error::Usage(format!("invalid owner {owner:?}")))?;
             let rt = tokio();
             let engine = engine(&rt)?;
             rt.block_on(orch::reaper::watch(&engine, &owner, &project, &env))?;
             Ok(())
         }
-        Command::Down {
-            select,
-            all_mine,
-            volumes,
-        } => {
+        Command::Down { select, all_mine, volumes } => {
             let rt = tokio();
             let engine = engine(&rt)?;
             reap_quietly(&rt, &engine);
             let filters: Vec<Vec<String>> = if all_mine {
                 let host = lifecycle::Owner::current().host;
-                let all = rt.block_on(lifecycle::status(
-                    &engine,
-                    &[lifecycle::labels::ENV.to_string()],
-                ))?;
+                let all = rt.block_on(lifecycle::status(&engine, &[lifecycle::labels::ENV.to_string()]))?;
                 let envs: std::collections::BTreeSet<(String, String)> = all
                     .iter()
                     .filter(|s| lifecycle::Owner::parse(&s.owner).is_some_and(|o| o.host == host))
                     .map(|s| (s.project.clone(), s.env.clone()))
                     .collect();
-                envs.into_iter()
-                    .map(|(p, e)| lifecycle::env_filter(Some(&p), &e))
-                    .collect()
+                envs.into_iter().map(|(p, e)| lifecycle::env_filter(Some(&p), &e)).collect()
             } else {
                 vec![resolve_select(&rt, &engine, &select)?]
             };
@@ -1108,33 +884,18 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         }
         Command::Ps { select, format } => show_status(&select, format, false),
         Command::Health { select, format } => show_status(&select, format, true),
-        Command::Port {
-            select,
-            service,
-            port,
-        } => {
+        Command::Port { select, service, port } => {
             let rt = tokio();
             let engine = engine(&rt)?;
             let filter = resolve_select(&rt, &engine, &select)?;
             let list = rt.block_on(lifecycle::status(&engine, &filter))?;
-            let s = list.iter().find(|s| s.service == service).ok_or_else(|| {
-                Error::Usage(format!("no service {service} in {}", filter.join(",")))
-            })?;
+            let s = list.iter().find(|s| s.service == service).ok_or_else(|| Error::Usage(format!("no service {service} in {}", filter.join(","))))?;
             let (_, ip, hp) = s
                 .ports
                 .iter()
                 .find(|(p, ip, _)| p.split('/').next() == Some(&port.to_string()) && ip != "::")
-                .ok_or_else(|| {
-                    Error::Usage(format!("service {service} does not publish port {port}"))
-                })?;
-            println!(
-                "{}:{hp}",
-                if ip.is_empty() || ip == "0.0.0.0" {
-                    "127.0.0.1"
-                } else {
-                    ip
-                }
-            );
+                .ok_or_else(|| Error::Usage(format!("service {service} does not publish port {port}")))?;
+            println!("{}:{hp}", if ip.is_empty() || ip == "0.0.0.0" { "127.0.0.1" } else { ip });
             Ok(())
         }
         Command::Env { select, format } => {
@@ -1144,71 +905,41 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             let list = rt.block_on(lifecycle::status(&engine, &filter))?;
             let vars = lifecycle::connection_env(&list);
             match format {
-                EnvFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&vars).expect("serialises")
-                ),
+                EnvFormat::Json => println!("{}", serde_json::to_string_pretty(&vars).expect("serialises")),
                 EnvFormat::Dotenv => vars.iter().for_each(|(k, v)| println!("{k}={v}")),
             }
             Ok(())
         }
-        Command::Logs {
-            select,
-            service,
-            tail,
-            follow,
-        } => {
+        Command::Logs { select, service, tail, follow } => {
             let rt = tokio();
             let engine = engine(&rt)?;
             let container = service_container(&rt, &engine, &select, &service)?;
             let sink = |is_err: bool, line: &str| {
-                if is_err {
-                    eprintln!("{line}")
-                } else {
-                    println!("{line}")
-                }
+                if is_err { eprintln!("{line}") } else { println!("{line}") }
             };
-            rt.block_on(orch::engine::Engine::stream_logs(
-                &engine, &container, follow, tail, &sink,
-            ))?;
+            rt.block_on(orch::engine::Engine::stream_logs(&engine, &container, follow, tail, &sink))?;
             Ok(())
         }
-        Command::Restart {
-            select,
-            service,
-            timeout,
-        } => {
+        Command::Restart { select, service, timeout } => {
             let rt = tokio();
             let engine = engine(&rt)?;
             let filter = resolve_select(&rt, &engine, &select)?;
             let took = rt.block_on(lifecycle::restart(&engine, &filter, &service, timeout))?;
-            eprintln!(
-                "{service}: restarted and ready after {:.1}s",
-                took.as_secs_f64()
-            );
+            eprintln!("{service}: restarted and ready after {:.1}s", took.as_secs_f64());
             Ok(())
         }
-        Command::Exec {
-            select,
-            service,
-            command,
-        } => {
+        Command::Exec { select, service, command } => {
             let rt = tokio();
             let engine = engine(&rt)?;
             let container = service_container(&rt, &engine, &select, &service)?;
-            let (code, output) =
-                rt.block_on(orch::engine::Engine::exec(&engine, &container, &command))?;
+            let (code, output) = rt.block_on(orch::engine::Engine::exec(&engine, &container, &command))?;
             print!("{output}");
             if code != 0 {
                 return Err(Error::CommandFailed(code.clamp(1, 255) as u8));
             }
             Ok(())
         }
-        Command::Plan {
-            input,
-            format,
-            explain,
-        } => {
+        Command::Plan { input, format, explain } => {
             let request = input.request()?;
             let active = active_plugins(&cli.cache_dir, &input)?;
             let facts = facts(input.no_engine);
@@ -1217,42 +948,23 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 outcome.plan.provenance = BTreeMap::new();
             }
             match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&outcome.plan).expect("plan serialises")
-                ),
-                Format::Compose => print!(
-                    "{}",
-                    serde_yaml_ng::to_string(&orch::export::to_compose(&outcome.plan))
-                        .expect("compose serialises")
-                ),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&outcome.plan).expect("plan serialises")),
+                Format::Compose => print!("{}", serde_yaml_ng::to_string(&orch::export::to_compose(&outcome.plan)).expect("compose serialises")),
                 Format::Table => print!("{}", render::plan(&outcome.plan, explain)),
             }
             Ok(())
         }
-        Command::Plugin {
-            command: PluginCommand::List,
-        } => {
+        Command::Plugin { command: PluginCommand::List } => {
             let runtime = runtime(&cli.cache_dir)?;
             let mut rows = vec![];
             for name in plugins::builtin_names() {
                 let p = runtime.load(name, plugins::builtin_bytes(name).expect("listed"))?;
-                rows.push(vec![
-                    name.to_string(),
-                    p.description.version.clone(),
-                    render::policies(&p.description.implements),
-                    p.description.summary.clone(),
-                ]);
+                rows.push(vec![name.to_string(), p.description.version.clone(), render::policies(&p.description.implements), p.description.summary.clone()]);
             }
-            print!(
-                "{}",
-                render::table(&["NAME", "VERSION", "POLICIES", "SUMMARY"], &rows)
-            );
+            print!("{}", render::table(&["NAME", "VERSION", "POLICIES", "SUMMARY"], &rows));
             Ok(())
         }
-        Command::Plugin {
-            command: PluginCommand::Inspect { plugin, format },
-        } => {
+        Command::Plugin { command: PluginCommand::Inspect { plugin, format } } => {
             let (_, p) = plugin::fetch_and_load(&cli.cache_dir, &PluginRef::parse(&plugin))?;
             print!("{}", render::inspect(&p, format == Format::Json));
             Ok(())

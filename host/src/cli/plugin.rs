@@ -11,30 +11,12 @@ use super::{PluginCommand, project_sources, runtime};
 
 /// The template crate (examples/plugin-template), embedded so `orch plugin new` works from any directory.
 const TEMPLATE: &[(&str, &str)] = &[
-    (
-        "Cargo.toml",
-        include_str!("../../../examples/plugin-template/Cargo.toml"),
-    ),
-    (
-        "src/lib.rs",
-        include_str!("../../../examples/plugin-template/src/lib.rs"),
-    ),
-    (
-        "tests/compose.yaml",
-        include_str!("../../../examples/plugin-template/tests/compose.yaml"),
-    ),
-    (
-        "tests/settings.json",
-        include_str!("../../../examples/plugin-template/tests/settings.json"),
-    ),
-    (
-        "tests/expected-plan.json",
-        include_str!("../../../examples/plugin-template/tests/expected-plan.json"),
-    ),
-    (
-        "README.md",
-        include_str!("../../../examples/plugin-template/README.md"),
-    ),
+    ("Cargo.toml", include_str!("../../../examples/plugin-template/Cargo.toml")),
+    ("src/lib.rs", include_str!("../../../examples/plugin-template/src/lib.rs")),
+    ("tests/compose.yaml", include_str!("../../../examples/plugin-template/tests/compose.yaml")),
+    ("tests/settings.json", include_str!("../../../examples/plugin-template/tests/settings.json")),
+    ("tests/expected-plan.json", include_str!("../../../examples/plugin-template/tests/expected-plan.json")),
+    ("README.md", include_str!("../../../examples/plugin-template/README.md")),
     (".gitignore", "target/\n"),
 ];
 const TEMPLATE_NAME: &str = "policy-template";
@@ -48,39 +30,20 @@ pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error>
             println!("{}", wasm.display());
             Ok(())
         }
-        PluginCommand::Test {
-            plugin,
-            compose,
-            settings,
-            env_kind,
-            expect,
-            update,
-        } => test(
-            cache,
-            &plugin,
-            &compose,
-            settings.as_deref(),
-            env_kind,
-            &expect,
-            update,
-        ),
+        PluginCommand::Test { plugin, compose, settings, env_kind, expect, update } => {
+            test(cache, &plugin, &compose, settings.as_deref(), env_kind, &expect, update)
+        }
         PluginCommand::Push { plugin, reference } => push(cache, &plugin, &reference),
         PluginCommand::Pull { reference, output } => {
             let r = PluginRef::parse(&reference);
             if !matches!(r, PluginRef::Oci(_)) {
-                return Err(Error::Usage(format!(
-                    "{reference:?} is not an oci:// reference"
-                )));
+                return Err(Error::Usage(format!("{reference:?} is not an oci:// reference")));
             }
             let (fetched, p) = fetch_and_load(cache, &r)?;
             if let Some(out) = output {
-                std::fs::write(&out, &*fetched.bytes)
-                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", out.display())))?;
+                std::fs::write(&out, &*fetched.bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", out.display())))?;
             }
-            eprintln!(
-                "pulled {} {} (orch:policy@{}) from {reference}",
-                p.description.name, p.description.version, p.api_version
-            );
+            eprintln!("pulled {} {} (orch:policy@{}) from {reference}", p.description.name, p.description.version, p.api_version);
             println!("{}", fetched.digest);
             Ok(())
         }
@@ -93,10 +56,7 @@ pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error>
 
 /// Fetches a plugin (not pinned: outside any project's lock) and loads it, which checks that it is a plugin of a
 /// compatible API version.
-pub fn fetch_and_load(
-    cache: &Option<PathBuf>,
-    r: &PluginRef,
-) -> Result<(Fetched, LoadedPlugin), Error> {
+pub fn fetch_and_load(cache: &Option<PathBuf>, r: &PluginRef) -> Result<(Fetched, LoadedPlugin), Error> {
     let runtime = runtime(cache)?;
     let fetched = Sources::new(&runtime, None).fetch(r)?;
     let plugin = runtime.load(&r.display_name(), &fetched.bytes)?;
@@ -105,59 +65,37 @@ pub fn fetch_and_load(
 
 fn valid_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
 }
 
 fn camel(name: &str) -> String {
-    name.split('-')
-        .map(|part| part[..1].to_ascii_uppercase() + &part[1..])
-        .collect()
+    name.split('-').map(|part| part[..1].to_ascii_uppercase() + &part[1..]).collect()
 }
 
 fn new(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<(), Error> {
     if !valid_name(name) {
-        return Err(Error::Usage(format!(
-            "invalid plugin name {name:?}: use lowercase letters, digits and -, starting with a letter (e.g. team-ports)"
-        )));
+        return Err(Error::Usage(format!("invalid plugin name {name:?}: use lowercase letters, digits and -, starting with a letter (e.g. team-ports)")));
     }
     let dest = path.unwrap_or_else(|| PathBuf::from(name));
-    if dest.exists()
-        && std::fs::read_dir(&dest)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(Error::Usage(format!(
-            "{} already exists and is not empty; choose another --path (nothing was written)",
-            dest.display()
-        )));
+    if dest.exists() && std::fs::read_dir(&dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Error::Usage(format!("{} already exists and is not empty; choose another --path (nothing was written)", dest.display())));
     }
     let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api"));
-    let sdk = std::fs::canonicalize(&sdk)
-        .ok()
-        .filter(|p| p.join("Cargo.toml").is_file())
-        .ok_or_else(|| Error::Usage(format!("the orch-plugin-api crate is not at {}; pass --sdk PATH (the plugin-api folder of an orch checkout)", sdk.display())))?;
+    let sdk = std::fs::canonicalize(&sdk).ok().filter(|p| p.join("Cargo.toml").is_file()).ok_or_else(|| {
+        Error::Usage(format!("the orch-plugin-api crate is not at {}; pass --sdk PATH (the plugin-api folder of an orch checkout)", sdk.display()))
+    })?;
     let snake = name.replace('-', "_");
     for (file, text) in TEMPLATE {
         let text = text
-            .replace(
-                TEMPLATE_SDK,
-                &format!("path = {:?}", sdk.display().to_string()),
-            )
+            .replace(TEMPLATE_SDK, &format!("path = {:?}", sdk.display().to_string()))
             .replace(TEMPLATE_NAME, name)
             .replace(&TEMPLATE_NAME.replace('-', "_"), &snake)
             .replace(&camel(TEMPLATE_NAME), &camel(name))
-            .replace(
-                "made by `orch plugin new` from orch's examples/plugin-template",
-                "made by `orch plugin new`",
-            );
+            .replace("made by `orch plugin new` from orch's examples/plugin-template", "made by `orch plugin new`");
         let target = dest.join(file);
-        std::fs::create_dir_all(target.parent().expect("has parent"))
-            .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
-        std::fs::write(&target, text)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", target.display())))?;
+        std::fs::create_dir_all(target.parent().expect("has parent")).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+        std::fs::write(&target, text).map_err(|e| Error::Usage(format!("cannot write {}: {e}", target.display())))?;
     }
     eprintln!("created plugin crate {name} in {}", dest.display());
     eprintln!(
@@ -180,24 +118,16 @@ fn test(
     let r = PluginRef::parse(plugin);
     let mut values = BTreeMap::new();
     if let Some(path) = settings {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Usage(format!("cannot read settings {}: {e}", path.display())))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read settings {}: {e}", path.display())))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?;
         if !value.is_object() {
-            return Err(Error::Usage(format!(
-                "{}: the settings must be a JSON object",
-                path.display()
-            )));
+            return Err(Error::Usage(format!("{}: the settings must be a JSON object", path.display())));
         }
         values.insert(r.display_name(), value);
     }
     let active = plugins::activate(&runtime, std::slice::from_ref(&r), &values)?;
     let request = orch::PlanRequest {
-        compose: orch_compose::LoadOptions {
-            files: vec![compose.to_path_buf()],
-            ..Default::default()
-        },
+        compose: orch_compose::LoadOptions { files: vec![compose.to_path_buf()], ..Default::default() },
         env_id: Some("test".into()),
         env_kind,
         pools: vec![],
@@ -206,26 +136,14 @@ fn test(
     let outcome = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
     let actual = serde_json::to_string_pretty(&outcome.plan).expect("plan serialises") + "\n";
     if update {
-        std::fs::write(expect, &actual)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", expect.display())))?;
+        std::fs::write(expect, &actual).map_err(|e| Error::Usage(format!("cannot write {}: {e}", expect.display())))?;
         eprintln!("wrote {}", expect.display());
         return Ok(());
     }
-    let expected = std::fs::read_to_string(expect).map_err(|e| {
-        Error::Usage(format!(
-            "cannot read {} ({e}); create it with --update",
-            expect.display()
-        ))
-    })?;
-    let same = serde_json::from_str::<serde_json::Value>(&expected).ok()
-        == serde_json::from_str::<serde_json::Value>(&actual).ok();
+    let expected = std::fs::read_to_string(expect).map_err(|e| Error::Usage(format!("cannot read {} ({e}); create it with --update", expect.display())))?;
+    let same = serde_json::from_str::<serde_json::Value>(&expected).ok() == serde_json::from_str::<serde_json::Value>(&actual).ok();
     if same {
-        eprintln!(
-            "ok: {} plans {} as {} expects",
-            active[0].plugin.description.name,
-            compose.display(),
-            expect.display()
-        );
+        eprintln!("ok: {} plans {} as {} expects", active[0].plugin.description.name, compose.display(), expect.display());
         return Ok(());
     }
     Err(Error::TestFailed(format!(
@@ -237,11 +155,7 @@ fn test(
 
 /// A unified diff, expected → actual (plans are pretty-printed JSON, so lines are fields).
 fn line_diff(expected: &str, actual: &str) -> String {
-    similar::TextDiff::from_lines(expected, actual)
-        .unified_diff()
-        .context_radius(2)
-        .header("expected", "actual")
-        .to_string()
+    similar::TextDiff::from_lines(expected, actual).unified_diff().context_radius(2).header("expected", "actual").to_string()
 }
 
 fn push(cache: &Option<PathBuf>, plugin: &str, reference: &str) -> Result<(), Error> {
@@ -253,65 +167,32 @@ fn push(cache: &Option<PathBuf>, plugin: &str, reference: &str) -> Result<(), Er
     // Only a loadable orch plugin is pushed: what others pull must run.
     let (fetched, p) = fetch_and_load(cache, &r)?;
     let annotations = BTreeMap::from([
-        (
-            "org.opencontainers.image.title".to_string(),
-            p.description.name.clone(),
-        ),
-        (
-            "org.opencontainers.image.version".to_string(),
-            p.description.version.clone(),
-        ),
-        (
-            "org.opencontainers.image.description".to_string(),
-            p.description.summary.clone(),
-        ),
-        (
-            plugins::oci::API_ANNOTATION.to_string(),
-            p.api_version.clone(),
-        ),
+        ("org.opencontainers.image.title".to_string(), p.description.name.clone()),
+        ("org.opencontainers.image.version".to_string(), p.description.version.clone()),
+        ("org.opencontainers.image.description".to_string(), p.description.summary.clone()),
+        (plugins::oci::API_ANNOTATION.to_string(), p.api_version.clone()),
     ]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let pushed = rt.block_on(plugins::oci::push(reference, &fetched.bytes, annotations))?;
-    eprintln!(
-        "pushed {} {} to {reference} (manifest {})",
-        p.description.name, p.description.version, pushed.manifest
-    );
+    eprintln!("pushed {} {} to {reference} (manifest {})", p.description.name, p.description.version, pushed.manifest);
     println!("{}", pushed.digest);
     Ok(())
 }
 
 /// Forgets the named (or all) entries of the project's orch.lock and resolves the project's plugins again.
 fn update(cache: &Option<PathBuf>, only: &[String], config: Option<PathBuf>) -> Result<(), Error> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
-    let config = orch::config::ProjectConfig::find(config.as_deref(), &cwd)?.ok_or_else(|| {
-        Error::Usage(
-            "no orch.toml here: orch.lock belongs to a project (pass --config FILE)".into(),
-        )
-    })?;
+    let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+    let config = orch::config::ProjectConfig::find(config.as_deref(), &cwd)?
+        .ok_or_else(|| Error::Usage("no orch.toml here: orch.lock belongs to a project (pass --config FILE)".into()))?;
     let runtime = runtime(cache)?;
     let mut sources = project_sources(&runtime, Some(&config), false)?;
     let lock = sources.lock.as_mut().expect("a project has a lock");
-    let before: BTreeMap<String, String> = lock
-        .entries()
-        .iter()
-        .map(|e| (e.source.clone(), e.digest.clone()))
-        .collect();
+    let before: BTreeMap<String, String> = lock.entries().iter().map(|e| (e.source.clone(), e.digest.clone())).collect();
     let forgotten = lock.forget(only);
     if !only.is_empty() && forgotten.is_empty() {
-        return Err(Error::Usage(format!(
-            "orch.lock has no entry for {}",
-            only.join(", ")
-        )));
+        return Err(Error::Usage(format!("orch.lock has no entry for {}", only.join(", "))));
     }
-    let refs: Vec<PluginRef> = config
-        .plugin_refs()
-        .iter()
-        .map(|p| PluginRef::parse(p))
-        .collect();
+    let refs: Vec<PluginRef> = config.plugin_refs().iter().map(|p| PluginRef::parse(p)).collect();
     plugins::activate_from(&runtime, &refs, &config.plugin_settings(), &mut sources)?;
     sources.save_lock()?;
     for e in sources.lock.as_ref().expect("project lock").entries() {

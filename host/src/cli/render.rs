@@ -31,10 +31,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn policies(list: &[Policy]) -> String {
-    list.iter()
-        .map(|p| policy_interface(*p))
-        .collect::<Vec<_>>()
-        .join(",")
+    list.iter().map(|p| policy_interface(*p)).collect::<Vec<_>>().join(",")
 }
 
 fn bytes(b: u64) -> String {
@@ -50,11 +47,7 @@ fn wait(w: &WaitStrategy) -> String {
         WaitStrategy::Running => "running".into(),
         WaitStrategy::Healthcheck => "healthy".into(),
         WaitStrategy::Tcp { container_port } => format!("tcp:{container_port}"),
-        WaitStrategy::Http {
-            container_port,
-            path,
-            ..
-        } => format!("http:{container_port}{path}"),
+        WaitStrategy::Http { container_port, path, .. } => format!("http:{container_port}{path}"),
         WaitStrategy::LogLine { pattern, .. } => format!("log:{pattern:?}"),
         WaitStrategy::ExitZero => "exit 0".into(),
     }
@@ -67,53 +60,24 @@ pub fn plan(plan: &Plan, explain: bool) -> String {
         id.project,
         id.env_id,
         id.env_kind,
-        if plan.plugins.is_empty() {
-            "none".into()
-        } else {
-            plan.plugins.join(", ")
-        }
+        if plan.plugins.is_empty() { "none".into() } else { plan.plugins.join(", ") }
     );
     let rows: Vec<Vec<String>> = plan
         .networks
         .iter()
         .map(|(name, n)| {
-            let members: Vec<&str> = plan
-                .services
-                .iter()
-                .filter(|(_, s)| s.networks.contains_key(name))
-                .map(|(s, _)| s.as_str())
-                .collect();
+            let members: Vec<&str> = plan.services.iter().filter(|(_, s)| s.networks.contains_key(name)).map(|(s, _)| s.as_str()).collect();
             vec![
                 name.clone(),
                 n.docker_name.clone(),
-                n.subnet.clone().unwrap_or_else(|| {
-                    if n.external {
-                        "(external)".into()
-                    } else {
-                        "-".into()
-                    }
-                }),
+                n.subnet.clone().unwrap_or_else(|| if n.external { "(external)".into() } else { "-".into() }),
                 n.gateway.clone().unwrap_or_else(|| "-".into()),
-                if n.internal {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
+                if n.internal { "yes".into() } else { "no".into() },
                 members.join(", "),
             ]
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "NAME",
-            "DOCKER NAME",
-            "SUBNET",
-            "GATEWAY",
-            "INTERNAL",
-            "SERVICES",
-        ],
-        &rows,
-    ));
+    out.push_str(&table(&["NAME", "DOCKER NAME", "SUBNET", "GATEWAY", "INTERNAL", "SERVICES"], &rows));
     out.push_str("\nSERVICES\n");
     let rows: Vec<Vec<String>> = plan
         .services
@@ -128,72 +92,30 @@ pub fn plan(plan: &Plan, explain: bool) -> String {
                     (_, None) => format!("auto->{}", p.key()),
                 })
                 .collect();
-            let limits = [
-                s.resources.memory_limit.map(bytes),
-                s.resources.cpus.map(|c| format!("{c} cpu")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
+            let limits =
+                [s.resources.memory_limit.map(bytes), s.resources.cpus.map(|c| format!("{c} cpu"))].into_iter().flatten().collect::<Vec<_>>().join(" ");
             vec![
                 name.clone(),
                 s.container_name.clone(),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
                 s.networks.keys().cloned().collect::<Vec<_>>().join(","),
-                if ports.is_empty() {
-                    "-".into()
-                } else {
-                    ports.join(" ")
-                },
+                if ports.is_empty() { "-".into() } else { ports.join(" ") },
                 s.wait.iter().map(wait).collect::<Vec<_>>().join("+"),
-                if limits.is_empty() {
-                    "-".into()
-                } else {
-                    limits
-                },
+                if limits.is_empty() { "-".into() } else { limits },
             ]
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "NAME",
-            "CONTAINER",
-            "IMAGE",
-            "NETWORKS",
-            "PORTS (host->container)",
-            "READY WHEN",
-            "LIMITS",
-        ],
-        &rows,
-    ));
-    let shown: Vec<_> = plan
-        .diagnostics
-        .iter()
-        .filter(|d| d.level >= Level::Info)
-        .collect();
+    out.push_str(&table(&["NAME", "CONTAINER", "IMAGE", "NETWORKS", "PORTS (host->container)", "READY WHEN", "LIMITS"], &rows));
+    let shown: Vec<_> = plan.diagnostics.iter().filter(|d| d.level >= Level::Info).collect();
     if !shown.is_empty() {
         out.push_str("\nDIAGNOSTICS\n");
-        let rows: Vec<Vec<String>> = shown
-            .iter()
-            .map(|d| {
-                vec![
-                    format!("{:?}", d.level).to_lowercase(),
-                    d.code.clone(),
-                    d.source.clone(),
-                    d.message.clone(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> =
+            shown.iter().map(|d| vec![format!("{:?}", d.level).to_lowercase(), d.code.clone(), d.source.clone(), d.message.clone()]).collect();
         out.push_str(&table(&["LEVEL", "CODE", "FROM", "MESSAGE"], &rows));
     }
     if explain {
         out.push_str("\nSET BY (later wins)\n");
-        let rows: Vec<Vec<String>> = plan
-            .provenance
-            .iter()
-            .map(|(path, chain)| vec![path.clone(), chain.join(" → ")])
-            .collect();
+        let rows: Vec<Vec<String>> = plan.provenance.iter().map(|(path, chain)| vec![path.clone(), chain.join(" → ")]).collect();
         out.push_str(&table(&["FIELD", "SOURCES"], &rows));
     }
     out
@@ -202,8 +124,7 @@ pub fn plan(plan: &Plan, explain: bool) -> String {
 pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
     let d = &p.description;
     if json {
-        let schema: serde_json::Value =
-            serde_json::from_str(&d.settings_schema).unwrap_or(serde_json::Value::Null);
+        let schema: serde_json::Value = serde_json::from_str(&d.settings_schema).unwrap_or(serde_json::Value::Null);
         let v = serde_json::json!({
             "name": d.name,
             "version": d.version,
@@ -237,30 +158,18 @@ pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
 }
 
 pub fn status(list: &[orch::lifecycle::ServiceStatus]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|s| {
-            let ports: Vec<String> = s
-                .ports
-                .iter()
-                .filter(|p| p.1 != "::")
-                .map(|(p, _, hp)| format!("{hp}->{p}"))
-                .collect();
+            let ports: Vec<String> = s.ports.iter().filter(|p| p.1 != "::").map(|(p, _, hp)| format!("{hp}->{p}")).collect();
             let age = now.saturating_sub(s.created);
             vec![
                 s.env.clone(),
                 s.project.clone(),
                 s.service.clone(),
                 s.state.clone(),
-                if ports.is_empty() {
-                    "-".into()
-                } else {
-                    ports.join(" ")
-                },
+                if ports.is_empty() { "-".into() } else { ports.join(" ") },
                 if age >= 3600 {
                     format!("{}h", age / 3600)
                 } else if age >= 60 {
@@ -271,8 +180,5 @@ pub fn status(list: &[orch::lifecycle::ServiceStatus]) -> String {
             ]
         })
         .collect();
-    table(
-        &["ENV", "PROJECT", "SERVICE", "STATE", "PORTS", "AGE"],
-        &rows,
-    )
+    table(&["ENV", "PROJECT", "SERVICE", "STATE", "PORTS", "AGE"], &rows)
 }

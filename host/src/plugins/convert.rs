@@ -14,18 +14,11 @@ use crate::facts::Facts;
 use crate::plan::*;
 
 fn kv(map: &BTreeMap<String, String>) -> Vec<w::KeyValue> {
-    map.iter()
-        .map(|(k, v)| w::KeyValue {
-            key: k.clone(),
-            value: v.clone(),
-        })
-        .collect()
+    map.iter().map(|(k, v)| w::KeyValue { key: k.clone(), value: v.clone() }).collect()
 }
 
 fn from_kv(list: &[w::KeyValue]) -> BTreeMap<String, String> {
-    list.iter()
-        .map(|p| (p.key.clone(), p.value.clone()))
-        .collect()
+    list.iter().map(|p| (p.key.clone(), p.value.clone())).collect()
 }
 
 pub fn env_kind(k: EnvKind) -> w::EnvKind {
@@ -73,20 +66,10 @@ fn wait(s: &WaitStrategy) -> w::WaitStrategy {
         WaitStrategy::Running => w::WaitStrategy::Running,
         WaitStrategy::Healthcheck => w::WaitStrategy::Healthcheck,
         WaitStrategy::Tcp { container_port } => w::WaitStrategy::Tcp(*container_port),
-        WaitStrategy::Http {
-            container_port,
-            path,
-            status,
-        } => w::WaitStrategy::Http(w::HttpWait {
-            container_port: *container_port,
-            path: path.clone(),
-            status: *status,
-        }),
-        WaitStrategy::LogLine {
-            pattern,
-            stream,
-            times,
-        } => w::WaitStrategy::LogLine(w::LogWait {
+        WaitStrategy::Http { container_port, path, status } => {
+            w::WaitStrategy::Http(w::HttpWait { container_port: *container_port, path: path.clone(), status: *status })
+        }
+        WaitStrategy::LogLine { pattern, stream, times } => w::WaitStrategy::LogLine(w::LogWait {
             pattern: pattern.clone(),
             stream: match stream {
                 LogStream::Stdout => w::LogStream::Stdout,
@@ -104,11 +87,7 @@ fn from_wait(s: &w::WaitStrategy) -> WaitStrategy {
         w::WaitStrategy::Running => WaitStrategy::Running,
         w::WaitStrategy::Healthcheck => WaitStrategy::Healthcheck,
         w::WaitStrategy::Tcp(p) => WaitStrategy::Tcp { container_port: *p },
-        w::WaitStrategy::Http(h) => WaitStrategy::Http {
-            container_port: h.container_port,
-            path: h.path.clone(),
-            status: h.status,
-        },
+        w::WaitStrategy::Http(h) => WaitStrategy::Http { container_port: h.container_port, path: h.path.clone(), status: h.status },
         w::WaitStrategy::LogLine(l) => WaitStrategy::LogLine {
             pattern: l.pattern.clone(),
             stream: match l.stream {
@@ -125,26 +104,15 @@ fn from_wait(s: &w::WaitStrategy) -> WaitStrategy {
 fn strategy(s: &PortStrategy) -> w::PortStrategy {
     match s {
         PortStrategy::Fixed { port } => w::PortStrategy::Fixed(*port),
-        PortStrategy::Range { start, end } => w::PortStrategy::Range(w::PortRange {
-            start: *start,
-            end: *end,
-        }),
-        PortStrategy::Hashed { start, end } => w::PortStrategy::Hashed(w::PortRange {
-            start: *start,
-            end: *end,
-        }),
+        PortStrategy::Range { start, end } => w::PortStrategy::Range(w::PortRange { start: *start, end: *end }),
+        PortStrategy::Hashed { start, end } => w::PortStrategy::Hashed(w::PortRange { start: *start, end: *end }),
         PortStrategy::Ephemeral => w::PortStrategy::Ephemeral,
         PortStrategy::Unpublished => w::PortStrategy::Unpublished,
     }
 }
 
 fn build(b: &Build) -> w::BuildSpec {
-    w::BuildSpec {
-        context: b.context.display().to_string(),
-        dockerfile: b.dockerfile.clone(),
-        target: b.target.clone(),
-        args: kv(&b.args),
-    }
+    w::BuildSpec { context: b.context.display().to_string(), dockerfile: b.dockerfile.clone(), target: b.target.clone(), args: kv(&b.args) }
 }
 
 /// The plugin's build, keeping what the WIT record does not carry (labels, build options) from the draft; an inline
@@ -162,10 +130,7 @@ fn from_build(b: &w::BuildSpec, previous: Option<&Build>) -> Build {
 }
 
 fn logging(l: &Logging) -> w::Logging {
-    w::Logging {
-        driver: l.driver.clone().unwrap_or_else(|| "json-file".into()),
-        options: kv(&l.options),
-    }
+    w::Logging { driver: l.driver.clone().unwrap_or_else(|| "json-file".into()), options: kv(&l.options) }
 }
 
 /// What a plugin sees: the plan as it stands, its own settings, the host's facts and the environment's seed.
@@ -191,34 +156,16 @@ pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
             networks: s
                 .networks
                 .iter()
-                .map(|(n, a)| w::ServiceNetwork {
-                    network: n.clone(),
-                    aliases: a.aliases.clone(),
-                    ipv4_address: a.ipv4_address.clone(),
-                })
+                .map(|(n, a)| w::ServiceNetwork { network: n.clone(), aliases: a.aliases.clone(), ipv4_address: a.ipv4_address.clone() })
                 .collect(),
             healthcheck: s.healthcheck.as_ref().map(healthcheck),
             wait: s.wait.iter().map(wait).collect(),
             labels: kv(&s.labels),
             environment: kv(&s.environment),
             depends_on: s.depends_on.keys().cloned().collect(),
-            resources: w::Resources {
-                memory_limit: s.resources.memory_limit,
-                memory_reservation: s.resources.memory_reservation,
-                cpus: s.resources.cpus,
-            },
+            resources: w::Resources { memory_limit: s.resources.memory_limit, memory_reservation: s.resources.memory_reservation, cpus: s.resources.cpus },
             // Plugins see every tmpfs mount point, whether `tmpfs:` or a `type: tmpfs` volume made it.
-            tmpfs: s
-                .tmpfs
-                .iter()
-                .cloned()
-                .chain(
-                    s.volumes
-                        .iter()
-                        .filter(|m| m.kind == "tmpfs")
-                        .map(|m| m.target.clone()),
-                )
-                .collect(),
+            tmpfs: s.tmpfs.iter().cloned().chain(s.volumes.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.clone())).collect(),
             logging: s.logging.as_ref().map(logging),
         })
         .collect();
@@ -266,11 +213,7 @@ struct Apply<'a> {
 
 impl Apply<'_> {
     fn invalid(&self, message: impl Into<String>) -> PluginError {
-        PluginError::InvalidOutput {
-            plugin: self.plugin.into(),
-            call: self.call.into(),
-            message: message.into(),
-        }
+        PluginError::InvalidOutput { plugin: self.plugin.into(), call: self.call.into(), message: message.into() }
     }
 
     fn service(&self, name: &str) -> Result<(), PluginError> {
@@ -279,23 +222,14 @@ impl Apply<'_> {
         } else {
             Err(self.invalid(format!(
                 "it names service {name:?}, which the plan does not have (services: {})",
-                self.plan
-                    .services
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.plan.services.keys().cloned().collect::<Vec<_>>().join(", ")
             )))
         }
     }
 
     /// Edits one service; `f` returns the fields it set, which are recorded as set by this plugin.
     fn edit(&mut self, service: &str, f: impl FnOnce(&mut ServicePlan) -> Vec<&'static str>) {
-        let touched = f(self
-            .plan
-            .services
-            .get_mut(service)
-            .expect("checked by Apply::service"));
+        let touched = f(self.plan.services.get_mut(service).expect("checked by Apply::service"));
         let source = self.source.clone();
         for t in touched {
             self.plan.set_by(format!("services.{service}.{t}"), &source);
@@ -305,49 +239,24 @@ impl Apply<'_> {
     fn diagnostics(&mut self, list: &[w::Diagnostic]) {
         for d in list {
             let (source, path) = (self.source.clone(), d.path.clone());
-            self.plan
-                .diagnose(level(d.level), &d.code, d.message.clone(), path, &source);
+            self.plan.diagnose(level(d.level), &d.code, d.message.clone(), path, &source);
         }
     }
 
     fn cidr(&self, what: &str, value: &str) -> Result<Ipv4Net, PluginError> {
-        value.parse::<Ipv4Net>().map_err(|_| {
-            self.invalid(format!(
-                "{what} {value:?} is not an IPv4 CIDR such as 10.1.2.0/24"
-            ))
-        })
+        value.parse::<Ipv4Net>().map_err(|_| self.invalid(format!("{what} {value:?} is not an IPv4 CIDR such as 10.1.2.0/24")))
     }
 }
 
-pub fn apply_networks(
-    plan: &mut Plan,
-    plugin: &str,
-    out: &ex::networks::NetworkPlan,
-) -> Result<(), PluginError> {
-    let mut a = Apply {
-        plan,
-        plugin,
-        call: "networks.plan",
-        source: format!("plugin:{plugin}"),
-    };
+pub fn apply_networks(plan: &mut Plan, plugin: &str, out: &ex::networks::NetworkPlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "networks.plan", source: format!("plugin:{plugin}") };
     for n in &out.networks {
-        if n.name.is_empty()
-            || !n
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(a.invalid(format!(
-                "network name {:?} must be letters, digits, - or _",
-                n.name
-            )));
+        if n.name.is_empty() || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(a.invalid(format!("network name {:?} must be letters, digits, - or _", n.name)));
         }
         match &n.subnet {
             Some(w::SubnetRequest::Size(s)) if !(8..=29).contains(s) => {
-                return Err(a.invalid(format!(
-                    "network {}: subnet size /{s} is outside /8../29",
-                    n.name
-                )));
+                return Err(a.invalid(format!("network {}: subnet size /{s} is outside /8../29", n.name)));
             }
             Some(w::SubnetRequest::Fixed(c)) => {
                 a.cidr(&format!("network {}: subnet", n.name), c)?;
@@ -355,39 +264,27 @@ pub fn apply_networks(
             _ => {}
         }
         if let Some(g) = &n.gateway {
-            g.parse::<std::net::Ipv4Addr>().map_err(|_| {
-                a.invalid(format!(
-                    "network {}: gateway {g:?} is not an IPv4 address",
-                    n.name
-                ))
-            })?;
+            g.parse::<std::net::Ipv4Addr>().map_err(|_| a.invalid(format!("network {}: gateway {g:?} is not an IPv4 address", n.name)))?;
         }
         if let Some(r) = &n.ip_range {
             a.cidr(&format!("network {}: ip-range", n.name), r)?;
         }
         let identity = a.plan.identity.clone();
         let p = format!("networks.{}", n.name);
-        let entry = a
-            .plan
-            .networks
-            .entry(n.name.clone())
-            .or_insert_with(|| NetworkPlan {
-                docker_name: identity.resource_name(&n.name),
-                external: false,
-                internal: false,
-                driver: "bridge".into(),
-                subnet_request: None,
-                subnet: None,
-                gateway: None,
-                ip_range: None,
-                driver_opts: BTreeMap::new(),
-                labels: BTreeMap::new(),
-            });
+        let entry = a.plan.networks.entry(n.name.clone()).or_insert_with(|| NetworkPlan {
+            docker_name: identity.resource_name(&n.name),
+            external: false,
+            internal: false,
+            driver: "bridge".into(),
+            subnet_request: None,
+            subnet: None,
+            gateway: None,
+            ip_range: None,
+            driver_opts: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        });
         if entry.external {
-            return Err(a.invalid(format!(
-                "network {} is external (owned outside orch); a plugin cannot change it",
-                n.name
-            )));
+            return Err(a.invalid(format!("network {} is external (owned outside orch); a plugin cannot change it", n.name)));
         }
         let mut touched = vec![];
         if let Some(s) = &n.subnet {
@@ -437,122 +334,58 @@ pub fn apply_networks(
                 return Err(a.invalid(format!("it attaches {} to network {:?}, which neither the compose file nor the plugin defines", att.service, n.network)));
             }
         }
-        let networks = att
-            .networks
-            .iter()
-            .map(|n| {
-                (
-                    n.network.clone(),
-                    Attachment {
-                        aliases: n.aliases.clone(),
-                        ipv4_address: n.ipv4_address.clone(),
-                    },
-                )
-            })
-            .collect();
-        a.plan
-            .services
-            .get_mut(&att.service)
-            .expect("checked above")
-            .networks = networks;
+        let networks =
+            att.networks.iter().map(|n| (n.network.clone(), Attachment { aliases: n.aliases.clone(), ipv4_address: n.ipv4_address.clone() })).collect();
+        a.plan.services.get_mut(&att.service).expect("checked above").networks = networks;
         let source = a.source.clone();
-        a.plan
-            .set_by(format!("services.{}.networks", att.service), &source);
+        a.plan.set_by(format!("services.{}.networks", att.service), &source);
     }
     a.diagnostics(&out.diagnostics);
     Ok(())
 }
 
-pub fn apply_ports(
-    plan: &mut Plan,
-    plugin: &str,
-    out: &ex::ports::PortPlan,
-) -> Result<(), PluginError> {
-    let mut a = Apply {
-        plan,
-        plugin,
-        call: "ports.plan",
-        source: format!("plugin:{plugin}"),
-    };
+pub fn apply_ports(plan: &mut Plan, plugin: &str, out: &ex::ports::PortPlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "ports.plan", source: format!("plugin:{plugin}") };
     for p in &out.ports {
         a.service(&p.service)?;
         if p.container_port == 0 {
-            return Err(a.invalid(format!(
-                "service {}: container port 0 is not a port",
-                p.service
-            )));
+            return Err(a.invalid(format!("service {}: container port 0 is not a port", p.service)));
         }
         if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
-            return Err(a.invalid(format!(
-                "service {}: protocol {:?} is not tcp, udp or sctp",
-                p.service, p.protocol
-            )));
+            return Err(a.invalid(format!("service {}: protocol {:?} is not tcp, udp or sctp", p.service, p.protocol)));
         }
         let strategy = match &p.strategy {
             w::PortStrategy::Fixed(port) => PortStrategy::Fixed { port: *port },
-            w::PortStrategy::Range(r) | w::PortStrategy::Hashed(r)
-                if r.start == 0 || r.start > r.end =>
-            {
-                return Err(a.invalid(format!(
-                    "service {}: port range {}-{} is empty or starts at 0",
-                    p.service, r.start, r.end
-                )));
+            w::PortStrategy::Range(r) | w::PortStrategy::Hashed(r) if r.start == 0 || r.start > r.end => {
+                return Err(a.invalid(format!("service {}: port range {}-{} is empty or starts at 0", p.service, r.start, r.end)));
             }
-            w::PortStrategy::Range(r) => PortStrategy::Range {
-                start: r.start,
-                end: r.end,
-            },
-            w::PortStrategy::Hashed(r) => PortStrategy::Hashed {
-                start: r.start,
-                end: r.end,
-            },
+            w::PortStrategy::Range(r) => PortStrategy::Range { start: r.start, end: r.end },
+            w::PortStrategy::Hashed(r) => PortStrategy::Hashed { start: r.start, end: r.end },
             w::PortStrategy::Ephemeral => PortStrategy::Ephemeral,
             w::PortStrategy::Unpublished => PortStrategy::Unpublished,
         };
         let service = a.plan.services.get_mut(&p.service).expect("checked above");
-        let port = PortPlan {
-            container_port: p.container_port,
-            protocol: p.protocol.clone(),
-            host_ip: p.host_ip.clone(),
-            strategy,
-            host_port: None,
-        };
+        let port = PortPlan { container_port: p.container_port, protocol: p.protocol.clone(), host_ip: p.host_ip.clone(), strategy, host_port: None };
         let key = port.key();
         match service.ports.iter_mut().find(|x| x.key() == key) {
             Some(existing) => *existing = port,
             None => service.ports.push(port),
         }
         let source = a.source.clone();
-        a.plan
-            .set_by(format!("services.{}.ports.{key}", p.service), &source);
+        a.plan.set_by(format!("services.{}.ports.{key}", p.service), &source);
     }
     a.diagnostics(&out.diagnostics);
     Ok(())
 }
 
-pub fn apply_health(
-    plan: &mut Plan,
-    plugin: &str,
-    out: &ex::health::HealthPlan,
-) -> Result<(), PluginError> {
-    let mut a = Apply {
-        plan,
-        plugin,
-        call: "health.plan",
-        source: format!("plugin:{plugin}"),
-    };
+pub fn apply_health(plan: &mut Plan, plugin: &str, out: &ex::health::HealthPlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "health.plan", source: format!("plugin:{plugin}") };
     for h in &out.services {
         a.service(&h.service)?;
         if let Some(hc) = &h.healthcheck
-            && !matches!(
-                hc.test.first().map(String::as_str),
-                Some("CMD" | "CMD-SHELL" | "NONE")
-            )
+            && !matches!(hc.test.first().map(String::as_str), Some("CMD" | "CMD-SHELL" | "NONE"))
         {
-            return Err(a.invalid(format!(
-                "service {}: a healthcheck test must start with CMD, CMD-SHELL or NONE",
-                h.service
-            )));
+            return Err(a.invalid(format!("service {}: a healthcheck test must start with CMD, CMD-SHELL or NONE", h.service)));
         }
         a.edit(&h.service, |service| {
             let mut touched = vec![];
@@ -571,28 +404,12 @@ pub fn apply_health(
     Ok(())
 }
 
-pub fn apply_images(
-    plan: &mut Plan,
-    plugin: &str,
-    out: &ex::images::ImagePlan,
-) -> Result<(), PluginError> {
-    let mut a = Apply {
-        plan,
-        plugin,
-        call: "images.plan",
-        source: format!("plugin:{plugin}"),
-    };
+pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "images.plan", source: format!("plugin:{plugin}") };
     for i in &out.services {
         a.service(&i.service)?;
-        if i.image
-            .as_deref()
-            .is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace))
-        {
-            return Err(a.invalid(format!(
-                "service {}: image reference {:?} is not valid",
-                i.service,
-                i.image.as_deref().unwrap_or_default()
-            )));
+        if i.image.as_deref().is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace)) {
+            return Err(a.invalid(format!("service {}: image reference {:?} is not valid", i.service, i.image.as_deref().unwrap_or_default())));
         }
         a.edit(&i.service, |service| {
             let mut touched = vec![];
@@ -611,33 +428,19 @@ pub fn apply_images(
     Ok(())
 }
 
-pub fn apply_services(
-    plan: &mut Plan,
-    plugin: &str,
-    out: &ex::services::ServicePlan,
-) -> Result<(), PluginError> {
-    let mut a = Apply {
-        plan,
-        plugin,
-        call: "services.plan",
-        source: format!("plugin:{plugin}"),
-    };
+pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::ServicePlan) -> Result<(), PluginError> {
+    let mut a = Apply { plan, plugin, call: "services.plan", source: format!("plugin:{plugin}") };
     for i in &out.services {
         a.service(&i.service)?;
         if i.add_tmpfs.iter().any(|t| !t.starts_with('/')) {
-            return Err(a.invalid(format!(
-                "service {}: tmpfs mount points must be absolute paths",
-                i.service
-            )));
+            return Err(a.invalid(format!("service {}: tmpfs mount points must be absolute paths", i.service)));
         }
         a.edit(&i.service, |service| {
             let mut touched = vec![];
             if let Some(r) = &i.resources {
                 let merged = Resources {
                     memory_limit: r.memory_limit.or(service.resources.memory_limit),
-                    memory_reservation: r
-                        .memory_reservation
-                        .or(service.resources.memory_reservation),
+                    memory_reservation: r.memory_reservation.or(service.resources.memory_reservation),
                     cpus: r.cpus.or(service.resources.cpus),
                     cpus_reservation: service.resources.cpus_reservation,
                 };
@@ -652,10 +455,7 @@ pub fn apply_services(
                 }
             }
             if let Some(l) = &i.logging {
-                service.logging = Some(Logging {
-                    driver: Some(l.driver.clone()),
-                    options: from_kv(&l.options),
-                });
+                service.logging = Some(Logging { driver: Some(l.driver.clone()), options: from_kv(&l.options) });
                 touched.push("logging");
             }
             if !i.add_labels.is_empty() {
@@ -677,18 +477,19 @@ pub fn apply_services(
     // orch's note that a fixed name lives on as an alias is no longer true where a plugin dropped the name.
     for i in out.services.iter().filter(|i| i.drop_container_name) {
         let path = format!("services.{}.container_name", i.service);
-        let explained = out
-            .diagnostics
-            .iter()
-            .any(|d| d.path.as_deref() == Some(path.as_str()));
-        let Some(at) = plan.diagnostics.iter().position(|d| {
-            d.code == "compose.container-name-alias" && d.path.as_deref() == Some(path.as_str())
-        }) else {
+        let explained = out.diagnostics.iter().any(|d| d.path.as_deref() == Some(path.as_str()));
+        let Some(at) = plan.diagnostics.iter().position(|d| d.code == "compose.container-name-alias" && d.path.as_deref() == Some(path.as_str())) else {
             continue;
         };
         plan.diagnostics.remove(at);
         if !explained {
-            plan.diagnose(Level::Info, "compose.container-name-dropped", format!("service {}: its fixed container name is dropped (not kept as an alias) by plugin {plugin}", i.service), Some(path), &format!("plugin:{plugin}"));
+            plan.diagnose(
+                Level::Info,
+                "compose.container-name-dropped",
+                format!("service {}: its fixed container name is dropped (not kept as an alias) by plugin {plugin}", i.service),
+                Some(path),
+                &format!("plugin:{plugin}"),
+            );
         }
     }
     Ok(())

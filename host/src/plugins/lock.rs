@@ -49,17 +49,11 @@ impl Lock {
         let path = dir.join(FILE_NAME);
         let entries = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let file: LockFileToml = toml::from_str(&text).map_err(|e| PluginError::Lock {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                let file: LockFileToml = toml::from_str(&text).map_err(|e| PluginError::Lock { path: path.clone(), message: e.to_string() })?;
                 if file.version != 1 {
                     return Err(PluginError::Lock {
                         path,
-                        message: format!(
-                            "version {} is not supported by this orch (it writes version 1); upgrade orch",
-                            file.version
-                        ),
+                        message: format!("version {} is not supported by this orch (it writes version 1); upgrade orch", file.version),
                     });
                 }
                 file.plugins
@@ -67,12 +61,7 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(PluginError::Read { path, source: e }),
         };
-        Ok(Lock {
-            path,
-            entries,
-            changed: false,
-            frozen: false,
-        })
+        Ok(Lock { path, entries, changed: false, frozen: false })
     }
 
     pub fn dir(&self) -> &Path {
@@ -110,9 +99,7 @@ impl Lock {
 
     /// Forgets entries (all when `sources` is empty), so they are resolved afresh. Returns what was removed.
     pub fn forget(&mut self, sources: &[String]) -> Vec<LockEntry> {
-        let (gone, kept): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|e| {
-            sources.is_empty() || sources.iter().any(|s| *s == e.source || *s == e.name)
-        });
+        let (gone, kept): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|e| sources.is_empty() || sources.iter().any(|s| *s == e.source || *s == e.name));
         self.entries = kept;
         self.changed |= !gone.is_empty();
         gone
@@ -123,18 +110,11 @@ impl Lock {
         if !self.changed {
             return Ok(false);
         }
-        let body = toml::to_string(&LockFileToml {
-            version: 1,
-            plugins: self.entries.clone(),
-        })
-        .expect("lock serialises");
+        let body = toml::to_string(&LockFileToml { version: 1, plugins: self.entries.clone() }).expect("lock serialises");
         let tmp = self.path.with_extension("lock.tmp");
         std::fs::write(&tmp, format!("{HEADER}{body}"))
             .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|source| PluginError::Read {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(|source| PluginError::Read { path: self.path.clone(), source })?;
         self.changed = false;
         Ok(true)
     }
@@ -160,28 +140,10 @@ mod tests {
         let mut again = Lock::load(dir.path()).unwrap();
         assert_eq!(again.get(&e.source), Some(&e));
         again.frozen = true;
-        assert!(
-            again.insert(e.clone()).is_ok(),
-            "an identical entry is no change"
-        );
-        let other = LockEntry {
-            source: "./p.wasm".into(),
-            manifest: None,
-            ..e
-        };
-        assert!(
-            again
-                .insert(other)
-                .unwrap_err()
-                .to_string()
-                .contains("--locked")
-        );
+        assert!(again.insert(e.clone()).is_ok(), "an identical entry is no change");
+        let other = LockEntry { source: "./p.wasm".into(), manifest: None, ..e };
+        assert!(again.insert(other).unwrap_err().to_string().contains("--locked"));
         std::fs::write(dir.path().join(FILE_NAME), "version = 2\n").unwrap();
-        assert!(
-            Lock::load(dir.path())
-                .unwrap_err()
-                .to_string()
-                .contains("version 2")
-        );
+        assert!(Lock::load(dir.path()).unwrap_err().to_string().contains("version 2"));
     }
 }

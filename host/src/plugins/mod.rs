@@ -29,86 +29,37 @@ pub enum PluginError {
     )]
     Unknown { name: String, builtins: String },
     #[error("cannot read plugin {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("the plugin engine failed: {0}")]
     Engine(String),
     #[error("plugin {plugin} is not a valid WebAssembly component: {message}")]
     Compile { plugin: String, message: String },
     #[error("plugin {plugin} cannot be linked: {message}")]
     Link { plugin: String, message: String },
-    #[error(
-        "plugin {plugin} is not an orch policy plugin: {message}; build it with the orch-plugin-api crate (see plugin-api/README.md)"
-    )]
+    #[error("plugin {plugin} is not an orch policy plugin: {message}; build it with the orch-plugin-api crate (see plugin-api/README.md)")]
     NotAPlugin { plugin: String, message: String },
     #[error(
         "plugin {plugin} was built against orch:policy@{found}, but this orch supports orch:policy@{supported}; rebuild the plugin against orch-plugin-api {supported}, or use an orch that supports {found}"
     )]
-    IncompatibleApi {
-        plugin: String,
-        found: String,
-        supported: String,
-    },
-    #[error(
-        "plugin {plugin}: {call} used up its CPU budget ({fuel} fuel) — it probably loops forever"
-    )]
-    OutOfFuel {
-        plugin: String,
-        call: String,
-        fuel: u64,
-    },
+    IncompatibleApi { plugin: String, found: String, supported: String },
+    #[error("plugin {plugin}: {call} used up its CPU budget ({fuel} fuel) — it probably loops forever")]
+    OutOfFuel { plugin: String, call: String, fuel: u64 },
     #[error("plugin {plugin}: {call} ran past its {limit_ms} ms deadline")]
-    Timeout {
-        plugin: String,
-        call: String,
-        limit_ms: u64,
-    },
-    #[error(
-        "plugin {plugin}: {call} tried to grow its memory to {requested} bytes, over its limit of {limit} bytes"
-    )]
-    OutOfMemory {
-        plugin: String,
-        call: String,
-        requested: usize,
-        limit: usize,
-    },
+    Timeout { plugin: String, call: String, limit_ms: u64 },
+    #[error("plugin {plugin}: {call} tried to grow its memory to {requested} bytes, over its limit of {limit} bytes")]
+    OutOfMemory { plugin: String, call: String, requested: usize, limit: usize },
     #[error(
         "plugin {plugin}: {call} tried to use {capability} ({import}); policy plugins get no files, sockets or environment — they receive everything in the snapshot"
     )]
-    Forbidden {
-        plugin: String,
-        call: String,
-        capability: String,
-        import: String,
-    },
+    Forbidden { plugin: String, call: String, capability: String, import: String },
     #[error("plugin {plugin}: {call} crashed: {message}{}", if output.is_empty() { String::new() } else { format!("\n  plugin output:\n    {}", output.replace('\n', "\n    ")) })]
-    Trap {
-        plugin: String,
-        call: String,
-        message: String,
-        output: String,
-    },
+    Trap { plugin: String, call: String, message: String, output: String },
     #[error("plugin {plugin}: {call} refused the plan: [{code}] {message}{}", path.as_ref().map(|p| format!(" (at {p})")).unwrap_or_default())]
-    Refused {
-        plugin: String,
-        call: String,
-        code: String,
-        message: String,
-        path: Option<String>,
-    },
+    Refused { plugin: String, call: String, code: String, message: String, path: Option<String> },
     #[error("plugin {plugin}: {call} returned an invalid plan: {message}")]
-    InvalidOutput {
-        plugin: String,
-        call: String,
-        message: String,
-    },
+    InvalidOutput { plugin: String, call: String, message: String },
     #[error("plugin {plugin} rejected its settings:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Settings {
-        plugin: String,
-        problems: Vec<String>,
-    },
+    Settings { plugin: String, problems: Vec<String> },
     #[error("invalid plugin setting {setting:?}: {message}")]
     SettingSyntax { setting: String, message: String },
     #[error("plugin {reference}: {message}")]
@@ -116,13 +67,7 @@ pub enum PluginError {
     #[error("{}: {message}", path.display())]
     Lock { path: PathBuf, message: String },
     #[error("plugin {source_ref} does not match {}: it pins {locked}, but {why} ({found}). Nothing was run. If the new content is intended, run `orch plugin update {source_ref}` and commit orch.lock", lock.display())]
-    LockMismatch {
-        source_ref: String,
-        lock: PathBuf,
-        locked: String,
-        found: String,
-        why: String,
-    },
+    LockMismatch { source_ref: String, lock: PathBuf, locked: String, found: String, why: String },
     #[error("cannot build the plugin crate {}: {message}", dir.display())]
     Build { dir: PathBuf, message: String },
 }
@@ -155,21 +100,11 @@ impl PluginRef {
         match self {
             PluginRef::Builtin(n) => n.clone(),
             PluginRef::Path(p) => {
-                let p = if p.is_dir() {
-                    std::path::absolute(p).unwrap_or_else(|_| p.clone())
-                } else {
-                    p.clone()
-                };
-                p.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| p.display().to_string())
+                let p = if p.is_dir() { std::path::absolute(p).unwrap_or_else(|_| p.clone()) } else { p.clone() };
+                p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
             }
             PluginRef::Oci(text) => {
-                let repo = text
-                    .trim_start_matches(oci::SCHEME)
-                    .split('@')
-                    .next()
-                    .unwrap_or(text);
+                let repo = text.trim_start_matches(oci::SCHEME).split('@').next().unwrap_or(text);
                 let last = repo.rsplit('/').next().unwrap_or(repo);
                 last.split(':').next().unwrap_or(last).to_string()
             }
@@ -179,14 +114,8 @@ impl PluginRef {
     /// A built-in plugin's bytes.
     pub fn builtin(&self) -> Result<&'static [u8], PluginError> {
         match self {
-            PluginRef::Builtin(name) => builtin_bytes(name).ok_or_else(|| PluginError::Unknown {
-                name: name.clone(),
-                builtins: builtin_names().join(", "),
-            }),
-            other => Err(PluginError::Unknown {
-                name: other.display_name(),
-                builtins: builtin_names().join(", "),
-            }),
+            PluginRef::Builtin(name) => builtin_bytes(name).ok_or_else(|| PluginError::Unknown { name: name.clone(), builtins: builtin_names().join(", ") }),
+            other => Err(PluginError::Unknown { name: other.display_name(), builtins: builtin_names().join(", ") }),
         }
     }
 }
@@ -196,10 +125,7 @@ pub fn builtin_names() -> Vec<&'static str> {
 }
 
 pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
-    builtin::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, b)| *b)
+    builtin::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
 }
 
 /// A plugin with the settings it runs with.
@@ -211,59 +137,33 @@ pub struct ActivePlugin {
 
 /// Collects `--plugin-setting NAME.KEY=VALUE` into per-plugin JSON objects (VALUE is JSON if it parses, else a
 /// string; KEY may be dotted to reach into objects).
-pub fn parse_settings(
-    base: BTreeMap<String, serde_json::Value>,
-    flags: &[String],
-) -> Result<BTreeMap<String, serde_json::Value>, PluginError> {
+pub fn parse_settings(base: BTreeMap<String, serde_json::Value>, flags: &[String]) -> Result<BTreeMap<String, serde_json::Value>, PluginError> {
     let mut out = base;
     for flag in flags {
-        let err = |m: &str| PluginError::SettingSyntax {
-            setting: flag.clone(),
-            message: m.into(),
-        };
-        let (lhs, value) = flag
-            .split_once('=')
-            .ok_or_else(|| err("expected NAME.KEY=VALUE, e.g. bpo-networks.subnets=fixed"))?;
-        let (plugin, key) = lhs
-            .split_once('.')
-            .ok_or_else(|| err("expected NAME.KEY=VALUE, e.g. bpo-networks.subnets=fixed"))?;
+        let err = |m: &str| PluginError::SettingSyntax { setting: flag.clone(), message: m.into() };
+        let (lhs, value) = flag.split_once('=').ok_or_else(|| err("expected NAME.KEY=VALUE, e.g. bpo-networks.subnets=fixed"))?;
+        let (plugin, key) = lhs.split_once('.').ok_or_else(|| err("expected NAME.KEY=VALUE, e.g. bpo-networks.subnets=fixed"))?;
         if plugin.is_empty() || key.is_empty() {
             return Err(err("the plugin name and the key must not be empty"));
         }
-        let value = serde_json::from_str(value)
-            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-        let mut node = out
-            .entry(plugin.to_string())
-            .or_insert_with(|| serde_json::json!({}));
+        let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let mut node = out.entry(plugin.to_string()).or_insert_with(|| serde_json::json!({}));
         let parts: Vec<&str> = key.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
-            let obj = node
-                .as_object_mut()
-                .ok_or_else(|| err("cannot set a key inside a value that is not an object"))?;
+            let obj = node.as_object_mut().ok_or_else(|| err("cannot set a key inside a value that is not an object"))?;
             if i + 1 == parts.len() {
                 obj.insert(part.to_string(), value.clone());
                 break;
             }
-            node = obj
-                .entry(part.to_string())
-                .or_insert_with(|| serde_json::json!({}));
+            node = obj.entry(part.to_string()).or_insert_with(|| serde_json::json!({}));
         }
     }
     Ok(out)
 }
 
 /// Loads plugins (nothing pinned: no project lock) and checks their settings.
-pub fn activate(
-    runtime: &Runtime,
-    refs: &[PluginRef],
-    settings: &BTreeMap<String, serde_json::Value>,
-) -> Result<Vec<ActivePlugin>, PluginError> {
-    activate_from(
-        runtime,
-        refs,
-        settings,
-        &mut source::Sources::new(runtime, None),
-    )
+pub fn activate(runtime: &Runtime, refs: &[PluginRef], settings: &BTreeMap<String, serde_json::Value>) -> Result<Vec<ActivePlugin>, PluginError> {
+    activate_from(runtime, refs, settings, &mut source::Sources::new(runtime, None))
 }
 
 /// Fetches plugins through `sources` (verifying and pinning them in its lock), loads them, and checks their settings
@@ -278,56 +178,26 @@ pub fn activate_from(
     for r in refs {
         let fetched = sources.fetch(r)?;
         let plugin = runtime.load(&r.display_name(), &fetched.bytes)?;
-        sources.pin(
-            &fetched,
-            &plugin.description.name,
-            &plugin.description.version,
-        )?;
+        sources.pin(&fetched, &plugin.description.name, &plugin.description.version)?;
         // Settings are found under the name the user typed or the name the plugin gives itself.
-        let value = settings
-            .get(&r.display_name())
-            .or_else(|| settings.get(&plugin.description.name))
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({}));
+        let value = settings.get(&r.display_name()).or_else(|| settings.get(&plugin.description.name)).cloned().unwrap_or_else(|| serde_json::json!({}));
         let text = value.to_string();
         let problems = plugin.validate_settings(&text)?;
         let errors: Vec<String> = problems
             .iter()
             .filter(|d| matches!(d.level, runtime::types::Level::Error))
-            .map(|d| {
-                format!(
-                    "{}{} [{}]",
-                    d.path
-                        .as_ref()
-                        .map(|p| format!("{p}: "))
-                        .unwrap_or_default(),
-                    d.message,
-                    d.code
-                )
-            })
+            .map(|d| format!("{}{} [{}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code))
             .collect();
         if !errors.is_empty() {
-            return Err(PluginError::Settings {
-                plugin: plugin.name.clone(),
-                problems: errors,
-            });
+            return Err(PluginError::Settings { plugin: plugin.name.clone(), problems: errors });
         }
-        out.push(ActivePlugin {
-            plugin,
-            settings: text,
-        });
+        out.push(ActivePlugin { plugin, settings: text });
     }
     Ok(out)
 }
 
 /// The order policies are applied in, within each plugin.
-pub const POLICY_ORDER: [Policy; 5] = [
-    Policy::Services,
-    Policy::Images,
-    Policy::Networks,
-    Policy::Ports,
-    Policy::Health,
-];
+pub const POLICY_ORDER: [Policy; 5] = [Policy::Services, Policy::Images, Policy::Networks, Policy::Ports, Policy::Health];
 
 /// Time spent in one policy call.
 #[derive(Debug, Clone)]
@@ -338,11 +208,7 @@ pub struct CallTiming {
 }
 
 /// Applies every plugin, in order, to the plan; each call sees the plan as the previous calls left it.
-pub fn apply_all(
-    plan: &mut Plan,
-    plugins: &[ActivePlugin],
-    facts: &Facts,
-) -> Result<Vec<CallTiming>, PluginError> {
+pub fn apply_all(plan: &mut Plan, plugins: &[ActivePlugin], facts: &Facts) -> Result<Vec<CallTiming>, PluginError> {
     let mut timings = vec![];
     for active in plugins {
         let p = &active.plugin;
@@ -378,19 +244,9 @@ pub fn apply_all(
                 }
             };
             for (lvl, message) in logs {
-                plan.diagnose(
-                    convert::level(lvl).min(Level::Info),
-                    "plugin.log",
-                    message,
-                    None,
-                    &format!("plugin:{name}"),
-                );
+                plan.diagnose(convert::level(lvl).min(Level::Info), "plugin.log", message, None, &format!("plugin:{name}"));
             }
-            timings.push(CallTiming {
-                plugin: name.to_string(),
-                call: runtime::policy_interface(policy).to_string(),
-                elapsed,
-            });
+            timings.push(CallTiming { plugin: name.to_string(), call: runtime::policy_interface(policy).to_string(), elapsed });
         }
     }
     Ok(timings)

@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use oci_client::client::{
-    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
-};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
@@ -26,20 +24,13 @@ pub const API_ANNOTATION: &str = "dev.orch.policy.api-version";
 /// `oci://host[:port]/repo[:tag][@sha256:…]` → a reference (tag `latest` when none is given).
 pub fn parse(text: &str) -> Result<Reference, PluginError> {
     let bare = text.strip_prefix(SCHEME).unwrap_or(text);
-    let invalid = |m: String| PluginError::Registry {
-        reference: text.into(),
-        message: m,
-    };
-    if !bare
-        .split('/')
-        .next()
-        .is_some_and(|host| host.contains('.') || host.contains(':') || host == "localhost")
-        || !bare.contains('/')
-    {
-        return Err(invalid("name the registry host explicitly, e.g. oci://registry.example.com/team/plugin:1.0.0 or oci://127.0.0.1:5000/team/plugin:1.0.0".into()));
+    let invalid = |m: String| PluginError::Registry { reference: text.into(), message: m };
+    if !bare.split('/').next().is_some_and(|host| host.contains('.') || host.contains(':') || host == "localhost") || !bare.contains('/') {
+        return Err(invalid(
+            "name the registry host explicitly, e.g. oci://registry.example.com/team/plugin:1.0.0 or oci://127.0.0.1:5000/team/plugin:1.0.0".into(),
+        ));
     }
-    bare.parse::<Reference>()
-        .map_err(|e| invalid(format!("not an OCI reference: {e}")))
+    bare.parse::<Reference>().map_err(|e| invalid(format!("not an OCI reference: {e}")))
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -47,51 +38,26 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 fn is_loopback(registry: &str) -> bool {
-    let host = registry
-        .rsplit_once(':')
-        .map(|(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                registry
-            }
-        })
-        .unwrap_or(registry);
+    let host = registry.rsplit_once(':').map(|(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { registry }).unwrap_or(registry);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Extra CA certificates (PEM) to trust for registries, besides the system's: `ORCH_REGISTRY_CA_FILE`.
 pub const CA_ENV: &str = "ORCH_REGISTRY_CA_FILE";
 
 fn client(protocol: ClientProtocol) -> Result<Client, PluginError> {
-    let mut config = ClientConfig {
-        protocol,
-        ..Default::default()
-    };
+    let mut config = ClientConfig { protocol, ..Default::default() };
     if let Some(path) = std::env::var_os(CA_ENV) {
-        let data = std::fs::read(&path).map_err(|source| PluginError::Read {
-            path: path.into(),
-            source,
-        })?;
-        config.extra_root_certificates.push(Certificate {
-            encoding: CertificateEncoding::Pem,
-            data,
-        });
+        let data = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.into(), source })?;
+        config.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
     }
     Ok(Client::new(config))
 }
 
 /// The protocols to try, in order: TLS everywhere; for a loopback registry plain HTTP after TLS (as Docker does).
 fn protocols(reference: &Reference) -> Vec<ClientProtocol> {
-    if is_loopback(reference.resolve_registry()) {
-        vec![ClientProtocol::Https, ClientProtocol::Http]
-    } else {
-        vec![ClientProtocol::Https]
-    }
+    if is_loopback(reference.resolve_registry()) { vec![ClientProtocol::Https, ClientProtocol::Http] } else { vec![ClientProtocol::Https] }
 }
 
 /// A failure in one attempt: the client's (a transport failure may be retried over the next protocol) or orch's.
@@ -133,11 +99,7 @@ where
 {
     let mut failures = vec![];
     for protocol in protocols(reference) {
-        let scheme = if matches!(protocol, ClientProtocol::Http) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if matches!(protocol, ClientProtocol::Http) { "http" } else { "https" };
         match op(client(protocol)?).await {
             Ok(v) => return Ok(v),
             Err(f) if f.transport() => failures.push((scheme, f)),
@@ -149,29 +111,16 @@ where
     // Every protocol failed to connect: say what each said (the TLS one usually explains a certificate problem).
     let message = failures
         .into_iter()
-        .map(|(scheme, f)| {
-            format!(
-                "over {scheme}: {}",
-                f.into_plugin(text)
-                    .to_string()
-                    .trim_start_matches(&format!("plugin {text}: "))
-                    .to_string()
-            )
-        })
+        .map(|(scheme, f)| format!("over {scheme}: {}", f.into_plugin(text).to_string().trim_start_matches(&format!("plugin {text}: ")).to_string()))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(PluginError::Registry {
-        reference: text.into(),
-        message,
-    })
+    Err(PluginError::Registry { reference: text.into(), message })
 }
 
 /// Credentials for a registry from the Docker config; anonymous when there are none.
 pub fn auth(reference: &Reference) -> RegistryAuth {
     match docker_credential::get_credential(reference.resolve_registry()) {
-        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-            RegistryAuth::Basic(u, p)
-        }
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => RegistryAuth::Basic(u, p),
         Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
         Err(_) => RegistryAuth::Anonymous,
     }
@@ -211,10 +160,7 @@ fn registry_error(reference: &str, e: &OciDistributionError) -> PluginError {
     } else {
         ""
     };
-    PluginError::Registry {
-        reference: reference.into(),
-        message: format!("{message}{hint}"),
-    }
+    PluginError::Registry { reference: reference.into(), message: format!("{message}{hint}") }
 }
 
 /// What a push stored: the manifest and component digests.
@@ -225,11 +171,7 @@ pub struct Pushed {
 }
 
 /// Pushes a component with a CNCF wasm config.
-pub async fn push(
-    text: &str,
-    bytes: &[u8],
-    annotations: BTreeMap<String, String>,
-) -> Result<Pushed, PluginError> {
+pub async fn push(text: &str, bytes: &[u8], annotations: BTreeMap<String, String>) -> Result<Pushed, PluginError> {
     let reference = parse(text)?;
     let digest = sha256(bytes);
     let config = serde_json::json!({
@@ -237,38 +179,20 @@ pub async fn push(
         "os": "wasip2",
         "layerDigests": [digest],
     });
-    let config = Config {
-        data: serde_json::to_vec(&config).expect("json").into(),
-        media_type: CONFIG_MEDIA_TYPE.into(),
-        annotations: None,
-    };
-    let layers = vec![ImageLayer::new(
-        bytes.to_vec(),
-        LAYER_MEDIA_TYPE.into(),
-        None,
-    )];
+    let config = Config { data: serde_json::to_vec(&config).expect("json").into(), media_type: CONFIG_MEDIA_TYPE.into(), annotations: None };
+    let layers = vec![ImageLayer::new(bytes.to_vec(), LAYER_MEDIA_TYPE.into(), None)];
     let manifest = OciImageManifest::build(&layers, &config, Some(annotations));
     let credentials = auth(&reference);
     let stored = attempt(&reference, text, |c| {
-        let (layers, config, manifest, reference, credentials) = (
-            layers.clone(),
-            config.clone(),
-            manifest.clone(),
-            reference.clone(),
-            credentials.clone(),
-        );
+        let (layers, config, manifest, reference, credentials) = (layers.clone(), config.clone(), manifest.clone(), reference.clone(), credentials.clone());
         async move {
-            c.push(&reference, &layers, config, &credentials, Some(manifest))
-                .await?;
+            c.push(&reference, &layers, config, &credentials, Some(manifest)).await?;
             // The registry's digest of the manifest as stored, which is what a pull by digest asks for.
             Ok(c.fetch_manifest_digest(&reference, &credentials).await?)
         }
     })
     .await?;
-    Ok(Pushed {
-        manifest: stored,
-        digest,
-    })
+    Ok(Pushed { manifest: stored, digest })
 }
 
 /// A pulled component with the digests it was verified against.
@@ -294,57 +218,28 @@ pub async fn pull(text: &str, manifest: Option<&str>) -> Result<Pulled, PluginEr
     .await
 }
 
-async fn pull_with(
-    c: &Client,
-    reference: &Reference,
-    credentials: &RegistryAuth,
-    text: &str,
-    manifest: Option<&str>,
-) -> Result<Pulled, Fail> {
-    let refuse = |message: String| {
-        Fail::Orch(PluginError::Registry {
-            reference: text.into(),
-            message,
-        })
-    };
+async fn pull_with(c: &Client, reference: &Reference, credentials: &RegistryAuth, text: &str, manifest: Option<&str>) -> Result<Pulled, Fail> {
+    let refuse = |message: String| Fail::Orch(PluginError::Registry { reference: text.into(), message });
     let (image, manifest_digest) = c.pull_image_manifest(reference, credentials).await?;
     if let Some(m) = manifest
         && m != manifest_digest
     {
-        return Err(refuse(format!(
-            "asked for manifest {m}, the registry answered with {manifest_digest}"
-        )));
+        return Err(refuse(format!("asked for manifest {m}, the registry answered with {manifest_digest}")));
     }
-    let layer = image
-        .layers
-        .iter()
-        .find(|l| l.media_type == LAYER_MEDIA_TYPE || l.media_type.contains("wasm"))
-        .ok_or_else(|| {
-            refuse(format!(
-                "the artifact has no wasm layer (layers: {}); push plugins with `orch plugin push`",
-                image
-                    .layers
-                    .iter()
-                    .map(|l| l.media_type.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+    let layer = image.layers.iter().find(|l| l.media_type == LAYER_MEDIA_TYPE || l.media_type.contains("wasm")).ok_or_else(|| {
+        refuse(format!(
+            "the artifact has no wasm layer (layers: {}); push plugins with `orch plugin push`",
+            image.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
     let mut bytes = Vec::with_capacity(layer.size.max(0) as usize);
     c.pull_blob(reference, layer, &mut bytes).await?;
     // Checked here too, so the guarantee does not rest on the client library alone.
     let digest = sha256(&bytes);
     if digest != layer.digest {
-        return Err(refuse(format!(
-            "the component's content has digest {digest}, but the manifest says {}; nothing was run",
-            layer.digest
-        )));
+        return Err(refuse(format!("the component's content has digest {digest}, but the manifest says {}; nothing was run", layer.digest)));
     }
-    Ok(Pulled {
-        manifest: manifest_digest,
-        digest,
-        bytes,
-    })
+    Ok(Pulled { manifest: manifest_digest, digest, bytes })
 }
 
 #[cfg(test)]
@@ -354,21 +249,8 @@ mod tests {
     #[test]
     fn references() {
         let r = parse("oci://127.0.0.1:5000/team/demo:1.2.0").unwrap();
-        assert_eq!(
-            (r.registry(), r.repository(), r.tag()),
-            ("127.0.0.1:5000", "team/demo", Some("1.2.0"))
-        );
-        assert!(
-            parse("oci://team/demo:1")
-                .unwrap_err()
-                .to_string()
-                .contains("registry host")
-        );
-        assert!(
-            is_loopback("127.0.0.1:5000")
-                && is_loopback("localhost:5000")
-                && is_loopback("[::1]:5000")
-                && !is_loopback("ghcr.io")
-        );
+        assert_eq!((r.registry(), r.repository(), r.tag()), ("127.0.0.1:5000", "team/demo", Some("1.2.0")));
+        assert!(parse("oci://team/demo:1").unwrap_err().to_string().contains("registry host"));
+        assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost:5000") && is_loopback("[::1]:5000") && !is_loopback("ghcr.io"));
     }
 }

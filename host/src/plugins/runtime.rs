@@ -53,11 +53,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // A realistic policy call uses ~30k fuel and a few hundred KiB; these leave orders of magnitude of room.
-        Limits {
-            memory_bytes: 64 << 20,
-            fuel: 200_000_000,
-            deadline: Duration::from_secs(2),
-        }
+        Limits { memory_bytes: 64 << 20, fuel: 200_000_000, deadline: Duration::from_secs(2) }
     }
 }
 
@@ -85,10 +81,7 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -96,8 +89,7 @@ impl wit::orch::policy::log::Host for State {
     fn log(&mut self, level: types::Level, message: String) {
         // Bounded, so a chatty plugin cannot grow the host's memory.
         if self.logs.len() < 1000 {
-            self.logs
-                .push((level, message.chars().take(4096).collect()));
+            self.logs.push((level, message.chars().take(4096).collect()));
         }
     }
 }
@@ -110,24 +102,14 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.denied = Some(desired);
             return Err(wasmtime::Error::msg("orch: plugin memory limit reached"));
         }
         Ok(true)
     }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -215,14 +197,8 @@ impl Runtime {
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
         let mut linker = Linker::new(&engine);
         add_sandboxed_wasi(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
-        wit::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
-        Ok(Runtime {
-            engine,
-            linker,
-            cache_dir,
-            limits,
-        })
+        wit::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
+        Ok(Runtime { engine, linker, cache_dir, limits })
     }
 
     fn cache_path(&self, sha: &str) -> Option<PathBuf> {
@@ -232,12 +208,7 @@ impl Runtime {
         Some(dir.join(format!("{}-{:016x}.cwasm", &sha[..32], h.finish())))
     }
 
-    fn compile(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        sha: &str,
-    ) -> Result<(Component, bool), PluginError> {
+    fn compile(&self, name: &str, bytes: &[u8], sha: &str) -> Result<(Component, bool), PluginError> {
         let cache = self.cache_path(sha);
         if let Some(path) = &cache
             && path.is_file()
@@ -250,23 +221,13 @@ impl Runtime {
                 return Ok((c, true));
             }
         }
-        let compiled =
-            self.engine
-                .precompile_component(bytes)
-                .map_err(|e| PluginError::Compile {
-                    plugin: name.into(),
-                    message: format!("{e:#}"),
-                })?;
+        let compiled = self.engine.precompile_component(bytes).map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
         if let Some(path) = &cache {
             write_atomically(path, &compiled);
         }
         // SAFETY: `compiled` was produced by this very engine a moment ago.
-        let c = unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| {
-            PluginError::Compile {
-                plugin: name.into(),
-                message: format!("{e:#}"),
-            }
-        })?;
+        let c =
+            unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
         Ok((c, false))
     }
 
@@ -278,35 +239,17 @@ impl Runtime {
         let api_version = self.check_api(name, &component)?;
 
         let mut linker = self.linker.clone();
-        deny_files_and_sockets(&mut linker, &self.engine, &component).map_err(|e| {
-            PluginError::Link {
-                plugin: name.into(),
-                message: format!("{e:#}"),
-            }
-        })?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Link {
-                plugin: name.into(),
-                message: format!("{e:#}"),
-            })?;
+        deny_files_and_sockets(&mut linker, &self.engine, &component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
         let indices = Indices {
-            metadata: ex::metadata::GuestIndices::new(&pre).map_err(|e| {
-                PluginError::NotAPlugin {
-                    plugin: name.into(),
-                    message: format!("{e:#}"),
-                }
-            })?,
+            metadata: ex::metadata::GuestIndices::new(&pre).map_err(|e| PluginError::NotAPlugin { plugin: name.into(), message: format!("{e:#}") })?,
             networks: ex::networks::GuestIndices::new(&pre).ok(),
             ports: ex::ports::GuestIndices::new(&pre).ok(),
             health: ex::health::GuestIndices::new(&pre).ok(),
             images: ex::images::GuestIndices::new(&pre).ok(),
             services: ex::services::GuestIndices::new(&pre).ok(),
         };
-        let runtime = Arc::new(RuntimeShared {
-            engine: self.engine.clone(),
-            limits: self.limits,
-        });
+        let runtime = Arc::new(RuntimeShared { engine: self.engine.clone(), limits: self.limits });
         let mut plugin = LoadedPlugin {
             name: name.into(),
             description: types::Description {
@@ -333,47 +276,24 @@ impl Runtime {
                 return Err(PluginError::InvalidOutput {
                     plugin: name.into(),
                     call: "describe".into(),
-                    message: format!(
-                        "it claims to implement {policy:?} but does not export orch:policy/{}",
-                        policy_interface(*policy)
-                    ),
+                    message: format!("it claims to implement {policy:?} but does not export orch:policy/{}", policy_interface(*policy)),
                 });
             }
         }
-        plugin.stats = LoadStats {
-            from_cache,
-            load: started.elapsed(),
-        };
+        plugin.stats = LoadStats { from_cache, load: started.elapsed() };
         Ok(plugin)
     }
 
     /// Finds the orch:policy version the component was built against and refuses incompatible ones.
     fn check_api(&self, name: &str, component: &Component) -> Result<String, PluginError> {
         let ty = component.component_type();
-        let names: Vec<String> = ty
-            .exports(&self.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let version = names
-            .iter()
-            .find_map(|n| n.strip_prefix("orch:policy/metadata@").map(str::to_string))
-            .ok_or_else(|| PluginError::NotAPlugin {
-                plugin: name.into(),
-                message: format!(
-                    "it does not export orch:policy/metadata (its exports: {})",
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-            })?;
+        let names: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let version = names.iter().find_map(|n| n.strip_prefix("orch:policy/metadata@").map(str::to_string)).ok_or_else(|| PluginError::NotAPlugin {
+            plugin: name.into(),
+            message: format!("it does not export orch:policy/metadata (its exports: {})", if names.is_empty() { "none".into() } else { names.join(", ") }),
+        })?;
         if !api_compatible(&version) {
-            return Err(PluginError::IncompatibleApi {
-                plugin: name.into(),
-                found: version,
-                supported: API_VERSION.into(),
-            });
+            return Err(PluginError::IncompatibleApi { plugin: name.into(), found: version, supported: API_VERSION.into() });
         }
         Ok(version)
     }
@@ -384,20 +304,14 @@ impl Runtime {
 /// of quietly getting an I/O error. (Other imports link by semver; unknown ones fail at load time.)
 const WASI_IO_RESOURCES: [&str; 4] = ["input-stream", "output-stream", "error", "pollable"];
 
-fn deny_files_and_sockets(
-    linker: &mut Linker<State>,
-    engine: &Engine,
-    component: &Component,
-) -> wasmtime::Result<()> {
+fn deny_files_and_sockets(linker: &mut Linker<State>, engine: &Engine, component: &Component) -> wasmtime::Result<()> {
     use wasmtime::component::ResourceType;
     use wasmtime::component::types::ComponentItem;
     for (instance_name, item) in component.component_type().imports(engine) {
         let ComponentItem::ComponentInstance(instance) = item.ty else {
             continue;
         };
-        if !(instance_name.starts_with("wasi:filesystem/")
-            || instance_name.starts_with("wasi:sockets/"))
-        {
+        if !(instance_name.starts_with("wasi:filesystem/") || instance_name.starts_with("wasi:sockets/")) {
             continue;
         }
         let mut li = linker.instance(instance_name)?;
@@ -405,16 +319,10 @@ fn deny_files_and_sockets(
             match item.ty {
                 ComponentItem::ComponentFunc(_) => {
                     let full = format!("{instance_name}#{export}");
-                    li.func_new(export, move |_, _, _, _| {
-                        Err(wasmtime::Error::msg(format!(
-                            "unknown import: `{full}` has not been defined"
-                        )))
-                    })?;
+                    li.func_new(export, move |_, _, _, _| Err(wasmtime::Error::msg(format!("unknown import: `{full}` has not been defined"))))?;
                 }
                 // Streams, errors and pollables are wasi:io's (already linked) re-exported here; keep them.
-                ComponentItem::Resource(_) if !WASI_IO_RESOURCES.contains(&export) => {
-                    li.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?
-                }
+                ComponentItem::Resource(_) if !WASI_IO_RESOURCES.contains(&export) => li.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?,
                 _ => {}
             }
         }
@@ -466,9 +374,7 @@ fn add_sandboxed_wasi(l: &mut Linker<State>) -> wasmtime::Result<()> {
     cli::terminal_stdin::add_to_linker::<State, WasiCli>(l, State::cli)?;
     cli::terminal_stdout::add_to_linker::<State, WasiCli>(l, State::cli)?;
     cli::terminal_stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<State, HasTable>(l, |t| {
-        &mut t.table
-    })?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<State, HasTable>(l, |t| &mut t.table)?;
     sync::io::poll::add_to_linker::<State, HasTable>(l, |t| &mut t.table)?;
     sync::io::streams::add_to_linker::<State, HasTable>(l, |t| &mut t.table)?;
     Ok(())
@@ -523,11 +429,7 @@ impl LoadedPlugin {
     fn call<T>(
         &self,
         call: Call,
-        f: impl FnOnce(
-            &mut Store<State>,
-            &wasmtime::component::Instance,
-            &Indices,
-        ) -> wasmtime::Result<T>,
+        f: impl FnOnce(&mut Store<State>, &wasmtime::component::Instance, &Indices) -> wasmtime::Result<T>,
     ) -> Result<CallOutput<T>, PluginError> {
         let started = Instant::now();
         let limits = self.runtime.limits;
@@ -545,35 +447,18 @@ impl LoadedPlugin {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let state = State {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter {
-                max_memory: limits.memory_bytes,
-                denied: None,
-            },
-            logs: vec![],
-        };
+        let state = State { wasi, table: ResourceTable::new(), limiter: Limiter { max_memory: limits.memory_bytes, denied: None }, logs: vec![] };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        store.set_fuel(limits.fuel).map_err(|e| PluginError::Engine(e.to_string()))?;
 
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&mut store, &instance, &self.indices));
+        let result = self.pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance, &self.indices));
         let elapsed = started.elapsed();
         match result {
-            Ok(value) => Ok(CallOutput {
-                value,
-                logs: std::mem::take(&mut store.data_mut().logs),
-                elapsed,
-            }),
+            Ok(value) => Ok(CallOutput { value, logs: std::mem::take(&mut store.data_mut().logs), elapsed }),
             Err(err) => Err(self.classify(call, err, &store, &stderr, &stdout, limits)),
         }
     }
@@ -590,12 +475,7 @@ impl LoadedPlugin {
         let plugin = self.name.clone();
         let call = call.to_string();
         if let Some(requested) = store.data().limiter.denied {
-            return PluginError::OutOfMemory {
-                plugin,
-                call,
-                requested,
-                limit: limits.memory_bytes,
-            };
+            return PluginError::OutOfMemory { plugin, call, requested, limit: limits.memory_bytes };
         }
         let text = format!("{err:?}");
         if let Some(rest) = text.split("unknown import: `").nth(1) {
@@ -607,168 +487,77 @@ impl LoadedPlugin {
             } else {
                 "an import orch does not provide"
             };
-            return PluginError::Forbidden {
-                plugin,
-                call,
-                capability: capability.into(),
-                import,
-            };
+            return PluginError::Forbidden { plugin, call, capability: capability.into(), import };
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
-                plugin,
-                call,
-                fuel: limits.fuel,
-            },
-            Some(Trap::Interrupt) => PluginError::Timeout {
-                plugin,
-                call,
-                limit_ms: limits.deadline.as_millis() as u64,
-            },
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, call, fuel: limits.fuel },
+            Some(Trap::Interrupt) => PluginError::Timeout { plugin, call, limit_ms: limits.deadline.as_millis() as u64 },
             _ => {
-                let printed = String::from_utf8_lossy(&stderr.contents())
-                    .trim()
-                    .to_string();
-                let printed = if printed.is_empty() {
-                    String::from_utf8_lossy(&stdout.contents())
-                        .trim()
-                        .to_string()
-                } else {
-                    printed
-                };
+                let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+                let printed = if printed.is_empty() { String::from_utf8_lossy(&stdout.contents()).trim().to_string() } else { printed };
                 let root = format!("{err:#}");
-                PluginError::Trap {
-                    plugin,
-                    call,
-                    message: root,
-                    output: printed.lines().take(20).collect::<Vec<_>>().join("\n"),
-                }
+                PluginError::Trap { plugin, call, message: root, output: printed.lines().take(20).collect::<Vec<_>>().join("\n") }
             }
         }
     }
 
     pub fn describe(&self) -> Result<types::Description, PluginError> {
-        self.call(Call::Describe, |store, instance, ix| {
-            ix.metadata
-                .load(&mut *store, instance)?
-                .call_describe(&mut *store)
-        })
-        .map(|o| o.value)
+        self.call(Call::Describe, |store, instance, ix| ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store)).map(|o| o.value)
     }
 
     /// `Ok(problems)`: the plugin's own verdict on the settings (empty when they are fine).
     pub fn validate_settings(&self, settings: &str) -> Result<Vec<types::Diagnostic>, PluginError> {
-        let out = self.call(Call::ValidateSettings, |store, instance, ix| {
-            ix.metadata
-                .load(&mut *store, instance)?
-                .call_validate_settings(&mut *store, settings)
-        })?;
+        let out =
+            self.call(Call::ValidateSettings, |store, instance, ix| ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings))?;
         Ok(out.value.err().unwrap_or_default())
     }
 
     fn policy_call<T>(
         &self,
         policy: types::Policy,
-        f: impl FnOnce(
-            &mut Store<State>,
-            &wasmtime::component::Instance,
-            &Indices,
-        ) -> wasmtime::Result<Option<Result<T, types::PluginError>>>,
+        f: impl FnOnce(&mut Store<State>, &wasmtime::component::Instance, &Indices) -> wasmtime::Result<Option<Result<T, types::PluginError>>>,
     ) -> Result<CallOutput<T>, PluginError> {
         let out = self.call(Call::Plan(policy), f)?;
         let call = Call::Plan(policy).to_string();
         match out.value {
-            None => Err(PluginError::NotAPlugin {
-                plugin: self.name.clone(),
-                message: format!("it does not export {call}"),
-            }),
-            Some(Err(e)) => Err(PluginError::Refused {
-                plugin: self.name.clone(),
-                call,
-                code: e.code,
-                message: e.message,
-                path: e.path,
-            }),
-            Some(Ok(value)) => Ok(CallOutput {
-                value,
-                logs: out.logs,
-                elapsed: out.elapsed,
-            }),
+            None => Err(PluginError::NotAPlugin { plugin: self.name.clone(), message: format!("it does not export {call}") }),
+            Some(Err(e)) => Err(PluginError::Refused { plugin: self.name.clone(), call, code: e.code, message: e.message, path: e.path }),
+            Some(Ok(value)) => Ok(CallOutput { value, logs: out.logs, elapsed: out.elapsed }),
         }
     }
 
-    pub fn plan_networks(
-        &self,
-        s: &types::Snapshot,
-    ) -> Result<CallOutput<ex::networks::NetworkPlan>, PluginError> {
-        self.policy_call(types::Policy::Networks, |store, instance, ix| {
-            match &ix.networks {
-                Some(i) => i
-                    .load(&mut *store, instance)?
-                    .call_plan(&mut *store, s)
-                    .map(Some),
-                None => Ok(None),
-            }
+    pub fn plan_networks(&self, s: &types::Snapshot) -> Result<CallOutput<ex::networks::NetworkPlan>, PluginError> {
+        self.policy_call(types::Policy::Networks, |store, instance, ix| match &ix.networks {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
         })
     }
 
-    pub fn plan_ports(
-        &self,
-        s: &types::Snapshot,
-    ) -> Result<CallOutput<ex::ports::PortPlan>, PluginError> {
-        self.policy_call(types::Policy::Ports, |store, instance, ix| {
-            match &ix.ports {
-                Some(i) => i
-                    .load(&mut *store, instance)?
-                    .call_plan(&mut *store, s)
-                    .map(Some),
-                None => Ok(None),
-            }
+    pub fn plan_ports(&self, s: &types::Snapshot) -> Result<CallOutput<ex::ports::PortPlan>, PluginError> {
+        self.policy_call(types::Policy::Ports, |store, instance, ix| match &ix.ports {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
         })
     }
 
-    pub fn plan_health(
-        &self,
-        s: &types::Snapshot,
-    ) -> Result<CallOutput<ex::health::HealthPlan>, PluginError> {
-        self.policy_call(types::Policy::Health, |store, instance, ix| {
-            match &ix.health {
-                Some(i) => i
-                    .load(&mut *store, instance)?
-                    .call_plan(&mut *store, s)
-                    .map(Some),
-                None => Ok(None),
-            }
+    pub fn plan_health(&self, s: &types::Snapshot) -> Result<CallOutput<ex::health::HealthPlan>, PluginError> {
+        self.policy_call(types::Policy::Health, |store, instance, ix| match &ix.health {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
         })
     }
 
-    pub fn plan_images(
-        &self,
-        s: &types::Snapshot,
-    ) -> Result<CallOutput<ex::images::ImagePlan>, PluginError> {
-        self.policy_call(types::Policy::Images, |store, instance, ix| {
-            match &ix.images {
-                Some(i) => i
-                    .load(&mut *store, instance)?
-                    .call_plan(&mut *store, s)
-                    .map(Some),
-                None => Ok(None),
-            }
+    pub fn plan_images(&self, s: &types::Snapshot) -> Result<CallOutput<ex::images::ImagePlan>, PluginError> {
+        self.policy_call(types::Policy::Images, |store, instance, ix| match &ix.images {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
         })
     }
 
-    pub fn plan_services(
-        &self,
-        s: &types::Snapshot,
-    ) -> Result<CallOutput<ex::services::ServicePlan>, PluginError> {
-        self.policy_call(types::Policy::Services, |store, instance, ix| {
-            match &ix.services {
-                Some(i) => i
-                    .load(&mut *store, instance)?
-                    .call_plan(&mut *store, s)
-                    .map(Some),
-                None => Ok(None),
-            }
+    pub fn plan_services(&self, s: &types::Snapshot) -> Result<CallOutput<ex::services::ServicePlan>, PluginError> {
+        self.policy_call(types::Policy::Services, |store, instance, ix| match &ix.services {
+            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
+            None => Ok(None),
         })
     }
 }

@@ -31,33 +31,18 @@ pub struct Sources {
 impl Sources {
     /// Sources sharing the runtime's cache directory (pulled components under `oci/`); `lock` in a project.
     pub fn new(runtime: &super::Runtime, lock: Option<Lock>) -> Sources {
-        Sources {
-            cache_dir: runtime.cache_dir().map(Path::to_path_buf),
-            lock,
-            runtime: None,
-        }
+        Sources { cache_dir: runtime.cache_dir().map(Path::to_path_buf), lock, runtime: None }
     }
 
     fn block_on<F: std::future::Future>(&mut self, f: F) -> F::Output {
         // A small runtime of its own: fetching happens before the engine work, outside any other runtime.
-        let rt = self.runtime.get_or_insert_with(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime")
-        });
+        let rt = self.runtime.get_or_insert_with(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"));
         rt.block_on(f)
     }
 
     fn cached(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
-        Some(
-            self.cache_dir
-                .as_ref()?
-                .join("oci")
-                .join("sha256")
-                .join(format!("{hex}.wasm")),
-        )
+        Some(self.cache_dir.as_ref()?.join("oci").join("sha256").join(format!("{hex}.wasm")))
     }
 
     /// The cached component with this digest, if present and intact (a corrupted copy is dropped).
@@ -85,12 +70,10 @@ impl Sources {
     fn path_key(&self, path: &Path) -> String {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         match &self.lock {
-            Some(lock) => {
-                match abs.strip_prefix(std::path::absolute(lock.dir()).unwrap_or_default()) {
-                    Ok(rel) => format!("./{}", rel.display()),
-                    Err(_) => abs.display().to_string(),
-                }
-            }
+            Some(lock) => match abs.strip_prefix(std::path::absolute(lock.dir()).unwrap_or_default()) {
+                Ok(rel) => format!("./{}", rel.display()),
+                Err(_) => abs.display().to_string(),
+            },
             None => abs.display().to_string(),
         }
     }
@@ -100,47 +83,23 @@ impl Sources {
         match r {
             PluginRef::Builtin(_) => {
                 let bytes = r.builtin()?;
-                Ok(Fetched {
-                    digest: oci::sha256(bytes),
-                    bytes: Cow::Borrowed(bytes),
-                    manifest: None,
-                    lock_source: None,
-                })
+                Ok(Fetched { digest: oci::sha256(bytes), bytes: Cow::Borrowed(bytes), manifest: None, lock_source: None })
             }
             PluginRef::Path(p) if p.is_dir() => {
                 let wasm = build_crate(p, false)?;
-                let bytes = std::fs::read(&wasm)
-                    .map_err(|source| PluginError::Read { path: wasm, source })?;
-                Ok(Fetched {
-                    digest: oci::sha256(&bytes),
-                    bytes: Cow::Owned(bytes),
-                    manifest: None,
-                    lock_source: None,
-                })
+                let bytes = std::fs::read(&wasm).map_err(|source| PluginError::Read { path: wasm, source })?;
+                Ok(Fetched { digest: oci::sha256(&bytes), bytes: Cow::Owned(bytes), manifest: None, lock_source: None })
             }
             PluginRef::Path(p) => {
-                let bytes = std::fs::read(p).map_err(|source| PluginError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
+                let bytes = std::fs::read(p).map_err(|source| PluginError::Read { path: p.clone(), source })?;
                 let digest = oci::sha256(&bytes);
                 let key = self.path_key(p);
                 if let Some(entry) = self.lock.as_ref().and_then(|l| l.get(&key))
                     && entry.digest != digest
                 {
-                    return Err(self.mismatch(
-                        &key,
-                        &entry.digest,
-                        &digest,
-                        "the file changed since it was pinned",
-                    ));
+                    return Err(self.mismatch(&key, &entry.digest, &digest, "the file changed since it was pinned"));
                 }
-                Ok(Fetched {
-                    bytes: Cow::Owned(bytes),
-                    digest,
-                    manifest: None,
-                    lock_source: Some(key),
-                })
+                Ok(Fetched { bytes: Cow::Owned(bytes), digest, manifest: None, lock_source: Some(key) })
             }
             PluginRef::Oci(text) => {
                 let pinned = self.lock.as_ref().and_then(|l| l.get(text)).cloned();
@@ -154,27 +113,14 @@ impl Sources {
                         lock_source: Some(text.clone()),
                     });
                 }
-                let pulled = self.block_on(oci::pull(
-                    text,
-                    pinned.as_ref().and_then(|e| e.manifest.as_deref()),
-                ))?;
+                let pulled = self.block_on(oci::pull(text, pinned.as_ref().and_then(|e| e.manifest.as_deref())))?;
                 if let Some(entry) = &pinned
                     && entry.digest != pulled.digest
                 {
-                    return Err(self.mismatch(
-                        text,
-                        &entry.digest,
-                        &pulled.digest,
-                        "the registry serves different content",
-                    ));
+                    return Err(self.mismatch(text, &entry.digest, &pulled.digest, "the registry serves different content"));
                 }
                 self.store(&pulled.digest, &pulled.bytes);
-                Ok(Fetched {
-                    bytes: Cow::Owned(pulled.bytes),
-                    digest: pulled.digest,
-                    manifest: Some(pulled.manifest),
-                    lock_source: Some(text.clone()),
-                })
+                Ok(Fetched { bytes: Cow::Owned(pulled.bytes), digest: pulled.digest, manifest: Some(pulled.manifest), lock_source: Some(text.clone()) })
             }
         }
     }
@@ -182,11 +128,7 @@ impl Sources {
     fn mismatch(&self, source: &str, locked: &str, found: &str, why: &str) -> PluginError {
         PluginError::LockMismatch {
             source_ref: source.into(),
-            lock: self
-                .lock
-                .as_ref()
-                .map(|l| l.path.clone())
-                .unwrap_or_default(),
+            lock: self.lock.as_ref().map(|l| l.path.clone()).unwrap_or_default(),
             locked: locked.into(),
             found: found.into(),
             why: why.into(),
@@ -222,41 +164,23 @@ pub use orch_build_support::TARGET;
 /// `CARGO_TARGET_DIR` is honoured; the target is installed through rustup when missing.
 pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
     let manifest = dir.join("Cargo.toml");
-    let fail = |message: String| PluginError::Build {
-        dir: dir.to_path_buf(),
-        message,
-    };
+    let fail = |message: String| PluginError::Build { dir: dir.to_path_buf(), message };
     if !manifest.is_file() {
         return Err(fail("there is no Cargo.toml here; a plugin crate directory, a .wasm file or an oci:// reference is expected".into()));
     }
     orch_build_support::install_target().map_err(fail)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.arg("build")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .args([
-            "--release",
-            "--target",
-            TARGET,
-            "--message-format=json-render-diagnostics",
-        ]);
+    cmd.arg("build").arg("--manifest-path").arg(&manifest).args(["--release", "--target", TARGET, "--message-format=json-render-diagnostics"]);
     if !verbose {
         cmd.arg("--quiet");
     }
     // Flags meant for the host's own build must not leak into the guest build.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);
     }
     cmd.stderr(std::process::Stdio::inherit());
-    let out = cmd
-        .output()
-        .map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
+    let out = cmd.output().map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
     if !out.status.success() {
         return Err(fail("cargo build failed (its errors are above)".into()));
     }
@@ -266,17 +190,8 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
-        {
-            wasm = msg["filenames"].as_array().and_then(|f| {
-                f.iter()
-                    .filter_map(|f| f.as_str())
-                    .find(|f| f.ends_with(".wasm"))
-                    .map(PathBuf::from)
-            });
+        if msg["reason"] == "compiler-artifact" && msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib")) {
+            wasm = msg["filenames"].as_array().and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from));
         }
     }
     wasm.ok_or_else(|| fail("cargo built no .wasm component; a plugin crate needs `crate-type = [\"cdylib\"]` under [lib]".into()))

@@ -15,9 +15,11 @@ pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed (.ci/run installs it)");
+        let busybox =
+            ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static is needed (.ci/run installs it)");
         std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n").unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n")
+            .unwrap();
         let spec = orch::engine::BuildSpec {
             tag: IMAGE.into(),
             context: orch::lifecycle::tar_context(dir.path(), None).unwrap(),
@@ -30,14 +32,8 @@ pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
 
 /// [`ensure_image`] for tests that drive the `orch` binary and have no engine of their own.
 pub fn ensure_image_blocking() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let engine = rt
-        .block_on(DockerEngine::connect())
-        .expect("the Docker engine must be running for these tests");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let engine = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
     ensure_image(&rt, &engine);
 }
 
@@ -46,10 +42,7 @@ pub fn orch_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(args)
         .current_dir(dir)
-        .env(
-            "ORCH_CACHE_DIR",
-            std::env::temp_dir().join("orch-test-plugin-cache"),
-        )
+        .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
         .output()
         .expect("run orch")
 }

@@ -54,20 +54,12 @@ pub fn default_assignments() -> BTreeMap<String, Vec<String>> {
         ("grafana", &["main", "monitoring"]),
         ("prometheus", &["main", "monitoring"]),
     ];
-    table
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.iter().map(|t| t.to_string()).collect()))
-        .collect()
+    table.iter().map(|(k, v)| (k.to_string(), v.iter().map(|t| t.to_string()).collect())).collect()
 }
 
 /// The BPO document's fixed subnets: (tier, subnet, gateway, ip-range).
 const FIXED: [(&str, &str, &str, Option<&str>); 5] = [
-    (
-        "main",
-        "172.30.0.0/16",
-        "172.30.0.1",
-        Some("172.30.240.0/20"),
-    ),
+    ("main", "172.30.0.0/16", "172.30.0.1", Some("172.30.240.0/20")),
     ("gpu", "172.31.0.0/16", "172.31.0.1", None),
     ("db", "172.32.0.0/16", "172.32.0.1", None),
     ("monitoring", "172.33.0.0/16", "172.33.0.1", None),
@@ -81,29 +73,18 @@ impl Settings {
             out.push(diagnostic(
                 Level::Error,
                 "bpo.settings",
-                format!(
-                    "`subnets` must be \"carved\" or \"fixed\", not {:?}",
-                    self.subnets
-                ),
+                format!("`subnets` must be \"carved\" or \"fixed\", not {:?}", self.subnets),
                 Some("subnets".into()),
             ));
         }
         if !(16..=28).contains(&self.prefix) {
-            out.push(diagnostic(
-                Level::Error,
-                "bpo.settings",
-                format!("`prefix` must be between 16 and 28, not {}", self.prefix),
-                Some("prefix".into()),
-            ));
+            out.push(diagnostic(Level::Error, "bpo.settings", format!("`prefix` must be between 16 and 28, not {}", self.prefix), Some("prefix".into())));
         }
         let tier_lists = self
             .assignments
             .iter()
             .map(|(k, v)| (format!("assignments.{k}"), v))
-            .chain([
-                ("default-tiers".to_string(), &self.default_tiers),
-                ("publish-tiers".to_string(), &self.publish_tiers),
-            ]);
+            .chain([("default-tiers".to_string(), &self.default_tiers), ("publish-tiers".to_string(), &self.publish_tiers)]);
         for (path, tiers) in tier_lists {
             for t in tiers {
                 if !TIERS.contains(&t.as_str()) {
@@ -129,11 +110,7 @@ impl Settings {
 
     fn table(&self) -> BTreeMap<String, Vec<String>> {
         let mut table = default_assignments();
-        table.extend(
-            self.assignments
-                .iter()
-                .map(|(k, v)| (normalize(k), v.clone())),
-        );
+        table.extend(self.assignments.iter().map(|(k, v)| (normalize(k), v.clone())));
         table
     }
 
@@ -143,17 +120,9 @@ impl Settings {
     }
 
     fn tiers_in(&self, table: &BTreeMap<String, Vec<String>>, service: &Service) -> Vec<String> {
-        let found = table.get(&normalize(&service.name)).or_else(|| {
-            service
-                .image_base()
-                .and_then(|base| table.get(&normalize(base)))
-        });
+        let found = table.get(&normalize(&service.name)).or_else(|| service.image_base().and_then(|base| table.get(&normalize(base))));
         let tiers = found.unwrap_or(&self.default_tiers);
-        TIERS
-            .iter()
-            .filter(|t| tiers.iter().any(|x| x == *t))
-            .map(|t| t.to_string())
-            .collect()
+        TIERS.iter().filter(|t| tiers.iter().any(|x| x == *t)).map(|t| t.to_string()).collect()
     }
 }
 
@@ -170,17 +139,14 @@ impl Plugin for BpoNetworks {
             env!("CARGO_PKG_VERSION"),
             "BPO five-tier networks: main, gpu, db, monitoring, external; db/gpu/monitoring internal; only the external tier publishes ports",
             &[Policy::Networks, Policy::Ports],
-        ).with_settings_schema(SCHEMA)
+        )
+        .with_settings_schema(SCHEMA)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
         let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let problems = s.check();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
     fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
@@ -188,15 +154,8 @@ impl Plugin for BpoNetworks {
         let mut plan = NetworkPlan::empty();
         for tier in TIERS {
             let (subnet, gateway, ip_range) = if settings.subnets == "fixed" {
-                let (_, subnet, gw, range) = FIXED
-                    .iter()
-                    .find(|f| f.0 == tier)
-                    .expect("every tier has a fixed subnet");
-                (
-                    SubnetRequest::Fixed(subnet.to_string()),
-                    Some(gw.to_string()),
-                    range.map(str::to_string),
-                )
+                let (_, subnet, gw, range) = FIXED.iter().find(|f| f.0 == tier).expect("every tier has a fixed subnet");
+                (SubnetRequest::Fixed(subnet.to_string()), Some(gw.to_string()), range.map(str::to_string))
             } else {
                 (SubnetRequest::Size(settings.prefix), None, None)
             };
@@ -213,53 +172,29 @@ impl Plugin for BpoNetworks {
         let table = settings.table();
         for service in &snapshot.services {
             // Aliases the service already had keep working on every tier it joins.
-            let mut aliases: Vec<String> = service
-                .networks
-                .iter()
-                .flat_map(|n| n.aliases.iter().cloned())
-                .collect();
+            let mut aliases: Vec<String> = service.networks.iter().flat_map(|n| n.aliases.iter().cloned()).collect();
             aliases.sort();
             aliases.dedup();
             let networks = settings
                 .tiers_in(&table, service)
                 .into_iter()
-                .map(|tier| ServiceNetwork {
-                    network: tier,
-                    aliases: aliases.clone(),
-                    ipv4_address: None,
-                })
+                .map(|tier| ServiceNetwork { network: tier, aliases: aliases.clone(), ipv4_address: None })
                 .collect();
-            plan.attachments.push(Attachments {
-                service: service.name.clone(),
-                networks,
-            });
+            plan.attachments.push(Attachments { service: service.name.clone(), networks });
         }
         Ok(plan)
     }
 
     fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
         let settings = Settings::load(&snapshot.settings)?;
-        let mut plan = PortPlan {
-            ports: vec![],
-            diagnostics: vec![],
-        };
+        let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
         for service in &snapshot.services {
-            let publishes = service
-                .networks
-                .iter()
-                .any(|n| settings.publish_tiers.contains(&n.network));
+            let publishes = service.networks.iter().any(|n| settings.publish_tiers.contains(&n.network));
             if publishes {
                 continue;
             }
-            for port in service
-                .ports
-                .iter()
-                .filter(|p| p.strategy != PortStrategy::Unpublished)
-            {
-                let path = format!(
-                    "services.{}.ports.{}/{}",
-                    service.name, port.container_port, port.protocol
-                );
+            for port in service.ports.iter().filter(|p| p.strategy != PortStrategy::Unpublished) {
+                let path = format!("services.{}.ports.{}/{}", service.name, port.container_port, port.protocol);
                 plan.diagnostics.push(diagnostic(
                     Level::Info,
                     "bpo.port-dropped",
@@ -316,11 +251,7 @@ mod tests {
             labels: vec![],
             environment: vec![],
             depends_on: vec![],
-            resources: Resources {
-                memory_limit: None,
-                memory_reservation: None,
-                cpus: None,
-            },
+            resources: Resources { memory_limit: None, memory_reservation: None, cpus: None },
             tmpfs: vec![],
             logging: None,
         }
@@ -329,32 +260,18 @@ mod tests {
     #[test]
     fn tiers_by_name_then_image_then_default() {
         let s = Settings::default();
-        assert_eq!(
-            s.tiers_of(&service("api", "x")),
-            ["main", "gpu", "external"]
-        );
-        assert_eq!(
-            s.tiers_of(&service("Label_Studio", "x")),
-            ["main", "external"]
-        );
-        assert_eq!(
-            s.tiers_of(&service("db", "docker.io/library/postgres:15-alpine")),
-            ["main", "db"]
-        );
+        assert_eq!(s.tiers_of(&service("api", "x")), ["main", "gpu", "external"]);
+        assert_eq!(s.tiers_of(&service("Label_Studio", "x")), ["main", "external"]);
+        assert_eq!(s.tiers_of(&service("db", "docker.io/library/postgres:15-alpine")), ["main", "db"]);
         assert_eq!(s.tiers_of(&service("worker", "busybox")), ["main"]);
     }
 
     #[test]
     fn settings_override_and_are_checked() {
-        let s: Settings = serde_json::from_str(
-            r#"{"assignments": {"worker": ["gpu", "main"]}, "default-tiers": ["monitoring"]}"#,
-        )
-        .unwrap();
+        let s: Settings = serde_json::from_str(r#"{"assignments": {"worker": ["gpu", "main"]}, "default-tiers": ["monitoring"]}"#).unwrap();
         assert_eq!(s.tiers_of(&service("worker", "x")), ["main", "gpu"]);
         assert_eq!(s.tiers_of(&service("other", "x")), ["monitoring"]);
-        let bad: Settings =
-            serde_json::from_str(r#"{"subnets": "both", "prefix": 30, "publish-tiers": ["roof"]}"#)
-                .unwrap();
+        let bad: Settings = serde_json::from_str(r#"{"subnets": "both", "prefix": 30, "publish-tiers": ["roof"]}"#).unwrap();
         let codes: Vec<String> = bad.check().into_iter().map(|d| d.code).collect();
         assert_eq!(codes, ["bpo.settings", "bpo.settings", "bpo.unknown-tier"]);
     }

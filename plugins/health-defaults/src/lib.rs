@@ -19,11 +19,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            http: BTreeMap::new(),
-            replace: false,
-            tune_existing: true,
-        }
+        Settings { http: BTreeMap::new(), replace: false, tune_existing: true }
     }
 }
 
@@ -40,10 +36,7 @@ fn timing(kind: EnvKind) -> (u64, u64) {
 }
 
 fn env_value<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
-    svc.environment
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| kv.value.as_str())
+    svc.environment.iter().find(|kv| kv.key == key).map(|kv| kv.value.as_str())
 }
 
 /// The healthcheck command for a known image.
@@ -57,19 +50,14 @@ pub fn known_check(svc: &Service) -> Option<Vec<String>> {
             shell(format!("pg_isready -h 127.0.0.1 -U {user} -d {db}"))
         }
         "redis" | "valkey" => vec!["CMD".into(), "redis-cli".into(), "ping".into()],
-        "clickhouse-server" | "clickhouse" => shell(
-            "clickhouse-client --query 'SELECT 1' || wget -q -O- http://127.0.0.1:8123/ping".into(),
-        ),
+        "clickhouse-server" | "clickhouse" => shell("clickhouse-client --query 'SELECT 1' || wget -q -O- http://127.0.0.1:8123/ping".into()),
         "mysql" | "mariadb" => shell("mysqladmin ping -h 127.0.0.1".into()),
         _ => return None,
     })
 }
 
 fn parse_http(spec: &str) -> Option<(u16, String)> {
-    let (port, path) = spec
-        .split_once('/')
-        .map(|(p, rest)| (p, format!("/{rest}")))
-        .unwrap_or((spec, "/health".into()));
+    let (port, path) = spec.split_once('/').map(|(p, rest)| (p, format!("/{rest}"))).unwrap_or((spec, "/health".into()));
     Some((port.parse().ok()?, path))
 }
 
@@ -91,14 +79,7 @@ impl Plugin for HealthDefaults {
             .http
             .iter()
             .filter(|(_, v)| parse_http(v).is_none())
-            .map(|(k, v)| {
-                diagnostic(
-                    Level::Error,
-                    "health.http",
-                    format!("{v:?} is not PORT or PORT/path"),
-                    Some(format!("http.{k}")),
-                )
-            })
+            .map(|(k, v)| diagnostic(Level::Error, "health.http", format!("{v:?} is not PORT or PORT/path"), Some(format!("http.{k}"))))
             .collect();
         if bad.is_empty() { Ok(()) } else { Err(bad) }
     }
@@ -106,25 +87,15 @@ impl Plugin for HealthDefaults {
     fn health(snapshot: &Snapshot) -> Result<HealthPlan, PluginError> {
         let s: Settings = parse_settings(&snapshot.settings)?;
         let (interval, start) = timing(snapshot.env_kind);
-        let mut plan = HealthPlan {
-            services: vec![],
-            diagnostics: vec![],
-        };
+        let mut plan = HealthPlan { services: vec![], diagnostics: vec![] };
         for svc in &snapshot.services {
-            let has_own = svc
-                .healthcheck
-                .as_ref()
-                .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+            let has_own = svc.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
             if let Some((port, path)) = s.http.get(&svc.name).and_then(|v| parse_http(v)) {
                 // HTTP services are awaited from the host; no tool inside the image is needed.
                 plan.services.push(HealthIntent {
                     service: svc.name.clone(),
                     healthcheck: None,
-                    wait: Some(vec![WaitStrategy::Http(HttpWait {
-                        container_port: port,
-                        path,
-                        status: 0,
-                    })]),
+                    wait: Some(vec![WaitStrategy::Http(HttpWait { container_port: port, path, status: 0 })]),
                 });
                 continue;
             }
@@ -132,17 +103,10 @@ impl Plugin for HealthDefaults {
                 // Fast polling in test/ci for the compose file's own checks too: Docker's status follows orch's
                 // readiness within a second instead of after a 10-30 s interval.
                 let own = svc.healthcheck.as_ref().expect("has_own");
-                if s.tune_existing
-                    && own.interval_ms.is_none_or(|i| i > interval)
-                    && fast(snapshot.env_kind)
-                {
+                if s.tune_existing && own.interval_ms.is_none_or(|i| i > interval) && fast(snapshot.env_kind) {
                     plan.services.push(HealthIntent {
                         service: svc.name.clone(),
-                        healthcheck: Some(Healthcheck {
-                            interval_ms: Some(interval),
-                            start_period_ms: Some(0),
-                            ..own.clone()
-                        }),
+                        healthcheck: Some(Healthcheck { interval_ms: Some(interval), start_period_ms: Some(0), ..own.clone() }),
                         wait: None,
                     });
                 }

@@ -19,11 +19,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            alpine_kinds: vec!["test".into(), "ci".into()],
-            services: BTreeMap::new(),
-            images: BTreeMap::new(),
-        }
+        Settings { alpine_kinds: vec!["test".into(), "ci".into()], services: BTreeMap::new(), images: BTreeMap::new() }
     }
 }
 
@@ -57,10 +53,7 @@ fn split(image: &str) -> (&str, Option<&str>) {
 
 /// `Dockerfile` ↔ `alpine.Dockerfile`, `backend.Dockerfile` ↔ `backend.alpine.Dockerfile`.
 pub fn dockerfile_variant(dockerfile: &str, alpine: bool) -> String {
-    let (stem, ext) = dockerfile
-        .rsplit_once(".Dockerfile")
-        .map(|(s, _)| (s, ".Dockerfile"))
-        .unwrap_or((dockerfile, ""));
+    let (stem, ext) = dockerfile.rsplit_once(".Dockerfile").map(|(s, _)| (s, ".Dockerfile")).unwrap_or((dockerfile, ""));
     match (alpine, stem.ends_with(".alpine") || stem == "alpine") {
         (true, true) | (false, false) => dockerfile.to_string(),
         (true, false) if ext.is_empty() => format!("alpine.{stem}"),
@@ -88,28 +81,15 @@ impl Plugin for ImageVariants {
             .services
             .iter()
             .filter(|(_, v)| v.as_str() != "alpine" && v.as_str() != "regular")
-            .map(|(k, v)| {
-                diagnostic(
-                    Level::Error,
-                    "variants.choice",
-                    format!("{v:?} is not alpine or regular"),
-                    Some(format!("services.{k}")),
-                )
-            })
+            .map(|(k, v)| diagnostic(Level::Error, "variants.choice", format!("{v:?} is not alpine or regular"), Some(format!("services.{k}"))))
             .collect();
         if bad.is_empty() { Ok(()) } else { Err(bad) }
     }
 
     fn images(snapshot: &Snapshot) -> Result<ImagePlan, PluginError> {
         let s: Settings = parse_settings(&snapshot.settings)?;
-        let kind_alpine = s
-            .alpine_kinds
-            .iter()
-            .any(|k| k == snapshot.env_kind.as_str());
-        let mut plan = ImagePlan {
-            services: vec![],
-            diagnostics: vec![],
-        };
+        let kind_alpine = s.alpine_kinds.iter().any(|k| k == snapshot.env_kind.as_str());
+        let mut plan = ImagePlan { services: vec![], diagnostics: vec![] };
         let alpine_for = |svc: &Service| match s.services.get(&svc.name).map(String::as_str) {
             Some("alpine") => true,
             Some(_) => false,
@@ -120,59 +100,33 @@ impl Plugin for ImageVariants {
             .services
             .iter()
             .filter(|svc| svc.build.is_some())
-            .filter_map(|svc| {
-                svc.image.as_deref().map(|i| {
-                    if alpine_for(svc) {
-                        alpine_tag(i)
-                    } else {
-                        regular_tag(i)
-                    }
-                })
-            })
+            .filter_map(|svc| svc.image.as_deref().map(|i| if alpine_for(svc) { alpine_tag(i) } else { regular_tag(i) }))
             .collect();
         for svc in &snapshot.services {
             let alpine = alpine_for(svc);
-            let mut intent = ImageIntent {
-                service: svc.name.clone(),
-                image: None,
-                build: None,
-            };
+            let mut intent = ImageIntent { service: svc.name.clone(), image: None, build: None };
             if let Some(b) = &svc.build {
                 let current = b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
                 let wanted = dockerfile_variant(&current, alpine);
                 if wanted != current {
-                    intent.build = Some(BuildSpec {
-                        dockerfile: Some(wanted),
-                        ..b.clone()
-                    });
+                    intent.build = Some(BuildSpec { dockerfile: Some(wanted), ..b.clone() });
                     // The variant is built under its own tag so that it never overwrites the other variant's image.
                     if let Some(image) = &svc.image {
-                        intent.image = Some(if alpine {
-                            alpine_tag(image)
-                        } else {
-                            regular_tag(image)
-                        })
-                        .filter(|i| i != image);
+                        intent.image = Some(if alpine { alpine_tag(image) } else { regular_tag(image) }).filter(|i| i != image);
                     }
                 }
             } else if let Some(image) = &svc.image {
                 let (repo, _) = split(image);
-                let wanted = if alpine {
-                    s.images
-                        .get(repo)
-                        .cloned()
-                        .unwrap_or_else(|| alpine_tag(image))
-                } else {
-                    regular_tag(image)
-                };
+                let wanted = if alpine { s.images.get(repo).cloned().unwrap_or_else(|| alpine_tag(image)) } else { regular_tag(image) };
                 if &wanted != image {
-                    if !snapshot.facts.local_images.iter().any(|i| *i == wanted)
-                        && !built.contains(&wanted)
-                    {
+                    if !snapshot.facts.local_images.iter().any(|i| *i == wanted) && !built.contains(&wanted) {
                         plan.diagnostics.push(diagnostic(
                             Level::Warning,
                             "variants.missing",
-                            format!("{}: {wanted} is not present locally and cannot be pulled; build it or set image-variants.services.{} = \"regular\"", svc.name, svc.name),
+                            format!(
+                                "{}: {wanted} is not present locally and cannot be pulled; build it or set image-variants.services.{} = \"regular\"",
+                                svc.name, svc.name
+                            ),
                             Some(format!("services.{}.image", svc.name)),
                         ));
                     }
@@ -195,24 +149,12 @@ mod tests {
     fn tags_and_dockerfiles() {
         assert_eq!(alpine_tag("postgres:15"), "postgres:15-alpine");
         assert_eq!(alpine_tag("redis"), "redis:alpine");
-        assert_eq!(
-            alpine_tag("localhost:5000/team/app:1.2"),
-            "localhost:5000/team/app:1.2-alpine"
-        );
-        assert_eq!(
-            alpine_tag("python:3.11-alpine3.19"),
-            "python:3.11-alpine3.19"
-        );
+        assert_eq!(alpine_tag("localhost:5000/team/app:1.2"), "localhost:5000/team/app:1.2-alpine");
+        assert_eq!(alpine_tag("python:3.11-alpine3.19"), "python:3.11-alpine3.19");
         assert_eq!(regular_tag("postgres:15-alpine"), "postgres:15");
         assert_eq!(regular_tag("redis:alpine"), "redis:latest");
-        assert_eq!(
-            dockerfile_variant("docker/backend.Dockerfile", true),
-            "docker/backend.alpine.Dockerfile"
-        );
-        assert_eq!(
-            dockerfile_variant("docker/backend.alpine.Dockerfile", false),
-            "docker/backend.Dockerfile"
-        );
+        assert_eq!(dockerfile_variant("docker/backend.Dockerfile", true), "docker/backend.alpine.Dockerfile");
+        assert_eq!(dockerfile_variant("docker/backend.alpine.Dockerfile", false), "docker/backend.Dockerfile");
         assert_eq!(dockerfile_variant("Dockerfile", true), "alpine.Dockerfile");
         assert_eq!(dockerfile_variant("alpine.Dockerfile", false), "Dockerfile");
     }

@@ -52,17 +52,11 @@ pub struct Settings {
 }
 
 fn default_kinds() -> BTreeMap<String, KindRule> {
-    let rule = |strategy, range: Option<&str>| KindRule {
-        strategy,
-        range: range.map(String::from),
-    };
+    let rule = |strategy, range: Option<&str>| KindRule { strategy, range: range.map(String::from) };
     BTreeMap::from([
         ("dev".to_string(), rule(Strategy::Standard, None)),
         ("prod".to_string(), rule(Strategy::Standard, None)),
-        (
-            "test".to_string(),
-            rule(Strategy::Hashed, Some("30000-40000")),
-        ),
+        ("test".to_string(), rule(Strategy::Hashed, Some("30000-40000"))),
         ("ci".to_string(), rule(Strategy::Hashed, Some("9500-9999"))),
     ])
 }
@@ -85,18 +79,10 @@ impl Settings {
                     Some(format!("kinds.{k}")),
                 ));
             }
-            out.extend(check_range(
-                &rule.strategy,
-                rule.range.as_deref(),
-                &format!("kinds.{k}"),
-            ));
+            out.extend(check_range(&rule.strategy, rule.range.as_deref(), &format!("kinds.{k}")));
         }
         for (s, rule) in &self.services {
-            out.extend(check_range(
-                &rule.strategy,
-                rule.range.as_deref(),
-                &format!("services.{s}"),
-            ));
+            out.extend(check_range(&rule.strategy, rule.range.as_deref(), &format!("services.{s}")));
         }
         out
     }
@@ -104,46 +90,24 @@ impl Settings {
     fn rule_for(&self, kind: EnvKind) -> KindRule {
         let mut kinds = default_kinds();
         kinds.extend(self.kinds.clone());
-        kinds
-            .remove(kind.as_str())
-            .expect("every kind has a default")
+        kinds.remove(kind.as_str()).expect("every kind has a default")
     }
 }
 
 fn check_range(strategy: &Strategy, range: Option<&str>, path: &str) -> Vec<Diagnostic> {
     match (strategy, range) {
         (Strategy::Range | Strategy::Hashed, None) => {
-            vec![diagnostic(
-                Level::Error,
-                "ports.range",
-                "range and hashed need `range: \"START-END\"`",
-                Some(path.into()),
-            )]
+            vec![diagnostic(Level::Error, "ports.range", "range and hashed need `range: \"START-END\"`", Some(path.into()))]
         }
         (_, Some(r)) if parse_range(r).is_none() => {
-            vec![diagnostic(
-                Level::Error,
-                "ports.range",
-                format!("invalid range {r:?}; use \"START-END\" with 1 ≤ START ≤ END ≤ 65535"),
-                Some(path.into()),
-            )]
+            vec![diagnostic(Level::Error, "ports.range", format!("invalid range {r:?}; use \"START-END\" with 1 ≤ START ≤ END ≤ 65535"), Some(path.into()))]
         }
         _ => vec![],
     }
 }
 
-fn strategy(
-    rule_strategy: &Strategy,
-    range: Option<&str>,
-    fixed: Option<u16>,
-    current: &PortStrategy,
-    container_port: u16,
-) -> PortStrategy {
-    let r = || {
-        range
-            .and_then(parse_range)
-            .expect("checked by validate-settings")
-    };
+fn strategy(rule_strategy: &Strategy, range: Option<&str>, fixed: Option<u16>, current: &PortStrategy, container_port: u16) -> PortStrategy {
+    let r = || range.and_then(parse_range).expect("checked by validate-settings");
     match rule_strategy {
         Strategy::Standard => current.clone(),
         Strategy::Range => PortStrategy::Range(r()),
@@ -163,17 +127,14 @@ impl Plugin for PortRanges {
             env!("CARGO_PKG_VERSION"),
             "Host ports per environment kind: dev/prod standard, test hashed in 30000-40000, ci hashed in 9500-9999; per-service overrides",
             &[Policy::Ports],
-        ).with_settings_schema(SCHEMA)
+        )
+        .with_settings_schema(SCHEMA)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
         let s: Settings = parse_settings(settings).map_err(settings_problems)?;
         let problems = s.check();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
     fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
@@ -182,32 +143,13 @@ impl Plugin for PortRanges {
             return Err(error(&d.code, d.message, d.path));
         }
         let kind = settings.rule_for(snapshot.env_kind);
-        let mut plan = PortPlan {
-            ports: vec![],
-            diagnostics: vec![],
-        };
+        let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
         for service in &snapshot.services {
             let rule = settings.services.get(&service.name);
-            for port in service
-                .ports
-                .iter()
-                .filter(|p| p.strategy != PortStrategy::Unpublished || rule.is_some())
-            {
+            for port in service.ports.iter().filter(|p| p.strategy != PortStrategy::Unpublished || rule.is_some()) {
                 let strategy = match rule {
-                    Some(r) => strategy(
-                        &r.strategy,
-                        r.range.as_deref(),
-                        r.port,
-                        &port.strategy,
-                        port.container_port,
-                    ),
-                    None => strategy(
-                        &kind.strategy,
-                        kind.range.as_deref(),
-                        None,
-                        &port.strategy,
-                        port.container_port,
-                    ),
+                    Some(r) => strategy(&r.strategy, r.range.as_deref(), r.port, &port.strategy, port.container_port),
+                    None => strategy(&kind.strategy, kind.range.as_deref(), None, &port.strategy, port.container_port),
                 };
                 let host_ip = settings.host_ip.clone().or_else(|| port.host_ip.clone());
                 if strategy == port.strategy && host_ip == port.host_ip {

@@ -62,10 +62,7 @@ pub fn data_dir(image_base: &str) -> Option<&'static str> {
 
 fn load(snapshot: &Snapshot) -> Result<Option<Settings>, PluginError> {
     let s: Settings = parse_settings(&snapshot.settings)?;
-    Ok(s.kinds
-        .iter()
-        .any(|k| k == snapshot.env_kind.as_str())
-        .then_some(s))
+    Ok(s.kinds.iter().any(|k| k == snapshot.env_kind.as_str()).then_some(s))
 }
 
 pub struct TestIsolation;
@@ -77,7 +74,8 @@ impl Plugin for TestIsolation {
             env!("CARGO_PKG_VERSION"),
             "Parallel-safe test environments: no fixed container names, host ports or subnets; tmpfs databases; default limits; capped logs",
             &[Policy::Services, Policy::Networks, Policy::Ports],
-        ).with_settings_schema(SCHEMA)
+        )
+        .with_settings_schema(SCHEMA)
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
@@ -85,53 +83,28 @@ impl Plugin for TestIsolation {
         let mut problems = vec![];
         for k in &s.kinds {
             if !["test", "dev", "ci", "prod"].contains(&k.as_str()) {
-                problems.push(diagnostic(
-                    Level::Error,
-                    "isolation.kind",
-                    format!("unknown environment kind {k:?}"),
-                    Some("kinds".into()),
-                ));
+                problems.push(diagnostic(Level::Error, "isolation.kind", format!("unknown environment kind {k:?}"), Some("kinds".into())));
             }
         }
         if !(16..=28).contains(&s.prefix) {
-            problems.push(diagnostic(
-                Level::Error,
-                "isolation.prefix",
-                format!("prefix must be 16..28, not {}", s.prefix),
-                Some("prefix".into()),
-            ));
+            problems.push(diagnostic(Level::Error, "isolation.prefix", format!("prefix must be 16..28, not {}", s.prefix), Some("prefix".into())));
         }
         if s.drop_names != "shared" && s.drop_names != "always" {
             problems.push(diagnostic(
                 Level::Error,
                 "isolation.drop-names",
-                format!(
-                    "drop-names must be \"shared\" or \"always\", not {:?}",
-                    s.drop_names
-                ),
+                format!("drop-names must be \"shared\" or \"always\", not {:?}", s.drop_names),
                 Some("drop-names".into()),
             ));
         }
         if s.cpus < 0.0 {
-            problems.push(diagnostic(
-                Level::Error,
-                "isolation.cpus",
-                "cpus must not be negative",
-                Some("cpus".into()),
-            ));
+            problems.push(diagnostic(Level::Error, "isolation.cpus", "cpus must not be negative", Some("cpus".into())));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
     fn services(snapshot: &Snapshot) -> Result<ServicePlan, PluginError> {
-        let mut plan = ServicePlan {
-            services: vec![],
-            diagnostics: vec![],
-        };
+        let mut plan = ServicePlan { services: vec![], diagnostics: vec![] };
         let Some(s) = load(snapshot)? else {
             return Ok(plan);
         };
@@ -147,76 +120,41 @@ impl Plugin for TestIsolation {
                         "{}: fixed container name {:?} dropped{}",
                         svc.name,
                         svc.container_name.as_deref().unwrap_or_default(),
-                        if shared {
-                            " (it would be an alias on a network other environments share)"
-                        } else {
-                            ""
-                        }
+                        if shared { " (it would be an alias on a network other environments share)" } else { "" }
                     ),
                     Some(format!("services.{}.container_name", svc.name)),
                 ));
             }
-            let mut intent = ServiceIntent {
-                drop_container_name: drop,
-                ..ServiceIntent::new(&svc.name)
-            };
+            let mut intent = ServiceIntent { drop_container_name: drop, ..ServiceIntent::new(&svc.name) };
             if svc.resources.memory_limit.is_none() || svc.resources.cpus.is_none() {
                 intent.resources = Some(Resources {
-                    memory_limit: svc
-                        .resources
-                        .memory_limit
-                        .or((s.memory_mb > 0).then_some(s.memory_mb << 20)),
+                    memory_limit: svc.resources.memory_limit.or((s.memory_mb > 0).then_some(s.memory_mb << 20)),
                     memory_reservation: None,
                     cpus: svc.resources.cpus.or((s.cpus > 0.0).then_some(s.cpus)),
                 });
             }
             if s.tmpfs_databases {
                 let base = svc.image_base().unwrap_or_default();
-                let dir = s
-                    .data_dirs
-                    .get(base)
-                    .map(String::as_str)
-                    .or_else(|| data_dir(base));
-                if let Some(dir) =
-                    dir.filter(|d| !svc.tmpfs.iter().any(|t| t.split(':').next() == Some(*d)))
-                {
+                let dir = s.data_dirs.get(base).map(String::as_str).or_else(|| data_dir(base));
+                if let Some(dir) = dir.filter(|d| !svc.tmpfs.iter().any(|t| t.split(':').next() == Some(*d))) {
                     intent.add_tmpfs.push(dir.to_string());
                     plan.diagnostics.push(diagnostic(
                         Level::Info,
                         "isolation.tmpfs",
-                        format!(
-                            "{}: {dir} on tmpfs (fast, discarded with the environment)",
-                            svc.name
-                        ),
+                        format!("{}: {dir} on tmpfs (fast, discarded with the environment)", svc.name),
                         Some(format!("services.{}.tmpfs", svc.name)),
                     ));
                 }
             }
             // A size cap the compose file set, or another log driver it chose, is the user's decision.
-            let uncapped_json = |l: &Logging| {
-                (l.driver == "json-file" || l.driver.is_empty())
-                    && !l.options.iter().any(|kv| kv.key == "max-size")
-            };
+            let uncapped_json = |l: &Logging| (l.driver == "json-file" || l.driver.is_empty()) && !l.options.iter().any(|kv| kv.key == "max-size");
             if !s.log_max_size.is_empty() && svc.logging.as_ref().is_none_or(uncapped_json) {
-                let mut options = svc
-                    .logging
-                    .as_ref()
-                    .map(|l| l.options.clone())
-                    .unwrap_or_default();
-                options.push(KeyValue {
-                    key: "max-size".into(),
-                    value: s.log_max_size.clone(),
-                });
+                let mut options = svc.logging.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+                options.push(KeyValue { key: "max-size".into(), value: s.log_max_size.clone() });
                 if !options.iter().any(|kv| kv.key == "max-file") {
-                    options.push(KeyValue {
-                        key: "max-file".into(),
-                        value: "3".into(),
-                    });
+                    options.push(KeyValue { key: "max-file".into(), value: "3".into() });
                 }
-                intent.logging = Some(Logging {
-                    driver: "json-file".into(),
-                    options,
-                });
+                intent.logging = Some(Logging { driver: "json-file".into(), options });
             }
             plan.services.push(intent);
         }
@@ -230,31 +168,26 @@ impl Plugin for TestIsolation {
         };
         for n in snapshot.networks.iter().filter(|n| !n.external) {
             if let Some(SubnetRequest::Fixed(cidr)) = &n.subnet {
-                plan.diagnostics.push(diagnostic(Level::Info, "isolation.subnet", format!("network {}: fixed subnet {cidr} replaced by a /{} carved for this environment", n.name, s.prefix), Some(format!("networks.{}", n.name))));
+                plan.diagnostics.push(diagnostic(
+                    Level::Info,
+                    "isolation.subnet",
+                    format!("network {}: fixed subnet {cidr} replaced by a /{} carved for this environment", n.name, s.prefix),
+                    Some(format!("networks.{}", n.name)),
+                ));
                 // orch drops the fixed gateway and ip-range along with the subnet they belonged to.
-                plan.networks.push(NetworkIntent {
-                    subnet: Some(SubnetRequest::Size(s.prefix)),
-                    ..NetworkIntent::new(&n.name)
-                });
+                plan.networks.push(NetworkIntent { subnet: Some(SubnetRequest::Size(s.prefix)), ..NetworkIntent::new(&n.name) });
             }
         }
         Ok(plan)
     }
 
     fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
-        let mut plan = PortPlan {
-            ports: vec![],
-            diagnostics: vec![],
-        };
+        let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
         if load(snapshot)?.is_none() {
             return Ok(plan);
         }
         for svc in &snapshot.services {
-            for p in svc
-                .ports
-                .iter()
-                .filter(|p| matches!(p.strategy, PortStrategy::Fixed(_)))
-            {
+            for p in svc.ports.iter().filter(|p| matches!(p.strategy, PortStrategy::Fixed(_))) {
                 plan.ports.push(PortIntent {
                     service: svc.name.clone(),
                     container_port: p.container_port,

@@ -12,24 +12,13 @@ pub struct Misbehave;
 
 impl Plugin for Misbehave {
     fn describe() -> Description {
-        describe(
-            "misbehave",
-            "0.0.0",
-            "Misbehaves on purpose (tests only)",
-            &[Policy::Networks],
-        )
+        describe("misbehave", "0.0.0", "Misbehaves on purpose (tests only)", &[Policy::Networks])
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings)
-            .map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, None)])?;
+        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, None)])?;
         if s.mode == "bad-settings" {
-            return Err(vec![diagnostic(
-                Level::Error,
-                "misbehave.mode",
-                "mode bad-settings is always rejected",
-                Some("mode".into()),
-            )]);
+            return Err(vec![diagnostic(Level::Error, "misbehave.mode", "mode bad-settings is always rejected", Some("mode".into()))]);
         }
         Ok(())
     }
@@ -51,63 +40,32 @@ impl Plugin for Misbehave {
             }
             "open-file" => {
                 let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-                Err(error(
-                    "misbehave.read",
-                    format!("read {} bytes", text.len()),
-                    None,
-                ))
+                Err(error("misbehave.read", format!("read {} bytes", text.len()), None))
             }
             "socket" => {
                 let r = std::net::TcpStream::connect("127.0.0.1:9");
-                Err(error(
-                    "misbehave.socket",
-                    format!("connect returned {}", r.is_ok()),
-                    None,
-                ))
+                Err(error("misbehave.socket", format!("connect returned {}", r.is_ok()), None))
             }
-            "env" => Err(error(
-                "misbehave.env",
-                format!("HOME={:?}", std::env::var("HOME").ok()),
-                None,
-            )),
+            "env" => Err(error("misbehave.env", format!("HOME={:?}", std::env::var("HOME").ok()), None)),
             "panic" => panic!("misbehave was asked to panic"),
-            "refuse" => Err(error(
-                "misbehave.refused",
-                "refusing on purpose",
-                Some("services".into()),
-            )),
+            "refuse" => Err(error("misbehave.refused", "refusing on purpose", Some("services".into()))),
             "invalid-plan" => {
                 let mut plan = NetworkPlan::empty();
-                plan.networks.push(NetworkIntent {
-                    subnet: Some(SubnetRequest::Fixed("300.1.2.0/24".into())),
-                    ..NetworkIntent::new("broken")
-                });
+                plan.networks.push(NetworkIntent { subnet: Some(SubnetRequest::Fixed("300.1.2.0/24".into())), ..NetworkIntent::new("broken") });
                 Ok(plan)
             }
             // Decides fields another plugin (bpo-networks) decided too: main's size and db's isolation.
             "override" => {
                 let mut plan = NetworkPlan::empty();
                 for (name, internal) in [("main", None), ("db", Some(false))] {
-                    plan.networks.push(NetworkIntent {
-                        subnet: (name == "main").then_some(SubnetRequest::Size(26)),
-                        internal,
-                        ..NetworkIntent::new(name)
-                    });
+                    plan.networks.push(NetworkIntent { subnet: (name == "main").then_some(SubnetRequest::Size(26)), internal, ..NetworkIntent::new(name) });
                 }
                 Ok(plan)
             }
             "clock" => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 let mut plan = NetworkPlan::empty();
-                plan.diagnostics.push(diagnostic(
-                    Level::Info,
-                    "misbehave.clock",
-                    format!("{now}"),
-                    None,
-                ));
+                plan.diagnostics.push(diagnostic(Level::Info, "misbehave.clock", format!("{now}"), None));
                 Ok(plan)
             }
             _ => {
