@@ -46,7 +46,9 @@ fn resolve_service(
     }
     let path = format!("services.{name}");
     if stack.contains(&id) {
-        let chain: Vec<String> = stack.iter().chain(std::iter::once(&id)).map(|(f, s)| format!("{s} ({})", f.display())).collect();
+        let one_file = stack.iter().all(|(f, _)| f == file);
+        let chain: Vec<String> =
+            stack.iter().chain(std::iter::once(&id)).map(|(f, s)| if one_file { s.clone() } else { format!("{s} ({})", f.display()) }).collect();
         return Err(invalid(file, &join(&path, "extends"), format!("extends forms a cycle: {}", chain.join(" → "))));
     }
     let Some(service) = services(doc).and_then(|m| m.get(name)) else {

@@ -131,7 +131,7 @@ fn load_unit(
     }
     let mut value = merged.expect("at least one file");
     let file = &unit.files[0];
-    merge::strip_tags(&mut value, "").map_err(|e| invalid(file, "", e))?;
+    merge::strip_tags(&mut value, "").map_err(|(path, message)| invalid(file, &path, message))?;
     let input = parse::ParseInput { file, root: &value, dir: unit.working_dir, vars: &variables, name_override: unit.name_override };
     let (mut project, mut services) = parse::project(&input, warnings)?;
     for (p, s) in included {

@@ -54,7 +54,7 @@ pub fn resolve_merge_keys(v: &mut Value) -> Result<(), String> {
 
 /// Removes what `!reset` asked to reset and unwraps `!override` once no later file is left to merge; any other tag is
 /// an error naming it.
-pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), String> {
+pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), (String, String)> {
     match v {
         Value::Mapping(m) => {
             let mut reset = vec![];
@@ -70,7 +70,7 @@ pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), String> {
                         strip_tags(child, &p)?;
                     }
                     Some(other) => {
-                        return Err(format!("at `{p}`: unknown YAML tag !{other}; compose knows !reset and !override"));
+                        return Err((p, format!("unknown YAML tag !{other}; compose knows !reset and !override")));
                     }
                     None => strip_tags(child, &p)?,
                 }
@@ -83,13 +83,13 @@ pub fn strip_tags(v: &mut Value, path: &str) -> Result<(), String> {
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if let Some(t) = tag_of(item) {
-                    return Err(format!("at `{path}[{i}]`: YAML tag !{t} is not allowed on a list item"));
+                    return Err((format!("{path}[{i}]"), format!("YAML tag !{t} is not allowed on a list item")));
                 }
                 strip_tags(item, &format!("{path}[{i}]"))?;
             }
             Ok(())
         }
-        Value::Tagged(t) => Err(format!("at `{path}`: unexpected YAML tag !{}", t.tag.to_string().trim_start_matches('!'))),
+        Value::Tagged(t) => Err((path.to_string(), format!("unexpected YAML tag !{}", t.tag.to_string().trim_start_matches('!')))),
         _ => Ok(()),
     }
 }
@@ -352,6 +352,6 @@ mod tests {
         strip_tags(&mut doc, "").unwrap();
         assert_eq!(doc, y("services: {a: {image: x, environment: {B: '2'}}}"));
         let mut bad = y("services: {a: !custom {image: x}}");
-        assert!(strip_tags(&mut bad, "").unwrap_err().contains("!custom"));
+        assert!(strip_tags(&mut bad, "").unwrap_err().1.contains("!custom"));
     }
 }

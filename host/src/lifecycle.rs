@@ -861,6 +861,11 @@ fn container_spec(plan: &Plan, name: &str, s: &ServicePlan, image: &str, labels:
         })
         .collect();
     let mut runtime = s.runtime.clone();
+    // The engine's IPC namespaces are private by default: one that another service joins must be shareable.
+    let shared_ipc = plan.services.values().any(|o| o.runtime.ipc.as_deref() == Some(&format!("service:{name}")));
+    if shared_ipc && runtime.ipc.is_none() {
+        runtime.ipc = Some("shareable".into());
+    }
     runtime.ipc = engine_mode(plan, &runtime.ipc);
     runtime.pid = engine_mode(plan, &runtime.pid);
     Ok(ContainerSpec {

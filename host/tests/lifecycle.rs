@@ -12,6 +12,9 @@ use orch::plan::{Plan, WaitStrategy};
 mod support;
 use support::{IMAGE, ensure_image};
 
+#[path = "lifecycle/fidelity.rs"]
+mod fidelity;
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }

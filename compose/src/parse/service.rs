@@ -469,7 +469,7 @@ impl P<'_> {
                     for (tkey, tp, tv) in self.fields(&tm, &fp, fields::MOUNT_TMPFS)? {
                         match tkey.as_str() {
                             "size" => mount.tmpfs_size = Some(self.bytes(tv, &tp)?),
-                            _ => mount.tmpfs_mode = Some(self.file_mode(tv, &tp)?),
+                            _ => mount.tmpfs_mode = Some(self.tmpfs_mode(tv, &tp)?),
                         }
                     }
                 }
@@ -508,14 +508,27 @@ impl P<'_> {
         }
     }
 
-    /// A file mode in octal: `0440`, `"0440"`, `0o440` or `440` all mean r--r-----.
+    /// A file mode: a YAML number is taken as the YAML reader gives it (`0440` and `0o440` are octal there), a string
+    /// is read as octal (`"0440"`, `"440"`).
     pub(crate) fn file_mode(&self, v: &Value, path: &str) -> R<u32> {
-        let s = self.string(v, path)?;
-        let digits = s.trim().trim_start_matches("0o").trim_start_matches("0O");
-        // YAML 1.2 reads `0440` as the decimal 440: its digits are the octal mode the author wrote. A number with
-        // an 8 or 9 in it was already converted from octal notation (e.g. 0o440 = 288).
-        let parsed = if digits.chars().all(|c| ('0'..='7').contains(&c)) { u32::from_str_radix(digits, 8).ok() } else { digits.parse::<u32>().ok() };
-        parsed.filter(|m| *m <= 0o7777).ok_or_else(|| self.err(path, format!("invalid file mode {s:?}; use octal such as 0440")))
+        let parsed = match v {
+            Value::Number(n) => n.as_u64().and_then(|m| u32::try_from(m).ok()),
+            other => {
+                let s = self.string(other, path)?;
+                u32::from_str_radix(s.trim().trim_start_matches("0o"), 8).ok()
+            }
+        };
+        parsed
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| self.err(path, format!("invalid file mode {}; use octal such as 0440", self.string(v, path).unwrap_or_default())))
+    }
+
+    /// A tmpfs mode is octal even when written as a plain number (`mode: 1777`), as `--tmpfs /x:mode=1777` is.
+    fn tmpfs_mode(&self, v: &Value, path: &str) -> R<u32> {
+        match v {
+            Value::Number(n) if n.to_string().chars().all(|c| ('0'..='7').contains(&c)) => self.file_mode(&Value::String(n.to_string()), path),
+            other => self.file_mode(other, path),
+        }
     }
 
     fn short_mount(&self, s: &str, path: &str) -> R<Mount> {
