@@ -309,6 +309,25 @@ pub struct Mount {
     pub subpath: Option<String>,
 }
 
+impl Mount {
+    /// A mount of `kind` at `target` with every option at its default.
+    pub fn new(kind: &str, target: &str) -> Mount {
+        Mount {
+            kind: kind.into(),
+            source: None,
+            target: target.into(),
+            read_only: false,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+            propagation: None,
+            selinux: None,
+            create_host_path: false,
+            nocopy: false,
+            subpath: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Healthcheck {
     /// Docker's form: ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"].

@@ -228,6 +228,12 @@ fn escape_dollars(v: &mut Value) {
 /// A mount in compose's long syntax, which carries every option; named volumes keep their compose key (the
 /// top-level entry maps it to the engine-side name).
 fn mount(v: &Mount) -> Value {
+    // A bind that creates its host path is the short syntax (`create_host_path` is unknown to docker-compose v1).
+    if v.kind == "bind" && v.create_host_path {
+        let opts: Vec<&str> = [v.read_only.then_some("ro"), v.selinux.as_deref(), v.propagation.as_deref()].into_iter().flatten().collect();
+        let src = v.source.as_deref().unwrap_or_default();
+        return if opts.is_empty() { json!(format!("{src}:{}", v.target)) } else { json!(format!("{src}:{}:{}", v.target, opts.join(","))) };
+    }
     let mut m = Map::new();
     m.insert("type".into(), json!(v.kind));
     insert_some(&mut m, "source", v.source.as_ref().map(|s| json!(s)));
@@ -240,9 +246,6 @@ fn mount(v: &Mount) -> Value {
             let mut b = Map::new();
             insert_some(&mut b, "propagation", v.propagation.as_ref().map(|p| json!(p)));
             insert_some(&mut b, "selinux", v.selinux.as_ref().map(|p| json!(p)));
-            if v.create_host_path {
-                b.insert("create_host_path".into(), json!(true));
-            }
             if !b.is_empty() {
                 m.insert("bind".into(), Value::Object(b));
             }

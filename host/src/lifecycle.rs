@@ -763,6 +763,15 @@ fn engine_mode(plan: &Plan, mode: &Option<String>) -> Option<String> {
     })
 }
 
+/// `3000`, `3000/udp` or a range `3000-3002[/udp]` as the engine's `PORT/PROTOCOL` keys.
+fn expose_keys(e: &str) -> Vec<String> {
+    let (ports, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+    match ports.split_once('-').and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))) {
+        Some((a, b)) if a <= b => (a..=b).map(|p| format!("{p}/{proto}")).collect(),
+        _ => vec![format!("{ports}/{proto}")],
+    }
+}
+
 /// A secret or config as the engine takes it: a read-only bind of its file, or a file copied in with owner and mode.
 fn file_spec(service: &str, f: &crate::plan::FilePlan) -> Result<Option<FileSpec>, LifecycleError> {
     if f.is_bind() {
@@ -897,7 +906,7 @@ fn container_spec(plan: &Plan, name: &str, s: &ServicePlan, image: &str, labels:
         stop_timeout_s: s.stop_grace_period_ms.map(|ms| (ms / 1000) as i64),
         network_mode: engine_mode(plan, &s.network_mode),
         volumes_from,
-        expose: s.expose.iter().map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") }).collect(),
+        expose: s.expose.iter().flat_map(|e| expose_keys(e)).collect(),
         files,
         runtime,
     })

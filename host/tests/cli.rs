@@ -120,6 +120,89 @@ fn compose_output_is_a_valid_compose_file() {
     assert!(again.status.success(), "{}", stderr(&again));
 }
 
+const ROUND_TRIP: &str = r#"
+name: roundtrip
+services:
+  app:
+    image: app:1
+    environment:
+      PRICE: "cost $$5"
+    command: ["sh", "-c", "echo $$HOME"]
+    cap_add: [NET_ADMIN]
+    init: true
+    ulimits: { nofile: { soft: 1024, hard: 2048 } }
+    shm_size: 64m
+    sysctls: { net.core.somaxconn: 1024 }
+    extra_hosts: ["somehost:10.1.2.3"]
+    dns: [10.9.9.9]
+    read_only: true
+    stop_signal: SIGUSR1
+    stop_grace_period: 7s
+    pids_limit: 64
+    security_opt: ["no-new-privileges:true"]
+    tty: true
+    expose: ["4000"]
+    volumes:
+      - data:/data
+      - ./conf:/conf:ro
+      - type: tmpfs
+        target: /scratch
+        tmpfs: { size: 8m }
+    secrets: [db-password]
+    configs:
+      - source: app-config
+        target: /etc/app.conf
+  side:
+    image: side:1
+    network_mode: service:app
+  friend:
+    image: side:1
+    volumes_from: ["app:ro"]
+    links: ["app:application"]
+volumes:
+  data: {}
+secrets:
+  db-password: { file: ./pw.txt }
+configs:
+  app-config: { file: ./app.conf }
+"#;
+
+#[test]
+fn compose_export_round_trips_and_docker_compose_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, ROUND_TRIP).unwrap();
+    std::fs::write(dir.path().join("pw.txt"), "pw").unwrap();
+    std::fs::write(dir.path().join("app.conf"), "conf").unwrap();
+    let plan = |f: &std::path::Path, format: &str| {
+        let out = orch(&["plan", "-f", f.to_str().unwrap(), "--env", "rt", "--no-engine", "--format", format]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let exported = dir.path().join("exported.yaml");
+    std::fs::write(&exported, plan(&file, "compose")).unwrap();
+    let check = Command::new("docker-compose")
+        .arg("-f")
+        .arg(&exported)
+        .args(["-p", "orchtest", "config"])
+        .output()
+        .expect("docker-compose is needed (.ci/run installs it)");
+    assert!(check.status.success(), "docker-compose rejected the export: {}", String::from_utf8_lossy(&check.stderr));
+    let resolved = String::from_utf8_lossy(&check.stdout);
+    assert!(resolved.contains("PRICE: cost $$5") && resolved.contains("echo $$HOME"), "`$` stays escaped:\n{resolved}");
+    // Importing the export gives the same services, apart from the names and labels orch derived.
+    let first: serde_json::Value = serde_json::from_slice(&plan(&file, "json")).unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&plan(&exported, "json")).unwrap();
+    for (name, s) in first["services"].as_object().unwrap() {
+        for field in
+            ["environment", "command", "runtime", "volumes", "files", "network_mode", "links", "volumes_from", "expose", "stop_grace_period_ms", "depends_on"]
+        {
+            assert_eq!(s.get(field), again["services"][name].get(field), "services.{name}.{field} changed in the round trip");
+        }
+    }
+    assert_eq!(first["services"]["app"]["runtime"]["read_only"], true, "the fixture exercises runtime options");
+}
+
 #[test]
 fn exit_codes_are_documented_ones() {
     // 3: invalid input, naming the file and the path at fault.

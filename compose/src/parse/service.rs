@@ -413,19 +413,7 @@ impl P<'_> {
     }
 
     fn long_mount(&mut self, m: &Mapping, ip: &str) -> R<Mount> {
-        let mut mount = Mount {
-            kind: "volume".into(),
-            source: None,
-            target: String::new(),
-            read_only: false,
-            tmpfs_size: None,
-            tmpfs_mode: None,
-            propagation: None,
-            selinux: None,
-            create_host_path: false,
-            nocopy: false,
-            subpath: None,
-        };
+        let mut mount = Mount::new("volume", "");
         let mut has_target = false;
         for (key, fp, v) in self.fields(m, ip, fields::MOUNT)? {
             match key.as_str() {
@@ -544,19 +532,7 @@ impl P<'_> {
         if !target.starts_with('/') {
             return Err(self.err(path, format!("volume target {target:?} must be an absolute path in the container")));
         }
-        let mut m = Mount {
-            kind: "volume".into(),
-            source: None,
-            target: target.into(),
-            read_only: false,
-            tmpfs_size: None,
-            tmpfs_mode: None,
-            propagation: None,
-            selinux: None,
-            create_host_path: false,
-            nocopy: false,
-            subpath: None,
-        };
+        let mut m = Mount::new("volume", target);
         for opt in mode.unwrap_or_default().split(',').filter(|o| !o.is_empty()) {
             match opt {
                 "ro" => m.read_only = true,
