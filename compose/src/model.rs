@@ -255,10 +255,10 @@ pub struct Build {
     /// Extra tags the built image also gets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Named build contexts (`additional_contexts`): name → an absolute directory, `docker-image://REF` or
+    /// `service:NAME`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ulimits: BTreeMap<String, Ulimit>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<String>,
+    pub additional_contexts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

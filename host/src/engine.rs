@@ -212,6 +212,10 @@ pub trait Engine: Send + Sync {
     /// (name, labels) of volumes carrying all of these labels.
     fn volumes_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Gives an image another name (`repo:tag`).
+    fn tag_image(&self, image: &str, tag: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes an image orch made for itself (a helper of a build); a missing image is success.
+    fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn build_image(&self, spec: BuildSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
     /// Disconnects every endpoint, then removes; a missing network is success.
@@ -331,6 +335,20 @@ impl Engine for DockerEngine {
         let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&label_filters(labels)).build();
         let list = self.docker.list_volumes(Some(opts)).await.map_err(api)?;
         Ok(list.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels.into_iter().collect())).collect())
+    }
+
+    async fn tag_image(&self, image: &str, tag: &str) -> Result<(), EngineError> {
+        let (repo, t) = match tag.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((repo, t)) => (repo, t),
+            None => (tag, "latest"),
+        };
+        let opts = bollard::query_parameters::TagImageOptionsBuilder::default().repo(repo).tag(t).build();
+        self.docker.tag_image(image, Some(opts)).await.map_err(classify(&format!("image {image}")))
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
+        gone_is_done(self.docker.remove_image(image, Some(opts), None).await.map(|_| ()).map_err(classify(&format!("image {image}"))))
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {

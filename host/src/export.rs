@@ -33,6 +33,24 @@ pub fn to_compose(plan: &Plan) -> Value {
             if !b.args.is_empty() {
                 bm.insert("args".into(), json!(b.args));
             }
+            // The rest only when set: several are newer than docker-compose v1.
+            insert_some(&mut bm, "dockerfile_inline", b.dockerfile_inline.as_ref().map(|d| json!(d)));
+            insert_some(&mut bm, "network", b.network.as_ref().map(|d| json!(d)));
+            insert_some(&mut bm, "shm_size", b.shm_size.map(|d| json!(d)));
+            insert_some(&mut bm, "platforms", b.platform.as_ref().map(|p| json!([p])));
+            insert_some(&mut bm, "pull", b.pull.map(|d| json!(d)));
+            insert_some(&mut bm, "no_cache", b.no_cache.map(|d| json!(d)));
+            for (key, list) in [("extra_hosts", &b.extra_hosts), ("cache_from", &b.cache_from), ("tags", &b.tags)] {
+                if !list.is_empty() {
+                    bm.insert(key.into(), json!(list));
+                }
+            }
+            if !b.labels.is_empty() {
+                bm.insert("labels".into(), json!(b.labels));
+            }
+            if !b.additional_contexts.is_empty() {
+                bm.insert("additional_contexts".into(), json!(b.additional_contexts));
+            }
             m.insert("build".into(), Value::Object(bm));
         }
         insert_some(&mut m, "command", s.command.as_ref().map(|c| json!(c)));

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod dockerfile;
 pub mod doctor;
 pub mod engine;
 pub mod error;

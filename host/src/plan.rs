@@ -221,6 +221,9 @@ pub struct ServicePlan {
     pub files: Vec<FilePlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<String>,
+    /// The compose profiles the service belongs to (it is in the plan because one of them is active, or none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
     /// Container options applied as written (capabilities, ulimits, sysctls, DNS, devices…).
     #[serde(default, skip_serializing_if = "Runtime::is_empty")]
     pub runtime: Runtime,
@@ -426,6 +429,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
             links: s.links.clone(),
             files: files(&mut plan, project, name, s, variables),
             pull_policy: s.pull_policy.clone(),
+            profiles: s.profiles.clone(),
             runtime: s.runtime.clone(),
         };
 

@@ -16,6 +16,8 @@ struct Case {
     #[serde(default)]
     env_kind: Option<String>,
     #[serde(default)]
+    profiles: Vec<String>,
+    #[serde(default)]
     facts: CaseFacts,
 }
 
@@ -32,6 +34,7 @@ struct CaseFacts {
 fn plugin_ref(name: &str) -> PluginRef {
     match name {
         "misbehave" => PluginRef::Path(orch_test_plugins::MISBEHAVE.into()),
+        "legacy-api" => PluginRef::Path(orch_test_plugins::LEGACY_API.into()),
         other => PluginRef::parse(other),
     }
 }
@@ -58,7 +61,7 @@ fn run_case(dir: &Path, runtime: &Runtime) -> String {
         ..Facts::default()
     };
     let request = orch::PlanRequest {
-        compose: orch_compose::LoadOptions { files: vec![dir.join("compose.yaml")], ..Default::default() },
+        compose: orch_compose::LoadOptions { files: vec![dir.join("compose.yaml")], profiles: case.profiles.clone(), ..Default::default() },
         env_id: Some("golden".into()),
         env_kind: case.env_kind.as_deref().map(|k| k.parse::<EnvKind>().unwrap()).unwrap_or_default(),
         pools: vec![],

@@ -175,7 +175,7 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     // An incompatible plugin is refused before it is pushed, naming both API versions.
     let future = orch(&a, &a_cache, &logged_in, &["plugin", "push", orch_test_plugins::FUTURE_API, &registry.reference("team/future:2.0.0")]);
     assert_eq!(future.status.code(), Some(4));
-    assert!(text(&future.stderr).contains("orch:policy@0.2.0") && text(&future.stderr).contains("orch:policy@0.1"), "{}", text(&future.stderr));
+    assert!(text(&future.stderr).contains("orch:policy@0.3.0") && text(&future.stderr).contains("orch:policy@0.2"), "{}", text(&future.stderr));
 
     // Project B uses it by reference; its first plan pins the digest in orch.lock.
     let b = tmp.path().join("b");

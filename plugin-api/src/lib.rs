@@ -33,7 +33,7 @@ pub use bindings::exports::orch::policy::services::{ServiceIntent, ServicePlan};
 pub use bindings::orch::policy::types::*;
 
 /// The version of the `orch:policy` package these bindings were generated from.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.2.0";
 
 /// A policy plugin. Implement `describe` and the policies you list in it; the others keep their defaults.
 pub trait Plugin {
@@ -149,6 +149,37 @@ impl Snapshot {
 }
 
 impl Service {
+    /// A service with this name and nothing else set: a starting point for tests and fixtures
+    /// (`Service { image: Some("postgres:15".into()), ..Service::new("db") }`).
+    pub fn new(name: &str) -> Service {
+        Service {
+            name: name.into(),
+            image: None,
+            build: None,
+            container_name: None,
+            ports: vec![],
+            networks: vec![],
+            healthcheck: None,
+            wait: vec![],
+            labels: vec![],
+            environment: vec![],
+            depends_on: vec![],
+            resources: Resources { memory_limit: None, memory_reservation: None, cpus: None },
+            tmpfs: vec![],
+            logging: None,
+            volumes: vec![],
+            cap_add: vec![],
+            cap_drop: vec![],
+            privileged: false,
+            read_only: false,
+            network_mode: None,
+            secrets: vec![],
+            configs: vec![],
+            profiles: vec![],
+            user: None,
+        }
+    }
+
     /// The image's repository without registry host, path or tag: `docker.io/library/postgres:15` → `postgres`.
     pub fn image_base(&self) -> Option<&str> {
         let image = self.image.as_deref()?;

@@ -165,6 +165,20 @@ fn check_references(file: &Path, project: &mut Project) -> R<()> {
         for (target, _) in &service.links {
             implied.push((format!("{sp}.links"), target.clone()));
         }
+        // A build context naming another service's image needs that service, but not at run time.
+        if let Some(b) = &service.build {
+            for (name, source) in &b.additional_contexts {
+                if let Some(target) = source.strip_prefix("service:")
+                    && !names.iter().any(|n| n == target)
+                {
+                    return Err(invalid(
+                        file,
+                        &format!("{sp}.build.additional_contexts.{name}"),
+                        format!("build context {name} names service {target:?}, which is not defined"),
+                    ));
+                }
+            }
+        }
         for (path, target) in implied {
             if target == *sname {
                 return Err(invalid(file, &path, format!("service {sname} refers to itself")));

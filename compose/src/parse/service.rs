@@ -283,9 +283,26 @@ impl P<'_> {
                 "pull" => b.pull = Some(self.boolean(v, &fp)?),
                 "no_cache" => b.no_cache = Some(self.boolean(v, &fp)?),
                 "tags" => b.tags = self.strict_list(v, &fp)?,
-                "ulimits" => b.ulimits = self.ulimits(v, &fp)?,
-                "isolation" => b.isolation = self.opt_string(v, &fp)?,
-                "additional_contexts" | "ssh" | "secrets" | "cache_to" | "entitlements" | "privileged" | "provenance" | "sbom" => {
+                "ulimits" | "isolation" => self.not_applied(&fp, "the engine's build API (1.41) takes no build-time ulimits or isolation"),
+                "additional_contexts" => {
+                    for (name, source) in self.labels(v, &fp)? {
+                        let cp = join(&fp, &name);
+                        let resolved = if source.starts_with("docker-image://") || source.starts_with("service:") {
+                            source
+                        } else if source.contains("://") || source.starts_with("git@") {
+                            return Err(self.err(
+                                &cp,
+                                format!("remote build context {source:?} is not supported: orch builds from local directories; clone it and name the clone"),
+                            ));
+                        } else if source.is_empty() {
+                            return Err(self.err(&cp, "an additional context needs a directory, docker-image://REF or service:NAME"));
+                        } else {
+                            self.relative_path(&source).to_string_lossy().into_owned()
+                        };
+                        b.additional_contexts.insert(name, resolved);
+                    }
+                }
+                "ssh" | "secrets" | "cache_to" | "entitlements" | "privileged" | "provenance" | "sbom" => {
                     self.not_applied(&fp, "it needs BuildKit; this engine's API (1.41) builds with the classic builder")
                 }
                 _ => unreachable!("fields() admits only known names"),

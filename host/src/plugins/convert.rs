@@ -133,6 +133,10 @@ fn logging(l: &Logging) -> w::Logging {
     w::Logging { driver: l.driver.clone().unwrap_or_else(|| "json-file".into()), options: kv(&l.options) }
 }
 
+fn file_refs(s: &crate::plan::ServicePlan, kind: &str) -> Vec<w::FileRef> {
+    s.files.iter().filter(|f| f.kind == kind).map(|f| w::FileRef { name: f.name.clone(), target: f.target.clone() }).collect()
+}
+
 /// What a plugin sees: the plan as it stands, its own settings, the host's facts and the environment's seed.
 pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
     let services = plan
@@ -167,6 +171,20 @@ pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
             // Plugins see every tmpfs mount point, whether `tmpfs:` or a `type: tmpfs` volume made it.
             tmpfs: s.tmpfs.iter().cloned().chain(s.volumes.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.clone())).collect(),
             logging: s.logging.as_ref().map(logging),
+            volumes: s
+                .volumes
+                .iter()
+                .map(|m| w::Mount { kind: m.kind.clone(), source: m.source.clone(), target: m.target.clone(), read_only: m.read_only })
+                .collect(),
+            cap_add: s.runtime.cap_add.clone(),
+            cap_drop: s.runtime.cap_drop.clone(),
+            privileged: s.runtime.privileged,
+            read_only: s.runtime.read_only,
+            network_mode: s.network_mode.clone(),
+            secrets: file_refs(s, "secret"),
+            configs: file_refs(s, "config"),
+            profiles: s.profiles.clone(),
+            user: s.user.clone(),
         })
         .collect();
     let networks = plan

@@ -16,30 +16,55 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
 
+/// The current `orch:policy` (what the host plans with and new plugins are built against).
 pub mod wit {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../plugin-api/wit",
+        additional_derives: [serde::Serialize, serde::Deserialize],
+    });
+}
+
+/// `orch:policy@0.1`, frozen: its plugins still run. Its records are the current ones minus what later versions
+/// added, so values cross between the two through serde (fields the older side lacks are dropped).
+pub mod wit01 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../plugin-api/wit-0.1",
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
 use wit::exports::orch::policy as ex;
 pub use wit::orch::policy::types;
+use wit01::exports::orch::policy as ex01;
 
-/// The `orch:policy` version this host implements, and the range of plugin versions it accepts.
-pub const API_VERSION: &str = "0.1.0";
+/// The `orch:policy` version this host implements; plugins built against it or any version in [`OLDER_APIS`] run.
+pub const API_VERSION: &str = "0.2.0";
+/// Older minor versions whose plugins still run (0.x minors are not semver-compatible, so each is bound on its own).
+pub const OLDER_APIS: &[&str] = &["0.1"];
 
-/// Whether a plugin built against `version` can run here (semver: same major, and same minor while 0.x).
+fn major_minor(v: &str) -> Option<(u64, u64)> {
+    let mut it = v.split(['.', '-', '+']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Whether a plugin built against `version` can run here: the current version (semver: same major, and same minor
+/// while 0.x) or one of [`OLDER_APIS`].
 pub fn api_compatible(version: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split(['.', '-', '+']);
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parse(version), parse(API_VERSION)) {
+    let Some(found) = major_minor(version) else { return false };
+    let same = |v: &str| match (Some(found), major_minor(&format!("{v}.0"))) {
         (Some((0, a)), Some((0, b))) => a == b,
         (Some((a, _)), Some((b, _))) => a == b && a != 0,
         _ => false,
-    }
+    };
+    same(API_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(API_VERSION)) || OLDER_APIS.iter().any(|v| same(v))
+}
+
+/// Converts a value of one API version's type into the same value of another version's type.
+fn bridge<A: serde::Serialize, B: serde::de::DeserializeOwned>(value: &A) -> wasmtime::Result<B> {
+    let json = serde_json::to_value(value).map_err(|e| wasmtime::Error::msg(format!("orch: cannot convert between API versions: {e}")))?;
+    serde_json::from_value(json).map_err(|e| wasmtime::Error::msg(format!("orch: cannot convert between API versions: {e}")))
 }
 
 /// Per-call limits.
@@ -94,7 +119,20 @@ impl wit::orch::policy::log::Host for State {
     }
 }
 
+impl wit01::orch::policy::log::Host for State {
+    fn log(&mut self, level: wit01::orch::policy::types::Level, message: String) {
+        let level = match level {
+            wit01::orch::policy::types::Level::Debug => types::Level::Debug,
+            wit01::orch::policy::types::Level::Info => types::Level::Info,
+            wit01::orch::policy::types::Level::Warning => types::Level::Warning,
+            wit01::orch::policy::types::Level::Error => types::Level::Error,
+        };
+        wit::orch::policy::log::Host::log(self, level, message);
+    }
+}
+
 impl types::Host for State {}
+impl wit01::orch::policy::types::Host for State {}
 
 struct Limiter {
     max_memory: usize,
@@ -159,13 +197,28 @@ struct RuntimeShared {
     limits: Limits,
 }
 
-struct Indices {
+/// Where a plugin's exports are, by the API version it was built against.
+enum Indices {
+    Current(Exports),
+    V01(Exports01),
+}
+
+struct Exports {
     metadata: ex::metadata::GuestIndices,
     networks: Option<ex::networks::GuestIndices>,
     ports: Option<ex::ports::GuestIndices>,
     health: Option<ex::health::GuestIndices>,
     images: Option<ex::images::GuestIndices>,
     services: Option<ex::services::GuestIndices>,
+}
+
+struct Exports01 {
+    metadata: ex01::metadata::GuestIndices,
+    networks: Option<ex01::networks::GuestIndices>,
+    ports: Option<ex01::ports::GuestIndices>,
+    health: Option<ex01::health::GuestIndices>,
+    images: Option<ex01::images::GuestIndices>,
+    services: Option<ex01::services::GuestIndices>,
 }
 
 impl Runtime {
@@ -198,6 +251,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         add_sandboxed_wasi(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
+        wit01::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
         Ok(Runtime { engine, linker, cache_dir, limits })
     }
 
@@ -241,13 +295,25 @@ impl Runtime {
         let mut linker = self.linker.clone();
         deny_files_and_sockets(&mut linker, &self.engine, &component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
         let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
-        let indices = Indices {
-            metadata: ex::metadata::GuestIndices::new(&pre).map_err(|e| PluginError::NotAPlugin { plugin: name.into(), message: format!("{e:#}") })?,
-            networks: ex::networks::GuestIndices::new(&pre).ok(),
-            ports: ex::ports::GuestIndices::new(&pre).ok(),
-            health: ex::health::GuestIndices::new(&pre).ok(),
-            images: ex::images::GuestIndices::new(&pre).ok(),
-            services: ex::services::GuestIndices::new(&pre).ok(),
+        let not_a_plugin = |e: wasmtime::Error| PluginError::NotAPlugin { plugin: name.into(), message: format!("{e:#}") };
+        let indices = if api_version.starts_with("0.1.") {
+            Indices::V01(Exports01 {
+                metadata: ex01::metadata::GuestIndices::new(&pre).map_err(not_a_plugin)?,
+                networks: ex01::networks::GuestIndices::new(&pre).ok(),
+                ports: ex01::ports::GuestIndices::new(&pre).ok(),
+                health: ex01::health::GuestIndices::new(&pre).ok(),
+                images: ex01::images::GuestIndices::new(&pre).ok(),
+                services: ex01::services::GuestIndices::new(&pre).ok(),
+            })
+        } else {
+            Indices::Current(Exports {
+                metadata: ex::metadata::GuestIndices::new(&pre).map_err(not_a_plugin)?,
+                networks: ex::networks::GuestIndices::new(&pre).ok(),
+                ports: ex::ports::GuestIndices::new(&pre).ok(),
+                health: ex::health::GuestIndices::new(&pre).ok(),
+                images: ex::images::GuestIndices::new(&pre).ok(),
+                services: ex::services::GuestIndices::new(&pre).ok(),
+            })
         };
         let runtime = Arc::new(RuntimeShared { engine: self.engine.clone(), limits: self.limits });
         let mut plugin = LoadedPlugin {
@@ -410,14 +476,40 @@ pub struct CallOutput<T> {
     pub elapsed: Duration,
 }
 
+/// One policy's `plan` call on whichever API version the plugin speaks: an older plugin gets the snapshot without
+/// the newer fields, and its answer is read back as the current type.
+macro_rules! plan_call {
+    ($store:ident, $instance:ident, $ix:ident, $policy:ident, $snapshot:ident) => {
+        match $ix {
+            Indices::Current(ix) => match &ix.$policy {
+                Some(i) => i.load(&mut *$store, $instance)?.call_plan(&mut *$store, $snapshot).map(Some),
+                None => Ok(None),
+            },
+            Indices::V01(ix) => match &ix.$policy {
+                Some(i) => {
+                    let old: wit01::orch::policy::types::Snapshot = bridge($snapshot)?;
+                    let answer = i.load(&mut *$store, $instance)?.call_plan(&mut *$store, &old)?;
+                    bridge(&answer).map(Some)
+                }
+                None => Ok(None),
+            },
+        }
+    };
+}
+
 impl LoadedPlugin {
     pub fn exports(&self, policy: types::Policy) -> bool {
-        match policy {
-            types::Policy::Networks => self.indices.networks.is_some(),
-            types::Policy::Ports => self.indices.ports.is_some(),
-            types::Policy::Health => self.indices.health.is_some(),
-            types::Policy::Images => self.indices.images.is_some(),
-            types::Policy::Services => self.indices.services.is_some(),
+        match (&self.indices, policy) {
+            (Indices::Current(ix), types::Policy::Networks) => ix.networks.is_some(),
+            (Indices::Current(ix), types::Policy::Ports) => ix.ports.is_some(),
+            (Indices::Current(ix), types::Policy::Health) => ix.health.is_some(),
+            (Indices::Current(ix), types::Policy::Images) => ix.images.is_some(),
+            (Indices::Current(ix), types::Policy::Services) => ix.services.is_some(),
+            (Indices::V01(ix), types::Policy::Networks) => ix.networks.is_some(),
+            (Indices::V01(ix), types::Policy::Ports) => ix.ports.is_some(),
+            (Indices::V01(ix), types::Policy::Health) => ix.health.is_some(),
+            (Indices::V01(ix), types::Policy::Images) => ix.images.is_some(),
+            (Indices::V01(ix), types::Policy::Services) => ix.services.is_some(),
         }
     }
 
@@ -502,13 +594,19 @@ impl LoadedPlugin {
     }
 
     pub fn describe(&self) -> Result<types::Description, PluginError> {
-        self.call(Call::Describe, |store, instance, ix| ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store)).map(|o| o.value)
+        self.call(Call::Describe, |store, instance, ix| match ix {
+            Indices::Current(ix) => ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store),
+            Indices::V01(ix) => bridge(&ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store)?),
+        })
+        .map(|o| o.value)
     }
 
     /// `Ok(problems)`: the plugin's own verdict on the settings (empty when they are fine).
     pub fn validate_settings(&self, settings: &str) -> Result<Vec<types::Diagnostic>, PluginError> {
-        let out =
-            self.call(Call::ValidateSettings, |store, instance, ix| ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings))?;
+        let out = self.call(Call::ValidateSettings, |store, instance, ix| match ix {
+            Indices::Current(ix) => ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings),
+            Indices::V01(ix) => bridge(&ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings)?),
+        })?;
         Ok(out.value.err().unwrap_or_default())
     }
 
@@ -527,38 +625,23 @@ impl LoadedPlugin {
     }
 
     pub fn plan_networks(&self, s: &types::Snapshot) -> Result<CallOutput<ex::networks::NetworkPlan>, PluginError> {
-        self.policy_call(types::Policy::Networks, |store, instance, ix| match &ix.networks {
-            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
-            None => Ok(None),
-        })
+        self.policy_call(types::Policy::Networks, |store, instance, ix| plan_call!(store, instance, ix, networks, s))
     }
 
     pub fn plan_ports(&self, s: &types::Snapshot) -> Result<CallOutput<ex::ports::PortPlan>, PluginError> {
-        self.policy_call(types::Policy::Ports, |store, instance, ix| match &ix.ports {
-            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
-            None => Ok(None),
-        })
+        self.policy_call(types::Policy::Ports, |store, instance, ix| plan_call!(store, instance, ix, ports, s))
     }
 
     pub fn plan_health(&self, s: &types::Snapshot) -> Result<CallOutput<ex::health::HealthPlan>, PluginError> {
-        self.policy_call(types::Policy::Health, |store, instance, ix| match &ix.health {
-            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
-            None => Ok(None),
-        })
+        self.policy_call(types::Policy::Health, |store, instance, ix| plan_call!(store, instance, ix, health, s))
     }
 
     pub fn plan_images(&self, s: &types::Snapshot) -> Result<CallOutput<ex::images::ImagePlan>, PluginError> {
-        self.policy_call(types::Policy::Images, |store, instance, ix| match &ix.images {
-            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
-            None => Ok(None),
-        })
+        self.policy_call(types::Policy::Images, |store, instance, ix| plan_call!(store, instance, ix, images, s))
     }
 
     pub fn plan_services(&self, s: &types::Snapshot) -> Result<CallOutput<ex::services::ServicePlan>, PluginError> {
-        self.policy_call(types::Policy::Services, |store, instance, ix| match &ix.services {
-            Some(i) => i.load(&mut *store, instance)?.call_plan(&mut *store, s).map(Some),
-            None => Ok(None),
-        })
+        self.policy_call(types::Policy::Services, |store, instance, ix| plan_call!(store, instance, ix, services, s))
     }
 }
 

@@ -264,3 +264,55 @@ services:
         let _ = s.rt.block_on(s.engine.client().remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None));
     }
 }
+
+#[test]
+fn named_build_contexts_and_extra_tags() {
+    let s = setup();
+    let dir = s.dir.path();
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::create_dir_all(dir.join("assets/sub")).unwrap();
+    std::fs::create_dir_all(dir.join("base")).unwrap();
+    std::fs::write(dir.join("assets/hello.txt"), "hello from a named context").unwrap();
+    std::fs::write(dir.join("assets/sub/deep.txt"), "deep").unwrap();
+    std::fs::write(dir.join("base/Dockerfile"), format!("FROM {IMAGE}\nRUN echo built-base > /base.txt\n")).unwrap();
+    // `base` is an image, `assets` a directory, `tools` another service's image.
+    std::fs::write(
+        dir.join("app/Dockerfile"),
+        "FROM base\nCOPY --from=assets hello.txt /hello.txt\nCOPY --from=assets sub/ /sub/\nCOPY --from=tools /base.txt /from-tools.txt\n",
+    )
+    .unwrap();
+    let pid = std::process::id();
+    let compose = format!(
+        r#"
+name: fid
+services:
+  tools:
+    build: ./base
+    image: orch-test/fid-tools-{pid}:latest
+    command: ["sleep", "300"]
+  app:
+    build:
+      context: ./app
+      additional_contexts:
+        base: docker-image://{IMAGE}
+        assets: ./assets
+        tools: service:tools
+      tags: ["orch-test/fid-app-extra-{pid}:v1"]
+    image: orch-test/fid-app-{pid}:latest
+    command: ["sleep", "300"]
+"#
+    );
+    let (plan, _env) = s.plan("ctx", 215, &compose);
+    assert!(plan.diagnostics.iter().all(|d| d.code != "compose.not-applied"), "{:?}", plan.diagnostics);
+    s.up(&plan).unwrap();
+    let app = &plan.services["app"].container_name;
+    assert_eq!(out(&s, app, "cat /hello.txt"), "hello from a named context");
+    assert_eq!(out(&s, app, "cat /sub/deep.txt"), "deep");
+    assert_eq!(out(&s, app, "cat /from-tools.txt"), "built-base");
+    let images = s.rt.block_on(s.engine.list_images()).unwrap();
+    assert!(images.contains(&format!("orch-test/fid-app-extra-{pid}:v1")), "extra tag");
+    assert!(!images.iter().any(|i| i.starts_with("orch-ctx/fid-")), "helper images of named contexts are removed: {images:?}");
+    for tag in [format!("orch-test/fid-tools-{pid}:latest"), format!("orch-test/fid-app-{pid}:latest"), format!("orch-test/fid-app-extra-{pid}:v1")] {
+        let _ = s.rt.block_on(s.engine.remove_image(&tag));
+    }
+}

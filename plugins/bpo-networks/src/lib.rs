@@ -239,22 +239,7 @@ mod tests {
     use super::*;
 
     fn service(name: &str, image: &str) -> Service {
-        Service {
-            name: name.into(),
-            image: Some(image.into()),
-            build: None,
-            container_name: None,
-            ports: vec![],
-            networks: vec![],
-            healthcheck: None,
-            wait: vec![],
-            labels: vec![],
-            environment: vec![],
-            depends_on: vec![],
-            resources: Resources { memory_limit: None, memory_reservation: None, cpus: None },
-            tmpfs: vec![],
-            logging: None,
-        }
+        Service { image: Some(image.into()), ..Service::new(name) }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! In the environment kinds it applies to (test and ci by default) it drops fixed `container_name`s that would leak
 //! onto shared networks (all of them with `drop-names = "always"`), publishes fixed
 //! host ports on ephemeral ports instead, carves fixed subnets per environment, puts known databases' data
-//! directories on tmpfs, gives services without limits default memory/cpu limits, and caps json-file logs.
+//! directories on tmpfs, gives services without limits default memory/cpu limits, and caps json-file logs. It refuses
+//! `network_mode: host` and `bridge`, which every environment would share.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,9 @@ pub struct Settings {
     /// joins an external network, where the alias would be seen by other environments; "always" drops every one
     /// (code that still uses the old names then breaks, which is how to find it).
     pub drop_names: String,
+    /// `network_mode: host` or `bridge` puts a service on a network every environment shares: "refuse" (default)
+    /// fails the plan, "allow" lets it through (orch still warns).
+    pub shared_networks: String,
 }
 
 impl Default for Settings {
@@ -44,6 +48,7 @@ impl Default for Settings {
             log_max_size: "10m".into(),
             prefix: 24,
             drop_names: "shared".into(),
+            shared_networks: "refuse".into(),
         }
     }
 }
@@ -95,6 +100,14 @@ impl Plugin for TestIsolation {
                 "isolation.drop-names",
                 format!("drop-names must be \"shared\" or \"always\", not {:?}", s.drop_names),
                 Some("drop-names".into()),
+            ));
+        }
+        if s.shared_networks != "refuse" && s.shared_networks != "allow" {
+            problems.push(diagnostic(
+                Level::Error,
+                "isolation.shared-networks",
+                format!("shared-networks must be \"refuse\" or \"allow\", not {:?}", s.shared_networks),
+                Some("shared-networks".into()),
             ));
         }
         if s.cpus < 0.0 {
@@ -166,6 +179,21 @@ impl Plugin for TestIsolation {
         let Some(s) = load(snapshot)? else {
             return Ok(plan);
         };
+        if s.shared_networks == "refuse" {
+            for svc in &snapshot.services {
+                if let Some(mode @ ("host" | "bridge")) = svc.network_mode.as_deref() {
+                    plan.diagnostics.push(diagnostic(
+                        Level::Error,
+                        "isolation.shared-network",
+                        format!(
+                            "service {}: network_mode {mode} puts it on a network every environment shares, so parallel copies collide; remove it, use a network of the compose file, or set test-isolation's shared-networks = \"allow\"",
+                            svc.name
+                        ),
+                        Some(format!("services.{}.network_mode", svc.name)),
+                    ));
+                }
+            }
+        }
         for n in snapshot.networks.iter().filter(|n| !n.external) {
             if let Some(SubnetRequest::Fixed(cidr)) = &n.subnet {
                 plan.diagnostics.push(diagnostic(
@@ -213,7 +241,8 @@ const SCHEMA: &str = r#"{
     "data-dirs": {"type": "object", "additionalProperties": {"type": "string"}},
     "log-max-size": {"type": "string", "default": "10m"},
     "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24},
-    "drop-names": {"enum": ["shared", "always"], "default": "shared"}
+    "drop-names": {"enum": ["shared", "always"], "default": "shared"},
+    "shared-networks": {"enum": ["refuse", "allow"], "default": "refuse"}
   }
 }"#;
 

@@ -62,6 +62,27 @@ impl Plugin for Misbehave {
                 }
                 Ok(plan)
             }
+            // Reports what the snapshot says of each service's mounts, capabilities, network mode and files.
+            "report" => {
+                let mut plan = NetworkPlan::empty();
+                for svc in &snapshot.services {
+                    let volumes: Vec<String> =
+                        svc.volumes.iter().map(|m| format!("{}:{}:{}", m.kind, m.source.clone().unwrap_or_default(), m.target)).collect();
+                    let files: Vec<String> = svc.secrets.iter().chain(&svc.configs).map(|f| format!("{}>{}", f.name, f.target)).collect();
+                    let text = format!(
+                        "{} volumes=[{}] cap_add=[{}] network_mode={} files=[{}] read_only={} profiles=[{}]",
+                        svc.name,
+                        volumes.join(","),
+                        svc.cap_add.join(","),
+                        svc.network_mode.clone().unwrap_or_default(),
+                        files.join(","),
+                        svc.read_only,
+                        svc.profiles.join(",")
+                    );
+                    plan.diagnostics.push(diagnostic(Level::Info, "misbehave.report", text, None));
+                }
+                Ok(plan)
+            }
             "clock" => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 let mut plan = NetworkPlan::empty();
