@@ -68,9 +68,7 @@ struct Entry {
 }
 
 fn write_ticket(path: &std::path::Path, demand: u64, admitted: bool) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{}\n{demand}\n{}\n", Owner::current().label(), if admitted { "admitted" } else { "waiting" }))?;
-    std::fs::rename(tmp, path)
+    crate::atomic::write(path, format!("{}\n{demand}\n{}\n", Owner::current().label(), if admitted { "admitted" } else { "waiting" }).as_bytes())
 }
 
 /// Live entries of the queue; entries of dead processes are removed for everyone.

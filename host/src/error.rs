@@ -55,6 +55,14 @@ pub mod exit {
 }
 
 impl Error {
+    /// Details for `ORCH_LOG=debug` only (a plugin crash's wasm backtrace).
+    pub fn details(&self) -> Option<&str> {
+        match self {
+            Error::Plugin(p) => p.details(),
+            _ => None,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) => exit::INVALID_INPUT,

@@ -5,6 +5,7 @@
 //! (the plan as a compose file).
 
 pub mod admission;
+pub mod atomic;
 pub mod config;
 pub mod dockerfile;
 pub mod doctor;

@@ -150,10 +150,8 @@ pub struct AllocGuard {
 
 impl AllocGuard {
     pub fn save(&self) -> Result<(), StateError> {
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
-        let io = |source| StateError::Io { path: self.path.clone(), source };
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state).expect("serialises")).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        crate::atomic::write(&self.path, &serde_json::to_vec_pretty(&self.state).expect("serialises"))
+            .map_err(|source| StateError::Io { path: self.path.clone(), source })
     }
 
     /// Reserves what `plan` chose for its environment.

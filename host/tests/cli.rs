@@ -204,6 +204,20 @@ fn compose_export_round_trips_and_docker_compose_accepts_it() {
 }
 
 #[test]
+fn huge_fields_are_planned_and_shown_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    let huge = "a".repeat(70_000);
+    std::fs::write(&file, format!("services:\n  app:\n    image: {huge}\n    environment:\n      X: {huge}\n")).unwrap();
+    let out = orch(&["plan", "-f", file.to_str().unwrap(), "--no-engine"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains('…'), "long cells are cut in the table");
+    let json = orch(&["plan", "-f", file.to_str().unwrap(), "--no-engine", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(plan["services"]["app"]["image"].as_str().map(str::len), Some(70_000), "JSON keeps every character");
+}
+
+#[test]
 fn exit_codes_are_documented_ones() {
     // 3: invalid input, naming the file and the path at fault.
     let dir = tempfile::tempdir().unwrap();

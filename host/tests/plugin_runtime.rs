@@ -31,6 +31,24 @@ fn run(rt: &Runtime, mode: &str) -> Result<CallOutput<NetworkPlan>, PluginError>
 }
 
 #[test]
+fn a_plugin_cannot_wait_and_fails_at_once() {
+    let rt = Runtime::new(None).unwrap();
+    let started = Instant::now();
+    let err = run(&rt, "sleep").err().expect("an hour's sleep must not succeed");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused after {:?}", started.elapsed());
+    match &err {
+        PluginError::Waited { plugin, call, import, waited_ms } => {
+            assert_eq!((plugin.as_str(), call.as_str(), *waited_ms), ("misbehave", "networks.plan", 3_600_000));
+            assert!(import.starts_with("wasi:clocks/monotonic-clock#subscribe"), "{import}");
+        }
+        other => panic!("expected Waited, got {other}"),
+    }
+    assert!(err.to_string().contains("cannot wait"), "{err}");
+    // Waiting for no time at all (a non-blocking poll) is fine.
+    assert!(run(&rt, "yield").is_ok());
+}
+
+#[test]
 fn infinite_loop_runs_out_of_fuel() {
     let rt = Runtime::new(None).unwrap();
     let started = Instant::now();
@@ -110,6 +128,11 @@ fn a_panic_is_reported_with_the_plugins_message_and_the_next_call_works() {
         }
         other => panic!("expected Trap, got {other}"),
     }
+    // One first line: plugin, call and the plugin's own panic message; no wasm backtrace in the message.
+    let first = err.to_string().lines().next().unwrap().to_string();
+    assert!(first.starts_with("plugin misbehave: networks.plan crashed: it panicked: misbehave was asked to panic"), "{first}");
+    assert!(!err.to_string().contains("wasm function"), "{err}");
+    assert!(err.details().is_some_and(|d| d.contains("wasm")), "the backtrace is kept for ORCH_LOG");
     // A fresh instance per call: the trap did not poison the plugin.
     let ok = plugin.plan_networks(&snapshot("ok")).unwrap();
     assert_eq!(ok.logs, vec![(Level::Info, "misbehave: behaving".to_string())]);

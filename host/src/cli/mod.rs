@@ -484,6 +484,11 @@ pub fn run() -> u8 {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("error: {e}");
+            if std::env::var_os("ORCH_LOG").is_some()
+                && let Some(details) = e.details()
+            {
+                eprintln!("{details}");
+            }
             e.exit_code()
         }
     }
@@ -722,9 +727,10 @@ impl ProgressView {
             },
             None => out.push_str(&format!("{}\n", progress_line(p))),
         }
-        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
         for (service, st) in rows.iter() {
-            out.push_str(&format!("  {service:<width$}  {st}\n"));
+            // Padded by hand: a formatting width above 65,535 (a huge service name) would panic.
+            out.push_str(&format!("  {service}{}  {st}\n", " ".repeat(width - service.chars().count())));
         }
         *drawn = rows.len();
         eprint!("{out}");

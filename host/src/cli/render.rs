@@ -5,29 +5,56 @@ use orch::plugins::LoadedPlugin;
 use orch::plugins::runtime::policy_interface;
 use orch::plugins::runtime::types::Policy;
 
+/// Longest cell a table shows; longer values (a plugin's diagnostic, a 70k-character image name) are cut with `…`
+/// and stay whole in `--format json`.
+const MAX_CELL: usize = 160;
+
+fn shorten(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.chars().count() <= MAX_CELL {
+        return cell.into();
+    }
+    let cut: String = cell.chars().take(MAX_CELL - 1).collect();
+    format!("{cut}…").into()
+}
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
+    let rows: Vec<Vec<std::borrow::Cow<str>>> = rows.iter().map(|r| r.iter().map(|c| shorten(c)).collect()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
+            if i >= widths.len() {
+                widths.push(0);
+            }
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
+    // Padding by hand: a formatting width above 65,535 would panic, and cells are bounded anyway.
     let line = |cells: Vec<&str>| {
         let mut s = String::from("  ");
         for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count()) + 2));
             }
         }
         s.trim_end().to_string() + "\n"
     };
     let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(|c| c.as_ref()).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn huge_cells_do_not_panic_and_are_cut() {
+        let huge = "x".repeat(70_000);
+        let out = super::table(&["a", "b"], &[vec![huge.clone(), "y".into()], vec!["short".into(), huge]]);
+        assert!(out.lines().all(|l| l.chars().count() < 400), "{}", out.len());
+        assert!(out.contains('…'));
+    }
 }
 
 pub fn policies(list: &[Policy]) -> String {

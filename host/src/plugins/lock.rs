@@ -111,10 +111,7 @@ impl Lock {
             return Ok(false);
         }
         let body = toml::to_string(&LockFileToml { version: 1, plugins: self.entries.clone() }).expect("lock serialises");
-        let tmp = self.path.with_extension("lock.tmp");
-        std::fs::write(&tmp, format!("{HEADER}{body}"))
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|source| PluginError::Read { path: self.path.clone(), source })?;
+        crate::atomic::write(&self.path, format!("{HEADER}{body}").as_bytes()).map_err(|source| PluginError::Read { path: self.path.clone(), source })?;
         self.changed = false;
         Ok(true)
     }

@@ -46,14 +46,18 @@ pub enum PluginError {
     OutOfFuel { plugin: String, call: String, fuel: u64 },
     #[error("plugin {plugin}: {call} ran past its {limit_ms} ms deadline")]
     Timeout { plugin: String, call: String, limit_ms: u64 },
+    #[error("plugin {plugin}: {call} tried to wait {waited_ms} ms ({import}); a policy call cannot wait — it must answer from the snapshot at once")]
+    Waited { plugin: String, call: String, import: String, waited_ms: u64 },
     #[error("plugin {plugin}: {call} tried to grow its memory to {requested} bytes, over its limit of {limit} bytes")]
     OutOfMemory { plugin: String, call: String, requested: usize, limit: usize },
     #[error(
         "plugin {plugin}: {call} tried to use {capability} ({import}); policy plugins get no files, sockets or environment — they receive everything in the snapshot"
     )]
     Forbidden { plugin: String, call: String, capability: String, import: String },
+    /// `message` leads with the plugin's own panic message when it printed one; the wasm backtrace is kept apart
+    /// (`ORCH_LOG=debug` shows it).
     #[error("plugin {plugin}: {call} crashed: {message}{}", if output.is_empty() { String::new() } else { format!("\n  plugin output:\n    {}", output.replace('\n', "\n    ")) })]
-    Trap { plugin: String, call: String, message: String, output: String },
+    Trap { plugin: String, call: String, message: String, output: String, backtrace: String },
     #[error("plugin {plugin}: {call} refused the plan: [{code}] {message}{}", path.as_ref().map(|p| format!(" (at {p})")).unwrap_or_default())]
     Refused { plugin: String, call: String, code: String, message: String, path: Option<String> },
     #[error("plugin {plugin}: {call} returned an invalid plan: {message}")]
@@ -70,6 +74,16 @@ pub enum PluginError {
     LockMismatch { source_ref: String, lock: PathBuf, locked: String, found: String, why: String },
     #[error("cannot build the plugin crate {}: {message}", dir.display())]
     Build { dir: PathBuf, message: String },
+}
+
+impl PluginError {
+    /// What only a debugging reader wants: the wasm backtrace of a crash.
+    pub fn details(&self) -> Option<&str> {
+        match self {
+            PluginError::Trap { backtrace, .. } if !backtrace.is_empty() => Some(backtrace),
+            _ => None,
+        }
+    }
 }
 
 /// Where a plugin comes from.

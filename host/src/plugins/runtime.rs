@@ -172,6 +172,59 @@ impl wasmtime_wasi::HostMonotonicClock for FixedMonotonicClock {
     }
 }
 
+/// The monotonic clock plugins get: it stands still, a subscription for no time at all (a non-blocking poll) is
+/// ready at once, and any real wait is refused with [`WaitRefused`]. wasmtime-wasi's own clock would block the host
+/// thread in `sleep`, where neither fuel nor the epoch deadline can stop it.
+struct FrozenClock<'a> {
+    table: &'a mut ResourceTable,
+}
+
+/// A plugin asked to wait; the call fails with [`PluginError::Waited`].
+#[derive(Debug, thiserror::Error)]
+#[error("plugins cannot wait ({import}, {nanos} ns)")]
+pub struct WaitRefused {
+    import: &'static str,
+    nanos: u64,
+}
+
+struct ReadyNow;
+
+#[async_trait::async_trait]
+impl wasmtime_wasi_io::poll::Pollable for ReadyNow {
+    async fn ready(&mut self) {}
+}
+
+impl FrozenClock<'_> {
+    fn subscribe(&mut self, import: &'static str, nanos: u64) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi_io::poll::DynPollable>> {
+        if nanos > 0 {
+            return Err(wasmtime::Error::new(WaitRefused { import, nanos }));
+        }
+        let ready = self.table.push(ReadyNow)?;
+        wasmtime_wasi_io::poll::subscribe(self.table, ready)
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host for FrozenClock<'_> {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(0)
+    }
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        Ok(1_000_000_000)
+    }
+    fn subscribe_instant(&mut self, when: u64) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi_io::poll::DynPollable>> {
+        // The clock reads 0, so an instant is also the time to wait.
+        self.subscribe("wasi:clocks/monotonic-clock#subscribe-instant", when)
+    }
+    fn subscribe_duration(&mut self, duration: u64) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi_io::poll::DynPollable>> {
+        self.subscribe("wasi:clocks/monotonic-clock#subscribe-duration", duration)
+    }
+}
+
+struct HasFrozenClock;
+impl wasmtime::component::HasData for HasFrozenClock {
+    type Data<'a> = FrozenClock<'a>;
+}
+
 /// Where a loaded plugin's time went (for the benchmark and `--verbose`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadStats {
@@ -409,14 +462,7 @@ pub fn policy_interface(p: types::Policy) -> &'static str {
 
 fn write_atomically(path: &Path, bytes: &[u8]) {
     // A cache write that fails only costs a recompile next time, so errors are ignored.
-    if let Some(dir) = path.parent()
-        && std::fs::create_dir_all(dir).is_ok()
-    {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-    }
+    let _ = crate::atomic::write(path, bytes);
 }
 
 /// Clocks, randomness, stdio and the exit/environment interfaces, all sandboxed; no filesystem, no sockets.
@@ -426,7 +472,7 @@ fn add_sandboxed_wasi(l: &mut Linker<State>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
     use wasmtime_wasi::random::WasiRandom;
     clocks::wall_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<State, HasFrozenClock>(l, |t| FrozenClock { table: &mut t.table })?;
     random::random::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
     random::insecure::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
     random::insecure_seed::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
@@ -581,14 +627,25 @@ impl LoadedPlugin {
             };
             return PluginError::Forbidden { plugin, call, capability: capability.into(), import };
         }
+        if let Some(w) = err.downcast_ref::<WaitRefused>() {
+            return PluginError::Waited { plugin, call, import: w.import.to_string(), waited_ms: w.nanos / 1_000_000 };
+        }
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, call, fuel: limits.fuel },
             Some(Trap::Interrupt) => PluginError::Timeout { plugin, call, limit_ms: limits.deadline.as_millis() as u64 },
             _ => {
                 let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
                 let printed = if printed.is_empty() { String::from_utf8_lossy(&stdout.contents()).trim().to_string() } else { printed };
-                let root = format!("{err:#}");
-                PluginError::Trap { plugin, call, message: root, output: printed.lines().take(20).collect::<Vec<_>>().join("\n") }
+                // The cause first: the plugin's own panic message when it printed one, else the trap itself; the
+                // backtrace (`<unknown>!<wasm function N>` lines) is kept for `ORCH_LOG=debug`.
+                let panic = printed.lines().skip_while(|l| !l.contains("panicked at")).nth(1).map(str::trim).filter(|l| !l.is_empty());
+                let root = err.root_cause().to_string();
+                let message = match panic {
+                    Some(p) => format!("it panicked: {p} ({root})"),
+                    None => root,
+                };
+                let backtrace = err.downcast_ref::<wasmtime::WasmBacktrace>().map(|b| b.to_string()).unwrap_or_default();
+                PluginError::Trap { plugin, call, message, output: printed.lines().take(20).collect::<Vec<_>>().join("\n"), backtrace }
             }
         }
     }

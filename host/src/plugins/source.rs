@@ -58,11 +58,8 @@ impl Sources {
 
     fn store(&self, digest: &str, bytes: &[u8]) {
         if let Some(path) = self.cached(digest) {
-            let _ = std::fs::create_dir_all(path.parent().expect("has parent"));
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
-            }
+            // A failed cache write only means fetching again next time.
+            let _ = crate::atomic::write(&path, bytes);
         }
     }
 

@@ -48,6 +48,15 @@ impl Plugin for Misbehave {
             }
             "env" => Err(error("misbehave.env", format!("HOME={:?}", std::env::var("HOME").ok()), None)),
             "panic" => panic!("misbehave was asked to panic"),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Err(error("misbehave.slept", "woke up after an hour", None))
+            }
+            // A zero-length sleep is a non-blocking poll: it must not count as waiting.
+            "yield" => {
+                std::thread::sleep(std::time::Duration::ZERO);
+                Ok(NetworkPlan::empty())
+            }
             "refuse" => Err(error("misbehave.refused", "refusing on purpose", Some("services".into()))),
             "invalid-plan" => {
                 let mut plan = NetworkPlan::empty();
