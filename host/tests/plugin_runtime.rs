@@ -49,6 +49,37 @@ fn a_plugin_cannot_wait_and_fails_at_once() {
 }
 
 #[test]
+fn hostile_answers_and_behaviour_fail_fast_with_their_own_message() {
+    let rt = Runtime::new(None).unwrap();
+    let plugin = misbehave(&rt);
+    // mode → a piece of the message that says what went wrong.
+    let cases = [
+        ("many-networks", "`networks` has 20000 entries, over the limit of 4096"),
+        ("many-diagnostics", "`diagnostics` has 10000 entries, over the limit of 4096"),
+        ("huge-string", "has 4194304 characters, over the limit of 65536"),
+        ("long-name", "`networks[0].name` has 100000 characters"),
+        ("big-answer", "its answer is over 8388608 bytes"),
+        ("stdout-flood", "it printed more than 64 KiB"),
+        ("stack", "stack overflowed"),
+        ("sleep", "cannot wait"),
+        ("loop", "CPU budget"),
+        ("alloc", "memory"),
+    ];
+    for (mode, expected) in cases {
+        let started = Instant::now();
+        let err = plugin.plan_networks(&snapshot(mode)).err().unwrap_or_else(|| panic!("mode {mode} must fail"));
+        let elapsed = started.elapsed();
+        let text = err.to_string();
+        assert!(text.starts_with("plugin misbehave: networks.plan "), "{mode}: {text}");
+        assert!(text.contains(expected), "{mode}: {text}");
+        assert!(elapsed < Duration::from_secs(2), "{mode} took {elapsed:?}");
+        assert_eq!(orch::Error::from(err).exit_code(), 4, "{mode}");
+    }
+    // A plugin after a failed one is unaffected (fresh instance per call).
+    assert!(plugin.plan_networks(&snapshot("ok")).is_ok());
+}
+
+#[test]
 fn infinite_loop_runs_out_of_fuel() {
     let rt = Runtime::new(None).unwrap();
     let started = Instant::now();

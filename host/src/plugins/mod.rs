@@ -3,6 +3,7 @@
 //! building and pinning in [`source`], [`oci`] and [`lock`].
 
 pub mod convert;
+pub mod limits;
 pub mod lock;
 pub mod oci;
 pub mod runtime;
@@ -62,6 +63,8 @@ pub enum PluginError {
     Refused { plugin: String, call: String, code: String, message: String, path: Option<String> },
     #[error("plugin {plugin}: {call} returned an invalid plan: {message}")]
     InvalidOutput { plugin: String, call: String, message: String },
+    #[error("plugin {plugin}: {call} returned too much: {what}; nothing of it was used")]
+    OutputTooLarge { plugin: String, call: String, what: String },
     #[error("plugin {plugin} rejected its settings:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Settings { plugin: String, problems: Vec<String> },
     #[error("invalid plugin setting {setting:?}: {message}")]

@@ -73,12 +73,13 @@ pub struct Limits {
     pub memory_bytes: usize,
     pub fuel: u64,
     pub deadline: Duration,
+    pub output: super::limits::OutputLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // A realistic policy call uses ~30k fuel and a few hundred KiB; these leave orders of magnitude of room.
-        Limits { memory_bytes: 64 << 20, fuel: 200_000_000, deadline: Duration::from_secs(2) }
+        Limits { memory_bytes: 64 << 20, fuel: 200_000_000, deadline: Duration::from_secs(2), output: Default::default() }
     }
 }
 
@@ -564,7 +565,7 @@ impl LoadedPlugin {
     }
 
     /// Runs `f` on a fresh instance in a fresh, limited store and turns every failure into a [`PluginError`].
-    fn call<T>(
+    fn call<T: serde::Serialize>(
         &self,
         call: Call,
         f: impl FnOnce(&mut Store<State>, &wasmtime::component::Instance, &Indices) -> wasmtime::Result<T>,
@@ -596,7 +597,11 @@ impl LoadedPlugin {
         let result = self.pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance, &self.indices));
         let elapsed = started.elapsed();
         match result {
-            Ok(value) => Ok(CallOutput { value, logs: std::mem::take(&mut store.data_mut().logs), elapsed }),
+            Ok(value) => {
+                // Checked before anything of it is used: no answer can make orch's own work unbounded.
+                super::limits::check(&value, &limits.output, &self.name, &call.to_string())?;
+                Ok(CallOutput { value, logs: std::mem::take(&mut store.data_mut().logs), elapsed })
+            }
             Err(err) => Err(self.classify(call, err, &store, &stderr, &stdout, limits)),
         }
     }
@@ -640,9 +645,17 @@ impl LoadedPlugin {
                 // backtrace (`<unknown>!<wasm function N>` lines) is kept for `ORCH_LOG=debug`.
                 let panic = printed.lines().skip_while(|l| !l.contains("panicked at")).nth(1).map(str::trim).filter(|l| !l.is_empty());
                 let root = err.root_cause().to_string();
+                let flooded = stdout.contents().len() >= OUTPUT_CAPACITY || stderr.contents().len() >= OUTPUT_CAPACITY;
+                let hint = match err.downcast_ref::<Trap>() {
+                    _ if flooded => format!("; it printed more than {} KiB, the most a plugin's output may hold", OUTPUT_CAPACITY >> 10),
+                    Some(Trap::StackOverflow) => "; its call stack overflowed (unbounded recursion?)".to_string(),
+                    // Rust guests keep their stack in linear memory: overflowing it is an out-of-bounds access.
+                    Some(Trap::MemoryOutOfBounds) => "; most likely its stack overflowed (deep recursion) — else a bug in the plugin".to_string(),
+                    _ => String::new(),
+                };
                 let message = match panic {
-                    Some(p) => format!("it panicked: {p} ({root})"),
-                    None => root,
+                    Some(p) => format!("it panicked: {p} ({root}){hint}"),
+                    None => format!("{root}{hint}"),
                 };
                 let backtrace = err.downcast_ref::<wasmtime::WasmBacktrace>().map(|b| b.to_string()).unwrap_or_default();
                 PluginError::Trap { plugin, call, message, output: printed.lines().take(20).collect::<Vec<_>>().join("\n"), backtrace }
@@ -667,7 +680,7 @@ impl LoadedPlugin {
         Ok(out.value.err().unwrap_or_default())
     }
 
-    fn policy_call<T>(
+    fn policy_call<T: serde::Serialize>(
         &self,
         policy: types::Policy,
         f: impl FnOnce(&mut Store<State>, &wasmtime::component::Instance, &Indices) -> wasmtime::Result<Option<Result<T, types::PluginError>>>,

@@ -52,6 +52,46 @@ impl Plugin for Misbehave {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Err(error("misbehave.slept", "woke up after an hour", None))
             }
+            // Answers larger than any policy needs: each must be refused before orch processes it.
+            "many-networks" => {
+                let mut plan = NetworkPlan::empty();
+                plan.networks = (0..20_000).map(|i| NetworkIntent { subnet: Some(SubnetRequest::Size(28)), ..NetworkIntent::new(&format!("n{i}")) }).collect();
+                Ok(plan)
+            }
+            "many-diagnostics" => {
+                let mut plan = NetworkPlan::empty();
+                plan.diagnostics = (0..10_000).map(|i| diagnostic(Level::Warning, "misbehave.flood", format!("diagnostic {i}"), None)).collect();
+                Ok(plan)
+            }
+            "huge-string" => {
+                let mut plan = NetworkPlan::empty();
+                plan.diagnostics.push(diagnostic(Level::Info, "misbehave.huge", "x".repeat(4 << 20), None));
+                Ok(plan)
+            }
+            "long-name" => {
+                let mut plan = NetworkPlan::empty();
+                plan.networks.push(NetworkIntent::new(&"n".repeat(100_000)));
+                Ok(plan)
+            }
+            "big-answer" => {
+                let mut plan = NetworkPlan::empty();
+                plan.diagnostics = (0..4000).map(|i| diagnostic(Level::Info, "misbehave.big", format!("{i}{}", "y".repeat(4000)), None)).collect();
+                Ok(plan)
+            }
+            "stdout-flood" => {
+                let line = "z".repeat(1 << 16);
+                for _ in 0..2000 {
+                    println!("{line}");
+                }
+                Ok(NetworkPlan::empty())
+            }
+            "stack" => {
+                fn deeper(n: u64, pad: [u64; 64]) -> u64 {
+                    std::hint::black_box(pad);
+                    if n == 0 { 0 } else { 1 + deeper(n - 1, std::hint::black_box([n; 64])) }
+                }
+                Err(error("misbehave.stack", format!("depth {}", deeper(u64::MAX, [0; 64])), None))
+            }
             // A zero-length sleep is a non-blocking poll: it must not count as waiting.
             "yield" => {
                 std::thread::sleep(std::time::Duration::ZERO);
