@@ -8,7 +8,6 @@ use ipnet::Ipv4Net;
 
 use crate::facts::Facts;
 use crate::plan::{Level, Plan, PortStrategy, SubnetRequest};
-use crate::resolve::overlaps;
 
 const SOURCE: &str = "orch";
 
@@ -30,9 +29,45 @@ impl Findings {
     }
 }
 
+/// The most diagnostics of one code a plan carries; past it, one summary says how many more there were.
+pub const PER_CODE: usize = 50;
+
+/// Drops repeated diagnostics and caps each code at [`PER_CODE`], so no input can make the plan (and its output)
+/// grow without bound.
+pub fn bound_diagnostics(plan: &mut Plan) {
+    let mut seen = BTreeSet::new();
+    let mut per_code: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(plan.diagnostics.len().min(1024));
+    for d in std::mem::take(&mut plan.diagnostics) {
+        if !seen.insert((d.code.clone(), d.message.clone(), d.path.clone())) {
+            continue;
+        }
+        let n = per_code.entry((d.code.clone(), d.source.clone())).or_default();
+        *n += 1;
+        if *n <= PER_CODE {
+            kept.push(d);
+        }
+    }
+    for ((code, source), n) in per_code.into_iter().filter(|(_, n)| *n > PER_CODE) {
+        let level = kept.iter().filter(|d| d.code == code).map(|d| d.level).max().unwrap_or(Level::Warning);
+        kept.push(crate::plan::Diagnostic {
+            level,
+            code: code.clone(),
+            message: format!("… and {} more {code} diagnostics like these", n - PER_CODE),
+            path: None,
+            source,
+        });
+    }
+    plan.diagnostics = kept;
+}
+
 pub fn validate(plan: &mut Plan, facts: &Facts) {
     let mut f = Findings::default();
     let mut subnets: Vec<(String, Ipv4Net)> = vec![];
+    let mut taken = crate::resolve::Taken::default();
+    for t in &facts.taken_subnets {
+        taken.insert(t);
+    }
 
     for (name, n) in &plan.networks {
         let path = format!("networks.{name}");
@@ -44,14 +79,9 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         if net.trunc() != net {
             f.err("plan.subnet-host-bits", format!("network {name}: subnet {net} has host bits set; did you mean {}?", net.trunc()), path.clone());
         }
-        for (other, o) in &subnets {
-            if overlaps(o, &net) {
-                f.err("plan.subnet-overlap", format!("networks {other} ({o}) and {name} ({net}) overlap; give them disjoint subnets"), path.clone());
-            }
-        }
         // Carved subnets avoid existing ones by construction; fixed ones are checked against what the engine has.
         if matches!(n.subnet_request, Some(SubnetRequest::Fixed(_)))
-            && let Some(t) = facts.taken_subnets.iter().find(|t| overlaps(t, &net))
+            && let Some(t) = taken.overlaps(&net.trunc())
         {
             f.err(
                 "plan.subnet-taken",
@@ -85,6 +115,27 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
             }
         }
         subnets.push((name.clone(), net));
+    }
+
+    // Overlaps among the plan's own subnets, by one sweep in address order (not every pair: plans can be large).
+    let mut by_start: Vec<&(String, Ipv4Net)> = subnets.iter().collect();
+    by_start.sort_by_key(|(_, n)| (u32::from(n.network()), std::cmp::Reverse(u32::from(n.broadcast()))));
+    let mut widest: Option<&(String, Ipv4Net)> = None;
+    for entry in by_start {
+        let (name, net) = entry;
+        match widest {
+            Some((other, o)) if u32::from(net.network()) <= u32::from(o.broadcast()) => {
+                f.err(
+                    "plan.subnet-overlap",
+                    format!("networks {other} ({o}) and {name} ({net}) overlap; give them disjoint subnets"),
+                    format!("networks.{name}"),
+                );
+                if net.broadcast() > o.broadcast() {
+                    widest = Some(entry);
+                }
+            }
+            _ => widest = Some(entry),
+        }
     }
 
     // Host ports: (protocol, port) → (service, host ip) already holding it.
@@ -221,8 +272,23 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         f.0.push((Level::Error, "plan.dependency-cycle", format!("services depend on each other in a cycle: {}", cycle.join(" → ")), None));
     }
     for (level, code, message, path) in f.0 {
+        // A problem with a value a plugin decided names that plugin: the fix is in its settings, not the compose file.
+        let message = match path.as_deref().and_then(|p| decided_by(plan, p)) {
+            Some(plugin) => format!("{message} (the value comes from {plugin})"),
+            None => message,
+        };
         plan.diagnose(level, code, message, path, SOURCE);
     }
+    bound_diagnostics(plan);
+}
+
+/// The plugin that last decided the field at `path` (or the subnet of the network at `path`), if one did.
+fn decided_by(plan: &Plan, path: &str) -> Option<String> {
+    [path.to_string(), format!("{path}.subnet")]
+        .iter()
+        .filter_map(|p| plan.provenance.get(p).and_then(|chain| chain.last()))
+        .find(|who| who.starts_with("plugin:"))
+        .cloned()
 }
 
 /// The first dependency cycle found, as a path that starts and ends with the same service.

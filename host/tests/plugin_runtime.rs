@@ -234,6 +234,34 @@ fn compiled_components_are_cached_on_disk() {
 }
 
 #[test]
+fn a_poisoned_compiled_cache_is_refused_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = || Runtime::new(Some(dir.path().to_path_buf())).unwrap();
+    let entries = || std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    let bpo = builtin_bytes("bpo-networks").unwrap();
+    let ports = builtin_bytes("port-ranges").unwrap();
+    cache().load("port-ranges", ports).unwrap();
+    let ports_entry = entries()[0].clone();
+    cache().load("bpo-networks", bpo).unwrap();
+    let bpo_entry = entries().into_iter().find(|p| *p != ports_entry).unwrap();
+    // Poison: port-ranges' compiled code under bpo-networks' name, as a cache restored from elsewhere could hold.
+    std::fs::copy(&ports_entry, &bpo_entry).unwrap();
+    let loaded = cache().load("bpo-networks", bpo).unwrap();
+    assert!(!loaded.stats.from_cache, "the poisoned entry must not be loaded");
+    assert_eq!(loaded.description.name, "bpo-networks", "the pinned component runs, not the poisoned one");
+    let note = loaded.stats.cache_note.clone().expect("the refusal is reported");
+    assert!(note.contains("does not match the pinned component") && note.contains("rebuilt"), "{note}");
+    // The rebuilt entry is trusted again.
+    assert!(cache().load("bpo-networks", bpo).unwrap().stats.from_cache);
+    // An entry others may write is not trusted.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bpo_entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let shared = cache().load("bpo-networks", bpo).unwrap();
+    assert!(!shared.stats.from_cache);
+    assert!(shared.stats.cache_note.unwrap().contains("writable by group or others"));
+}
+
+#[test]
 fn describe_reports_the_policies_and_api_version() {
     let rt = Runtime::new(None).unwrap();
     let bpo = rt.load("bpo-networks", builtin_bytes("bpo-networks").unwrap()).unwrap();

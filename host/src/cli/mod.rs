@@ -429,6 +429,9 @@ fn active_plugins(cli_cache: &Option<PathBuf>, input: &PlanInput) -> Result<Vec<
     let runtime = runtime(cli_cache)?;
     let mut sources = project_sources(&runtime, input.project_config()?, input.locked)?;
     let active = plugins::activate_from(&runtime, &refs, &settings, &mut sources)?;
+    for note in active.iter().filter_map(|a| a.plugin.stats.cache_note.as_ref()) {
+        eprintln!("warning: {note}");
+    }
     if let Some(path) = sources.save_lock()? {
         eprintln!("pinned plugin digests in {}", path.display());
     }

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod lock;
 pub mod oci;
 pub mod runtime;
+pub mod sealed;
 pub mod source;
 
 use std::collections::BTreeMap;

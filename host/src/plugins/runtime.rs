@@ -94,6 +94,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     cache_dir: Option<PathBuf>,
+    /// Seals compiled cache entries; without it nothing is read from the disk cache.
+    seal: Option<super::sealed::SealKey>,
     pub limits: Limits,
 }
 
@@ -227,10 +229,12 @@ impl wasmtime::component::HasData for HasFrozenClock {
 }
 
 /// Where a loaded plugin's time went (for the benchmark and `--verbose`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadStats {
     pub from_cache: bool,
     pub load: Duration,
+    /// Why a compiled cache entry was refused and rebuilt (a poisoned or shared cache), for the user to see.
+    pub cache_note: Option<String>,
 }
 
 /// A compiled, type-checked plugin ready to be instantiated once per call.
@@ -306,7 +310,9 @@ impl Runtime {
         add_sandboxed_wasi(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit01::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
-        Ok(Runtime { engine, linker, cache_dir, limits })
+        // No key (no home directory, or an unsafe key file): compile every time rather than trust the cache.
+        let seal = cache_dir.as_ref().and_then(|_| super::sealed::default_key_path()).and_then(|p| super::sealed::SealKey::load_or_create(&p).ok());
+        Ok(Runtime { engine, linker, cache_dir, seal, limits })
     }
 
     fn cache_path(&self, sha: &str) -> Option<PathBuf> {
@@ -316,34 +322,39 @@ impl Runtime {
         Some(dir.join(format!("{}-{:016x}.cwasm", &sha[..32], h.finish())))
     }
 
-    fn compile(&self, name: &str, bytes: &[u8], sha: &str) -> Result<(Component, bool), PluginError> {
-        let cache = self.cache_path(sha);
-        if let Some(path) = &cache
-            && path.is_file()
+    /// The compiled component: from the sealed disk cache when an entry for exactly this component passes its
+    /// check, else compiled afresh (and cached). The note says why a cache entry was not used.
+    fn compile(&self, name: &str, bytes: &[u8], sha: &str) -> Result<(Component, bool, Option<String>), PluginError> {
+        let cache = self.cache_path(sha).zip(self.seal.as_ref());
+        let mut note = None;
+        if let Some((path, seal)) = &cache
+            && path.exists()
         {
-            // SAFETY: the file was written by `precompile_component` of an engine with the same compatibility hash
-            // (it is in the file name) into orch's private cache directory, and wasmtime checks its header. It is
-            // mapped, not read (5× faster); orch only ever replaces cache files by rename, so a mapping's inode is
-            // never truncated under it (truncating a mapped file in place would crash the process with SIGBUS).
-            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, path) } {
-                return Ok((c, true));
+            match seal.open(path, sha) {
+                // SAFETY: the artifact was sealed by this user's key for exactly this component, so this orch's
+                // engine (same compatibility hash, in the file name) produced it; wasmtime checks its header too.
+                Ok(artifact) => match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                    Ok(c) => return Ok((c, true, None)),
+                    Err(e) => note = Some(format!("compiled cache entry {} of plugin {name} could not be loaded ({e}); rebuilt it", path.display())),
+                },
+                Err(why) => note = Some(format!("compiled cache entry {} of plugin {name} was not used: {why}; rebuilt it", path.display())),
             }
         }
         let compiled = self.engine.precompile_component(bytes).map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
-        if let Some(path) = &cache {
-            write_atomically(path, &compiled);
+        if let Some((path, seal)) = &cache {
+            write_atomically(path, &seal.seal(sha, &compiled));
         }
         // SAFETY: `compiled` was produced by this very engine a moment ago.
         let c =
             unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| PluginError::Compile { plugin: name.into(), message: format!("{e:#}") })?;
-        Ok((c, false))
+        Ok((c, false, note))
     }
 
     /// Compiles (or loads from cache), checks the API version, links and describes a plugin.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
         let started = Instant::now();
         let sha = hex::encode(Sha256::digest(bytes));
-        let (component, from_cache) = self.compile(name, bytes, &sha)?;
+        let (component, from_cache, cache_note) = self.compile(name, bytes, &sha)?;
         let api_version = self.check_api(name, &component)?;
 
         let mut linker = self.linker.clone();
@@ -400,7 +411,7 @@ impl Runtime {
                 });
             }
         }
-        plugin.stats = LoadStats { from_cache, load: started.elapsed() };
+        plugin.stats = LoadStats { from_cache, load: started.elapsed(), cache_note };
         Ok(plugin)
     }
 
