@@ -250,6 +250,13 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     assert!(text(&tampered.stderr).contains("tampered") || text(&tampered.stderr).contains("does not match"), "{}", text(&tampered.stderr));
     let pull = orch(&b, &tmp.path().join("cache-b4"), &logged_in, &["plugin", "pull", &reference]);
     assert_eq!(pull.status.code(), Some(4), "{}", text(&pull.stderr));
+    // A registry that sends far more than the manifest claims (64 MiB here) is cut off at the claimed size: the
+    // bytes are counted as they arrive, never buffered whole.
+    std::fs::write(&blob, vec![0u8; 64 << 20]).unwrap();
+    let flood = plan(&tmp.path().join("cache-b5"));
+    assert_eq!(flood.status.code(), Some(4), "{}", text(&flood.stderr));
+    assert!(text(&flood.stderr).contains("more than the") && text(&flood.stderr).contains("bytes the manifest claims"), "{}", text(&flood.stderr));
+    std::fs::write(&blob, &bytes).unwrap();
     // A tampered copy in orch's own cache is dropped, not run: with the registry's copy also bad, nothing runs.
     let cached = std::fs::read_dir(b_cache.join("plugins/oci/sha256"))
         .unwrap()

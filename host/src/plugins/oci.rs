@@ -204,6 +204,9 @@ pub struct Pulled {
 }
 
 /// Pulls the component of `text`; with `manifest`, exactly that manifest (a pinned digest), whatever the tag says now.
+/// The largest component orch fetches (built-in plugins are under 1 MiB).
+pub const MAX_COMPONENT_BYTES: u64 = 32 << 20;
+
 /// The client checks the manifest and blob against their digests; a registry serving other bytes is refused.
 pub async fn pull(text: &str, manifest: Option<&str>) -> Result<Pulled, PluginError> {
     let mut reference = parse(text)?;
@@ -232,10 +235,31 @@ async fn pull_with(c: &Client, reference: &Reference, credentials: &RegistryAuth
             image.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ")
         ))
     })?;
-    let mut bytes = Vec::with_capacity(layer.size.max(0) as usize);
-    c.pull_blob(reference, layer, &mut bytes).await?;
+    // The size a registry claims is checked before anything is fetched, and never reserved up front; the bytes it
+    // sends are counted and hashed as they arrive, and it may not send more than it claimed.
+    let claimed = u64::try_from(layer.size).unwrap_or(u64::MAX);
+    if claimed > MAX_COMPONENT_BYTES {
+        return Err(refuse(format!(
+            "the manifest says the component is {claimed} bytes; orch takes plugins of up to {} MiB, so nothing was fetched",
+            MAX_COMPONENT_BYTES >> 20
+        )));
+    }
+    let mut stream = c.pull_blob_stream(reference, layer).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut bytes = Vec::with_capacity(claimed.min(1 << 20) as usize);
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| match e.get_ref().and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>()) {
+            Some(d) => refuse(format!("the component's content does not match the digest the manifest names (tampered?): {d}; nothing was run")),
+            None => refuse(format!("the download broke off: {e}")),
+        })?;
+        if bytes.len() as u64 + chunk.len() as u64 > claimed {
+            return Err(refuse(format!("the registry sent more than the {claimed} bytes the manifest claims; stopped, nothing was run")));
+        }
+        sha2::Digest::update(&mut hasher, &chunk);
+        bytes.extend_from_slice(&chunk);
+    }
     // Checked here too, so the guarantee does not rest on the client library alone.
-    let digest = sha256(&bytes);
+    let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher)));
     if digest != layer.digest {
         return Err(refuse(format!("the component's content has digest {digest}, but the manifest says {}; nothing was run", layer.digest)));
     }
