@@ -13,6 +13,8 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod facts;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod lifecycle;
 pub mod plan;
 pub mod plugins;

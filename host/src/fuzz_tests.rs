@@ -1,0 +1,197 @@
+//! Property tests over hostile input on the host side: plugin settings, `orch.toml`, `orch.lock`, and the host's
+//! handling of what plugins answer (convert → resolve → validate → export), fed with real answers whose values are
+//! mutated at random. Any outcome but a panic (or a hang, which `bench/fuzz.sh` detects) is fine. proptest keeps
+//! failing inputs under `proptest-regressions/` as regression cases.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::facts::Facts;
+use crate::plan::{EnvKind, Identity, Plan};
+use crate::plugins::convert;
+use crate::plugins::runtime::wit::exports::orch::policy as ex;
+
+fn config() -> ProptestConfig {
+    ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48), ..ProptestConfig::default() }
+}
+
+/// A plan of a small stack to apply answers to.
+fn base_plan() -> Plan {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  web:\n    image: web\n    ports: ['8080:80', '9000-9010:90']\n    networks: [front, back]\n  db:\n    image: postgres:15\n    networks: [back]\nnetworks:\n  front: {}\n  back:\n    ipam: {config: [{subnet: 10.9.0.0/24}]}\n",
+    )
+    .unwrap();
+    let loaded = orch_compose::load(&orch_compose::LoadOptions { files: vec![file], ..Default::default() }).unwrap();
+    let id = Identity { project: loaded.project.name.clone(), env_id: "fuzz".into(), env_kind: EnvKind::Test };
+    crate::plan::draft(&loaded.project, &id, &loaded.variables)
+}
+
+/// A value of the same kind as `v`, at random: hostile strings (CIDRs, huge numbers, unicode) and edge numbers.
+fn mutate(v: &mut Value, choices: &mut impl Iterator<Item = u32>) {
+    let mut next = || choices.next().unwrap_or(0);
+    match v {
+        Value::String(s) => {
+            const STRINGS: [&str; 14] = [
+                "",
+                "10.0.0.0/8",
+                "300.1.2.0/24",
+                "0.0.0.0/0",
+                "10.9.0.0/24",
+                "::1",
+                "web",
+                "db",
+                "nope",
+                "front",
+                "back",
+                "a\u{0}b",
+                "ü/../x",
+                "255.255.255.255/32",
+            ];
+            *s = match next() % 3 {
+                0 => STRINGS[(next() as usize) % STRINGS.len()].to_string(),
+                1 => "x".repeat((next() % 300) as usize),
+                _ => s.clone(),
+            }
+        }
+        Value::Number(n) => {
+            const NUMBERS: [i64; 8] = [0, 1, 8, 24, 32, 33, 255, 65535];
+            if next() % 2 == 0 {
+                *n = NUMBERS[(next() as usize) % NUMBERS.len()].into();
+            }
+        }
+        Value::Bool(b) => *b = next() % 2 == 0,
+        Value::Array(items) => {
+            if next() % 4 == 0 && !items.is_empty() {
+                let copy = items[(next() as usize) % items.len()].clone();
+                items.push(copy);
+            }
+            if next() % 5 == 0 {
+                items.pop();
+            }
+            for item in items.iter_mut() {
+                mutate(item, choices);
+            }
+        }
+        Value::Object(m) => {
+            for (_, item) in m.iter_mut() {
+                mutate(item, choices);
+            }
+        }
+        Value::Null => {}
+    }
+}
+
+/// Applies a mutated copy of `seed` (an answer of type `T`), then resolves, validates and exports the plan.
+fn exercise<T: serde::Serialize + serde::de::DeserializeOwned>(
+    seed: &T,
+    choices: Vec<u32>,
+    apply: impl Fn(&mut Plan, &T) -> Result<(), crate::plugins::PluginError>,
+) {
+    let mut value = serde_json::to_value(seed).unwrap();
+    mutate(&mut value, &mut choices.into_iter().cycle());
+    let Ok(answer) = serde_json::from_value::<T>(value) else { return };
+    let mut plan = base_plan();
+    if apply(&mut plan, &answer).is_err() {
+        return;
+    }
+    let facts = Facts { taken_subnets: ["10.192.0.0/24".parse().unwrap()].into(), taken_host_ports: [9000].into(), ..Facts::default() };
+    if crate::resolve::resolve(&mut plan, &facts, &["10.192.0.0/16".parse().unwrap()]).is_ok() {
+        crate::validate::validate(&mut plan, &facts);
+        let _ = crate::export::to_compose(&plan);
+        let _ = serde_json::to_string(&plan);
+    }
+}
+
+fn network_answer() -> ex::networks::NetworkPlan {
+    use crate::plugins::runtime::types::{ServiceNetwork, SubnetRequest};
+    ex::networks::NetworkPlan {
+        networks: vec![
+            ex::networks::NetworkIntent {
+                name: "front".into(),
+                subnet: Some(SubnetRequest::Size(26)),
+                gateway: None,
+                ip_range: None,
+                internal: Some(false),
+                driver: None,
+                driver_opts: vec![],
+            },
+            ex::networks::NetworkIntent {
+                name: "extra".into(),
+                subnet: Some(SubnetRequest::Fixed("10.9.1.0/24".into())),
+                gateway: Some("10.9.1.1".into()),
+                ip_range: Some("10.9.1.128/25".into()),
+                internal: Some(true),
+                driver: Some("bridge".into()),
+                driver_opts: vec![],
+            },
+        ],
+        attachments: vec![ex::networks::Attachments {
+            service: "web".into(),
+            networks: vec![ServiceNetwork { network: "extra".into(), aliases: vec!["w".into()], ipv4_address: Some("10.9.1.5".into()) }],
+        }],
+        diagnostics: vec![],
+    }
+}
+
+fn port_answer() -> ex::ports::PortPlan {
+    use crate::plugins::runtime::types::{PortRange, PortStrategy};
+    ex::ports::PortPlan {
+        ports: vec![
+            ex::ports::PortIntent {
+                service: "web".into(),
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: Some("127.0.0.1".into()),
+                strategy: PortStrategy::Hashed(PortRange { start: 9000, end: 9001 }),
+            },
+            ex::ports::PortIntent {
+                service: "db".into(),
+                container_port: 5432,
+                protocol: "tcp".into(),
+                host_ip: None,
+                strategy: PortStrategy::Range(PortRange { start: 9000, end: 9002 }),
+            },
+            ex::ports::PortIntent { service: "web".into(), container_port: 90, protocol: "udp".into(), host_ip: None, strategy: PortStrategy::Fixed(9000) },
+        ],
+        diagnostics: vec![],
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn plugin_network_answers_never_panic_the_host(choices in prop::collection::vec(any::<u32>(), 1..64)) {
+        exercise(&network_answer(), choices, |plan, a| convert::apply_networks(plan, "fuzz", a));
+    }
+
+    #[test]
+    fn plugin_port_answers_never_panic_the_host(choices in prop::collection::vec(any::<u32>(), 1..64)) {
+        exercise(&port_answer(), choices, |plan, a| convert::apply_ports(plan, "fuzz", a));
+    }
+
+    #[test]
+    fn plugin_settings_never_panic(flags in prop::collection::vec("[a-z.\\-]{0,12}=?\\PC{0,20}", 0..6)) {
+        let _ = crate::plugins::parse_settings(BTreeMap::new(), &flags);
+    }
+
+    #[test]
+    fn orch_toml_never_panics(text in "(\\[\\[?[a-z]{0,8}\\]\\]?\n|[a-z\\-]{1,12} = (\"\\PC{0,12}\"|[0-9]{1,6}|\\[\\]|true|\\{\\})\n|\\PC{0,20}\n){0,10}") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("orch.toml"), &text).unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), "services: {a: {image: a}}\n").unwrap();
+        let _ = crate::config::ProjectConfig::find(None, dir.path());
+    }
+
+    #[test]
+    fn orch_lock_never_panics(text in "(version = [0-9]{1,3}\n|\\[\\[plugin\\]\\]\n|[a-z]{1,10} = \"\\PC{0,20}\"\n|\\PC{0,20}\n){0,10}") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("orch.lock"), &text).unwrap();
+        let _ = crate::plugins::lock::Lock::load(dir.path());
+    }
+}
