@@ -420,3 +420,20 @@ impl P<'_> {
         if p.is_absolute() { normalize_path(p) } else { normalize_path(&self.dir.join(p)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tilde_is_the_home_directory_and_relative_paths_the_project() {
+        let Some(home) = std::env::var_os("HOME") else { return };
+        let mut warnings = vec![];
+        let vars = BTreeMap::new();
+        let p = P { file: Path::new("/p/compose.yaml"), dir: Path::new("/p"), vars: &vars, warnings: &mut warnings };
+        assert_eq!(p.relative_path("~/data"), Path::new(&home).join("data"));
+        assert_eq!(p.relative_path("~"), normalize_path(Path::new(&home)));
+        assert_eq!(p.relative_path("./a/../b"), Path::new("/p/b"));
+        assert_eq!(p.relative_path("~user/x"), Path::new("/p/~user/x"), "only the current user's ~ is expanded");
+    }
+}
