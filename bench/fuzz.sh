@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Runs orch's property/fuzz targets (proptest, stable Rust) for MINUTES each: compose import, .env, interpolation,
 # plugin settings, orch.toml, orch.lock, and the host's handling of plugin answers (convert → resolve → validate →
-# export). A target that runs out its time without a failure passes; a panic fails it, and proptest saves the
+# export → render), tables. A target that runs out its time without a failure passes; a panic fails it, and proptest saves the
 # failing input under proptest-regressions/ next to the target, where the normal test run replays it from then on.
 #
-#   bench/fuzz.sh [MINUTES] [TARGET…]        # default 30 minutes, every target
+#   bench/fuzz.sh [--cpu] [MINUTES] [TARGET…]   # default 30 minutes, every target (all at once)
+#
+# With --cpu, MINUTES are CPU minutes (a CPU-time limit, ulimit -t): targets sharing a few cores each still get their
+# full budget, however long that takes on the wall clock. Without it, MINUTES are wall minutes.
 set -u
 cd "$(dirname "$0")/.."
+clock=wall
+if [ "${1:-}" = "--cpu" ]; then clock=cpu; shift; fi
 minutes=${1:-30}
+[ "$minutes" -gt 0 ] 2>/dev/null || { echo "MINUTES must be a whole number above 0" >&2; exit 2; }
 shift || true
 targets=("$@")
 all=(compose_import_never_panics env_files_never_panic interpolation_never_panics plugin_network_answers_never_panic_the_host
-  plugin_port_answers_never_panic_the_host plugin_settings_never_panic orch_toml_never_panics orch_lock_never_panics)
+  plugin_port_answers_never_panic_the_host tables_never_panic plugin_settings_never_panic orch_toml_never_panics orch_lock_never_panics)
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
 binary() { # the test executable cargo builds for $@
@@ -21,24 +27,44 @@ compose_bin=$(binary -p orch-compose --test fuzz)
 host_bin=$(binary -p orch --lib)
 [ -x "$compose_bin" ] && [ -x "$host_bin" ] || { echo "could not build the fuzz targets" >&2; exit 2; }
 
-failed=0
-printf '%-46s %8s  %s\n' target minutes result
+# Every target at once (each is single-threaded): on a machine with fewer cores they share them, so the table
+# gives the CPU minutes each target had as well as its wall minutes.
+run_one() { # target binary name dir
+  local started rc
+  started=$(date +%s)
+  # Effectively unbounded cases: the clock ends the run. From the workspace root: proptest finds the target's
+  # source there and keeps failures next to it.
+  if [ "$clock" = cpu ]; then
+    # SIGXCPU at the limit ends the run (exit 152); the wall-clock timeout is only a backstop.
+    PROPTEST_CASES=4000000000 /usr/bin/time -f '%U %S' -o "/tmp/orch-fuzz-$1.cpu" \
+      bash -c 'ulimit -S -t "$1" && exec timeout "$2" "${@:3}"' _ "$((minutes * 60))" "$((minutes * 20))m" "$2" --exact "$3" --test-threads 1 \
+      >"/tmp/orch-fuzz-$1.log" 2>&1
+  else
+    PROPTEST_CASES=4000000000 /usr/bin/time -f '%U %S' -o "/tmp/orch-fuzz-$1.cpu" \
+      timeout "${minutes}m" "$2" --exact "$3" --test-threads 1 >"/tmp/orch-fuzz-$1.log" 2>&1
+  fi
+  rc=$?
+  echo "$rc $(( ($(date +%s) - started) / 60 ))" >"/tmp/orch-fuzz-$1.rc"
+}
 for t in "${targets[@]}"; do
   case "$t" in
-    compose_import_never_panics|env_files_never_panic|interpolation_never_panics) bin=$compose_bin; name=$t; dir=compose ;;
-    *) bin=$host_bin; name=fuzz_tests::$t; dir=host ;;
+    compose_import_never_panics|env_files_never_panic|interpolation_never_panics) run_one "$t" "$compose_bin" "$t" & ;;
+    *) run_one "$t" "$host_bin" "fuzz_tests::$t" & ;;
   esac
-  started=$(date +%s)
-  # Effectively unbounded cases: the clock ends the run.
-  # From the workspace root: proptest finds the target's source there and keeps failures next to it.
-  PROPTEST_CASES=4000000000 timeout "${minutes}m" "$bin" --exact "$name" --test-threads 1 >"/tmp/orch-fuzz-$t.log" 2>&1
-  rc=$?
-  ran=$(( ($(date +%s) - started) / 60 ))
+done
+wait
+
+failed=0
+printf '%-46s %6s %6s  %s\n' target wall cpu result
+for t in "${targets[@]}"; do
+  read -r rc ran <"/tmp/orch-fuzz-$t.rc"
+  cpu=$(awk 'END { printf "%.0f", ($1 + $2) / 60 }' "/tmp/orch-fuzz-$t.cpu" 2>/dev/null)
+  case "$t" in compose_*|env_*|interpolation_*) dir=compose ;; *) dir=host ;; esac
   case $rc in
-    124) result="no failure" ;;
+    124 | 152) result="no failure" ;;
     0) result="all cases passed" ;;
     *) result="FAILED (exit $rc): see /tmp/orch-fuzz-$t.log; the input is saved under $dir/proptest-regressions/"; failed=1 ;;
   esac
-  printf '%-46s %8s  %s\n' "$t" "$ran" "$result"
+  printf '%-46s %6s %6s  %s\n' "$t" "$ran" "$cpu" "$result"
 done
 exit $failed

@@ -130,6 +130,7 @@ pub const HEALTHCHECK: &[&str] = &["disable", "interval", "retries", "start_inte
 pub const DEPLOY: &[&str] = &["endpoint_mode", "labels", "mode", "placement", "replicas", "resources", "restart_policy", "rollback_config", "update_config"];
 
 pub const RESOURCES: &[&str] = &["limits", "reservations"];
+pub const PLACEMENT: &[&str] = &["constraints", "max_replicas_per_node", "preferences"];
 pub const LIMITS: &[&str] = &["cpus", "memory", "pids"];
 pub const RESERVATIONS: &[&str] = &["cpus", "devices", "generic_resources", "memory"];
 pub const DEVICE_REQUEST: &[&str] = &["capabilities", "count", "device_ids", "driver", "options"];

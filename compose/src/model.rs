@@ -74,6 +74,9 @@ pub struct Service {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Runtime {
+    /// `deploy.placement.constraints` (`node.labels.ssd==true`): applied by the swarm engine; one engine has one node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

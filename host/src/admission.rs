@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineError};
-use crate::lifecycle::Owner;
+use crate::owner::Owner;
 use crate::plan::Plan;
 use crate::reaper::{self, Verdict};
 use crate::state::StateDir;
@@ -100,7 +100,7 @@ fn entries(dir: &std::path::Path) -> Vec<Entry> {
 /// the next waiter counts it.
 pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy: &Policy, on_wait: &(dyn Fn(&str) + Sync)) -> Result<Ticket, AdmissionError> {
     let need = demand(plan);
-    if let Some((_, total)) = host_memory()
+    if let Some((_, total)) = engine.memory().await?
         && need > total - total / 10
     {
         return Err(AdmissionError::NeverFits { need: need >> 20, total: total >> 20 });
@@ -127,7 +127,7 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
             0
         };
         let reserved: u64 = ahead.iter().chain(admitted.iter()).map(|e| e.demand).sum();
-        let usable = host_memory().map(|(avail, total)| avail.saturating_sub(total / 10));
+        let usable = engine.memory().await?.map(|(avail, total)| avail.saturating_sub(total / 10));
         let why = if policy.max_envs > 0 && running + admitted.len() + ahead.len() + 1 > policy.max_envs {
             Some(format!(
                 "{} ahead; {running} environments running and {} starting, at most {} allowed (--max-envs)",
@@ -135,15 +135,15 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
                 admitted.len(),
                 policy.max_envs
             ))
-        } else if let Some(usable) = usable.filter(|u| need + reserved > *u) {
-            Some(format!(
-                "{} ahead; needs {} MiB of memory, {} MiB usable beyond the 10% reserve and what others claimed",
-                ahead.len(),
-                need >> 20,
-                usable.saturating_sub(reserved) >> 20
-            ))
         } else {
-            None
+            usable.filter(|u| need + reserved > *u).map(|usable| {
+                format!(
+                    "{} ahead; needs {} MiB of memory, {} MiB usable beyond the 10% reserve and what others claimed",
+                    ahead.len(),
+                    need >> 20,
+                    usable.saturating_sub(reserved) >> 20
+                )
+            })
         };
         let Some(why) = why else {
             write_ticket(&ticket.path, need, true).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;

@@ -31,6 +31,11 @@ pub struct ProjectConfig {
     #[serde(default)]
     pub pools: Vec<String>,
     pub max_envs: Option<usize>,
+    /// `local` (default) or `swarm`: where environments run (`--engine` and `ORCH_ENGINE` win).
+    pub engine: Option<crate::engine::EngineKind>,
+    /// `HOST:PORT` of a registry every node of a swarm can pull from: images orch has locally are pushed there when
+    /// the swarm has more than one node.
+    pub registry: Option<String>,
     #[serde(default)]
     pub plugins: Vec<PluginEntry>,
     /// The directory orch.toml is in (set on load).
@@ -125,5 +130,10 @@ mod tests {
         let err = ProjectConfig::find(None, dir.path()).unwrap_err().to_string();
         assert!(err.contains("orch.toml") && err.contains("unknown field `fils`"), "{err}");
         assert!(ProjectConfig::find(None, &dir.path().join("nowhere")).unwrap().is_none());
+        std::fs::write(dir.path().join(FILE_NAME), "engine = \"swarm\"\n").unwrap();
+        assert_eq!(ProjectConfig::find(None, dir.path()).unwrap().unwrap().engine, Some(crate::engine::EngineKind::Swarm));
+        std::fs::write(dir.path().join(FILE_NAME), "engine = \"k8s\"\n").unwrap();
+        let err = ProjectConfig::find(None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("orch.toml") && err.contains("k8s"), "{err}");
     }
 }

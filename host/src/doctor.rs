@@ -145,7 +145,7 @@ fn state_checks(state: &StateDir) -> Vec<Check> {
         Err(_) => out.push(check("state", Status::Ok, format!("{} (no in-flight allocations)", state.root.display()), None)),
         Ok(bytes) => match serde_json::from_slice::<crate::state::Allocations>(&bytes) {
             Ok(a) => {
-                let stale = a.envs.values().filter(|e| !crate::lifecycle::Owner::parse(&e.owner).is_some_and(|o| o.is_alive())).count();
+                let stale = a.envs.values().filter(|e| !crate::owner::Owner::parse(&e.owner).is_some_and(|o| o.is_alive())).count();
                 out.push(check(
                     "state",
                     Status::Ok,

@@ -9,8 +9,9 @@ use crate::resolve::ResolveError;
 pub enum Error {
     #[error(transparent)]
     Compose(#[from] orch_compose::ComposeError),
+    /// Boxed: a plugin's crash report is the largest error, and every `Result` would carry its size.
     #[error(transparent)]
-    Plugin(#[from] PluginError),
+    Plugin(Box<PluginError>),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
@@ -19,8 +20,30 @@ pub enum Error {
     InvalidPlan { diagnostics: Vec<Diagnostic> },
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    /// The command line (or the options a front end passed) is wrong: exit 2, and only for that.
     #[error("{0}")]
     Usage(String),
+    /// The environment or service named does not exist (or does not publish what was asked).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("environment {env} of project {project} already exists; use it, or remove it first with `orch down --env {env}`")]
+    EnvironmentExists { project: String, env: String },
+    /// Reading or starting something on this machine failed (a watcher process, the working directory).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `orch doctor` found problems; they were printed.
+    #[error("doctor found {0} problem(s) (see above)")]
+    Unhealthy(usize),
+    /// An input file other than compose, env and orch.toml is malformed (plugin test settings).
+    #[error("{what}: {message}")]
+    InvalidInput { what: String, message: String },
+    /// A bug in orch.
+    #[error("internal error: {0}; please report it")]
+    Internal(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
@@ -37,6 +60,12 @@ pub enum Error {
     TestFailed(String),
 }
 
+impl From<PluginError> for Error {
+    fn from(e: PluginError) -> Self {
+        Error::Plugin(Box::new(e))
+    }
+}
+
 /// Documented exit codes (README.md, "Exit codes").
 pub mod exit {
     pub const OK: u8 = 0;
@@ -50,6 +79,8 @@ pub mod exit {
     pub const BUSY: u8 = 7;
     /// `orch plugin test`: the plugin's plan differs from the expected one.
     pub const TEST_FAILED: u8 = 8;
+    /// The environment or service named does not exist, or (for `up --env NAME`) already exists.
+    pub const NO_SUCH_ENV: u8 = 9;
     /// Ctrl-C or SIGTERM (the shell convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -65,19 +96,22 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) => exit::INVALID_INPUT,
-            Error::Plugin(
+            Error::Compose(_) | Error::Resolve(_) | Error::InvalidPlan { .. } | Error::Config(_) | Error::InvalidInput { .. } => exit::INVALID_INPUT,
+            Error::Plugin(p) => match p.as_ref() {
                 PluginError::Settings { .. }
                 | PluginError::SettingSyntax { .. }
                 | PluginError::Unknown { .. }
                 | PluginError::Read { .. }
-                | PluginError::Lock { .. },
-            ) => exit::INVALID_INPUT,
-            Error::Plugin(_) => exit::PLUGIN,
+                | PluginError::Lock { .. } => exit::INVALID_INPUT,
+                _ => exit::PLUGIN,
+            },
             Error::Engine(_) => exit::ENGINE,
             Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(_)) => exit::ENGINE,
             Error::Lifecycle(_) => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
+            Error::NotFound(_) | Error::EnvironmentExists { .. } => exit::NO_SUCH_ENV,
+            Error::Io { .. } | Error::Internal(_) => exit::INTERNAL,
+            Error::Unhealthy(_) => exit::ENGINE,
             Error::CommandFailed(code) => *code,
             Error::TestFailed(_) => exit::TEST_FAILED,
             Error::Interrupted => exit::INTERRUPTED,

@@ -120,12 +120,12 @@ pub fn to_compose(plan: &Plan) -> Value {
             m.insert("tmpfs".into(), json!(s.tmpfs));
         }
         if !s.volumes.is_empty() {
-            let vols: Vec<Value> = s.volumes.iter().map(|v| mount(v)).collect();
+            let vols: Vec<Value> = s.volumes.iter().map(mount).collect();
             m.insert("volumes".into(), Value::Array(vols));
         }
         let mut labels = s.labels.clone();
         labels.extend(id.labels());
-        labels.insert("orch.service".into(), name.clone());
+        labels.insert(crate::labels::SERVICE.into(), name.clone());
         m.insert("labels".into(), json!(labels));
         insert_some(&mut m, "restart", s.restart.as_ref().map(|r| json!(r)));
         insert_some(&mut m, "user", s.user.as_ref().map(|r| json!(r)));
@@ -316,6 +316,10 @@ fn runtime(m: &mut Map<String, Value>, rt: &Runtime) {
             }
             "devices" => {
                 m.insert("devices".into(), json!(rt.devices.iter().map(|d| format!("{}:{}:{}", d.source, d.target, d.permissions)).collect::<Vec<_>>()));
+            }
+            "placement" => {
+                let deploy = m.entry("deploy").or_insert_with(|| json!({})).as_object_mut().expect("deploy is a mapping");
+                deploy.insert("placement".into(), json!({ "constraints": v }));
             }
             "device_requests" => {
                 let deploy = m.entry("deploy").or_insert_with(|| json!({})).as_object_mut().expect("deploy is a mapping");

@@ -1,5 +1,5 @@
 //! Property tests over hostile input on the host side: plugin settings, `orch.toml`, `orch.lock`, and the host's
-//! handling of what plugins answer (convert → resolve → validate → export), fed with real answers whose values are
+//! handling of what plugins answer (convert → resolve → validate → export and render), fed with real answers whose values are
 //! mutated at random. Any outcome but a panic (or a hang, which `bench/fuzz.sh` detects) is fine. proptest keeps
 //! failing inputs under `proptest-regressions/` as regression cases.
 
@@ -52,9 +52,11 @@ fn mutate(v: &mut Value, choices: &mut impl Iterator<Item = u32>) {
                 "ü/../x",
                 "255.255.255.255/32",
             ];
-            *s = match next() % 3 {
+            *s = match next() % 4 {
                 0 => STRINGS[(next() as usize) % STRINGS.len()].to_string(),
                 1 => "x".repeat((next() % 300) as usize),
+                // Past a formatting width's 65,535 limit, in multi-byte characters.
+                2 if next() % 8 == 0 => "é".repeat(70_000),
                 _ => s.clone(),
             }
         }
@@ -104,6 +106,10 @@ fn exercise<T: serde::Serialize + serde::de::DeserializeOwned>(
         crate::validate::validate(&mut plan, &facts);
         let _ = crate::export::to_compose(&plan);
         let _ = serde_json::to_string(&plan);
+    }
+    // Rendered whatever happened: a plan that failed to resolve is still shown (with its diagnostics) to the user.
+    for explain in [false, true] {
+        let _ = crate::render::plan(&plan, explain);
     }
 }
 
@@ -173,6 +179,14 @@ proptest! {
     #[test]
     fn plugin_port_answers_never_panic_the_host(choices in prop::collection::vec(any::<u32>(), 1..64)) {
         exercise(&port_answer(), choices, |plan, a| convert::apply_ports(plan, "fuzz", a));
+    }
+
+    #[test]
+    fn tables_never_panic(rows in prop::collection::vec(prop::collection::vec(("\\PC{0,30}", 0usize..4), 0..6), 0..6)) {
+        // Ragged rows; some cells far wider than any terminal or formatting width.
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.into_iter().map(|(s, n)| if n == 0 { s.repeat(3000) } else { s }).collect()).collect();
+        let out = crate::render::table(&["A", "B"], &rows);
+        prop_assert!(out.lines().all(|l| l.chars().count() < 6 * 200));
     }
 
     #[test]

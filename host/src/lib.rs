@@ -2,11 +2,13 @@
 //!
 //! Modules by the step they own: [`plan`] (the plan and its draft), [`plugins`] (sandboxed policy plugins),
 //! [`resolve`] (subnets, ports), [`validate`], [`facts`] and [`engine`] (what is on the machine), [`export`]
-//! (the plan as a compose file).
+//! (the plan as a compose file), [`render`] (tables for people). [`session`] is the front door for every front end:
+//! open a project, plan, bring environments up and use them.
 
 pub mod admission;
 pub mod atomic;
 pub mod config;
+pub mod context;
 pub mod dockerfile;
 pub mod doctor;
 pub mod engine;
@@ -15,11 +17,15 @@ pub mod export;
 pub mod facts;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod labels;
 pub mod lifecycle;
+pub mod owner;
 pub mod plan;
 pub mod plugins;
 pub mod reaper;
+pub mod render;
 pub mod resolve;
+pub mod session;
 pub mod state;
 pub mod validate;
 
@@ -60,53 +66,78 @@ pub fn check_env_id(id: &str) -> Result<(), Error> {
     if ok { Ok(()) } else { Err(Error::Usage(format!("invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"))) }
 }
 
+/// The environment `env` (checked), or a fresh one, of `project`.
+pub fn identity(project: &str, env: Option<&str>, env_kind: EnvKind) -> Result<Identity, Error> {
+    let env_id = match env {
+        Some(id) => {
+            check_env_id(id)?;
+            id.to_string()
+        }
+        None => new_env_id(),
+    };
+    Ok(Identity { project: project.to_string(), env_id, env_kind })
+}
+
+/// Runs blocking work (file locks) off the async runtime, a current-thread one included.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
+}
+
 /// Loads the compose files, applies the plugins in order, resolves and validates. A plan with error diagnostics is
 /// returned as [`Error::InvalidPlan`].
 pub fn make_plan(req: &PlanRequest, plugins: &[ActivePlugin], facts: &facts::Facts) -> Result<PlanOutcome, Error> {
     let loaded = orch_compose::load(&req.compose)?;
-    let env_id = match &req.env_id {
-        Some(id) => {
-            check_env_id(id)?;
-            id.clone()
-        }
-        None => new_env_id(),
-    };
-    let identity = Identity { project: loaded.project.name.clone(), env_id, env_kind: req.env_kind };
+    let identity = identity(&loaded.project.name, req.env_id.as_deref(), req.env_kind)?;
+    let mut outcome = policy_plan(&loaded, identity, plugins, facts)?;
+    finish_plan(&mut outcome.plan, facts, &req.pools)?;
+    Ok(outcome)
+}
+
+/// The plan before allocation: the compose model drafted for `identity`, with every plugin applied once, in order.
+pub fn policy_plan(loaded: &orch_compose::Loaded, identity: Identity, plugins: &[ActivePlugin], facts: &facts::Facts) -> Result<PlanOutcome, Error> {
     let mut plan = plan::draft(&loaded.project, &identity, &loaded.variables);
     // What the compose file asks for and orch does not apply is part of the plan, never only a message on stderr.
     for w in &loaded.warnings {
         plan.diagnose(plan::Level::Warning, "compose.not-applied", format!("{}: {}", w.file.display(), w.message), Some(w.path.clone()), "compose");
     }
     let timings = plugins::apply_all(&mut plan, plugins, facts)?;
+    Ok(PlanOutcome { plan, timings })
+}
+
+/// Allocates subnets and host ports against `facts` (from `pools`, [`resolve::DEFAULT_POOL`] when empty) and
+/// validates; a plan with error diagnostics is [`Error::InvalidPlan`].
+pub fn finish_plan(plan: &mut Plan, facts: &facts::Facts, pools: &[Ipv4Net]) -> Result<(), Error> {
     let default_pool: Vec<Ipv4Net> = vec![resolve::DEFAULT_POOL.parse().expect("literal")];
-    let pools = if req.pools.is_empty() { &default_pool } else { &req.pools };
-    resolve::resolve(&mut plan, facts, pools)?;
-    validate::validate(&mut plan, facts);
+    let pools = if pools.is_empty() { &default_pool } else { pools };
+    resolve::resolve(plan, facts, pools)?;
+    validate::validate(plan, facts);
     if plan.has_errors() {
         let diagnostics = plan.diagnostics.iter().filter(|d| d.level == plan::Level::Error).cloned().collect();
         return Err(Error::InvalidPlan { diagnostics });
     }
-    Ok(PlanOutcome { plan, timings })
+    Ok(())
 }
 
-/// Plans under the allocation lock so that concurrent orch processes never choose the same subnet or host port:
-/// the engine's facts plus every live reservation are avoided, and this plan's choices are reserved before the lock
-/// is released.
-pub async fn plan_and_reserve<E: engine::Engine>(
+/// Allocates `policy` (a [`policy_plan`]) under the allocation lock, so that concurrent orch processes never choose
+/// the same subnet or host port: the engine's facts plus every live reservation are avoided, and this plan's choices
+/// are reserved before the lock is released.
+pub async fn allocate<E: engine::Engine>(
     engine: &E,
     state: &state::StateDir,
-    req: &PlanRequest,
-    plugins: &[ActivePlugin],
+    policy: &Plan,
+    pools: &[Ipv4Net],
     lock_timeout: std::time::Duration,
-) -> Result<PlanOutcome, Error> {
-    let mut guard = tokio::task::block_in_place(|| state.allocations(lock_timeout))?;
+) -> Result<Plan, Error> {
+    let waiting = state.clone();
+    let mut guard = blocking(move || waiting.allocations(lock_timeout)).await??;
     let mut facts = engine::gather_facts(engine).await?;
     facts.taken_subnets.extend(guard.state.subnets());
     facts.taken_host_ports.extend(guard.state.ports());
-    let outcome = tokio::task::block_in_place(|| make_plan(req, plugins, &facts))?;
-    guard.reserve(&outcome.plan);
+    let mut plan = policy.clone();
+    finish_plan(&mut plan, &facts, pools)?;
+    guard.reserve(&plan);
     guard.save()?;
-    Ok(outcome)
+    Ok(plan)
 }
 
 /// Settings for plugins from `orch.toml`-style maps plus `--plugin-setting` flags.

@@ -70,9 +70,9 @@ impl Identity {
     /// Labels every resource of this environment carries, so it can be found and removed from labels alone.
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("orch.env".to_string(), self.env_id.clone()),
-            ("orch.project".to_string(), self.project.clone()),
-            ("orch.env-kind".to_string(), format!("{:?}", self.env_kind).to_lowercase()),
+            (crate::labels::ENV.to_string(), self.env_id.clone()),
+            (crate::labels::PROJECT.to_string(), self.project.clone()),
+            (crate::labels::ENV_KIND.to_string(), format!("{:?}", self.env_kind).to_lowercase()),
         ])
     }
 

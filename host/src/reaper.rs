@@ -10,50 +10,14 @@
 //! Complete `orch up` environments live until `orch down` (or their `--ttl`), whoever's process made them.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::engine::{Engine, EngineError};
-use crate::lifecycle::{self, Owner, labels};
+use crate::labels::{self, EXPIRES, LIFETIME, MARKER};
+use crate::lifecycle;
+use crate::owner::Owner;
 
-pub const MARKER: &str = "orch.marker";
-pub const LIFETIME: &str = "orch.lifetime";
-pub const EXPIRES: &str = "orch.expires";
-
-/// How long an environment outlives the command that made it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifetime {
-    /// Until `orch down` or its lease expires (`orch up`).
-    Kept { expires: Option<u64> },
-    /// As long as the owner process (`orch run`).
-    Process,
-}
-
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// The name of an environment's ready marker volume.
-pub fn marker_name(project: &str, env: &str) -> String {
-    format!("{project}-{env}-orch-ready")
-}
-
-/// Marks the environment complete: the last thing `up` creates.
-pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, String>, project: &str, env: &str, lifetime: Lifetime) -> Result<(), EngineError> {
-    let mut l = env_labels.clone();
-    l.insert(MARKER.into(), "ready".into());
-    match lifetime {
-        Lifetime::Kept { expires } => {
-            l.insert(LIFETIME.into(), "kept".into());
-            if let Some(e) = expires {
-                l.insert(EXPIRES.into(), e.to_string());
-            }
-        }
-        Lifetime::Process => {
-            l.insert(LIFETIME.into(), "process".into());
-        }
-    }
-    engine.create_volume(&crate::engine::VolumeSpec { name: marker_name(project, env), labels: l, ..Default::default() }).await
-}
+pub use crate::lifecycle::marker::{Lifetime, mark_ready, marker_name, now};
 
 /// One environment as found on the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +91,8 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
         }
         Some(key)
     };
-    let mut counts: Vec<((String, String), u8, Option<BTreeMap<String, String>>)> = vec![];
+    // ((project, env), resource kind, a marker's labels)
+    let mut counts: Vec<((String, String), u8, Option<crate::engine::Labels>)> = vec![];
     for c in &containers {
         if let Some(k) = note(&c.labels) {
             counts.push((k, 0, None));
@@ -165,7 +130,7 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
 
 /// Removes one environment completely, its volumes and marker included.
 pub async fn remove<E: Engine>(engine: &E, project: &str, env: &str) -> Result<lifecycle::Removed, EngineError> {
-    lifecycle::down(engine, &lifecycle::env_filter(Some(project), env), true).await
+    lifecycle::down(engine, &labels::env_filter(Some(project), env), true).await
 }
 
 /// What `gc` (or opportunistic reaping) found and did.
@@ -213,27 +178,31 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<Vec<Reaped>, 
     Ok(out)
 }
 
-/// Watches `owner` (the process running `up`); when it dies, removes the environment unless it was completed with
-/// a kept lifetime. Runs in the detached `orch __watch` process.
-pub async fn watch<E: Engine>(engine: &E, owner: &Owner, project: &str, env: &str) -> Result<Option<lifecycle::Removed>, EngineError> {
+/// Watches `owner` (the process running `up`, or the process an environment was made for); when it dies, removes
+/// every environment it owns except those completed with a kept lifetime. Runs in the detached `orch __watch` process,
+/// one per owner however many environments it makes (see [`crate::state::StateDir::watcher_lock`]).
+pub async fn watch<E: Engine>(engine: &E, owner: &Owner) -> Result<lifecycle::Removed, EngineError> {
     while owner.is_alive() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let filter = vec![format!("{}={env}", labels::ENV), format!("{}={project}", labels::PROJECT), MARKER.to_string()];
-    let marker = engine.volumes_labelled(&filter).await?;
-    let kept = marker.first().is_some_and(|(_, l)| l.get(LIFETIME).map(String::as_str) == Some("kept"));
-    if kept {
-        return Ok(None);
-    }
+    let mut total = lifecycle::Removed::default();
     // The owner may have been mid-way through creating things; removal is idempotent, so sweep twice.
-    let first = remove(engine, project, env).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = remove(engine, project, env).await?;
-    Ok(Some(lifecycle::Removed {
-        containers: first.containers + second.containers,
-        networks: first.networks + second.networks,
-        volumes: first.volumes + second.volumes,
-    }))
+    for sweep in 0..2 {
+        if sweep > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        for e in environments(engine).await? {
+            let kept = e.marker.as_ref().is_some_and(|m| m.get(LIFETIME).map(String::as_str) == Some("kept"));
+            if e.owner.as_ref() != Some(owner) || kept {
+                continue;
+            }
+            let r = remove(engine, &e.project, &e.env).await?;
+            total.containers += r.containers;
+            total.networks += r.networks;
+            total.volumes += r.volumes;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -251,6 +220,31 @@ mod tests {
             volumes: 0,
             marker: marker.map(|m| m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         }
+    }
+
+    #[tokio::test]
+    async fn the_watcher_removes_every_environment_of_its_dead_owner_but_kept_ones_and_no_others() {
+        use crate::engine::fake::FakeEngine;
+        let me = Owner::current();
+        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
+        let engine = FakeEngine::new();
+        let plant = |env: &str, owner: &Owner| {
+            let l = BTreeMap::from([
+                (labels::ENV.to_string(), env.to_string()),
+                (labels::PROJECT.to_string(), "w".to_string()),
+                (labels::OWNER.to_string(), owner.label()),
+            ]);
+            engine.plant_container(&format!("w-{env}-app"), l);
+        };
+        plant("a", &dead);
+        plant("b", &dead);
+        plant("kept", &dead);
+        plant("other", &me);
+        let env_labels = BTreeMap::from([(labels::ENV.to_string(), "kept".to_string()), (labels::PROJECT.to_string(), "w".to_string())]);
+        mark_ready(&engine, &env_labels, "w", "kept", Lifetime::Kept { expires: None }).await.unwrap();
+        let removed = watch(&engine, &dead).await.unwrap();
+        assert_eq!(removed.containers, 2);
+        assert_eq!(engine.container_names(), vec!["w-kept-app".to_string(), "w-other-app".to_string()]);
     }
 
     #[test]

@@ -18,8 +18,10 @@ pub const DEFAULT_PREFIX: u8 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("no free /{prefix} subnet left for network {network} in the pools {pools}; remove stale environments (`orch gc`) or add a pool with --pool CIDR")]
-    PoolExhausted { network: String, prefix: u8, pools: String },
+    #[error(
+        "no free /{prefix} subnet left for network {network} in the pools {pools}{covered}; remove stale environments (`orch gc`) or add a pool with --pool CIDR"
+    )]
+    PoolExhausted { network: String, prefix: u8, pools: String, covered: String },
     #[error("service {service}: no free host port in {start}-{end} for container port {port}; widen the range or stop other environments")]
     PortsExhausted { service: String, port: String, start: u16, end: u16 },
     #[error("network {network}: subnet {value:?} is not an IPv4 CIDR such as 10.1.2.0/24")]
@@ -144,7 +146,19 @@ fn resolve_subnets(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<
             _ => DEFAULT_PREFIX,
         };
         let Some(subnet) = pools.iter().find_map(|pool| taken.first_free(pool, prefix)) else {
-            return Err(ResolveError::PoolExhausted { network: name, prefix, pools: pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ") });
+            // A pool taken whole by one range is no leak of environments: say which range it is.
+            let whole: Vec<String> =
+                pools.iter().flat_map(|p| facts.taken_subnets.iter().filter(move |t| t.contains(p)).map(move |t| format!("{t} covers {p}"))).collect();
+            let covered = if whole.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({}: an existing network, a host route, or a swarm's address pool — Swarm's default is 10.0.0.0/8; `docker swarm init --default-addr-pool` sets another)",
+                    whole.join(", ")
+                )
+            };
+            let pools = pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+            return Err(ResolveError::PoolExhausted { network: name, prefix, pools, covered });
         };
         taken.insert(&subnet);
         n.subnet = Some(subnet.to_string());
@@ -280,6 +294,22 @@ mod tests {
         assert_eq!(g.take(10, 12, 12), Some(10), "wraps to the start of the range");
         assert_eq!(g.take(65_535, 65_535, 65_535), Some(65_535));
         assert_eq!(g.take(65_535, 65_535, 65_535), None);
+    }
+
+    #[test]
+    fn a_pool_taken_whole_is_named_with_what_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, "services:\n  a: {image: img}\n").unwrap();
+        let req = crate::PlanRequest {
+            compose: orch_compose::LoadOptions { files: vec![file], project_name: Some("p".into()), ..Default::default() },
+            env_id: Some("e1".into()),
+            ..Default::default()
+        };
+        let mut facts = Facts::default();
+        facts.taken_subnets.insert("10.0.0.0/8".parse().unwrap());
+        let err = crate::make_plan(&req, &[], &facts).err().expect("no subnet is free").to_string();
+        assert!(err.contains("10.0.0.0/8 covers 10.192.0.0/12") && err.contains("--default-addr-pool"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::Owner;
+use crate::owner::Owner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -79,6 +79,17 @@ impl StateDir {
         Ok(AllocGuard { _file: file, path, state })
     }
 
+    /// The lock that makes one watcher per owner: `Some` (held while the file lives) for the first watcher of `owner`,
+    /// `None` when another watcher holds it already, so that a process making many environments has one watcher.
+    pub fn watcher_lock(&self, owner: &Owner) -> Result<Option<std::fs::File>, StateError> {
+        let (file, path) = self.open_lock(&format!("watchers/{}-{}.lock", owner.pid, owner.start_time))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
     /// Takes the exclusive lock of one environment, waiting up to `timeout`; the holder is named on failure.
     pub fn lock_env(&self, project: &str, env: &str, command: &str, timeout: Duration) -> Result<EnvLock, StateError> {
         let (mut file, path) = self.open_lock(&format!("envs/{project}--{env}.lock"))?;
@@ -105,7 +116,7 @@ impl StateDir {
             }
         }
         let me = Owner::current();
-        let since = crate::reaper::now();
+        let since = crate::lifecycle::marker::now();
         let _ = file.set_len(0);
         let _ = write!(file, "pid {} ({command}) since {since} (unix time)", me.pid);
         let _ = file.flush();
@@ -161,7 +172,7 @@ impl AllocGuard {
             key,
             EnvAllocation {
                 owner: Owner::current().label(),
-                created: crate::reaper::now(),
+                created: crate::lifecycle::marker::now(),
                 subnets: plan.networks.values().filter(|n| !n.external).filter_map(|n| n.subnet.clone()).collect(),
                 ports: plan.services.values().flat_map(|s| s.ports.iter().filter_map(|p| p.host_port)).collect(),
             },

@@ -139,7 +139,8 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
     }
 
     // Host ports: (protocol, port) → (service, host ip) already holding it.
-    let mut bound: BTreeMap<(String, u16), Vec<(String, Option<String>)>> = BTreeMap::new();
+    type Holders = Vec<(String, Option<String>)>;
+    let mut bound: BTreeMap<(String, u16), Holders> = BTreeMap::new();
     for (sname, s) in &plan.services {
         let sp = format!("services.{sname}");
         match &s.network_mode {

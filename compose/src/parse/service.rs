@@ -750,6 +750,23 @@ impl P<'_> {
                         self.not_applied(&fp, SWARM_ONLY);
                     }
                 }
+                "placement" => {
+                    let pm = self.mapping_or_empty(v, &fp)?;
+                    for (pkey, pp, pv) in self.fields(&pm, &fp, fields::PLACEMENT)? {
+                        match pkey.as_str() {
+                            "constraints" => {
+                                rt.placement = self.strict_list(pv, &pp)?;
+                                for c in &rt.placement {
+                                    if !(c.contains("==") || c.contains("!=")) {
+                                        return Err(self.err(&pp, format!("placement constraint {c:?} is neither KEY==VALUE nor KEY!=VALUE")));
+                                    }
+                                }
+                                self.not_applied(&pp, "one engine is one node: only the swarm engine (--engine swarm) places services");
+                            }
+                            _ => self.not_applied(&pp, SWARM_ONLY),
+                        }
+                    }
+                }
                 _ => self.not_applied(&fp, SWARM_ONLY),
             }
         }

@@ -7,7 +7,8 @@ use orch::Error;
 use orch::plugins::source::{Fetched, Sources};
 use orch::plugins::{self, LoadedPlugin, PluginRef};
 
-use super::{PluginCommand, project_sources, runtime};
+use super::args::PluginCommand;
+use orch::session::{project_sources, runtime};
 
 /// The template crate (examples/plugin-template), embedded so `orch plugin new` works from any directory.
 const TEMPLATE: &[(&str, &str)] = &[
@@ -41,7 +42,7 @@ pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error>
             }
             let (fetched, p) = fetch_and_load(cache, &r)?;
             if let Some(out) = output {
-                std::fs::write(&out, &*fetched.bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", out.display())))?;
+                std::fs::write(&out, &*fetched.bytes).map_err(|e| Error::Io { what: format!("writing {}", out.display()), source: e })?;
             }
             eprintln!("pulled {} {} (orch:policy@{}) from {reference}", p.description.name, p.description.version, p.api_version);
             println!("{}", fetched.digest);
@@ -94,8 +95,8 @@ fn new(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<(), Er
             .replace(&camel(TEMPLATE_NAME), &camel(name))
             .replace("made by `orch plugin new` from orch's examples/plugin-template", "made by `orch plugin new`");
         let target = dest.join(file);
-        std::fs::create_dir_all(target.parent().expect("has parent")).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
-        std::fs::write(&target, text).map_err(|e| Error::Usage(format!("cannot write {}: {e}", target.display())))?;
+        std::fs::create_dir_all(target.parent().expect("has parent")).map_err(|e| Error::Io { what: format!("creating {}", dest.display()), source: e })?;
+        std::fs::write(&target, text).map_err(|e| Error::Io { what: format!("writing {}", target.display()), source: e })?;
     }
     eprintln!("created plugin crate {name} in {}", dest.display());
     eprintln!(
@@ -118,10 +119,11 @@ fn test(
     let r = PluginRef::parse(plugin);
     let mut values = BTreeMap::new();
     if let Some(path) = settings {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read settings {}: {e}", path.display())))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { what: format!("reading the settings {}", path.display()), source: e })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::InvalidInput { what: path.display().to_string(), message: format!("not JSON: {e}") })?;
         if !value.is_object() {
-            return Err(Error::Usage(format!("{}: the settings must be a JSON object", path.display())));
+            return Err(Error::InvalidInput { what: path.display().to_string(), message: "the settings must be a JSON object".into() });
         }
         values.insert(r.display_name(), value);
     }
@@ -136,11 +138,12 @@ fn test(
     let outcome = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
     let actual = serde_json::to_string_pretty(&outcome.plan).expect("plan serialises") + "\n";
     if update {
-        std::fs::write(expect, &actual).map_err(|e| Error::Usage(format!("cannot write {}: {e}", expect.display())))?;
+        std::fs::write(expect, &actual).map_err(|e| Error::Io { what: format!("writing {}", expect.display()), source: e })?;
         eprintln!("wrote {}", expect.display());
         return Ok(());
     }
-    let expected = std::fs::read_to_string(expect).map_err(|e| Error::Usage(format!("cannot read {} ({e}); create it with --update", expect.display())))?;
+    let expected =
+        std::fs::read_to_string(expect).map_err(|e| Error::Io { what: format!("reading {} (create it with --update)", expect.display()), source: e })?;
     let same = serde_json::from_str::<serde_json::Value>(&expected).ok() == serde_json::from_str::<serde_json::Value>(&actual).ok();
     if same {
         eprintln!("ok: {} plans {} as {} expects", active[0].plugin.description.name, compose.display(), expect.display());
@@ -181,7 +184,7 @@ fn push(cache: &Option<PathBuf>, plugin: &str, reference: &str) -> Result<(), Er
 
 /// Forgets the named (or all) entries of the project's orch.lock and resolves the project's plugins again.
 fn update(cache: &Option<PathBuf>, only: &[String], config: Option<PathBuf>) -> Result<(), Error> {
-    let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?;
     let config = orch::config::ProjectConfig::find(config.as_deref(), &cwd)?
         .ok_or_else(|| Error::Usage("no orch.toml here: orch.lock belongs to a project (pass --config FILE)".into()))?;
     let runtime = runtime(cache)?;
@@ -190,7 +193,7 @@ fn update(cache: &Option<PathBuf>, only: &[String], config: Option<PathBuf>) -> 
     let before: BTreeMap<String, String> = lock.entries().iter().map(|e| (e.source.clone(), e.digest.clone())).collect();
     let forgotten = lock.forget(only);
     if !only.is_empty() && forgotten.is_empty() {
-        return Err(Error::Usage(format!("orch.lock has no entry for {}", only.join(", "))));
+        return Err(Error::NotFound(format!("orch.lock has no entry for {}", only.join(", "))));
     }
     let refs: Vec<PluginRef> = config.plugin_refs().iter().map(|p| PluginRef::parse(p)).collect();
     plugins::activate_from(&runtime, &refs, &config.plugin_settings(), &mut sources)?;

@@ -23,6 +23,14 @@ impl Default for OutputLimits {
     }
 }
 
+impl OutputLimits {
+    /// The most the host copies out of the guest for one answer (wasmtime's per-call "hostcall fuel"): the answer's
+    /// own limit, with room for the host's in-memory layout of it.
+    pub fn copy_bytes(&self) -> usize {
+        self.total_bytes.saturating_mul(2)
+    }
+}
+
 /// Counts bytes without keeping them.
 struct Counter {
     bytes: usize,

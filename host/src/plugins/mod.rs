@@ -66,6 +66,10 @@ pub enum PluginError {
     InvalidOutput { plugin: String, call: String, message: String },
     #[error("plugin {plugin}: {call} returned too much: {what}; nothing of it was used")]
     OutputTooLarge { plugin: String, call: String, what: String },
+    /// The answer could not be copied out of the plugin: more than `limit` bytes (e.g. one buffer handed back many
+    /// times), or malformed (out-of-bounds pointers, invalid UTF-8).
+    #[error("plugin {plugin}: {call} returned an answer orch cannot read: {cause}; orch copies at most {limit} bytes of one answer and nothing of it was used")]
+    Unreadable { plugin: String, call: String, cause: String, limit: usize },
     #[error("plugin {plugin} rejected its settings:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Settings { plugin: String, problems: Vec<String> },
     #[error("invalid plugin setting {setting:?}: {message}")]

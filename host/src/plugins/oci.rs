@@ -111,7 +111,7 @@ where
     // Every protocol failed to connect: say what each said (the TLS one usually explains a certificate problem).
     let message = failures
         .into_iter()
-        .map(|(scheme, f)| format!("over {scheme}: {}", f.into_plugin(text).to_string().trim_start_matches(&format!("plugin {text}: ")).to_string()))
+        .map(|(scheme, f)| format!("over {scheme}: {}", f.into_plugin(text).to_string().trim_start_matches(&format!("plugin {text}: "))))
         .collect::<Vec<_>>()
         .join("; ");
     Err(PluginError::Registry { reference: text.into(), message })

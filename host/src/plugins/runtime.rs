@@ -190,6 +190,13 @@ pub struct WaitRefused {
     nanos: u64,
 }
 
+/// A plugin called a file or socket function; the call fails with [`PluginError::Forbidden`].
+#[derive(Debug, thiserror::Error)]
+#[error("plugins get no files or sockets ({import})")]
+struct Denied {
+    import: String,
+}
+
 struct ReadyNow;
 
 #[async_trait::async_trait]
@@ -450,7 +457,7 @@ fn deny_files_and_sockets(linker: &mut Linker<State>, engine: &Engine, component
             match item.ty {
                 ComponentItem::ComponentFunc(_) => {
                     let full = format!("{instance_name}#{export}");
-                    li.func_new(export, move |_, _, _, _| Err(wasmtime::Error::msg(format!("unknown import: `{full}` has not been defined"))))?;
+                    li.func_new(export, move |_, _, _, _| Err(Denied { import: full.clone() }.into()))?;
                 }
                 // Streams, errors and pollables are wasi:io's (already linked) re-exported here; keep them.
                 ComponentItem::Resource(_) if !WASI_IO_RESOURCES.contains(&export) => li.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?,
@@ -604,6 +611,10 @@ impl LoadedPlugin {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store.set_fuel(limits.fuel).map_err(|e| PluginError::Engine(e.to_string()))?;
+        // Bounds what the host copies while lifting the answer, before `limits::check` can look at it: a guest can
+        // hand back one buffer many times (every string pointing at the same bytes), which costs it nothing and the
+        // host a copy each.
+        store.set_hostcall_fuel(limits.output.copy_bytes());
 
         let result = self.pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance, &self.indices));
         let elapsed = started.elapsed();
@@ -631,20 +642,16 @@ impl LoadedPlugin {
         if let Some(requested) = store.data().limiter.denied {
             return PluginError::OutOfMemory { plugin, call, requested, limit: limits.memory_bytes };
         }
-        let text = format!("{err:?}");
-        if let Some(rest) = text.split("unknown import: `").nth(1) {
-            let import = rest.split('`').next().unwrap_or_default().to_string();
-            let capability = if import.starts_with("wasi:filesystem") {
-                "the filesystem"
-            } else if import.starts_with("wasi:sockets") {
-                "the network"
-            } else {
-                "an import orch does not provide"
-            };
-            return PluginError::Forbidden { plugin, call, capability: capability.into(), import };
+        if let Some(Denied { import }) = err.downcast_ref::<Denied>() {
+            let capability = if import.starts_with("wasi:filesystem") { "the filesystem" } else { "the network" };
+            return PluginError::Forbidden { plugin, call, capability: capability.into(), import: import.clone() };
         }
         if let Some(w) = err.downcast_ref::<WaitRefused>() {
             return PluginError::Waited { plugin, call, import: w.import.to_string(), waited_ms: w.nanos / 1_000_000 };
+        }
+        // Lifting the answer fails with a plain error: no trap and no wasm frames, since the guest has returned.
+        if err.downcast_ref::<Trap>().is_none() && err.downcast_ref::<wasmtime::WasmBacktrace>().is_none() {
+            return PluginError::Unreadable { plugin, call, cause: err.root_cause().to_string(), limit: limits.output.copy_bytes() };
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, call, fuel: limits.fuel },

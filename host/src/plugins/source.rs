@@ -46,7 +46,7 @@ impl Sources {
     }
 
     /// The cached component with this digest, if present and intact (a corrupted copy is dropped).
-    fn from_cache(&self, digest: &str) -> Option<Vec<u8>> {
+    fn read_cached(&self, digest: &str) -> Option<Vec<u8>> {
         let path = self.cached(digest)?;
         let bytes = std::fs::read(&path).ok()?;
         if oci::sha256(&bytes) == digest {
@@ -101,7 +101,7 @@ impl Sources {
             PluginRef::Oci(text) => {
                 let pinned = self.lock.as_ref().and_then(|l| l.get(text)).cloned();
                 if let Some(entry) = &pinned
-                    && let Some(bytes) = self.from_cache(&entry.digest)
+                    && let Some(bytes) = self.read_cached(&entry.digest)
                 {
                     return Ok(Fetched {
                         bytes: Cow::Owned(bytes),

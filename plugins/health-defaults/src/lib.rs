@@ -35,6 +35,15 @@ fn timing(kind: EnvKind) -> (u64, u64) {
     }
 }
 
+/// The compose file's own check polled every `interval` ms, with the same patience: its start period is kept and its
+/// retries scaled so that failing checks are tolerated for as long as the file allowed (a database that needs 20 s to
+/// start on a loaded CI host must not be declared unhealthy after five 1 s polls). Docker's defaults fill gaps.
+fn tuned(own: &Healthcheck, interval: u64) -> Healthcheck {
+    let (own_interval, own_retries) = (own.interval_ms.unwrap_or(30_000), own.retries.unwrap_or(3));
+    let retries = own_retries.max(u32::try_from(own_interval.saturating_mul(u64::from(own_retries)).div_ceil(interval.max(1))).unwrap_or(u32::MAX));
+    Healthcheck { interval_ms: Some(interval), retries: Some(retries), ..own.clone() }
+}
+
 fn env_value<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
     svc.environment.iter().find(|kv| kv.key == key).map(|kv| kv.value.as_str())
 }
@@ -104,11 +113,7 @@ impl Plugin for HealthDefaults {
                 // readiness within a second instead of after a 10-30 s interval.
                 let own = svc.healthcheck.as_ref().expect("has_own");
                 if s.tune_existing && own.interval_ms.is_none_or(|i| i > interval) && fast(snapshot.env_kind) {
-                    plan.services.push(HealthIntent {
-                        service: svc.name.clone(),
-                        healthcheck: Some(Healthcheck { interval_ms: Some(interval), start_period_ms: Some(0), ..own.clone() }),
-                        wait: None,
-                    });
+                    plan.services.push(HealthIntent { service: svc.name.clone(), healthcheck: Some(tuned(own, interval)), wait: None });
                 }
                 continue;
             }
@@ -139,3 +144,31 @@ impl Plugin for HealthDefaults {
 }
 
 export_plugin!(HealthDefaults);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(interval: Option<u64>, retries: Option<u32>, start: Option<u64>) -> Healthcheck {
+        Healthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval_ms: interval,
+            timeout_ms: Some(5_000),
+            retries,
+            start_period_ms: start,
+            start_interval_ms: None,
+        }
+    }
+
+    #[test]
+    fn tuning_polls_faster_with_the_files_patience() {
+        // netra's postgres: every 10 s, 5 retries, 20 s to start → every 1 s, 50 retries, still 20 s to start.
+        let t = tuned(&check(Some(10_000), Some(5), Some(20_000)), 1_000);
+        assert_eq!((t.interval_ms, t.retries, t.start_period_ms, t.timeout_ms), (Some(1_000), Some(50), Some(20_000), Some(5_000)));
+        // Docker's defaults (30 s, 3 retries) when the file says nothing.
+        assert_eq!(tuned(&check(None, None, None), 1_000).retries, Some(90));
+        // Never fewer retries than the file asked for.
+        assert_eq!(tuned(&check(Some(1_500), Some(10), None), 1_000).retries, Some(15));
+        assert_eq!(tuned(&check(Some(u64::MAX), Some(u32::MAX), None), 1).retries, Some(u32::MAX));
+    }
+}

@@ -119,7 +119,7 @@ impl Plugin for ImageVariants {
                 let (repo, _) = split(image);
                 let wanted = if alpine { s.images.get(repo).cloned().unwrap_or_else(|| alpine_tag(image)) } else { regular_tag(image) };
                 if &wanted != image {
-                    if !snapshot.facts.local_images.iter().any(|i| *i == wanted) && !built.contains(&wanted) {
+                    if !snapshot.facts.local_images.contains(&wanted) && !built.contains(&wanted) {
                         plan.diagnostics.push(diagnostic(
                             Level::Warning,
                             "variants.missing",

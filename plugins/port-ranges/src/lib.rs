@@ -109,7 +109,7 @@ fn check_range(strategy: &Strategy, range: Option<&str>, path: &str) -> Vec<Diag
 fn strategy(rule_strategy: &Strategy, range: Option<&str>, fixed: Option<u16>, current: &PortStrategy, container_port: u16) -> PortStrategy {
     let r = || range.and_then(parse_range).expect("checked by validate-settings");
     match rule_strategy {
-        Strategy::Standard => current.clone(),
+        Strategy::Standard => *current,
         Strategy::Range => PortStrategy::Range(r()),
         Strategy::Hashed => PortStrategy::Hashed(r()),
         Strategy::Ephemeral => PortStrategy::Ephemeral,

@@ -12,7 +12,7 @@ pub struct Misbehave;
 
 impl Plugin for Misbehave {
     fn describe() -> Description {
-        describe("misbehave", "0.0.0", "Misbehaves on purpose (tests only)", &[Policy::Networks])
+        describe("misbehave", "0.0.0", "Misbehaves on purpose (tests only)", &[Policy::Networks, Policy::Ports])
     }
 
     fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
@@ -21,6 +21,10 @@ impl Plugin for Misbehave {
             return Err(vec![diagnostic(Level::Error, "misbehave.mode", "mode bad-settings is always rejected", Some("mode".into()))]);
         }
         Ok(())
+    }
+
+    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
+        Misbehave::port_answer(snapshot)
     }
 
     fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
@@ -76,6 +80,20 @@ impl Plugin for Misbehave {
             "big-answer" => {
                 let mut plan = NetworkPlan::empty();
                 plan.diagnostics = (0..4000).map(|i| diagnostic(Level::Info, "misbehave.big", format!("{i}{}", "y".repeat(4000)), None)).collect();
+                Ok(plan)
+            }
+            // One 32 MiB buffer handed back as every diagnostic's message: free for the plugin, a copy each for the host.
+            "alias" => {
+                let buffer = std::mem::ManuallyDrop::new("a".repeat(32 << 20));
+                let mut plan = NetworkPlan::empty();
+                plan.diagnostics = (0..1000)
+                    .map(|_| {
+                        // SAFETY: not sound Rust on purpose (1000 owners of one buffer): the answer is lowered without
+                        // being dropped or written, and the host refuses it before post-return could free anything.
+                        let alias = unsafe { String::from_raw_parts(buffer.as_ptr() as *mut u8, buffer.len(), buffer.capacity()) };
+                        diagnostic(Level::Info, "misbehave.alias", alias, None)
+                    })
+                    .collect();
                 Ok(plan)
             }
             "stdout-flood" => {
@@ -143,6 +161,26 @@ impl Plugin for Misbehave {
                 Ok(NetworkPlan::empty())
             }
         }
+    }
+}
+
+impl Misbehave {
+    /// The ports call: empty unless asked for more port intents than any policy needs.
+    fn port_answer(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
+        let s: Settings = parse_settings(&snapshot.settings)?;
+        let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
+        if s.mode == "many-ports" {
+            plan.ports = (0..100_000u32)
+                .map(|i| PortIntent {
+                    service: format!("s{i}"),
+                    container_port: (i % 60_000) as u16 + 1,
+                    protocol: "tcp".into(),
+                    host_ip: None,
+                    strategy: PortStrategy::Ephemeral,
+                })
+                .collect();
+        }
+        Ok(plan)
     }
 }
 

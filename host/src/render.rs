@@ -1,9 +1,10 @@
-//! Human-readable output: tables for plans and plugins.
+//! Text rendering for people: tables of plans, plugins and service status. Every cell is bounded, so no value (a
+//! plugin's diagnostic, a 70k-character image name) can panic or flood a terminal; JSON output stays whole.
 
-use orch::plan::{Level, Plan, PortStrategy, WaitStrategy};
-use orch::plugins::LoadedPlugin;
-use orch::plugins::runtime::policy_interface;
-use orch::plugins::runtime::types::Policy;
+use crate::plan::{Level, Plan, PortStrategy, WaitStrategy};
+use crate::plugins::LoadedPlugin;
+use crate::plugins::runtime::policy_interface;
+use crate::plugins::runtime::types::Policy;
 
 /// Longest cell a table shows; longer values (a plugin's diagnostic, a 70k-character image name) are cut with `…`
 /// and stay whole in `--format json`.
@@ -17,44 +18,17 @@ fn shorten(cell: &str) -> std::borrow::Cow<'_, str> {
     format!("{cut}…").into()
 }
 
+/// A plain table (comfy-table: columns aligned by display width, so wide characters line up), no borders, indented by
+/// two spaces; every cell cut to [`MAX_CELL`] characters.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let rows: Vec<Vec<std::borrow::Cow<str>>> = rows.iter().map(|r| r.iter().map(|c| shorten(c)).collect()).collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i >= widths.len() {
-                widths.push(0);
-            }
-            widths[i] = widths[i].max(cell.chars().count());
-        }
+    use comfy_table::{ContentArrangement, Table, presets::NOTHING};
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(headers.iter().copied());
+    for row in rows {
+        t.add_row(row.iter().map(|c| shorten(c).into_owned()));
     }
-    // Padding by hand: a formatting width above 65,535 would panic, and cells are bounded anyway.
-    let line = |cells: Vec<&str>| {
-        let mut s = String::from("  ");
-        for (i, c) in cells.iter().enumerate() {
-            s.push_str(c);
-            if i + 1 < cells.len() {
-                s.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count()) + 2));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for row in &rows {
-        out.push_str(&line(row.iter().map(|c| c.as_ref()).collect()));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn huge_cells_do_not_panic_and_are_cut() {
-        let huge = "x".repeat(70_000);
-        let out = super::table(&["a", "b"], &[vec![huge.clone(), "y".into()], vec!["short".into(), huge]]);
-        assert!(out.lines().all(|l| l.chars().count() < 400), "{}", out.len());
-        assert!(out.contains('…'));
-    }
+    // comfy-table pads each cell by one space on either side: one more makes the two-space indent.
+    t.lines().map(|l| format!(" {}\n", l.trim_end())).collect()
 }
 
 pub fn policies(list: &[Policy]) -> String {
@@ -184,7 +158,7 @@ pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
     out
 }
 
-pub fn status(list: &[orch::lifecycle::ServiceStatus]) -> String {
+pub fn status(list: &[crate::lifecycle::ServiceStatus]) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let rows: Vec<Vec<String>> = list
         .iter()
@@ -208,4 +182,15 @@ pub fn status(list: &[orch::lifecycle::ServiceStatus]) -> String {
         })
         .collect();
     table(&["ENV", "PROJECT", "SERVICE", "STATE", "PORTS", "AGE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn huge_cells_do_not_panic_and_are_cut() {
+        let huge = "x".repeat(70_000);
+        let out = super::table(&["a", "b"], &[vec![huge.clone(), "y".into()], vec!["short".into(), huge]]);
+        assert!(out.lines().all(|l| l.chars().count() < 400), "{}", out.len());
+        assert!(out.contains('…'));
+    }
 }

@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 
 use orch::engine::{ContainerSpec, DockerEngine, Engine, NetworkSpec};
 
-mod support;
-use support::{IMAGE, ensure_image};
+use crate::support::{self, IMAGE, ensure_image};
 
 /// These tests reap: one test's `orch up` would opportunistically remove another's orphan fixtures. One at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn serial_sharing() -> (std::sync::MutexGuard<'static, ()>, support::Sharing) {
+    (serial(), support::sharing_the_engine())
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -108,7 +111,7 @@ fn signal(child: &Child, sig: &str) {
 
 #[test]
 fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
-    let _serial = serial();
+    let _serial = serial_sharing();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +143,7 @@ fn sigkill_at_any_point_leaves_nothing_within_15_seconds() {
 
 #[test]
 fn sigterm_and_sigint_tear_down_up() {
-    let _serial = serial();
+    let _serial = serial_sharing();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -171,15 +174,17 @@ fn labels(env: &str, owner: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn gc_removes_exactly_the_orphans() {
+    // gc and doctor look at every environment on the engine.
     let _serial = serial();
+    let _alone = support::alone_on_the_engine();
     let rt = rt();
     let engine = engine(&rt);
     let pid = std::process::id();
-    let me = orch::lifecycle::Owner::current();
-    let dead = orch::lifecycle::Owner { start_time: me.start_time + 1, ..me.clone() };
+    let me = orch::owner::Owner::current();
+    let dead = orch::owner::Owner { start_time: me.start_time + 1, ..me.clone() };
     let (orphan, live, kept) = (format!("gc-orphan-{pid}"), format!("gc-live-{pid}"), format!("gc-kept-{pid}"));
     let _guards = [Guard("gcproj".into(), orphan.clone()), Guard("gcproj".into(), live.clone()), Guard("gcproj".into(), kept.clone())];
-    let make = |env: &str, owner: &orch::lifecycle::Owner, n: u8| {
+    let make = |env: &str, owner: &orch::owner::Owner, n: u8| {
         let l = labels(env, &owner.label());
         rt.block_on(engine.create_network(&NetworkSpec {
             name: format!("{env}-net"),
@@ -212,7 +217,9 @@ fn gc_removes_exactly_the_orphans() {
         name: foreign_net.clone(),
         driver: "bridge".into(),
         internal: false,
-        subnet: None,
+        // A subnet of its own: Docker would give it the next free 172.x/16, which a compose file with a fixed subnet
+        // (the netra example's 172.18.0.0/16) may need while this test runs.
+        subnet: Some("10.233.0.0/24".into()),
         gateway: None,
         ip_range: None,
         options: BTreeMap::new(),
@@ -278,7 +285,7 @@ fn gc_removes_exactly_the_orphans() {
 
 #[test]
 fn down_disconnects_a_foreign_container_from_the_environments_network() {
-    let _serial = serial();
+    let _serial = serial_sharing();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -310,7 +317,7 @@ fn down_disconnects_a_foreign_container_from_the_environments_network() {
 
 #[test]
 fn run_passes_the_exit_status_through_and_always_tears_down() {
-    let _serial = serial();
+    let _serial = serial_sharing();
     let rt = rt();
     let engine = engine(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -338,7 +345,7 @@ fn run_passes_the_exit_status_through_and_always_tears_down() {
         .unwrap();
     assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("reached 127.0.0.1:")) && stdout.contains(&env), "{stdout}");
+    assert!(stdout.contains("reached 127.0.0.1:") && stdout.contains(&env), "{stdout}");
     assert_eq!(leftovers(&rt, &engine, &env), 0, "run tears down after the command");
 
     // SIGTERM while the command runs: the command is stopped and the environment removed before orch exits.

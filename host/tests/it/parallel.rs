@@ -8,7 +8,7 @@ use std::process::Command;
 
 use ipnet::Ipv4Net;
 
-mod support;
+use crate::support;
 
 const N: usize = 20;
 
@@ -16,6 +16,10 @@ const N: usize = 20;
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn serial_sharing() -> (std::sync::MutexGuard<'static, ()>, support::Sharing) {
+    (serial(), support::sharing_the_engine())
 }
 
 fn orch(state: &Path, args: &[&str]) -> std::process::Output {
@@ -38,7 +42,7 @@ impl Drop for DownAll {
 
 #[test]
 fn twenty_concurrent_ups_get_disjoint_subnets_and_distinct_ports() {
-    let _serial = serial();
+    let _serial = serial_sharing();
     support::ensure_image_blocking();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -139,7 +143,9 @@ services:
 
 #[test]
 fn admission_queues_beyond_max_envs_and_no_wait_capacity_fails() {
+    // Admission counts every orch environment on the engine: other tests' must not come and go meanwhile.
     let _serial = serial();
+    let _alone = support::alone_on_the_engine();
     support::ensure_image_blocking();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");

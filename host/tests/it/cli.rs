@@ -1,11 +1,9 @@
 //! The `orch` binary as users run it: output formats, `--explain`, plugin commands, and documented exit codes.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::orch_in;
+use crate::support::orch_in;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

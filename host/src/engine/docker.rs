@@ -1,249 +1,12 @@
-//! The container engine behind a narrow trait, with the Docker (bollard) implementation. Everything orch does to an
-//! engine goes through [`Engine`], so tests can substitute a fake and a Swarm backend can come later.
+//! [`Engine`] on a real Docker daemon through bollard: the API version negotiated, errors classified by HTTP status,
+//! every option of a container spec mapped to the engine's create body.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bollard::Docker;
-use ipnet::Ipv4Net;
 
-use crate::facts::Facts;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?")]
-    Unreachable(String),
-    #[error("the Docker engine did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("Docker engine error: {0}")]
-    Api(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0} already exists")]
-    Conflict(String),
-    #[error("building image {image} failed: {message}")]
-    Build { image: String, message: String },
-}
-
-impl EngineError {
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, EngineError::NotFound(_))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkSummary {
-    pub id: String,
-    pub name: String,
-    pub subnets: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerSummary {
-    pub id: String,
-    pub name: String,
-    pub state: String,
-    pub labels: BTreeMap<String, String>,
-    /// (host port, container port, protocol)
-    pub published: Vec<(u16, u16, String)>,
-}
-
-/// A network to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkSpec {
-    pub name: String,
-    pub driver: String,
-    pub internal: bool,
-    pub subnet: Option<String>,
-    pub gateway: Option<String>,
-    pub ip_range: Option<String>,
-    pub options: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A host port binding of a container port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortBinding {
-    pub container_port: u16,
-    pub protocol: String,
-    pub host_ip: Option<String>,
-    /// `None`: the engine picks a free port.
-    pub host_port: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub network: String,
-    pub aliases: Vec<String>,
-    pub ipv4_address: Option<String>,
-    /// `CONTAINER:ALIAS` links: the alias resolves to that container for this one only.
-    pub links: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountSpec {
-    Volume {
-        source: Option<String>,
-        target: String,
-        read_only: bool,
-        nocopy: bool,
-        subpath: Option<String>,
-    },
-    /// With `create_host_path` or an SELinux label the bind goes through the engine's `-v` form, which creates a
-    /// missing host path and relabels; otherwise a missing host path is an error.
-    Bind {
-        source: String,
-        target: String,
-        read_only: bool,
-        propagation: Option<String>,
-        selinux: Option<String>,
-        create_host_path: bool,
-    },
-    Tmpfs {
-        target: String,
-        size: Option<u64>,
-        mode: Option<u32>,
-    },
-}
-
-/// A file copied into a container after it is created and before it starts (secrets and configs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSpec {
-    /// Absolute path in the container.
-    pub target: String,
-    pub content: Vec<u8>,
-    pub uid: u64,
-    pub gid: u64,
-    pub mode: u32,
-}
-
-/// A container to create; `endpoints[0]` is attached at creation, the rest before start.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    pub command: Option<Vec<String>>,
-    pub entrypoint: Option<Vec<String>>,
-    pub env: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub ports: Vec<PortBinding>,
-    pub endpoints: Vec<Endpoint>,
-    pub healthcheck: Option<orch_compose::Healthcheck>,
-    pub memory: Option<u64>,
-    pub memory_reservation: Option<u64>,
-    pub cpus: Option<f64>,
-    pub tmpfs: Vec<String>,
-    pub mounts: Vec<MountSpec>,
-    pub user: Option<String>,
-    pub working_dir: Option<String>,
-    pub hostname: Option<String>,
-    pub restart: Option<String>,
-    pub log_driver: Option<(String, BTreeMap<String, String>)>,
-    pub stop_timeout_s: Option<i64>,
-    /// Engine network mode: `none`, `host`, `bridge` or `container:NAME`; such a container has no endpoints.
-    pub network_mode: Option<String>,
-    /// `CONTAINER[:ro|rw]`.
-    pub volumes_from: Vec<String>,
-    /// `PORT/PROTOCOL` exposed without publishing.
-    pub expose: Vec<String>,
-    pub files: Vec<FileSpec>,
-    pub runtime: orch_compose::Runtime,
-}
-
-/// A container as the engine reports it now.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContainerState {
-    pub id: String,
-    pub name: String,
-    /// created, running, restarting, exited, paused, dead
-    pub status: String,
-    pub exit_code: Option<i64>,
-    /// starting, healthy, unhealthy (when the container has a healthcheck)
-    pub health: Option<String>,
-    /// (container port, protocol, host ip, host port)
-    pub ports: Vec<(u16, String, String, u16)>,
-    /// network name → IPv4 address
-    pub addresses: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-    pub started_at: Option<String>,
-    /// The healthcheck the container was created with.
-    pub healthcheck: Option<orch_compose::Healthcheck>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BuildSpec {
-    pub tag: String,
-    /// A tar archive of the build context.
-    pub context: Vec<u8>,
-    pub dockerfile: String,
-    pub args: BTreeMap<String, String>,
-    pub target: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub no_cache: bool,
-    pub network: Option<String>,
-    pub shm_size: Option<u64>,
-    pub extra_hosts: Vec<String>,
-    pub cache_from: Vec<String>,
-    pub platform: Option<String>,
-    pub pull: bool,
-}
-
-/// A volume to create.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VolumeSpec {
-    pub name: String,
-    pub driver: Option<String>,
-    pub driver_opts: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// Which resources to select by label, e.g. `orch.env=1a2b3c4d`.
-pub type LabelFilter = Vec<String>;
-
-/// What orch needs from a container engine.
-pub trait Engine: Send + Sync {
-    fn list_networks(&self) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
-    fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
-    fn list_images(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
-    /// Networks carrying all of these labels (`key=value` or `key`).
-    fn networks_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
-    fn containers_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<ContainerSummary>, EngineError>> + Send;
-    /// (name, labels) of volumes carrying all of these labels.
-    fn volumes_labelled(&self, labels: &LabelFilter) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>, EngineError>> + Send;
-    fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
-    /// Gives an image another name (`repo:tag`).
-    fn tag_image(&self, image: &str, tag: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Removes an image orch made for itself (a helper of a build); a missing image is success.
-    fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn build_image(&self, spec: BuildSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
-    /// Disconnects every endpoint, then removes; a missing network is success.
-    fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn inspect_network(&self, name: &str) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
-    fn create_volume(&self, spec: &VolumeSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Creates the container, connects its other networks and copies its files in; it is not started.
-    fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
-    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Stops gracefully; without `timeout_s` the container's own stop timeout (`stop_grace_period`) applies.
-    fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Force-removes with anonymous volumes; a missing container is success.
-    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn inspect_container(&self, id: &str) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
-    /// The container's output so far as (is_stderr, line).
-    fn logs(&self, id: &str, tail: Option<usize>) -> impl Future<Output = Result<Vec<(bool, String)>, EngineError>> + Send;
-    /// Streams the container's output to `sink` (is_stderr, line) until it stops (or forever with `follow`).
-    fn stream_logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<usize>,
-        sink: &(dyn Fn(bool, &str) + Sync),
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Runs a command in the container; returns its exit code and combined output.
-    fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String), EngineError>> + Send;
-}
+use super::*;
 
 /// Docker through bollard, with the API version negotiated (Debian's engine speaks 1.41).
 #[derive(Clone)]
@@ -258,12 +21,13 @@ pub mod api {
     pub const VOLUME_SUBPATH: (u32, u32) = (1, 45);
 }
 
+/// An error of a request that concerns the engine as a whole (listing).
 fn api(e: bollard::errors::Error) -> EngineError {
-    EngineError::Api(e.to_string())
+    classify("the Docker engine")(e)
 }
 
 /// Removal is idempotent: a resource that is already gone counts as removed.
-fn gone_is_done(r: Result<(), EngineError>) -> Result<(), EngineError> {
+pub(super) fn gone_is_done(r: Result<(), EngineError>) -> Result<(), EngineError> {
     match r {
         Err(EngineError::NotFound(_)) => Ok(()),
         other => other,
@@ -272,11 +36,14 @@ fn gone_is_done(r: Result<(), EngineError>) -> Result<(), EngineError> {
 
 /// Maps bollard's errors, treating 404 and 409 specially so callers can make removal idempotent and resolve
 /// name conflicts.
-fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ {
+pub(super) fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ {
     move |e| match &e {
         bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => EngineError::NotFound(what.to_string()),
         bollard::errors::Error::DockerResponseServerError { status_code: 409, message } => EngineError::Conflict(format!("{what}: {message}")),
-        _ => EngineError::Api(format!("{what}: {e}")),
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            EngineError::Api { what: what.to_string(), status: *status_code, message: message.clone() }
+        }
+        _ => EngineError::Transport { what: what.to_string(), source: e },
     }
 }
 
@@ -293,6 +60,34 @@ impl DockerEngine {
 
     pub fn client(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Creates a network; `swarm`: an attachable overlay of swarm scope.
+    pub(super) async fn create_network_scoped(&self, spec: &NetworkSpec, swarm: bool) -> Result<String, EngineError> {
+        use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+        let ipam = spec.subnet.as_ref().map(|subnet| Ipam {
+            driver: Some("default".into()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.clone()),
+                gateway: spec.gateway.clone(),
+                ip_range: spec.ip_range.clone(),
+                ..Default::default()
+            }]),
+            options: None,
+        });
+        let req = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some(spec.driver.clone()),
+            internal: Some(spec.internal),
+            ipam,
+            options: Some(spec.options.clone().into_iter().collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            attachable: swarm.then_some(true),
+            scope: swarm.then(|| "swarm".to_string()),
+            ..Default::default()
+        };
+        let created = self.docker.create_network(req).await.map_err(classify(&format!("network {}", spec.name)))?;
+        Ok(created.id)
     }
 
     /// The negotiated API version, e.g. (1, 41).
@@ -322,19 +117,25 @@ impl Engine for DockerEngine {
     async fn networks_labelled(&self, labels: &LabelFilter) -> Result<Vec<NetworkSummary>, EngineError> {
         let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&label_filters(labels)).build();
         let nets = self.docker.list_networks(Some(opts)).await.map_err(api)?;
-        Ok(nets.into_iter().map(network_summary).collect())
+        Ok(nets.into_iter().map(network_summary).filter(|n| visible(labels, &n.labels)).collect())
     }
 
     async fn containers_labelled(&self, labels: &LabelFilter) -> Result<Vec<ContainerSummary>, EngineError> {
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&label_filters(labels)).build();
         let list = self.docker.list_containers(Some(opts)).await.map_err(api)?;
-        Ok(list.into_iter().map(container_summary).collect())
+        Ok(list.into_iter().map(container_summary).filter(|c| visible(labels, &c.labels)).collect())
     }
 
     async fn volumes_labelled(&self, labels: &LabelFilter) -> Result<Vec<(String, BTreeMap<String, String>)>, EngineError> {
         let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&label_filters(labels)).build();
         let list = self.docker.list_volumes(Some(opts)).await.map_err(api)?;
-        Ok(list.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels.into_iter().collect())).collect())
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name, v.labels.into_iter().collect()))
+            .filter(|(_, l): &(String, BTreeMap<String, String>)| visible(labels, l))
+            .collect())
     }
 
     async fn tag_image(&self, image: &str, tag: &str) -> Result<(), EngineError> {
@@ -390,7 +191,11 @@ impl Engine for DockerEngine {
         if spec.pull {
             opts = opts.pull("1");
         }
-        let mut stream = self.docker.build_image(opts.build(), None, Some(bollard::body_full(spec.context.into())));
+        let archive = tokio::fs::File::open(&spec.context)
+            .await
+            .map_err(|source| EngineError::Local { what: format!("image {}: its build context {}", spec.tag, spec.context.display()), source })?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(archive));
+        let mut stream = self.docker.build_image(opts.build(), None, Some(body));
         let mut tail: Vec<String> = vec![];
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| EngineError::Build { image: spec.tag.clone(), message: e.to_string() })?;
@@ -409,28 +214,7 @@ impl Engine for DockerEngine {
     }
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
-        use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
-        let ipam = spec.subnet.as_ref().map(|subnet| Ipam {
-            driver: Some("default".into()),
-            config: Some(vec![IpamConfig {
-                subnet: Some(subnet.clone()),
-                gateway: spec.gateway.clone(),
-                ip_range: spec.ip_range.clone(),
-                ..Default::default()
-            }]),
-            options: None,
-        });
-        let req = NetworkCreateRequest {
-            name: spec.name.clone(),
-            driver: Some(spec.driver.clone()),
-            internal: Some(spec.internal),
-            ipam,
-            options: Some(spec.options.clone().into_iter().collect()),
-            labels: Some(spec.labels.clone().into_iter().collect()),
-            ..Default::default()
-        };
-        let created = self.docker.create_network(req).await.map_err(classify(&format!("network {}", spec.name)))?;
-        Ok(created.id)
+        self.create_network_scoped(spec, false).await
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
@@ -480,13 +264,16 @@ impl Engine for DockerEngine {
         let what = format!("container {}", spec.name);
         let version = self.api_version();
         if spec.mounts.iter().any(|m| matches!(m, MountSpec::Volume { subpath: Some(_), .. })) && version < api::VOLUME_SUBPATH {
-            return Err(EngineError::Api(format!(
-                "{what}: a volume `subpath` needs Docker API {}.{}; this engine speaks {}.{} (mount the whole volume, or upgrade the engine)",
-                api::VOLUME_SUBPATH.0,
-                api::VOLUME_SUBPATH.1,
-                version.0,
-                version.1
-            )));
+            return Err(EngineError::Unsupported {
+                what,
+                message: format!(
+                    "a volume `subpath` needs Docker API {}.{}; this engine speaks {}.{} (mount the whole volume, or upgrade the engine)",
+                    api::VOLUME_SUBPATH.0,
+                    api::VOLUME_SUBPATH.1,
+                    version.0,
+                    version.1
+                ),
+            });
         }
         let body = container_body(spec, version >= api::START_INTERVAL);
         let mut opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&spec.name);
@@ -500,7 +287,7 @@ impl Engine for DockerEngine {
             self.docker.connect_network(&ep.network, req).await.map_err(classify(&format!("network {}", ep.network)))?;
         }
         if !spec.files.is_empty() {
-            let tar = files_tar(&spec.files).map_err(|e| EngineError::Api(format!("{what}: cannot pack its secrets and configs: {e}")))?;
+            let tar = files_tar(&spec.files).map_err(|source| EngineError::Local { what: format!("{what}: its secrets and configs"), source })?;
             let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path("/").build();
             self.docker.upload_to_container(&created.id, Some(opts), bollard::body_full(tar.into())).await.map_err(classify(&what))?;
         }
@@ -508,7 +295,16 @@ impl Engine for DockerEngine {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {
-        self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(classify(&format!("container {id}")))
+        let what = format!("container {id}");
+        match self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(classify(&what)) {
+            // Docker reports a taken host port only as a 500 whose message says so: there is no status or type for it.
+            Err(EngineError::Api { status: 500, message, .. })
+                if message.contains("port is already allocated") || message.contains("address already in use") =>
+            {
+                Err(EngineError::PortTaken { what, message })
+            }
+            other => other,
+        }
     }
 
     async fn stop_container(&self, id: &str, timeout_s: Option<i64>) -> Result<(), EngineError> {
@@ -519,8 +315,8 @@ impl Engine for DockerEngine {
         let opts = opts.build();
         match self.docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
             Ok(()) => Ok(()),
-            // 304: already stopped.
-            Err(EngineError::Api(m)) if m.contains("304") => Ok(()),
+            // 304 Not Modified: already stopped.
+            Err(EngineError::Api { status: 304, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -528,7 +324,8 @@ impl Engine for DockerEngine {
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
         let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match gone_is_done(self.docker.remove_container(id, Some(opts)).await.map_err(classify(&format!("container {id}")))) {
-            // "removal already in progress" is success too.
+            // "removal already in progress" is success too. Docker answers it with the same 409 as any other conflict,
+            // so only its message tells them apart.
             Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
             other => other,
         }
@@ -587,42 +384,13 @@ impl Engine for DockerEngine {
     }
 
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<Vec<(bool, String)>, EngineError> {
-        use futures_util::StreamExt;
-        let opts = bollard::query_parameters::LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()))
-            .build();
-        let mut stream = self.docker.logs(id, Some(opts));
-        let mut out = vec![];
-        while let Some(item) = stream.next().await {
-            let item = item.map_err(classify(&format!("container {id}")))?;
-            let is_err = matches!(item, bollard::container::LogOutput::StdErr { .. });
-            let text = String::from_utf8_lossy(&item.into_bytes()).into_owned();
-            for line in text.lines() {
-                out.push((is_err, line.to_string()));
-            }
-        }
-        Ok(out)
+        let out = std::sync::Mutex::new(vec![]);
+        self.stream_logs(id, false, tail, &|is_err, line| out.lock().expect("log lines").push((is_err, line.to_string()))).await?;
+        Ok(out.into_inner().expect("log lines"))
     }
 
     async fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> Result<(), EngineError> {
-        use futures_util::StreamExt;
-        let opts = bollard::query_parameters::LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(follow)
-            .tail(&tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()))
-            .build();
-        let mut stream = self.docker.logs(id, Some(opts));
-        while let Some(item) = stream.next().await {
-            let item = item.map_err(classify(&format!("container {id}")))?;
-            let is_err = matches!(item, bollard::container::LogOutput::StdErr { .. });
-            for line in String::from_utf8_lossy(&item.into_bytes()).lines() {
-                sink(is_err, line);
-            }
-        }
-        Ok(())
+        forward_lines(self.docker.logs(id, Some(logs_options(follow, tail))), &format!("container {id}"), sink).await
     }
 
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String), EngineError> {
@@ -630,21 +398,100 @@ impl Engine for DockerEngine {
         let what = format!("container {id}");
         let cfg = bollard::models::ExecConfig { attach_stdout: Some(true), attach_stderr: Some(true), cmd: Some(cmd.to_vec()), ..Default::default() };
         let exec = self.docker.create_exec(id, cfg).await.map_err(classify(&what))?;
-        let mut output = String::new();
+        let mut output = Vec::new();
+        let mut total = 0usize;
         if let bollard::exec::StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(classify(&what))? {
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(classify(&what))?;
-                if output.len() < 64 << 10 {
-                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                }
+                let bytes = chunk.map_err(classify(&what))?.into_bytes();
+                total += bytes.len();
+                let room = EXEC_CAPTURE.saturating_sub(output.len());
+                output.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
         }
+        let mut text = String::from_utf8_lossy(&output).into_owned();
+        if total > output.len() {
+            text.push_str(&format!("\n[orch kept the first {} of {total} bytes of output]\n", output.len()));
+        }
         let info = self.docker.inspect_exec(&exec.id).await.map_err(classify(&what))?;
-        Ok((info.exit_code.unwrap_or(-1), output))
+        Ok((info.exit_code.unwrap_or(-1), text))
+    }
+
+    async fn exec_attached(&self, id: &str, cmd: &[String], tty: bool) -> Result<i64, EngineError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let what = format!("container {id}");
+        let cfg = bollard::models::ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(id, cfg).await.map_err(classify(&what))?;
+        let opts = bollard::exec::StartExecOptions { detach: false, tty, output_capacity: None };
+        if let bollard::exec::StartExecResults::Attached { output: mut stream, mut input } =
+            self.docker.start_exec(&exec.id, Some(opts)).await.map_err(classify(&what))?
+        {
+            // stdin is copied until it ends; then the command's stdin is closed, as `docker exec -i` does.
+            let feed = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut input).await;
+                let _ = input.shutdown().await;
+            });
+            let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+            while let Some(chunk) = stream.next().await {
+                let written = match chunk.map_err(classify(&what))? {
+                    bollard::container::LogOutput::StdErr { message } => err.write_all(&message).await.and(err.flush().await),
+                    other => out.write_all(&other.into_bytes()).await.and(out.flush().await),
+                };
+                // Our own stdout closed (e.g. `| head`): stop reading, as a pipe's writer would.
+                if written.is_err() {
+                    break;
+                }
+            }
+            feed.abort();
+        }
+        let info = self.docker.inspect_exec(&exec.id).await.map_err(classify(&what))?;
+        Ok(info.exit_code.unwrap_or(-1))
     }
 }
 
-fn label_filters(labels: &LabelFilter) -> std::collections::HashMap<String, Vec<String>> {
+/// Both output streams, from the last `tail` lines (all without), following with `follow`.
+pub(super) fn logs_options(follow: bool, tail: Option<usize>) -> bollard::query_parameters::LogsOptions {
+    bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(follow)
+        .tail(&tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()))
+        .build()
+}
+
+/// Feeds a container's or service's log stream to `sink` line by line, as (is_stderr, line).
+pub(super) async fn forward_lines(
+    stream: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>,
+    what: &str,
+    sink: &(dyn Fn(bool, &str) + Sync),
+) -> Result<(), EngineError> {
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(classify(what))?;
+        let is_err = matches!(item, bollard::container::LogOutput::StdErr { .. });
+        for line in String::from_utf8_lossy(&item.into_bytes()).lines() {
+            sink(is_err, line);
+        }
+    }
+    Ok(())
+}
+
+/// The swarm engine's resources (and its tasks' containers) are its own: a local-engine selection sees them only
+/// when it asks for them, so neither engine reaps or removes the other's environments.
+fn visible(filter: &LabelFilter, labels: &BTreeMap<String, String>) -> bool {
+    let swarm = format!("{}={}", crate::labels::ENGINE, crate::labels::ENGINE_SWARM);
+    labels.get(crate::labels::ENGINE).map(String::as_str) != Some(crate::labels::ENGINE_SWARM) || filter.contains(&swarm)
+}
+
+pub(super) fn label_filters(labels: &LabelFilter) -> std::collections::HashMap<String, Vec<String>> {
     std::collections::HashMap::from([("label".to_string(), labels.clone())])
 }
 
@@ -698,7 +545,7 @@ fn endpoint_settings(ep: &Endpoint) -> bollard::models::EndpointSettings {
     }
 }
 
-fn ms_to_ns(ms: Option<u64>) -> Option<i64> {
+pub(super) fn ms_to_ns(ms: Option<u64>) -> Option<i64> {
     ms.map(|m| (m as i64).saturating_mul(1_000_000))
 }
 
@@ -710,7 +557,7 @@ fn opt_map(m: &BTreeMap<String, String>) -> Option<std::collections::HashMap<Str
     (!m.is_empty()).then(|| m.clone().into_iter().collect())
 }
 
-fn mounts_and_binds(spec: &ContainerSpec) -> (Vec<bollard::models::Mount>, Vec<String>) {
+pub(super) fn mounts_and_binds(spec: &ContainerSpec) -> (Vec<bollard::models::Mount>, Vec<String>) {
     use bollard::models::{Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType, MountVolumeOptions};
     let mut mounts = vec![];
     let mut binds = vec![];
@@ -928,16 +775,4 @@ fn container_body(spec: &ContainerSpec, start_interval: bool) -> bollard::models
         networking_config,
         ..Default::default()
     }
-}
-
-/// Collects the facts a plan must respect from the engine and the host's routes.
-pub async fn gather_facts<E: Engine>(engine: &E) -> Result<Facts, EngineError> {
-    let (networks, containers, images) = tokio::try_join!(engine.list_networks(), engine.list_containers(), engine.list_images())?;
-    let mut facts = Facts { engine_consulted: true, ..Facts::default() };
-    facts.taken_subnets.extend(networks.iter().flat_map(|n| n.subnets.iter()).filter_map(|s| s.parse::<Ipv4Net>().ok()).map(|n| n.trunc()));
-    facts.taken_host_ports.extend(containers.iter().flat_map(|c| c.published.iter().map(|p| p.0)));
-    facts.local_images.extend(images);
-    facts.add_host_routes();
-    facts.add_host_listeners();
-    Ok(facts)
 }

@@ -9,10 +9,8 @@ use orch::facts::Facts;
 use orch::lifecycle::{self, LifecycleError, UpOptions};
 use orch::plan::{Plan, WaitStrategy};
 
-mod support;
-use support::{IMAGE, ensure_image};
+use crate::support::{self, IMAGE, ensure_image};
 
-#[path = "lifecycle/fidelity.rs"]
 mod fidelity;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -29,7 +27,7 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let rt = rt();
-        let filter = lifecycle::env_filter(Some(&self.project), &self.id);
+        let filter = orch::labels::env_filter(Some(&self.project), &self.id);
         let _ = rt.block_on(lifecycle::down(&self.engine, &filter, true));
         let left = leftovers(&rt, &self.engine, &self.id);
         if !std::thread::panicking() {
@@ -50,13 +48,14 @@ struct Setup {
     rt: tokio::runtime::Runtime,
     engine: DockerEngine,
     dir: tempfile::TempDir,
+    _sharing: support::Sharing,
 }
 
 fn setup() -> Setup {
     let rt = rt();
     let engine = rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests");
     ensure_image(&rt, &engine);
-    Setup { rt, engine, dir: tempfile::tempdir().unwrap() }
+    Setup { rt, engine, dir: tempfile::tempdir().unwrap(), _sharing: support::sharing_the_engine() }
 }
 
 impl Setup {
@@ -155,7 +154,7 @@ fn up_and_down_of_a_multi_network_stack() {
 
     // The named volume is labelled and survives a plain down; --volumes removes it.
     assert_eq!(s.exec(worker, &["sh", "-c", "echo kept > /data/f"]).0, 0);
-    let filter = lifecycle::env_filter(Some(&env.project), &env.id);
+    let filter = orch::labels::env_filter(Some(&env.project), &env.id);
     let removed = s.rt.block_on(lifecycle::down(&s.engine, &filter, false)).unwrap();
     assert_eq!((removed.containers, removed.networks, removed.volumes), (4, 3, 0));
     let vols = s.rt.block_on(s.engine.volumes_labelled(&filter)).unwrap();
@@ -164,7 +163,7 @@ fn up_and_down_of_a_multi_network_stack() {
     assert_eq!(removed.volumes, 1);
     assert_eq!(leftovers(&s.rt, &s.engine, &env.id), 0);
     // A second down is a no-op, not an error.
-    let again = s.rt.block_on(lifecycle::down(&s.engine, &lifecycle::env_filter(Some(&env.project), &env.id), true)).unwrap();
+    let again = s.rt.block_on(lifecycle::down(&s.engine, &orch::labels::env_filter(Some(&env.project), &env.id), true)).unwrap();
     assert_eq!(again, lifecycle::Removed::default());
 }
 
@@ -268,9 +267,10 @@ fn builds_use_the_cache_unless_the_context_changed_or_no_cache() {
     std::fs::write(ctx.join("app.txt"), "v1").unwrap();
     let tag = format!("orch-test/app-{}:latest", std::process::id());
     let build = |no_cache: bool| {
+        let archive = lifecycle::tar_context(&ctx, "Dockerfile", None).unwrap();
         let spec = orch::engine::BuildSpec {
             tag: tag.clone(),
-            context: lifecycle::tar_context(&ctx, None).unwrap(),
+            context: archive.path().to_path_buf(),
             dockerfile: "Dockerfile".into(),
             no_cache,
             ..Default::default()
@@ -376,7 +376,7 @@ services:
     s.up(&plan).unwrap();
     let name = &plan.services["web"].container_name;
     // Docker's first check is 30 s away; `health` runs the check itself and reports what holds now.
-    let filter = lifecycle::env_filter(Some(&env.project), &env.id);
+    let filter = orch::labels::env_filter(Some(&env.project), &env.id);
     let engine_view = s.rt.block_on(lifecycle::status(&s.engine, &filter)).unwrap();
     assert_eq!(engine_view[0].state, "STARTING");
     let probed = s.rt.block_on(lifecycle::status_probed(&s.engine, &filter, true)).unwrap();
@@ -420,4 +420,35 @@ fn a_port_taken_outside_orch_after_planning_is_reallocated_from_the_range() {
     assert_ne!(got, planned, "the taken port was not used");
     assert!((31700..=31705).contains(&got), "the new port comes from the same range: {got}");
     drop(env);
+}
+
+/// A service's build sends its context as Docker's CLI does: what `.dockerignore` excludes never reaches the image
+/// (the Dockerfile is still sent, even when excluded, and the daemon leaves it out), and exceptions bring files back.
+#[test]
+fn builds_honour_dockerignore() {
+    let s = setup();
+    let ctx = s.dir.path().join("ignored");
+    for (f, text) in [
+        ("Dockerfile", "FROM orch-test/busybox:latest\nCOPY . /ctx/\n"),
+        (".dockerignore", "secret.txt\nlogs\n*.md\n!KEEP.md\nDockerfile\n"),
+        ("app.txt", "app"),
+        ("secret.txt", "do not ship"),
+        ("logs/today.log", "noise"),
+        ("NOTES.md", "notes"),
+        ("KEEP.md", "kept"),
+    ] {
+        std::fs::create_dir_all(ctx.join(f).parent().unwrap()).unwrap();
+        std::fs::write(ctx.join(f), text).unwrap();
+    }
+    let tag = format!("orch-test/ignored-{}:latest", std::process::id());
+    let archive = lifecycle::tar_context(&ctx, "Dockerfile", None).unwrap();
+    let spec = orch::engine::BuildSpec { tag: tag.clone(), context: archive.path().to_path_buf(), dockerfile: "Dockerfile".into(), ..Default::default() };
+    s.rt.block_on(s.engine.build_image(spec)).unwrap();
+    let out = std::process::Command::new("docker").args(["run", "--rm", &tag, "ls", "-A", "/ctx"]).output().unwrap();
+    let _ = std::process::Command::new("docker").args(["rmi", "-f", &tag]).output();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let mut files: Vec<&str> = listed.split_whitespace().collect();
+    files.sort();
+    // The excluded Dockerfile was sent (the daemon needs it) and, as with docker build, is not in the image.
+    assert_eq!(files, [".dockerignore", "KEEP.md", "app.txt"], "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -2,12 +2,12 @@
 //! one plugin and checks the policy where it is observable — in the containers, their networks, ports and images.
 //! Every environment is removed by a guard, also when an assertion fails.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{IMAGE, orch_in};
+use crate::support::{IMAGE, orch_in};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -118,6 +118,7 @@ fn web(name: &str) -> String {
 
 #[test]
 fn bpo_networks_isolate_tiers_on_the_real_engine() {
+    let _sharing = support::sharing_the_engine();
     // vault is only on the db tier, web only on external; grafana and prometheus share monitoring (and main).
     let compose = format!(
         "services:\n  vault:\n{}  web:\n{}  grafana:\n{}  prometheus:\n{}  api:\n{}",
@@ -169,6 +170,7 @@ fn bpo_networks_isolate_tiers_on_the_real_engine() {
 
 #[test]
 fn port_ranges_publish_inside_the_kinds_range() {
+    let _sharing = support::sharing_the_engine();
     let p = Project::new(&format!("services:\n  a:\n{}  b:\n{}", web("a"), web("b").replace("[\"8080\"]", "[\"8080:8080\", \"9090\"]")));
     // ci: hashed in the dynamic pool 9500-9999 by default.
     let ci = env_name("ports-ci");
@@ -198,6 +200,7 @@ fn port_ranges_publish_inside_the_kinds_range() {
 
 #[test]
 fn image_variants_run_the_alpine_build_in_test_and_the_regular_one_in_prod() {
+    let _sharing = support::sharing_the_engine();
     let p = Project::new("services:\n  tool:\n    image: orch-test/variant:1\n    build: ./tool\n    command: [\"sleep\", \"300\"]\n");
     let tool = p.path().join("tool");
     std::fs::create_dir(&tool).unwrap();
@@ -228,6 +231,7 @@ fn image_variants_run_the_alpine_build_in_test_and_the_regular_one_in_prod() {
 
 #[test]
 fn test_isolation_runs_two_copies_of_a_fixed_stack_side_by_side() {
+    let _sharing = support::sharing_the_engine();
     // One copy's worth of fixed names, host port and subnet: without the plugin the second copy cannot start.
     let compose = "services:\n  db:\n    image: $IMAGE\n    container_name: shared-db\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo db > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    ports: [\"18432:8080\"]\n  client:\n    image: $IMAGE\n    command: [\"sleep\", \"300\"]\nnetworks:\n  default:\n    ipam:\n      config:\n        - subnet: 172.29.240.0/24\n";
     let p = Project::new(compose);
@@ -263,6 +267,7 @@ fn test_isolation_runs_two_copies_of_a_fixed_stack_side_by_side() {
 
 #[test]
 fn health_defaults_add_checks_and_http_waits() {
+    let _sharing = support::sharing_the_engine();
     // redis without a healthcheck gets `redis-cli ping` (Debian's real redis from the example images); web, named
     // in the settings, is awaited over HTTP, so `up` returns only once it serves.
     let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/images/build-base.sh")).status().unwrap();

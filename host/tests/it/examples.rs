@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -21,8 +23,8 @@ fn orch_in(dir: &Path, args: &[&str]) -> Output {
 
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
+fn turn() -> (std::sync::MutexGuard<'static, ()>, support::Sharing) {
+    (TURN.lock().unwrap_or_else(|e| e.into_inner()), support::sharing_the_engine())
 }
 
 fn count(kind: &str, env: &str) -> usize {
@@ -35,7 +37,7 @@ fn count(kind: &str, env: &str) -> usize {
 }
 
 /// Runs examples/images/build.sh once per test process (the tests run in parallel).
-fn prepare_images() {
+pub(crate) fn prepare_images() {
     static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     if !*done {
@@ -176,4 +178,55 @@ fn both_examples_come_up_and_go_down_from_their_folders_without_flags() {
         assert_eq!(image_of(list, "frontend"), "orch-examples/app:latest-alpine");
         assert_eq!(image_of(list, "postgres"), "orch-examples/postgres:15");
     });
+}
+
+/// The library session API as a Rust test suite would use it: one project, two environments of netra's stack at
+/// once from a `#[tokio::test]`, each with its own PostgreSQL on its own port, one plugin pass per environment, and
+/// nothing left after `down` and drop.
+#[tokio::test]
+// The turn is a std mutex on purpose: it orders this test against the blocking ones in other threads.
+#[allow(clippy::await_holding_lock)]
+async fn the_session_api_gives_each_test_its_own_netra_stack() {
+    use orch::session::{EnvOptions, Project, ProjectOptions};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _turn = turn();
+    prepare_images();
+    let project = Project::open(&ProjectOptions { dir: Some(root().join("examples/netra")), ..Default::default() }).unwrap();
+    let engine = orch::engine::DockerEngine::connect().await.unwrap();
+    let opts = EnvOptions { timeout: std::time::Duration::from_secs(180), ..Default::default() };
+    let (a, b) = tokio::join!(project.up(&engine, &opts, &|_| {}), project.up(&engine, &opts, &|_| {}));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.id(), b.id());
+    let policies: usize = project.plugins().iter().map(|p| p.plugin.description.implements.len()).sum();
+    assert!(policies > 0);
+    assert_eq!(project.plugin_calls(), 2 * policies, "each environment runs each plugin policy once");
+
+    let (pa, pb) = (a.port("postgres", 5432).await.unwrap(), b.port("postgres", 5432).await.unwrap());
+    assert_ne!(pa.port(), pb.port());
+    assert_eq!(a.connection_env().await.unwrap()["POSTGRES_PORT_5432"], pa.port().to_string());
+    // Each port is a PostgreSQL server: it answers the protocol's SSLRequest with one byte, N (no TLS) or S.
+    for addr in [pa, pb] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+        let mut answer = [0u8; 1];
+        conn.read_exact(&mut answer).await.unwrap();
+        assert!(matches!(&answer, b"N" | b"S"), "{addr} answered {answer:?}");
+    }
+    // And they are separate databases: a table made in one is not in the other.
+    let psql = |sql: &'static str| ["psql", "-U", "netra", "-d", "netra_test", "-tAc", sql];
+    let (code, out) = a.exec("postgres", &psql("create table only_in_a(x int); select 'made'")).await.unwrap();
+    assert_eq!((code, out.lines().last()), (0, Some("made")), "{out}");
+    let (_, out) = b.exec("postgres", &psql("select count(*) from pg_tables where tablename = 'only_in_a'")).await.unwrap();
+    assert_eq!(out.trim(), "0");
+
+    let (a_id, b_id) = (a.id().to_string(), b.id().to_string());
+    let removed = a.down().await.unwrap();
+    assert!(removed.containers >= 5, "{removed:?}");
+    drop(b);
+    for env in [a_id, b_id] {
+        for kind in ["container", "network", "volume"] {
+            assert_eq!(count(kind, &env), 0, "{kind}s of {env} left behind");
+        }
+    }
 }

@@ -1,0 +1,49 @@
+//! Every `orch.*` label orch puts on Docker resources, and the label filters that select them. orch finds, reaps and
+//! removes only what carries these labels, so nothing else on the engine is ever touched.
+
+pub const ENV: &str = "orch.env";
+pub const PROJECT: &str = "orch.project";
+/// `test`, `ci`, `dev` or `prod`: dev and prod containers get a graceful stop on `down`.
+pub const ENV_KIND: &str = "orch.env-kind";
+pub const SERVICE: &str = "orch.service";
+/// The owning process (see [`crate::owner::Owner`]).
+pub const OWNER: &str = "orch.owner";
+pub const CREATED: &str = "orch.created";
+pub const PLAN_HASH: &str = "orch.plan-hash";
+/// The service's wait strategies (JSON), so `restart` can wait the same way without the plan.
+pub const WAIT: &str = "orch.wait";
+/// On the ready-marker volume: the environment is complete.
+pub const MARKER: &str = "orch.marker";
+/// On the marker: `kept` (until `down` or its lease) or `process` (as long as its owner).
+pub const LIFETIME: &str = "orch.lifetime";
+/// On the marker: the lease's end (Unix seconds).
+pub const EXPIRES: &str = "orch.expires";
+/// On the marker: when `up` saw every service ready (Unix milliseconds), so a later report never calls a container
+/// orch already saw healthy "starting" just because Docker has not run its own first check yet.
+pub const READY_AT: &str = "orch.ready-at";
+
+/// On everything the swarm engine makes: `swarm` (the local engine's selections leave these out).
+pub const ENGINE: &str = "orch.engine";
+pub const ENGINE_SWARM: &str = "swarm";
+
+/// Every orch environment's resources.
+pub fn any_env() -> Vec<String> {
+    vec![ENV.to_string()]
+}
+
+/// The resources of one environment (of one project, when given).
+pub fn env_filter(project: Option<&str>, env_id: &str) -> Vec<String> {
+    let mut f = vec![format!("{ENV}={env_id}")];
+    if let Some(p) = project {
+        f.push(project_filter(p));
+    }
+    f
+}
+
+pub fn project_filter(project: &str) -> String {
+    format!("{PROJECT}={project}")
+}
+
+pub fn service_filter(service: &str) -> String {
+    format!("{SERVICE}={service}")
+}

@@ -1,0 +1,56 @@
+//! `down`: the ready marker first, then containers, networks and (optionally) volumes, found by label.
+
+use crate::engine::{Engine, EngineError};
+use crate::labels;
+use futures_util::future::join_all;
+use std::time::Duration;
+
+/// What `down` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: usize,
+    pub networks: usize,
+    pub volumes: usize,
+}
+
+/// Removes every container, then every network (and with `volumes` every volume) carrying the filter's labels.
+/// "Already gone" is success; transient errors are retried with backoff.
+pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
+    let filter = filter.to_vec();
+    // The ready marker goes first: if anything below fails, the environment is left as an orphan (no marker) that
+    // the next `orch gc` or opportunistic reap finishes — the labels themselves record the unfinished work.
+    let vols = engine.volumes_labelled(&filter).await?;
+    let (markers, data): (Vec<_>, Vec<_>) = vols.iter().partition(|(_, l)| l.contains_key(labels::MARKER));
+    join_all(markers.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let containers = engine.containers_labelled(&filter).await?;
+    // Test and CI environments are disposable: kill at once. Dev and prod ones get their graceful stop first.
+    let graceful = |c: &crate::engine::ContainerSummary| matches!(c.labels.get(labels::ENV_KIND).map(String::as_str), Some("dev" | "prod"));
+    join_all(containers.iter().filter(|c| graceful(c) && c.state == "running").map(|c| engine.stop_container(&c.id, None))).await;
+    join_all(containers.iter().map(|c| retry(|| engine.remove_container(&c.id)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let networks = engine.networks_labelled(&filter).await?;
+    join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.name)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut removed = Removed { containers: containers.len(), networks: networks.len(), volumes: 0 };
+    if volumes {
+        join_all(data.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        removed.volumes = data.len();
+    }
+    Ok(removed)
+}
+
+pub(super) async fn retry<F, Fut>(op: F) -> Result<(), EngineError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), EngineError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut last = None;
+    for _ in 0..4 {
+        match op().await {
+            Ok(()) | Err(EngineError::NotFound(_)) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    Err(last.expect("an error was recorded"))
+}

@@ -1,0 +1,75 @@
+//! The ready marker: a labelled volume `up` creates last. Its presence says the environment is complete; its labels
+//! say how long it lives (until `down` or a lease, or as long as its owner process).
+
+use crate::engine::{Engine, EngineError, VolumeSpec};
+use crate::labels::{self, EXPIRES, LIFETIME, MARKER, READY_AT};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How long an environment outlives the command that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Until `orch down` or its lease expires (`orch up`).
+    Kept { expires: Option<u64> },
+    /// As long as the owner process (`orch run`, a library session).
+    Process,
+}
+
+/// Unix seconds.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The name of an environment's ready marker volume.
+pub fn marker_name(project: &str, env: &str) -> String {
+    format!("{project}-{env}-orch-ready")
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Marks the environment complete: the last thing `up` creates (and again with a new lifetime, to keep one). A
+/// [`READY_AT`] already among `env_labels` is kept (keeping an environment does not make it ready again).
+pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, String>, project: &str, env: &str, lifetime: Lifetime) -> Result<(), EngineError> {
+    let mut l = env_labels.clone();
+    l.insert(MARKER.into(), "ready".into());
+    l.entry(READY_AT.into()).or_insert_with(|| now_ms().to_string());
+    match lifetime {
+        Lifetime::Kept { expires } => {
+            l.insert(LIFETIME.into(), "kept".into());
+            if let Some(e) = expires {
+                l.insert(EXPIRES.into(), e.to_string());
+            }
+        }
+        Lifetime::Process => {
+            l.insert(LIFETIME.into(), "process".into());
+        }
+    }
+    engine.create_volume(&VolumeSpec { name: marker_name(project, env), labels: l, ..Default::default() }).await
+}
+
+/// Keeps an environment past its owner: replaces its marker (whose labels cannot change) with a kept one. For a moment
+/// the environment has no marker, which only a dead owner would make an orphan.
+pub async fn keep<E: Engine>(engine: &E, project: &str, env: &str, expires: Option<u64>) -> Result<(), EngineError> {
+    let ready_at = ready_times(engine).await?.remove(&(project.to_string(), env.to_string()));
+    engine.remove_volume(&marker_name(project, env)).await?;
+    let mut env_labels = BTreeMap::from([(labels::ENV.to_string(), env.to_string()), (labels::PROJECT.to_string(), project.to_string())]);
+    if let Some(t) = ready_at {
+        env_labels.insert(READY_AT.into(), t.to_string());
+    }
+    mark_ready(engine, &env_labels, project, env, Lifetime::Kept { expires }).await
+}
+
+/// When each complete environment on the engine became ready: (project, env) → Unix milliseconds.
+pub async fn ready_times<E: Engine>(engine: &E) -> Result<BTreeMap<(String, String), u64>, EngineError> {
+    let markers = engine.volumes_labelled(&vec![MARKER.to_string()]).await?;
+    Ok(markers
+        .into_iter()
+        .filter_map(|(_, l)| {
+            let at = l.get(READY_AT)?.parse().ok()?;
+            Some(((l.get(labels::PROJECT)?.clone(), l.get(labels::ENV)?.clone()), at))
+        })
+        .collect())
+}

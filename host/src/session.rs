@@ -1,0 +1,657 @@
+//! The library front door, for the CLI, Rust tests and every other front end: open a [`Project`] once (compose
+//! files, `orch.toml`, plugins and their settings, all loaded and verified up front), plan it, and bring up any number
+//! of isolated environments, each an [`Environment`] handle with its ports, connection variables, health, logs, exec,
+//! restart and `down`. A handle that is dropped without `down` or `keep` removes its environment; a process that is
+//! killed leaves it to the watcher (`orch __watch`, when a watcher binary is given) or to the next reap of dead owners.
+//!
+//! One load and one plugin pass per environment: the compose model is loaded by `open`, the plugins run once in
+//! [`Project::up`] (before admission, which needs the plan's memory), and only allocation (subnets, host ports) is
+//! redone under the allocation lock against fresh facts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use crate::config::ProjectConfig;
+use crate::engine::{DockerEngine, Engine, EngineError};
+use crate::facts::Facts;
+use crate::lifecycle::{self, Lifetime, Progress, Removed, ServiceStatus, UpReport};
+use crate::plan::{EnvKind, Identity, Plan};
+use crate::plugins::{self, ActivePlugin, PluginRef, Runtime};
+use crate::state::StateDir;
+use crate::{Error, PlanOutcome, blocking, labels};
+
+/// The compose files tried, in order, when none are named.
+pub const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+
+/// What a project is made of. Empty fields fall back to `orch.toml` (found in `dir`), then to the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectOptions {
+    /// Where relative paths and `orch.toml` are looked up [default: the current directory].
+    pub dir: Option<PathBuf>,
+    /// Compose files, later ones overriding earlier ones [default: orch.toml's `files`, else compose.yaml & co.].
+    pub files: Vec<PathBuf>,
+    pub env_files: Vec<PathBuf>,
+    pub profiles: Vec<String>,
+    pub project_name: Option<String>,
+    pub env_kind: Option<EnvKind>,
+    /// Plugin references (built-in name, path, `oci://…`), applied in order; replaces orch.toml's list.
+    pub plugins: Vec<String>,
+    /// `NAME.KEY=VALUE` settings on top of orch.toml's.
+    pub plugin_settings: Vec<String>,
+    pub pools: Vec<Ipv4Net>,
+    /// An explicit `orch.toml`.
+    pub config: Option<PathBuf>,
+    /// Refuse to add or change orch.lock entries.
+    pub locked: bool,
+    /// Compiled-plugin cache [default: $XDG_CACHE_HOME/orch or ~/.cache/orch].
+    pub cache_dir: Option<PathBuf>,
+    /// Locks and reservations [default: see [`StateDir::resolve`]].
+    pub state_dir: Option<PathBuf>,
+    /// The variables interpolation sees [default: this process's environment].
+    pub environment: Option<BTreeMap<String, String>>,
+}
+
+/// How [`Project::up`] brings an environment up.
+#[derive(Debug, Clone)]
+pub struct EnvOptions {
+    /// A name (`--env`): locked for the duration, and refused if it exists. Without one a fresh id is used.
+    pub name: Option<String>,
+    /// Wait until every service is ready.
+    pub wait: bool,
+    pub timeout: Duration,
+    pub keep_on_failure: bool,
+    pub no_cache: bool,
+    pub lifetime: Lifetime,
+    /// 0: orch.toml's `max-envs`, else no cap.
+    pub max_envs: usize,
+    pub no_wait_capacity: bool,
+    pub lock_timeout: Duration,
+    /// An `orch` binary to run `orch __watch` for the owner, so that even `kill -9` leaves nothing behind.
+    pub watcher: Option<PathBuf>,
+    /// The process the environment belongs to [default: this one]: with [`Lifetime::Process`] it is removed when that
+    /// process ends (a test runner that asked a CLI for an environment, say).
+    pub owner: Option<crate::owner::Owner>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            name: None,
+            wait: true,
+            timeout: Duration::from_secs(120),
+            keep_on_failure: false,
+            no_cache: false,
+            lifetime: Lifetime::Process,
+            max_envs: 0,
+            no_wait_capacity: false,
+            lock_timeout: Duration::from_secs(300),
+            watcher: None,
+            owner: None,
+        }
+    }
+}
+
+/// An engine a handle can reach again from another thread (to clean up on drop, when the runtime that made it may be
+/// blocked or gone).
+pub trait Reconnect: Engine + Sized + 'static {
+    fn reconnect(&self) -> impl Future<Output = Result<Self, EngineError>> + Send;
+    /// Global flags a watcher process needs to reach the same engine.
+    fn watcher_args(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
+impl Reconnect for crate::engine::AnyEngine {
+    async fn reconnect(&self) -> Result<Self, EngineError> {
+        crate::engine::AnyEngine::connect(self.kind()).await
+    }
+    fn watcher_args(&self) -> Vec<String> {
+        vec!["--engine".into(), self.kind().to_string()]
+    }
+}
+
+impl Reconnect for DockerEngine {
+    async fn reconnect(&self) -> Result<Self, EngineError> {
+        DockerEngine::connect().await
+    }
+}
+
+impl Reconnect for crate::engine::fake::FakeEngine {
+    async fn reconnect(&self) -> Result<Self, EngineError> {
+        Ok(self.clone())
+    }
+}
+
+/// A loaded project: compose model, settings and verified plugins, ready to plan and bring up environments.
+pub struct Project {
+    config: Option<ProjectConfig>,
+    loaded: orch_compose::Loaded,
+    compose: orch_compose::LoadOptions,
+    env_kind: EnvKind,
+    pools: Vec<Ipv4Net>,
+    plugins: Vec<ActivePlugin>,
+    state: StateDir,
+    /// Notes for the user from loading (a rebuilt plugin cache, a newly pinned lock entry).
+    pub notes: Vec<String>,
+    plugin_calls: AtomicUsize,
+}
+
+fn cache_dir(flag: &Option<PathBuf>) -> Option<PathBuf> {
+    let base = flag
+        .clone()
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("orch")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("orch")));
+    base.map(|b| b.join("plugins"))
+}
+
+/// The plugin runtime with its compiled-component cache.
+pub fn runtime(cache: &Option<PathBuf>) -> Result<Runtime, Error> {
+    Ok(Runtime::new(cache_dir(cache))?)
+}
+
+impl Project {
+    /// The registry orch.toml names for a multi-node swarm (`registry = "HOST:PORT"`).
+    pub fn registry(&self) -> Option<&str> {
+        self.config.as_ref().and_then(|c| c.registry.as_deref())
+    }
+
+    /// The engine orch.toml names (`engine = "swarm"`), if it names one.
+    pub fn engine_kind(&self) -> Option<crate::engine::EngineKind> {
+        self.config.as_ref().and_then(|c| c.engine)
+    }
+
+    /// Reads orch.toml, loads the compose files and loads, verifies (against orch.lock) and configures the plugins.
+    pub fn open(opts: &ProjectOptions) -> Result<Project, Error> {
+        let dir = match &opts.dir {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?,
+        };
+        let config = ProjectConfig::find(opts.config.as_deref(), &dir)?;
+        let compose = compose_options(opts, config.as_ref(), &dir)?;
+        let loaded = orch_compose::load(&compose)?;
+        let none = ProjectConfig::default();
+        let c = config.as_ref().unwrap_or(&none);
+        let env_kind = match (opts.env_kind, &c.env_kind) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k.parse().map_err(|e: String| Error::InvalidInput { what: "orch.toml: env-kind".into(), message: e })?,
+            (None, None) => EnvKind::Test,
+        };
+        let pools = if opts.pools.is_empty() {
+            c.pools
+                .iter()
+                .map(|p| p.parse().map_err(|e: ipnet::AddrParseError| Error::InvalidInput { what: format!("orch.toml: pool {p:?}"), message: e.to_string() }))
+                .collect::<Result<_, _>>()?
+        } else {
+            opts.pools.clone()
+        };
+        let mut notes = vec![];
+        let plugins = activate(opts, config.as_ref(), &mut notes)?;
+        Ok(Project {
+            config,
+            loaded,
+            compose,
+            env_kind,
+            pools,
+            plugins,
+            state: StateDir::resolve(opts.state_dir.clone()),
+            notes,
+            plugin_calls: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.loaded.project.name
+    }
+
+    pub fn compose(&self) -> &orch_compose::Loaded {
+        &self.loaded
+    }
+
+    pub fn compose_options(&self) -> &orch_compose::LoadOptions {
+        &self.compose
+    }
+
+    pub fn plugins(&self) -> &[ActivePlugin] {
+        &self.plugins
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// Policy calls made so far by this project's plugins (each plugin's policies run once per plan).
+    pub fn plugin_calls(&self) -> usize {
+        self.plugin_calls.load(Ordering::Relaxed)
+    }
+
+    fn identity(&self, env: Option<&str>) -> Result<Identity, Error> {
+        crate::identity(self.name(), env, self.env_kind)
+    }
+
+    fn policy_plan(&self, identity: Identity, facts: &Facts) -> Result<PlanOutcome, Error> {
+        let outcome = crate::policy_plan(&self.loaded, identity, &self.plugins, facts)?;
+        self.plugin_calls.fetch_add(outcome.timings.len(), Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    /// A complete plan against `facts` (nothing is reserved: for `orch plan` and previews).
+    pub fn plan(&self, env: Option<&str>, facts: &Facts) -> Result<PlanOutcome, Error> {
+        let mut outcome = self.policy_plan(self.identity(env)?, facts)?;
+        crate::finish_plan(&mut outcome.plan, facts, &self.pools)?;
+        Ok(outcome)
+    }
+
+    /// Plans (plugins once), waits for admission, allocates under the lock and brings the environment up. On failure
+    /// nothing of it is left (unless `keep_on_failure`).
+    pub async fn up<E: Reconnect + Clone>(&self, engine: &E, opts: &EnvOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<Environment<E>, Error> {
+        let _ = crate::reaper::gc(engine, &crate::reaper::GcOptions::default()).await;
+        let identity = self.identity(opts.name.as_deref())?;
+        let _env_lock = match &opts.name {
+            Some(env) => {
+                let (state, project, env, timeout) = (self.state.clone(), self.name().to_string(), env.clone(), opts.lock_timeout);
+                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                Some(blocking(move || state.lock_env(&project, &env, &command, timeout)).await??)
+            }
+            None => None,
+        };
+        if opts.name.is_some() {
+            let existing = engine.containers_labelled(&labels::env_filter(Some(&identity.project), &identity.env_id)).await?;
+            if !existing.is_empty() {
+                return Err(Error::EnvironmentExists { project: identity.project.clone(), env: identity.env_id.clone() });
+            }
+        }
+        // The plugins see the engine's facts and every live reservation; allocation is redone under the lock.
+        let mut facts = crate::engine::gather_facts(engine).await?;
+        let reserved = {
+            let (state, timeout) = (self.state.clone(), opts.lock_timeout);
+            blocking(move || state.allocations(timeout).map(|g| g.state)).await??
+        };
+        facts.taken_subnets.extend(reserved.subnets());
+        facts.taken_host_ports.extend(reserved.ports());
+        let policy = self.policy_plan(identity.clone(), &facts)?.plan;
+
+        let max_envs = if opts.max_envs > 0 { opts.max_envs } else { self.config.as_ref().and_then(|c| c.max_envs).unwrap_or(0) };
+        let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
+        let _ticket = crate::admission::admit(engine, &self.state, &policy, &admission, &|m| progress(Progress::Queued { why: m.to_string() })).await?;
+        let plan = crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout).await?;
+        // The compose import says placement is not applied; an engine that places services does apply it.
+        let applied = |d: &&crate::plan::Diagnostic| {
+            engine.places_services() && d.code == "compose.not-applied" && d.path.as_deref().is_some_and(|p| p.ends_with("deploy.placement.constraints"))
+        };
+        for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning && !applied(d)) {
+            progress(Progress::Warning {
+                message: format!("{}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source),
+            });
+        }
+        progress(Progress::Planned {
+            project: identity.project.clone(),
+            env: identity.env_id.clone(),
+            services: plan.services.len(),
+            networks: plan.networks.len(),
+        });
+        if let Some(exe) = &opts.watcher {
+            let owner = opts.owner.clone().unwrap_or_else(crate::owner::Owner::current);
+            spawn_watcher(exe, &owner, &self.state, &engine.watcher_args())?;
+        }
+        let up = lifecycle::UpOptions {
+            wait: opts.wait,
+            timeout: opts.timeout,
+            keep_on_failure: opts.keep_on_failure,
+            no_cache: opts.no_cache,
+            lifetime: opts.lifetime,
+            owner: opts.owner.clone(),
+        };
+        let result = lifecycle::up(engine, &plan, &up, progress).await;
+        // The engine knows the environment now (or it is gone): the reservation has done its job.
+        self.release_reservation(&identity.env_id).await;
+        let report = result?;
+        Ok(Environment {
+            engine: engine.clone(),
+            project: plan.identity.project.clone(),
+            env_id: plan.identity.env_id.clone(),
+            plan: Some(plan),
+            report: Some(report),
+            owned: true,
+        })
+    }
+
+    /// Drops an environment's in-flight reservation (best effort: a stale one goes with its dead owner anyway). `up`
+    /// does this itself; a front end that abandons an `up` (Ctrl-C) calls it.
+    pub async fn release_reservation(&self, env: &str) {
+        let (state, project, env) = (self.state.clone(), self.name().to_string(), env.to_string());
+        let _ = blocking(move || {
+            if let Ok(mut guard) = state.allocations(Duration::from_secs(30)) {
+                guard.release(&project, &env);
+                let _ = guard.save();
+            }
+        })
+        .await;
+    }
+}
+
+/// The project name the options describe (from the compose files alone: no plugins are loaded).
+pub fn project_name(opts: &ProjectOptions) -> Result<String, Error> {
+    let dir = match &opts.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?,
+    };
+    let config = ProjectConfig::find(opts.config.as_deref(), &dir)?;
+    Ok(orch_compose::load(&compose_options(opts, config.as_ref(), &dir)?)?.project.name)
+}
+
+/// The label filter for status listings: one environment, or every environment (of one project).
+pub fn status_filter(select: &Selector) -> Vec<String> {
+    match &select.env {
+        Some(env) => labels::env_filter(select.project.as_deref(), env),
+        None => {
+            let mut f = labels::any_env();
+            f.extend(select.project.as_deref().map(labels::project_filter));
+            f
+        }
+    }
+}
+
+/// Every environment whose owner ran on this host (for `orch down --all-mine`).
+pub async fn environments_of_this_host<E: Engine>(engine: &E) -> Result<Vec<Selector>, Error> {
+    let host = crate::owner::Owner::current().host;
+    let all = lifecycle::status(engine, &labels::any_env()).await?;
+    let envs: std::collections::BTreeSet<(String, String)> =
+        all.iter().filter(|s| crate::owner::Owner::parse(&s.owner).is_some_and(|o| o.host == host)).map(|s| (s.project.clone(), s.env.clone())).collect();
+    Ok(envs.into_iter().map(|(p, e)| Selector { env: Some(e), project: Some(p) }).collect())
+}
+
+/// Starts `orch __watch` for the owner: detached (own process group, so a terminal's Ctrl-C does not reach it), it
+/// removes the owner's environments when the owner dies before they are complete (or at all, for a process lifetime).
+/// When the owner has a watcher already (an earlier environment), the new one exits at once.
+fn spawn_watcher(exe: &Path, owner: &crate::owner::Owner, state: &StateDir, engine_args: &[String]) -> Result<(), Error> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(exe)
+        .arg("--state-dir")
+        .arg(&state.root)
+        .args(engine_args)
+        .args(["__watch", "--owner", &owner.label()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Io { what: format!("starting the watcher {}", exe.display()), source: e })?;
+    Ok(())
+}
+
+/// The compose load options: flags, else orch.toml, else the default file names in `dir`.
+fn compose_options(opts: &ProjectOptions, config: Option<&ProjectConfig>, dir: &Path) -> Result<orch_compose::LoadOptions, Error> {
+    let none = ProjectConfig::default();
+    let c = config.unwrap_or(&none);
+    let from_config = |paths: &[PathBuf]| paths.iter().map(|p| c.resolve(p)).collect::<Vec<_>>();
+    let in_dir = |paths: &[PathBuf]| paths.iter().map(|p| dir.join(p)).collect::<Vec<_>>();
+    let files = if !opts.files.is_empty() {
+        in_dir(&opts.files)
+    } else if !c.files.is_empty() {
+        from_config(&c.files)
+    } else {
+        let found = DEFAULT_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file());
+        vec![found.ok_or_else(|| {
+            Error::Usage(format!(
+                "no compose file given and none of {} in {}; pass -f FILE or list `files` in orch.toml",
+                DEFAULT_FILES.join(", "),
+                dir.display()
+            ))
+        })?]
+    };
+    Ok(orch_compose::LoadOptions {
+        files,
+        env_files: if opts.env_files.is_empty() { from_config(&c.env_files) } else { in_dir(&opts.env_files) },
+        profiles: if opts.profiles.is_empty() { c.profiles.clone() } else { opts.profiles.clone() },
+        environment: opts.environment.clone().unwrap_or_else(|| std::env::vars().collect()),
+        project_name: opts.project_name.clone().or(c.project.clone()),
+    })
+}
+
+/// Loads the plugins named in the options or orch.toml, verified against (and pinned in) the project's orch.lock; no
+/// wasm engine is created when there are none.
+fn activate(opts: &ProjectOptions, config: Option<&ProjectConfig>, notes: &mut Vec<String>) -> Result<Vec<ActivePlugin>, Error> {
+    let none = ProjectConfig::default();
+    let c = config.unwrap_or(&none);
+    let refs = if opts.plugins.is_empty() { c.plugin_refs() } else { opts.plugins.clone() };
+    if refs.is_empty() {
+        return Ok(vec![]);
+    }
+    let settings = plugins::parse_settings(c.plugin_settings(), &opts.plugin_settings)?;
+    let refs: Vec<PluginRef> = refs.iter().map(|p| PluginRef::parse(p)).collect();
+    let runtime = runtime(&opts.cache_dir)?;
+    let mut sources = project_sources(&runtime, config, opts.locked)?;
+    let active = plugins::activate_from(&runtime, &refs, &settings, &mut sources)?;
+    notes.extend(active.iter().filter_map(|a| a.plugin.stats.cache_note.clone()));
+    if let Some(path) = sources.save_lock()? {
+        notes.push(format!("pinned plugin digests in {}", path.display()));
+    }
+    Ok(active)
+}
+
+/// Plugin sources for a command: with a project (orch.toml), its orch.lock next to it.
+pub fn project_sources(runtime: &Runtime, config: Option<&ProjectConfig>, locked: bool) -> Result<plugins::source::Sources, Error> {
+    let lock = match config {
+        Some(c) => {
+            let mut lock = plugins::lock::Lock::load(&c.dir)?;
+            lock.frozen = locked;
+            Some(lock)
+        }
+        None => None,
+    };
+    Ok(plugins::source::Sources::new(runtime, lock))
+}
+
+/// A running environment. One made by [`Project::up`] and dropped without [`Environment::down`] or
+/// [`Environment::keep`] removes itself; one found with [`Environment::attach`] is left as it is.
+pub struct Environment<E: Reconnect> {
+    engine: E,
+    project: String,
+    env_id: String,
+    plan: Option<Plan>,
+    report: Option<UpReport>,
+    /// Removed on drop.
+    owned: bool,
+}
+
+/// A running environment as front ends print it (`orch up --format json`: the `orch.env/v1` format in README).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub format: &'static str,
+    pub project: String,
+    pub env: String,
+    /// The address host ports are reached on.
+    pub host: String,
+    /// How long `up` took, when the handle made the environment.
+    pub elapsed_s: Option<f64>,
+    pub services: Vec<ServiceStatus>,
+    /// The connection variables (`orch env`).
+    pub connection: BTreeMap<String, String>,
+}
+
+/// Which environment [`Environment::attach`] finds.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// Without it, the only environment there is (of `project`, when given).
+    pub env: Option<String>,
+    pub project: Option<String>,
+}
+
+impl<E: Reconnect + Clone> Environment<E> {
+    /// An environment that is running already (made by another process or `orch up`); dropping the handle leaves it.
+    pub async fn attach(engine: &E, select: &Selector) -> Result<Environment<E>, Error> {
+        let all = lifecycle::status(engine, &status_filter(select)).await?;
+        let envs: std::collections::BTreeSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.env.clone())).collect();
+        let (project, env_id) = match (envs.len(), &select.env) {
+            (1, _) => envs.into_iter().next().expect("one"),
+            (0, Some(env)) => return Err(Error::NotFound(format!("no environment {env} is running; `orch ps` lists what runs"))),
+            (0, None) => return Err(Error::NotFound("no orch environment is running; start one with `orch up`".into())),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "several environments are running ({}); choose one with --env (and --project-name)",
+                    envs.iter().map(|(p, e)| format!("{e} ({p})")).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        Ok(Environment { engine: engine.clone(), project, env_id, plan: None, report: None, owned: false })
+    }
+}
+
+impl<E: Reconnect> Environment<E> {
+    pub fn id(&self) -> &str {
+        &self.env_id
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The plan it was made from (subnets, host ports, images…), when this handle made it.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    /// How long `up` took, when this handle made it.
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.report.as_ref().map(|r| r.elapsed)
+    }
+
+    /// Services (with their health now), ports and connection variables.
+    pub async fn summary(&self) -> Result<Summary, Error> {
+        let services = self.health().await?;
+        Ok(Summary {
+            format: "orch.env/v1",
+            project: self.project.clone(),
+            env: self.env_id.clone(),
+            host: "127.0.0.1".into(),
+            elapsed_s: self.elapsed().map(|d| d.as_secs_f64()),
+            connection: lifecycle::connection_env(&services),
+            services,
+        })
+    }
+
+    fn filter(&self) -> Vec<String> {
+        labels::env_filter(Some(self.project()), self.id())
+    }
+
+    /// Every service's state and published ports, as the engine reports them now.
+    pub async fn status(&self) -> Result<Vec<ServiceStatus>, Error> {
+        Ok(lifecycle::status(&self.engine, &self.filter()).await?)
+    }
+
+    /// Like [`Environment::status`], also running starting containers' healthchecks to report what holds now.
+    pub async fn health(&self) -> Result<Vec<ServiceStatus>, Error> {
+        Ok(lifecycle::status_probed(&self.engine, &self.filter(), true).await?)
+    }
+
+    /// Where `service`'s `container_port` is published on this host (IPv4 loopback for all-interfaces bindings).
+    pub async fn port(&self, service: &str, container_port: u16) -> Result<SocketAddr, Error> {
+        let list = self.status().await?;
+        let s = self.service(&list, service)?;
+        let (_, ip, port) = s
+            .ports
+            .iter()
+            .find(|(p, ip, _)| p.split('/').next() == Some(&container_port.to_string()) && ip != "::")
+            .ok_or_else(|| Error::NotFound(format!("service {service} of environment {} does not publish port {container_port}", self.id())))?;
+        let ip = lifecycle::reachable_host(ip);
+        format!("{ip}:{port}").parse().map_err(|e| Error::Internal(format!("the engine reported an unreadable address {ip}:{port}: {e}")))
+    }
+
+    /// `SERVICE_HOST`/`SERVICE_PORT`-style variables for a test process (see README, "Connection variables").
+    pub async fn connection_env(&self) -> Result<BTreeMap<String, String>, Error> {
+        Ok(lifecycle::connection_env(&self.status().await?))
+    }
+
+    fn service<'a>(&self, list: &'a [ServiceStatus], service: &str) -> Result<&'a ServiceStatus, Error> {
+        list.iter().find(|s| s.service == service).ok_or_else(|| Error::NotFound(format!("no service {service} in environment {}", self.id())))
+    }
+
+    async fn container(&self, service: &str) -> Result<String, Error> {
+        let list = self.status().await?;
+        Ok(self.service(&list, service)?.container.clone())
+    }
+
+    /// The service's output so far (the last `tail` lines), stdout and stderr interleaved.
+    pub async fn logs(&self, service: &str, tail: Option<usize>) -> Result<Vec<String>, Error> {
+        let id = self.container(service).await?;
+        Ok(self.engine.logs(&id, tail).await?.into_iter().map(|(_, l)| l).collect())
+    }
+
+    /// Streams the service's output to `sink` (is_stderr, line) until it stops, or forever with `follow`.
+    pub async fn stream_logs(&self, service: &str, follow: bool, tail: Option<usize>, sink: &(dyn Fn(bool, &str) + Sync)) -> Result<(), Error> {
+        let id = self.container(service).await?;
+        Ok(self.engine.stream_logs(&id, follow, tail, sink).await?)
+    }
+
+    /// Runs a command in the service's container: its exit code and output.
+    pub async fn exec(&self, service: &str, cmd: &[&str]) -> Result<(i64, String), Error> {
+        let id = self.container(service).await?;
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        Ok(self.engine.exec(&id, &cmd).await?)
+    }
+
+    /// Runs a command in the service's container attached to this process (stdin in, output out, a TTY when `tty`).
+    pub async fn exec_attached(&self, service: &str, cmd: &[String], tty: bool) -> Result<i64, Error> {
+        let id = self.container(service).await?;
+        Ok(self.engine.exec_attached(&id, cmd, tty).await?)
+    }
+
+    /// Restarts one service and waits for it as `up` did.
+    pub async fn restart(&self, service: &str, timeout: Duration) -> Result<Duration, Error> {
+        Ok(lifecycle::restart(&self.engine, &self.filter(), service, timeout).await?)
+    }
+
+    /// Removes the environment (containers, networks, volumes).
+    pub async fn down(mut self) -> Result<Removed, Error> {
+        self.owned = false;
+        Ok(lifecycle::down(&self.engine, &self.filter(), true).await?)
+    }
+
+    /// Removes containers and networks, leaving the environment's volumes (and their data) in place.
+    pub async fn down_keeping_volumes(mut self) -> Result<Removed, Error> {
+        self.owned = false;
+        Ok(lifecycle::down(&self.engine, &self.filter(), false).await?)
+    }
+
+    /// Lets go of the handle without touching the environment: it lives as long as the lifetime `up` gave it.
+    pub fn detach(mut self) {
+        self.owned = false;
+    }
+
+    /// Leaves the environment running after this handle (and process) ends, until `orch down` or `expires`.
+    pub async fn keep(mut self, expires: Option<u64>) -> Result<(), Error> {
+        lifecycle::marker::keep(&self.engine, &self.project, &self.env_id, expires).await?;
+        self.owned = false;
+        Ok(())
+    }
+}
+
+impl<E: Reconnect> Drop for Environment<E> {
+    /// Removes the environment from a thread of its own, with a fresh connection: the runtime that made the handle may
+    /// be the one this drop blocks (a current-thread `#[tokio::test]`) or may be shutting down.
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let filter = self.filter();
+        let (project, env) = (self.project().to_string(), self.id().to_string());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                let result = rt.block_on(async {
+                    let engine = self.engine.reconnect().await?;
+                    lifecycle::down(&engine, &filter, true).await
+                });
+                if let Err(e) = result {
+                    // The reaper removes it later (its owner is this process); say so rather than fail silently.
+                    eprintln!("orch: could not remove environment {env} of {project} on drop: {e}; `orch gc` will");
+                }
+            });
+        });
+    }
+}
