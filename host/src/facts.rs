@@ -12,6 +12,8 @@ pub struct Facts {
     pub local_images: BTreeSet<String>,
     /// Whether the engine was consulted (plans made without it cannot see its networks).
     pub engine_consulted: bool,
+    /// Whether the engine places services on nodes (a swarm), so placement constraints apply.
+    pub places_services: bool,
 }
 
 impl Facts {

@@ -279,11 +279,7 @@ impl Project {
         let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
         let _ticket = crate::admission::admit(engine, &self.state, &policy, &admission, &|m| progress(Progress::Queued { why: m.to_string() })).await?;
         let plan = crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout).await?;
-        // The compose import says placement is not applied; an engine that places services does apply it.
-        let applied = |d: &&crate::plan::Diagnostic| {
-            engine.places_services() && d.code == "compose.not-applied" && d.path.as_deref().is_some_and(|p| p.ends_with("deploy.placement.constraints"))
-        };
-        for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning && !applied(d)) {
+        for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning) {
             progress(Progress::Warning {
                 message: format!("{}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source),
             });

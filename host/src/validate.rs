@@ -61,7 +61,31 @@ pub fn bound_diagnostics(plan: &mut Plan) {
     plan.diagnostics = kept;
 }
 
+/// Placement constraints apply only where the engine places services. There the compose import's "not applied" note
+/// is wrong and goes; on one engine a plugin's placement gets the note the compose file's placement gets.
+fn placement_notes(plan: &mut Plan, facts: &Facts) {
+    if facts.places_services {
+        plan.diagnostics.retain(|d| !(d.code == "compose.not-applied" && d.path.as_deref().is_some_and(|p| p.ends_with("deploy.placement.constraints"))));
+        return;
+    }
+    let mut notes = vec![];
+    for (name, s) in plan.services.iter().filter(|(_, s)| !s.runtime.placement.is_empty()) {
+        let path = format!("services.{name}.placement");
+        if let Some(source) = plan.provenance.get(&path).and_then(|chain| chain.last()).filter(|s| s.starts_with("plugin:")) {
+            let message = format!(
+                "service {name}: placement {} (from {source}) is not applied: one engine is one node; only the swarm engine (--engine swarm) places services",
+                s.runtime.placement.join(", ")
+            );
+            notes.push((message, path, source.clone()));
+        }
+    }
+    for (message, path, source) in notes {
+        plan.diagnose(Level::Warning, "plan.placement-not-applied", message, Some(path), &source);
+    }
+}
+
 pub fn validate(plan: &mut Plan, facts: &Facts) {
+    placement_notes(plan, facts);
     let mut f = Findings::default();
     let mut subnets: Vec<(String, Ipv4Net)> = vec![];
     let mut taken = crate::resolve::Taken::default();

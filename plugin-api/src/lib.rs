@@ -33,7 +33,7 @@ pub use bindings::exports::orch::policy::services::{ServiceIntent, ServicePlan};
 pub use bindings::orch::policy::types::*;
 
 /// The version of the `orch:policy` package these bindings were generated from.
-pub const API_VERSION: &str = "0.2.0";
+pub const API_VERSION: &str = "0.3.0";
 
 /// A policy plugin. Implement `describe` and the policies you list in it; the others keep their defaults.
 pub trait Plugin {
@@ -84,6 +84,7 @@ impl ServiceIntent {
             add_labels: vec![],
             add_environment: vec![],
             drop_container_name: false,
+            placement: None,
         }
     }
 }
@@ -177,6 +178,7 @@ impl Service {
             configs: vec![],
             profiles: vec![],
             user: None,
+            placement: vec![],
         }
     }
 

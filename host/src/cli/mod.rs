@@ -69,7 +69,7 @@ fn engine(rt: &tokio::runtime::Runtime, project: Option<&Project>) -> Result<Any
 
 /// Facts from the engine when it answers; without it the plan can only avoid the host's own routes.
 fn facts(no_engine: bool, project: &Project) -> Facts {
-    let mut facts = Facts::default();
+    let mut facts = Facts { places_services: engine_kind(Some(project)) == EngineKind::Swarm, ..Facts::default() };
     facts.add_host_routes();
     if no_engine {
         return facts;

@@ -297,7 +297,7 @@ pub trait Engine: Send + Sync {
 /// Collects the facts a plan must respect from the engine and the host's routes.
 pub async fn gather_facts<E: Engine>(engine: &E) -> Result<Facts, EngineError> {
     let (networks, containers, images) = tokio::try_join!(engine.list_networks(), engine.list_containers(), engine.list_images())?;
-    let mut facts = Facts { engine_consulted: true, ..Facts::default() };
+    let mut facts = Facts { engine_consulted: true, places_services: engine.places_services(), ..Facts::default() };
     facts.taken_subnets.extend(networks.iter().flat_map(|n| n.subnets.iter()).filter_map(|s| s.parse::<Ipv4Net>().ok()).map(|n| n.trunc()));
     facts.taken_host_ports.extend(containers.iter().flat_map(|c| c.published.iter().map(|p| p.0)));
     facts.local_images.extend(images);

@@ -185,6 +185,7 @@ pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
             configs: file_refs(s, "config"),
             profiles: s.profiles.clone(),
             user: s.user.clone(),
+            placement: s.runtime.placement.clone(),
         })
         .collect();
     let networks = plan
@@ -446,12 +447,36 @@ pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) 
     Ok(())
 }
 
+/// Checks a placement constraint as Swarm reads it: `KEY==VALUE` or `KEY!=VALUE`, with a key Swarm knows.
+fn placement_constraint(c: &str) -> Result<(), String> {
+    let Some((key, value)) = c.split_once("==").or_else(|| c.split_once("!=")) else {
+        return Err("is neither KEY==VALUE nor KEY!=VALUE".into());
+    };
+    let (key, value) = (key.trim(), value.trim());
+    let known = ["node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch"].contains(&key)
+        || ["node.labels.", "engine.labels."].iter().any(|p| key.strip_prefix(p).is_some_and(|l| !l.is_empty()));
+    if !known {
+        return Err(format!(
+            "has key {key:?}; Swarm knows node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME and engine.labels.NAME"
+        ));
+    }
+    if value.is_empty() || value.contains("==") || value.contains("!=") {
+        return Err(format!("has no single value after its operator ({value:?})"));
+    }
+    Ok(())
+}
+
 pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::ServicePlan) -> Result<(), PluginError> {
     let mut a = Apply { plan, plugin, call: "services.plan", source: format!("plugin:{plugin}") };
     for i in &out.services {
         a.service(&i.service)?;
         if i.add_tmpfs.iter().any(|t| !t.starts_with('/')) {
             return Err(a.invalid(format!("service {}: tmpfs mount points must be absolute paths", i.service)));
+        }
+        for c in i.placement.iter().flatten() {
+            if let Err(why) = placement_constraint(c) {
+                return Err(a.invalid(format!("service {}: placement constraint {c:?} {why}", i.service)));
+            }
         }
         a.edit(&i.service, |service| {
             let mut touched = vec![];
@@ -487,6 +512,12 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
             if i.drop_container_name && service.requested_container_name.take().is_some() {
                 touched.push("container_name");
             }
+            if let Some(p) = &i.placement
+                && *p != service.runtime.placement
+            {
+                service.runtime.placement = p.clone();
+                touched.push("placement");
+            }
             touched.dedup();
             touched
         });
@@ -511,4 +542,62 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ex::services::{ServiceIntent, ServicePlan};
+    use crate::facts::Facts;
+    use crate::plan::Plan;
+
+    fn plan(compose: &str) -> Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, compose).unwrap();
+        let req = crate::PlanRequest {
+            compose: orch_compose::LoadOptions { files: vec![file], project_name: Some("cv".into()), ..Default::default() },
+            env_id: Some("t1".into()),
+            ..Default::default()
+        };
+        crate::make_plan(&req, &[], &Facts::default()).unwrap().plan
+    }
+
+    fn placing(service: &str, placement: &[&str]) -> ServicePlan {
+        let intent = ServiceIntent {
+            service: service.into(),
+            resources: None,
+            add_tmpfs: vec![],
+            logging: None,
+            add_labels: vec![],
+            add_environment: vec![],
+            drop_container_name: false,
+            placement: Some(placement.iter().map(|c| c.to_string()).collect()),
+        };
+        ServicePlan { services: vec![intent], diagnostics: vec![] }
+    }
+
+    #[test]
+    fn a_plugins_placement_replaces_the_services_and_is_recorded_as_the_plugins() {
+        let mut p = plan("services:\n  db:\n    image: postgres\n    deploy:\n      placement:\n        constraints: [node.role==worker]\n");
+        assert_eq!(super::snapshot(&p, "{}", &Facts::default()).services[0].placement, vec!["node.role==worker"]);
+        super::apply_services(&mut p, "place", &placing("db", &["node.role==worker", "node.labels.ssd == true"])).unwrap();
+        assert_eq!(p.services["db"].runtime.placement, vec!["node.role==worker", "node.labels.ssd == true"]);
+        assert_eq!(p.provenance["services.db.placement"], vec!["plugin:place"]);
+    }
+
+    #[test]
+    fn a_placement_swarm_cannot_read_is_the_plugins_error_and_changes_nothing() {
+        let mut p = plan("services:\n  db:\n    image: postgres\n");
+        for (bad, why) in [
+            ("ssd", "neither KEY==VALUE nor KEY!=VALUE"),
+            ("node.colour==red", "Swarm knows node.id"),
+            ("node.labels.==x", "Swarm knows"),
+            ("node.role==", "no single value"),
+            ("node.role==a==b", "no single value"),
+        ] {
+            let err = super::apply_services(&mut p, "place", &placing("db", &[bad])).unwrap_err().to_string();
+            assert!(err.contains("plugin place") && err.contains("service db") && err.contains(why), "{bad}: {err}");
+            assert!(p.services["db"].runtime.placement.is_empty());
+        }
+    }
 }

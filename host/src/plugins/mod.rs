@@ -41,7 +41,7 @@ pub enum PluginError {
     #[error("plugin {plugin} is not an orch policy plugin: {message}; build it with the orch-plugin-api crate (see plugin-api/README.md)")]
     NotAPlugin { plugin: String, message: String },
     #[error(
-        "plugin {plugin} was built against orch:policy@{found}, but this orch runs plugins built against orch:policy@{supported} (and 0.1.x); rebuild the plugin against orch-plugin-api {supported}, or use an orch that supports {found}"
+        "plugin {plugin} was built against orch:policy@{found}, but this orch runs plugins built against orch:policy@{supported} (and 0.2.x, 0.1.x); rebuild the plugin against orch-plugin-api {supported}, or use an orch that supports {found}"
     )]
     IncompatibleApi { plugin: String, found: String, supported: String },
     #[error("plugin {plugin}: {call} used up its CPU budget ({fuel} fuel) — it probably loops forever")]

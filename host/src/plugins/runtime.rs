@@ -25,8 +25,16 @@ pub mod wit {
     });
 }
 
-/// `orch:policy@0.1`, frozen: its plugins still run. Its records are the current ones minus what later versions
-/// added, so values cross between the two through serde (fields the older side lacks are dropped).
+/// `orch:policy@0.2` and `@0.1`, frozen: their plugins still run. Their records are the current ones minus what later
+/// versions added, so values cross between versions through serde: fields the older side lacks are dropped on the
+/// way in, and an older answer reads as a current one whose newer (optional) fields are unset.
+pub mod wit02 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../plugin-api/wit-0.2",
+        additional_derives: [serde::Serialize, serde::Deserialize],
+    });
+}
 pub mod wit01 {
     wasmtime::component::bindgen!({
         world: "plugin",
@@ -37,12 +45,11 @@ pub mod wit01 {
 
 use wit::exports::orch::policy as ex;
 pub use wit::orch::policy::types;
-use wit01::exports::orch::policy as ex01;
 
 /// The `orch:policy` version this host implements; plugins built against it or any version in [`OLDER_APIS`] run.
-pub const API_VERSION: &str = "0.2.0";
+pub const API_VERSION: &str = "0.3.0";
 /// Older minor versions whose plugins still run (0.x minors are not semver-compatible, so each is bound on its own).
-pub const OLDER_APIS: &[&str] = &["0.1"];
+pub const OLDER_APIS: &[&str] = &["0.2", "0.1"];
 
 fn major_minor(v: &str) -> Option<(u64, u64)> {
     let mut it = v.split(['.', '-', '+']);
@@ -122,20 +129,52 @@ impl wit::orch::policy::log::Host for State {
     }
 }
 
-impl wit01::orch::policy::log::Host for State {
-    fn log(&mut self, level: wit01::orch::policy::types::Level, message: String) {
-        let level = match level {
-            wit01::orch::policy::types::Level::Debug => types::Level::Debug,
-            wit01::orch::policy::types::Level::Info => types::Level::Info,
-            wit01::orch::policy::types::Level::Warning => types::Level::Warning,
-            wit01::orch::policy::types::Level::Error => types::Level::Error,
-        };
-        wit::orch::policy::log::Host::log(self, level, message);
-    }
-}
-
 impl types::Host for State {}
-impl wit01::orch::policy::types::Host for State {}
+
+/// What an older API version's bindings need from the host: its `log` import, and where its exports are.
+macro_rules! older_api {
+    ($wit:ident, $exports:ident) => {
+        impl $wit::orch::policy::log::Host for State {
+            fn log(&mut self, level: $wit::orch::policy::types::Level, message: String) {
+                use $wit::orch::policy::types::Level as Old;
+                let level = match level {
+                    Old::Debug => types::Level::Debug,
+                    Old::Info => types::Level::Info,
+                    Old::Warning => types::Level::Warning,
+                    Old::Error => types::Level::Error,
+                };
+                wit::orch::policy::log::Host::log(self, level, message);
+            }
+        }
+
+        impl $wit::orch::policy::types::Host for State {}
+
+        struct $exports {
+            metadata: $wit::exports::orch::policy::metadata::GuestIndices,
+            networks: Option<$wit::exports::orch::policy::networks::GuestIndices>,
+            ports: Option<$wit::exports::orch::policy::ports::GuestIndices>,
+            health: Option<$wit::exports::orch::policy::health::GuestIndices>,
+            images: Option<$wit::exports::orch::policy::images::GuestIndices>,
+            services: Option<$wit::exports::orch::policy::services::GuestIndices>,
+        }
+
+        impl $exports {
+            fn new(pre: &wasmtime::component::InstancePre<State>) -> wasmtime::Result<Self> {
+                use $wit::exports::orch::policy as old;
+                Ok($exports {
+                    metadata: old::metadata::GuestIndices::new(pre)?,
+                    networks: old::networks::GuestIndices::new(pre).ok(),
+                    ports: old::ports::GuestIndices::new(pre).ok(),
+                    health: old::health::GuestIndices::new(pre).ok(),
+                    images: old::images::GuestIndices::new(pre).ok(),
+                    services: old::services::GuestIndices::new(pre).ok(),
+                })
+            }
+        }
+    };
+}
+older_api!(wit02, Exports02);
+older_api!(wit01, Exports01);
 
 struct Limiter {
     max_memory: usize,
@@ -265,6 +304,7 @@ struct RuntimeShared {
 /// Where a plugin's exports are, by the API version it was built against.
 enum Indices {
     Current(Exports),
+    V02(Exports02),
     V01(Exports01),
 }
 
@@ -275,15 +315,6 @@ struct Exports {
     health: Option<ex::health::GuestIndices>,
     images: Option<ex::images::GuestIndices>,
     services: Option<ex::services::GuestIndices>,
-}
-
-struct Exports01 {
-    metadata: ex01::metadata::GuestIndices,
-    networks: Option<ex01::networks::GuestIndices>,
-    ports: Option<ex01::ports::GuestIndices>,
-    health: Option<ex01::health::GuestIndices>,
-    images: Option<ex01::images::GuestIndices>,
-    services: Option<ex01::services::GuestIndices>,
 }
 
 impl Runtime {
@@ -316,6 +347,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         add_sandboxed_wasi(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
+        wit02::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit01::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| PluginError::Engine(e.to_string()))?;
         // No key (no home directory, or an unsafe key file): compile every time rather than trust the cache.
         let seal = cache_dir.as_ref().and_then(|_| super::sealed::default_key_path()).and_then(|p| super::sealed::SealKey::load_or_create(&p).ok());
@@ -369,14 +401,9 @@ impl Runtime {
         let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::Link { plugin: name.into(), message: format!("{e:#}") })?;
         let not_a_plugin = |e: wasmtime::Error| PluginError::NotAPlugin { plugin: name.into(), message: format!("{e:#}") };
         let indices = if api_version.starts_with("0.1.") {
-            Indices::V01(Exports01 {
-                metadata: ex01::metadata::GuestIndices::new(&pre).map_err(not_a_plugin)?,
-                networks: ex01::networks::GuestIndices::new(&pre).ok(),
-                ports: ex01::ports::GuestIndices::new(&pre).ok(),
-                health: ex01::health::GuestIndices::new(&pre).ok(),
-                images: ex01::images::GuestIndices::new(&pre).ok(),
-                services: ex01::services::GuestIndices::new(&pre).ok(),
-            })
+            Indices::V01(Exports01::new(&pre).map_err(not_a_plugin)?)
+        } else if api_version.starts_with("0.2.") {
+            Indices::V02(Exports02::new(&pre).map_err(not_a_plugin)?)
         } else {
             Indices::Current(Exports {
                 metadata: ex::metadata::GuestIndices::new(&pre).map_err(not_a_plugin)?,
@@ -550,6 +577,14 @@ macro_rules! plan_call {
                 Some(i) => i.load(&mut *$store, $instance)?.call_plan(&mut *$store, $snapshot).map(Some),
                 None => Ok(None),
             },
+            Indices::V02(ix) => match &ix.$policy {
+                Some(i) => {
+                    let old: wit02::orch::policy::types::Snapshot = bridge($snapshot)?;
+                    let answer = i.load(&mut *$store, $instance)?.call_plan(&mut *$store, &old)?;
+                    bridge(&answer).map(Some)
+                }
+                None => Ok(None),
+            },
             Indices::V01(ix) => match &ix.$policy {
                 Some(i) => {
                     let old: wit01::orch::policy::types::Snapshot = bridge($snapshot)?;
@@ -575,6 +610,11 @@ impl LoadedPlugin {
             (Indices::V01(ix), types::Policy::Health) => ix.health.is_some(),
             (Indices::V01(ix), types::Policy::Images) => ix.images.is_some(),
             (Indices::V01(ix), types::Policy::Services) => ix.services.is_some(),
+            (Indices::V02(ix), types::Policy::Networks) => ix.networks.is_some(),
+            (Indices::V02(ix), types::Policy::Ports) => ix.ports.is_some(),
+            (Indices::V02(ix), types::Policy::Health) => ix.health.is_some(),
+            (Indices::V02(ix), types::Policy::Images) => ix.images.is_some(),
+            (Indices::V02(ix), types::Policy::Services) => ix.services.is_some(),
         }
     }
 
@@ -684,6 +724,7 @@ impl LoadedPlugin {
     pub fn describe(&self) -> Result<types::Description, PluginError> {
         self.call(Call::Describe, |store, instance, ix| match ix {
             Indices::Current(ix) => ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store),
+            Indices::V02(ix) => bridge(&ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store)?),
             Indices::V01(ix) => bridge(&ix.metadata.load(&mut *store, instance)?.call_describe(&mut *store)?),
         })
         .map(|o| o.value)
@@ -693,6 +734,7 @@ impl LoadedPlugin {
     pub fn validate_settings(&self, settings: &str) -> Result<Vec<types::Diagnostic>, PluginError> {
         let out = self.call(Call::ValidateSettings, |store, instance, ix| match ix {
             Indices::Current(ix) => ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings),
+            Indices::V02(ix) => bridge(&ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings)?),
             Indices::V01(ix) => bridge(&ix.metadata.load(&mut *store, instance)?.call_validate_settings(&mut *store, settings)?),
         })?;
         Ok(out.value.err().unwrap_or_default())

@@ -269,7 +269,7 @@ fn plugin_list_and_inspect() {
     assert!(stdout(&out).contains("bpo-networks") && stdout(&out).contains("networks,ports"));
     let out = orch(&["plugin", "inspect", "bpo-networks", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["api_version"], "0.2.0");
+    assert_eq!(v["api_version"], "0.3.0");
     assert_eq!(v["implements"], serde_json::json!(["networks", "ports"]));
     assert_eq!(v["settings_schema"]["properties"]["subnets"]["default"], "carved");
     let out = orch(&["plugin", "inspect", orch_test_plugins::FUTURE_API]);

@@ -29,12 +29,15 @@ struct CaseFacts {
     taken_host_ports: Vec<u16>,
     #[serde(default)]
     local_images: Vec<String>,
+    #[serde(default)]
+    places_services: bool,
 }
 
 fn plugin_ref(name: &str) -> PluginRef {
     match name {
         "misbehave" => PluginRef::Path(orch_test_plugins::MISBEHAVE.into()),
         "legacy-api" => PluginRef::Path(orch_test_plugins::LEGACY_API.into()),
+        "api-0-2" => PluginRef::Path(orch_test_plugins::API_0_2.into()),
         other => PluginRef::parse(other),
     }
 }
@@ -58,6 +61,7 @@ fn run_case(dir: &Path, runtime: &Runtime) -> String {
         taken_subnets: case.facts.taken_subnets.iter().map(|s| s.parse().unwrap()).collect(),
         taken_host_ports: case.facts.taken_host_ports.iter().copied().collect(),
         local_images: case.facts.local_images.iter().cloned().collect(),
+        places_services: case.facts.places_services,
         ..Facts::default()
     };
     let request = orch::PlanRequest {

@@ -184,15 +184,15 @@ fn a_refusal_carries_code_message_and_path() {
 #[test]
 fn an_incompatible_api_version_is_refused_with_both_versions() {
     let rt = Runtime::new(None).unwrap();
-    let err = rt.load("future-api", &std::fs::read(FUTURE_API).unwrap()).err().expect("0.3.0 must be refused");
+    let err = rt.load("future-api", &std::fs::read(FUTURE_API).unwrap()).err().expect("0.4.0 must be refused");
     match &err {
         PluginError::IncompatibleApi { found, supported, .. } => {
-            assert_eq!(found, "0.3.0");
-            assert_eq!(supported, "0.2.0");
+            assert_eq!(found, "0.4.0");
+            assert_eq!(supported, "0.3.0");
         }
         other => panic!("expected IncompatibleApi, got {other}"),
     }
-    assert!(err.to_string().contains("rebuild the plugin against orch-plugin-api 0.2.0"), "{err}");
+    assert!(err.to_string().contains("rebuild the plugin against orch-plugin-api 0.3.0"), "{err}");
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn a_poisoned_compiled_cache_is_refused_and_rebuilt() {
 fn describe_reports_the_policies_and_api_version() {
     let rt = Runtime::new(None).unwrap();
     let bpo = rt.load("bpo-networks", builtin_bytes("bpo-networks").unwrap()).unwrap();
-    assert_eq!(bpo.api_version, "0.2.0");
+    assert_eq!(bpo.api_version, "0.3.0");
     assert_eq!(bpo.description.name, "bpo-networks");
     assert!(serde_json::from_str::<serde_json::Value>(&bpo.description.settings_schema).is_ok());
 }

@@ -376,10 +376,11 @@ impl Drop for Worker {
     }
 }
 
-/// Two nodes: an environment whose service asks for the worker (`node.labels.orch-role==worker`) runs entirely there,
-/// reachable on the worker's address, and `down` removes it from the worker too.
+/// Two nodes: an environment whose service the placement plugin sends to the worker (`node.labels.orch-role==worker`,
+/// a plugin's placement intent) runs entirely there, reachable on the worker's address, and `down` removes it from the
+/// worker too.
 #[test]
-fn an_environment_is_placed_on_a_worker_node_by_its_constraint() {
+fn an_environment_is_placed_on_a_worker_node_by_a_plugins_placement_intent() {
     let _sharing = support::sharing_the_engine();
     support::ensure_image_blocking();
     let _turn = SWARM_TURN.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,11 +410,15 @@ fn an_environment_is_placed_on_a_worker_node_by_its_constraint() {
     let registry = LoopbackRegistry::start(&worker);
     let dir = tempfile::tempdir().unwrap();
     let compose = format!(
-        "services:\n  web:\n    image: {img}\n    command: [sh, -c, 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports: ['8080']\n    deploy:\n      placement:\n        constraints: ['node.labels.orch-role==worker']\n  sidecar:\n    image: {img}\n    command: [sleep, '3600']\n",
+        "services:\n  web:\n    image: {img}\n    command: [sh, -c, 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports: ['8080']\n  sidecar:\n    image: {img}\n    command: [sleep, '3600']\n",
         img = support::IMAGE
     );
     std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
-    std::fs::write(dir.path().join("orch.toml"), format!("registry = \"127.0.0.1:{}\"\n", registry.port)).unwrap();
+    let toml = format!(
+        "registry = \"127.0.0.1:{}\"\n[[plugins]]\nuse = \"placement\"\nsettings = {{ rules = [{{ services = [\"web\"], constraints = [\"node.labels.orch-role==worker\"] }}] }}\n",
+        registry.port
+    );
+    std::fs::write(dir.path().join("orch.toml"), toml).unwrap();
     let run = |args: &[&str]| {
         let mut all = vec!["--engine", "swarm"];
         all.extend_from_slice(args);
@@ -423,7 +428,12 @@ fn an_environment_is_placed_on_a_worker_node_by_its_constraint() {
     let _down = Down(env.clone());
     let up = run(&["up", "--env", &env, "--timeout", "180s"]);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    // Both services run on the worker: one by its constraint, the other with its environment.
+    // The plan says who placed web.
+    let explain = String::from_utf8_lossy(&run(&["plan", "--env", &env, "--explain", "--format", "json"]).stdout).to_string();
+    let plan: serde_json::Value = serde_json::from_str(&explain).unwrap();
+    assert_eq!(plan["services"]["web"]["runtime"]["placement"], serde_json::json!(["node.labels.orch-role==worker"]), "{explain}");
+    assert_eq!(plan["provenance"]["services.web.placement"], serde_json::json!(["plugin:placement"]));
+    // Both services run on the worker: one by the plugin's constraint, the other with its environment.
     let on_worker = worker.docker(&["ps", "-a", "--filter", &format!("label=orch.env={env}"), "--format", "{{.Label \"orch.service\"}}"]);
     let mut services: Vec<&str> = on_worker.lines().collect();
     services.sort();

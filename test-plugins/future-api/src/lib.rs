@@ -1,4 +1,4 @@
-//! Implements only `metadata` of orch:policy@0.3.0.
+//! Implements only `metadata` of orch:policy@0.4.0.
 wit_bindgen::generate!({ world: "network-plugin", path: "wit" });
 
 use exports::orch::policy::metadata::Guest as Metadata;
@@ -9,7 +9,7 @@ struct Future;
 
 impl Metadata for Future {
     fn describe() -> Description {
-        Description { name: "future-api".into(), version: "0.0.0".into(), summary: "built against 0.3.0".into(), settings_schema: String::new(), implements: vec![Policy::Networks] }
+        Description { name: "future-api".into(), version: "0.0.0".into(), summary: "built against 0.4.0".into(), settings_schema: String::new(), implements: vec![Policy::Networks] }
     }
     fn validate_settings(_: String) -> Result<(), Vec<Diagnostic>> {
         Ok(())
