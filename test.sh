@@ -39,6 +39,9 @@ docker info --format 'Docker engine {{.ServerVersion}}, API {{.ClientInfo.Versio
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"
+# The plugin SDK is a publishable crate: it packages (and builds from the package) and its docs build cleanly.
+cargo package --quiet --allow-dirty -p orch-plugin-api-macros -p orch-plugin-api
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p orch-plugin-api
 
 # The Python package as a user installs it: pip builds it with maturin (the dev profile here, reusing the build above;
 # users get a release build), into a virtual environment with the test suites' clients from PyPI.

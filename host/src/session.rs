@@ -246,6 +246,13 @@ impl Project {
         Ok(outcome)
     }
 
+    /// What a plugin placed after this project's plugins would see (with no settings): the plan before allocation
+    /// as a `Snapshot`, for plugin authors' fixtures.
+    pub fn snapshot(&self, env: Option<&str>, facts: &Facts) -> Result<crate::plugins::runtime::types::Snapshot, Error> {
+        let outcome = self.policy_plan(self.identity(env)?, facts)?;
+        Ok(crate::plugins::convert::snapshot(&outcome.plan, "{}", facts))
+    }
+
     /// Plans (plugins once), waits for admission, allocates under the lock and brings the environment up. On failure
     /// nothing of it is left (unless `keep_on_failure`).
     pub async fn up<E: Reconnect + Clone>(&self, engine: &E, opts: &EnvOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<Environment<E>, Error> {

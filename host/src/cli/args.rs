@@ -202,7 +202,8 @@ pub enum PluginCommand {
         /// Where to create it [default: ./NAME]
         #[arg(long)]
         path: Option<PathBuf>,
-        /// The orch-plugin-api crate to depend on [default: the one this orch was built from]
+        /// An orch-plugin-api crate to depend on (by relative path), for working on orch itself [default: the SDK
+        /// this orch carries, written to NAME/vendor]
         #[arg(long, env = "ORCH_PLUGIN_SDK")]
         sdk: Option<PathBuf>,
     },
@@ -223,12 +224,16 @@ pub enum PluginCommand {
         settings: Option<PathBuf>,
         #[arg(long = "env-kind", default_value = "test")]
         env_kind: EnvKind,
-        /// The expected plan (JSON, as `orch plan --format json --explain` prints it)
+        /// The expected decisions: what the plugin decided (fields by plan path, and its diagnostics), or with
+        /// --full-plan the whole plan (as `orch plan --format json --explain` prints it)
         #[arg(long)]
         expect: PathBuf,
-        /// Write the plan to --expect instead of comparing
+        /// Write what the plugin decides (the plan with --full-plan) to --expect instead of comparing
         #[arg(long)]
         update: bool,
+        /// Compare the whole plan, fields orch chose included (subnets, waits…), not only the plugin's decisions
+        #[arg(long)]
+        full_plan: bool,
     },
     /// Push a plugin to an OCI registry (CNCF wasm artifact layout)
     Push {
@@ -316,6 +321,9 @@ pub enum Format {
     Table,
     Json,
     Compose,
+    /// `orch plan` only: the snapshot a plugin placed after the project's plugins would see (a fixture for a
+    /// plugin's native tests: `Snapshot::from_json`)
+    Snapshot,
 }
 
 /// Inputs shared by every command that makes a plan.

@@ -119,6 +119,11 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Exec { select, format, service, command } => env::exec(&select, &service, &command, format),
         Command::Plan { input, format, explain } => {
             let project = open(&input, &dirs)?;
+            if format == Format::Snapshot {
+                let snapshot = project.snapshot(input.env.as_deref(), &facts(input.no_engine, &project))?;
+                println!("{}", serde_json::to_string_pretty(&snapshot).expect("a snapshot serialises"));
+                return Ok(());
+            }
             let mut outcome = project.plan(input.env.as_deref(), &facts(input.no_engine, &project))?;
             if !explain {
                 outcome.plan.provenance = BTreeMap::new();
@@ -126,7 +131,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&outcome.plan).expect("plan serialises")),
                 Format::Compose => print!("{}", serde_yaml_ng::to_string(&orch::export::to_compose(&outcome.plan)).expect("compose serialises")),
-                Format::Table => print!("{}", render::plan(&outcome.plan, explain)),
+                Format::Table | Format::Snapshot => print!("{}", render::plan(&outcome.plan, explain)),
             }
             Ok(())
         }

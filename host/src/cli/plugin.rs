@@ -16,11 +16,12 @@ const TEMPLATE: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../examples/plugin-template/src/lib.rs")),
     ("tests/compose.yaml", include_str!("../../../examples/plugin-template/tests/compose.yaml")),
     ("tests/settings.json", include_str!("../../../examples/plugin-template/tests/settings.json")),
-    ("tests/expected-plan.json", include_str!("../../../examples/plugin-template/tests/expected-plan.json")),
+    ("tests/expected.json", include_str!("../../../examples/plugin-template/tests/expected.json")),
     ("README.md", include_str!("../../../examples/plugin-template/README.md")),
     (".gitignore", "target/\n"),
 ];
 const TEMPLATE_NAME: &str = "policy-template";
+/// The template's dependency on the SDK in orch's repository; a new crate's points at its own copy.
 const TEMPLATE_SDK: &str = "path = \"../../plugin-api\"";
 
 pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error> {
@@ -31,8 +32,8 @@ pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error>
             println!("{}", wasm.display());
             Ok(())
         }
-        PluginCommand::Test { plugin, compose, settings, env_kind, expect, update } => {
-            test(cache, &plugin, &compose, settings.as_deref(), env_kind, &expect, update)
+        PluginCommand::Test { plugin, compose, settings, env_kind, expect, update, full_plan } => {
+            test(cache, &plugin, &compose, settings.as_deref(), env_kind, &expect, update, full_plan)
         }
         PluginCommand::Push { plugin, reference } => push(cache, &plugin, &reference),
         PluginCommand::Pull { reference, output } => {
@@ -82,14 +83,26 @@ fn new(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<(), Er
     if dest.exists() && std::fs::read_dir(&dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Error::Usage(format!("{} already exists and is not empty; choose another --path (nothing was written)", dest.display())));
     }
-    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api"));
-    let sdk = std::fs::canonicalize(&sdk).ok().filter(|p| p.join("Cargo.toml").is_file()).ok_or_else(|| {
-        Error::Usage(format!("the orch-plugin-api crate is not at {}; pass --sdk PATH (the plugin-api folder of an orch checkout)", sdk.display()))
-    })?;
+    // The SDK by a path relative to the crate, so the crate can be committed and moved with it.
+    let sdk_path = match sdk {
+        Some(sdk) => {
+            let sdk = std::fs::canonicalize(&sdk).ok().filter(|p| p.join("Cargo.toml").is_file()).ok_or_else(|| {
+                Error::Usage(format!("the orch-plugin-api crate is not at {}; pass --sdk PATH (the plugin-api folder of an orch checkout)", sdk.display()))
+            })?;
+            std::fs::create_dir_all(&dest).map_err(|e| Error::Io { what: format!("creating {}", dest.display()), source: e })?;
+            let base = std::fs::canonicalize(&dest).map_err(|e| Error::Io { what: format!("reading {}", dest.display()), source: e })?;
+            pathdiff::diff_paths(&sdk, &base).unwrap_or(sdk)
+        }
+        None => {
+            plugins::sdk::write(&dest.join("vendor"))
+                .map_err(|e| Error::Io { what: format!("writing the plugin SDK into {}", dest.join("vendor").display()), source: e })?;
+            PathBuf::from("vendor/orch-plugin-api")
+        }
+    };
     let snake = name.replace('-', "_");
     for (file, text) in TEMPLATE {
         let text = text
-            .replace(TEMPLATE_SDK, &format!("path = {:?}", sdk.display().to_string()))
+            .replace(TEMPLATE_SDK, &format!("path = {:?}", sdk_path.display().to_string()))
             .replace(TEMPLATE_NAME, name)
             .replace(&TEMPLATE_NAME.replace('-', "_"), &snake)
             .replace(&camel(TEMPLATE_NAME), &camel(name))
@@ -99,13 +112,11 @@ fn new(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<(), Er
         std::fs::write(&target, text).map_err(|e| Error::Io { what: format!("writing {}", target.display()), source: e })?;
     }
     eprintln!("created plugin crate {name} in {}", dest.display());
-    eprintln!(
-        "next: cd {} && orch plugin test . --compose tests/compose.yaml --settings tests/settings.json --expect tests/expected-plan.json",
-        dest.display()
-    );
+    eprintln!("next: cd {} && orch plugin test . --compose tests/compose.yaml --settings tests/settings.json --expect tests/expected.json", dest.display());
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn test(
     cache: &Option<PathBuf>,
     plugin: &str,
@@ -114,6 +125,7 @@ fn test(
     env_kind: orch::plan::EnvKind,
     expect: &Path,
     update: bool,
+    full_plan: bool,
 ) -> Result<(), Error> {
     let runtime = runtime(cache)?;
     let r = PluginRef::parse(plugin);
@@ -128,6 +140,7 @@ fn test(
         values.insert(r.display_name(), value);
     }
     let active = plugins::activate(&runtime, std::slice::from_ref(&r), &values)?;
+    let name = active[0].plugin.description.name.clone();
     let request = orch::PlanRequest {
         compose: orch_compose::LoadOptions { files: vec![compose.to_path_buf()], ..Default::default() },
         env_id: Some("test".into()),
@@ -135,24 +148,45 @@ fn test(
         pools: vec![],
     };
     // No engine and no host facts: the plan depends on the inputs alone, so it is the same on every machine.
-    let outcome = orch::make_plan(&request, &active, &orch::facts::Facts::default())?;
-    let actual = serde_json::to_string_pretty(&outcome.plan).expect("plan serialises") + "\n";
+    let facts = orch::facts::Facts::default();
+    let actual = if full_plan {
+        serde_json::to_value(&orch::make_plan(&request, &active, &facts)?.plan).expect("plan serialises")
+    } else {
+        let loaded = orch_compose::load(&request.compose)?;
+        let identity = orch::identity(&loaded.project.name, request.env_id.as_deref(), env_kind)?;
+        // The whole plan must still be valid: a plugin whose decisions orch refuses fails its test.
+        let mut whole = orch::policy_plan(&loaded, identity, &active, &facts)?;
+        let decided = plugins::decided::decided(&whole.plan, &name);
+        orch::finish_plan(&mut whole.plan, &facts, &[])?;
+        decided
+    };
+    let actual_text = serde_json::to_string_pretty(&actual).expect("JSON serialises") + "\n";
     if update {
-        std::fs::write(expect, &actual).map_err(|e| Error::Io { what: format!("writing {}", expect.display()), source: e })?;
+        std::fs::write(expect, &actual_text).map_err(|e| Error::Io { what: format!("writing {}", expect.display()), source: e })?;
         eprintln!("wrote {}", expect.display());
         return Ok(());
     }
-    let expected =
+    let expected_text =
         std::fs::read_to_string(expect).map_err(|e| Error::Io { what: format!("reading {} (create it with --update)", expect.display()), source: e })?;
-    let same = serde_json::from_str::<serde_json::Value>(&expected).ok() == serde_json::from_str::<serde_json::Value>(&actual).ok();
-    if same {
-        eprintln!("ok: {} plans {} as {} expects", active[0].plugin.description.name, compose.display(), expect.display());
+    let expected: serde_json::Value = serde_json::from_str(&expected_text)
+        .map_err(|e| Error::InvalidInput { what: expect.display().to_string(), message: format!("not JSON: {e} (rewrite it with --update)") })?;
+    let is_decisions = expected.get("format").and_then(|f| f.as_str()) == Some(plugins::decided::FORMAT);
+    if is_decisions == full_plan {
+        let (has, wants) =
+            if full_plan { ("a plugin's decisions", "drop --full-plan") } else { ("a whole plan", "pass --full-plan, or rewrite it with --update") };
+        return Err(Error::Usage(format!("{} holds {has}: {wants}", expect.display())));
+    }
+    if expected == actual {
+        let what = if full_plan { "plans" } else { "decides" };
+        eprintln!("ok: {name} {what} {} as {} expects", compose.display(), expect.display());
         return Ok(());
     }
+    // Pretty-printed both ways, so the diff is by field whatever the file's own layout.
+    let expected_pretty = serde_json::to_string_pretty(&expected).expect("JSON serialises") + "\n";
     Err(Error::TestFailed(format!(
-        "the plan differs from {} (run with --update if the change is intended):\n{}",
+        "what {name} decides differs from {} (run with --update if the change is intended):\n{}",
         expect.display(),
-        line_diff(&expected, &actual)
+        line_diff(&expected_pretty, &actual_text)
     )))
 }
 

@@ -3,10 +3,12 @@
 //! building and pinning in [`source`], [`oci`] and [`lock`].
 
 pub mod convert;
+pub mod decided;
 pub mod limits;
 pub mod lock;
 pub mod oci;
 pub mod runtime;
+pub mod sdk;
 pub mod sealed;
 pub mod source;
 

@@ -176,20 +176,35 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
     for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);
     }
-    cmd.stderr(std::process::Stdio::inherit());
-    let out = cmd.output().map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
-    if !out.status.success() {
-        return Err(fail("cargo build failed (its errors are above)".into()));
-    }
+    cmd.stderr(std::process::Stdio::inherit()).stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
+    // A first build compiles the SDK's dependencies (about a minute on 2 cores): say so, and show what it compiles.
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("a valid template"));
+    progress.set_message(format!("building plugin {name} for {TARGET}"));
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
     // The artifact path from cargo's own messages: robust to target-dir settings and package names.
     let mut wasm = None;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+    let mut compiled = 0;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib")) {
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        compiled += 1;
+        progress.set_message(format!("building plugin {name} for {TARGET}: {compiled} crates, last {}", msg["target"]["name"].as_str().unwrap_or("?")));
+        if msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib")) {
             wasm = msg["filenames"].as_array().and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from));
         }
+    }
+    let status = child.wait().map_err(|e| fail(format!("waiting for {cargo}: {e}")))?;
+    progress.finish_and_clear();
+    if !status.success() {
+        return Err(fail("cargo build failed (its errors are above)".into()));
     }
     wasm.ok_or_else(|| fail("cargo built no .wasm component; a plugin crate needs `crate-type = [\"cdylib\"]` under [lib]".into()))
 }

@@ -175,7 +175,7 @@ fn push_pin_pull_offline_and_refuse_tampering() {
     // An incompatible plugin is refused before it is pushed, naming both API versions.
     let future = orch(&a, &a_cache, &logged_in, &["plugin", "push", orch_test_plugins::FUTURE_API, &registry.reference("team/future:2.0.0")]);
     assert_eq!(future.status.code(), Some(4));
-    assert!(text(&future.stderr).contains("orch:policy@0.3.0") && text(&future.stderr).contains("orch:policy@0.2"), "{}", text(&future.stderr));
+    assert!(text(&future.stderr).contains("orch:policy@0.4.0") && text(&future.stderr).contains("orch:policy@0.3"), "{}", text(&future.stderr));
 
     // Project B uses it by reference; its first plan pins the digest in orch.lock.
     let b = tmp.path().join("b");
@@ -304,39 +304,113 @@ fn a_tls_registry_is_trusted_through_its_ca() {
     assert_eq!(text(&pulled.stdout).trim(), text(&pushed.stdout).trim());
 }
 
+/// The outsider's path, from a directory outside orch's repository: `orch plugin new` (the SDK comes from the binary),
+/// edit the policy, `orch plugin test` (fails, `--update`, passes), `cargo test`, `orch plugin push` to a loopback
+/// registry, then another project pins and uses it by reference. No generated file names an absolute path.
 #[test]
-fn a_new_plugin_crate_passes_its_own_test() {
-    // Exactly what a plugin author does on a fresh clone: new, then test (which builds it for wasm32-wasip2).
+fn an_outsider_writes_tests_publishes_and_uses_a_plugin() {
     let tmp = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(&tmp.path().join("registry"));
+    let docker = tmp.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#, registry.port)).unwrap();
+    // Plugin builds share one target folder across runs of this test (the first run is a first build).
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new-test");
-    let run = |dir: &Path, args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_orch"))
+    let cache = tmp.path().join("cache");
+    let timed = |what: &str, dir: &Path, program: &str, args: &[&str]| {
+        let started = Instant::now();
+        let out = Command::new(program)
             .args(args)
             .current_dir(dir)
             .env("CARGO_TARGET_DIR", &target)
-            .env("ORCH_CACHE_DIR", tmp.path().join("cache"))
+            .env("ORCH_CACHE_DIR", &cache)
+            .env("DOCKER_CONFIG", &docker)
+            .env_remove("ORCH_PLUGIN_SDK")
             .output()
-            .unwrap()
+            .unwrap();
+        eprintln!("outsider: {what}: {:.1} s", started.elapsed().as_secs_f64());
+        out
     };
-    let made = run(tmp.path(), &["plugin", "new", "demo"]);
+    let orch_bin = env!("CARGO_BIN_EXE_orch");
+
+    let made = timed("orch plugin new", tmp.path(), orch_bin, &["plugin", "new", "team-labels"]);
     assert!(made.status.success(), "{}", text(&made.stderr));
-    let demo = tmp.path().join("demo");
-    let tested =
-        run(&demo, &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--settings", "tests/settings.json", "--expect", "tests/expected-plan.json"]);
-    assert!(tested.status.success(), "{}", text(&tested.stderr));
-    assert!(text(&tested.stderr).contains("ok: demo plans"), "{}", text(&tested.stderr));
-    // The test can fail: without the settings the labels are missing and the plan differs.
-    let differs = run(&demo, &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--expect", "tests/expected-plan.json"]);
+    let crate_dir = tmp.path().join("team-labels");
+    let repo = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+    for entry in walk(&crate_dir) {
+        let content = std::fs::read_to_string(&entry).unwrap_or_default();
+        for absolute in [tmp.path().display().to_string(), repo.display().to_string(), "/home/".into(), "/root/".into()] {
+            assert!(!content.contains(&absolute), "{} names {absolute}", entry.display());
+        }
+    }
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains(r#"orch-plugin-api = { version = "0.3.0", path = "vendor/orch-plugin-api" }"#), "{manifest}");
+
+    let test = |what: &str, extra: &[&str]| {
+        let mut args = vec!["plugin", "test", ".", "--compose", "tests/compose.yaml", "--settings", "tests/settings.json", "--expect", "tests/expected.json"];
+        args.extend_from_slice(extra);
+        timed(what, &crate_dir, orch_bin, &args)
+    };
+    let first = test("orch plugin test (first build)", &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("ok: team-labels decides"), "{}", text(&first.stderr));
+
+    // Edit: the label is `owner`, not `team`. The test fails and shows the difference, by field.
+    let lib = crate_dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap().replace(r#"key_values([("team", s.team.as_str())])"#, r#"key_values([("owner", s.team.as_str())])"#);
+    std::fs::write(&lib, source.replace(r#"key_values([("team", "data")])"#, r#"key_values([("owner", "data")])"#)).unwrap();
+    let differs = test("orch plugin test (after the edit)", &[]);
     assert_eq!(differs.status.code(), Some(8), "{}", text(&differs.stderr));
-    assert!(text(&differs.stderr).contains("-        \"team\": \"data\""), "{}", text(&differs.stderr));
-    // `orch plugin build` prints the component, which any orch command takes by path.
-    let built = run(&demo, &["plugin", "build"]);
-    assert!(built.status.success(), "{}", text(&built.stderr));
-    let wasm = text(&built.stdout).trim().to_string();
-    assert!(wasm.ends_with("demo.wasm"), "{wasm}");
-    let inspect = run(&demo, &["plugin", "inspect", &wasm]);
-    assert!(text(&inspect.stdout).contains("demo"), "{}", text(&inspect.stdout));
-    // A second `new` into the same place changes nothing.
-    let again = run(tmp.path(), &["plugin", "new", "demo"]);
-    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&differs.stderr).contains(r#"-      "team": "data""#) && text(&differs.stderr).contains(r#"+      "owner": "data""#),
+        "{}",
+        text(&differs.stderr)
+    );
+    assert!(test("orch plugin test --update", &["--update"]).status.success());
+    let passes = test("orch plugin test", &[]);
+    assert!(passes.status.success(), "{}", text(&passes.stderr));
+    // The expectation holds only what the plugin decided: nothing orch chose (subnets, container names).
+    let expected = std::fs::read_to_string(crate_dir.join("tests/expected.json")).unwrap();
+    assert!(!expected.contains("10.192.") && !expected.contains("container_name") && expected.contains("services.api.labels"), "{expected}");
+
+    let native = timed("cargo test", &crate_dir, "cargo", &["test", "--quiet"]);
+    assert!(native.status.success(), "{}{}", text(&native.stdout), text(&native.stderr));
+
+    let reference = registry.reference("team/team-labels:0.1.0");
+    let pushed = timed("orch plugin push", &crate_dir, orch_bin, &["plugin", "push", ".", &reference]);
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let digest = text(&pushed.stdout).trim().to_string();
+
+    // Another project uses it by reference: the first plan pins it, and the label is there.
+    let project = tmp.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("compose.yaml"), "name: p\nservices:\n  api:\n    image: team/api:1\n").unwrap();
+    std::fs::write(project.join("orch.toml"), format!("[[plugins]]\nuse = \"{reference}\"\nsettings = {{ team = \"payments\" }}\n")).unwrap();
+    let planned = timed("orch plan (pulls and pins)", &project, orch_bin, &["plan", "--no-engine", "--format", "json"]);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    assert_eq!(plan["services"]["api"]["labels"]["owner"], "payments");
+    assert_eq!(lock_digest(&project), digest);
+    let wasm = std::fs::metadata(target.join("wasm32-wasip2/release/team_labels.wasm")).unwrap();
+    eprintln!("outsider: team_labels.wasm is {} KiB", wasm.len() / 1024);
+    registry.stop();
+}
+
+/// Every file under `dir`, `target/` excluded.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "target") {
+                out.extend(walk(&p));
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

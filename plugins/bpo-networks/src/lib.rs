@@ -12,18 +12,23 @@ use orch_plugin_api::*;
 pub const TIERS: [&str; 5] = ["main", "gpu", "db", "monitoring", "external"];
 const INTERNAL_TIERS: [&str; 3] = ["gpu", "db", "monitoring"];
 
-#[derive(serde::Deserialize, Debug)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// "carved" (per environment, default) or "fixed" (the BPO document's subnets).
+    #[schemars(extend("enum" = ["carved", "fixed"]))]
     pub subnets: String,
     /// Prefix length of carved tier subnets.
+    #[schemars(range(min = 16, max = 28))]
     pub prefix: u8,
     /// Service (or image) name → tiers. Merged over the defaults; an empty list removes a default.
+    #[schemars(extend("additionalProperties" = {"type": "array", "items": {"enum": TIERS}}))]
     pub assignments: BTreeMap<String, Vec<String>>,
     /// Tiers of services that match no assignment.
+    #[schemars(extend("items" = {"enum": TIERS}))]
     pub default_tiers: Vec<String>,
     /// Only services on one of these tiers publish host ports.
+    #[schemars(extend("items" = {"enum": TIERS}))]
     pub publish_tiers: Vec<String>,
 }
 
@@ -100,14 +105,6 @@ impl Settings {
         out
     }
 
-    fn load(json: &str) -> Result<Settings, PluginError> {
-        let s: Settings = parse_settings(json)?;
-        match s.check().into_iter().next() {
-            Some(d) => Err(error(&d.code, d.message, d.path)),
-            None => Ok(s),
-        }
-    }
-
     fn table(&self) -> BTreeMap<String, Vec<String>> {
         let mut table = default_assignments();
         table.extend(self.assignments.iter().map(|(k, v)| (normalize(k), v.clone())));
@@ -132,25 +129,23 @@ fn normalize(name: &str) -> String {
 
 pub struct BpoNetworks;
 
+#[plugin]
 impl Plugin for BpoNetworks {
+    type Settings = Settings;
+
     fn describe() -> Description {
         describe(
             "bpo-networks",
             env!("CARGO_PKG_VERSION"),
             "BPO five-tier networks: main, gpu, db, monitoring, external; db/gpu/monitoring internal; only the external tier publishes ports",
-            &[Policy::Networks, Policy::Ports],
         )
-        .with_settings_schema(SCHEMA)
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
-        let problems = s.check();
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    fn check_settings(settings: &Settings) -> Vec<Diagnostic> {
+        settings.check()
     }
 
-    fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
-        let settings = Settings::load(&snapshot.settings)?;
+    fn networks(snapshot: &Snapshot, settings: &Settings) -> Result<NetworkPlan, PluginError> {
         let mut plan = NetworkPlan::empty();
         for tier in TIERS {
             let (subnet, gateway, ip_range) = if settings.subnets == "fixed" {
@@ -185,8 +180,7 @@ impl Plugin for BpoNetworks {
         Ok(plan)
     }
 
-    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
-        let settings = Settings::load(&snapshot.settings)?;
+    fn ports(snapshot: &Snapshot, settings: &Settings) -> Result<PortPlan, PluginError> {
         let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
         for service in &snapshot.services {
             let publishes = service.networks.iter().any(|n| settings.publish_tiers.contains(&n.network));
@@ -218,21 +212,6 @@ impl Plugin for BpoNetworks {
         Ok(plan)
     }
 }
-
-const SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "subnets": {"enum": ["carved", "fixed"], "default": "carved"},
-    "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24},
-    "assignments": {"type": "object", "additionalProperties": {"type": "array", "items": {"enum": ["main", "gpu", "db", "monitoring", "external"]}}},
-    "default-tiers": {"type": "array", "items": {"enum": ["main", "gpu", "db", "monitoring", "external"]}, "default": ["main"]},
-    "publish-tiers": {"type": "array", "items": {"enum": ["main", "gpu", "db", "monitoring", "external"]}, "default": ["external"]}
-  }
-}"#;
-
-export_plugin!(BpoNetworks);
 
 #[cfg(test)]
 mod tests {

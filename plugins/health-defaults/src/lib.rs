@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Debug)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// Services (by name) that serve HTTP health: service → "PORT" or "PORT/path" (default path /health).
+    #[schemars(extend("additionalProperties" = {"type": "string", "pattern": "^[0-9]+(/.*)?$"}))]
     pub http: BTreeMap<String, String>,
     /// Also add a healthcheck where the compose file has one (replace it).
     pub replace: bool,
@@ -72,29 +73,27 @@ fn parse_http(spec: &str) -> Option<(u16, String)> {
 
 pub struct HealthDefaults;
 
+#[plugin]
 impl Plugin for HealthDefaults {
+    type Settings = Settings;
+
     fn describe() -> Description {
         describe(
             "health-defaults",
             env!("CARGO_PKG_VERSION"),
             "Healthchecks for postgres, redis, clickhouse, mysql and HTTP /health services that have none; fast polling in test/ci",
-            &[Policy::Health],
-        ).with_settings_schema(r#"{"type":"object","additionalProperties":false,"properties":{"http":{"type":"object","additionalProperties":{"type":"string","pattern":"^[0-9]+(/.*)?$"}},"replace":{"type":"boolean"},"tune-existing":{"type":"boolean","default":true}}}"#)
+        )
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
-        let bad: Vec<Diagnostic> = s
-            .http
+    fn check_settings(s: &Settings) -> Vec<Diagnostic> {
+        s.http
             .iter()
             .filter(|(_, v)| parse_http(v).is_none())
             .map(|(k, v)| diagnostic(Level::Error, "health.http", format!("{v:?} is not PORT or PORT/path"), Some(format!("http.{k}"))))
-            .collect();
-        if bad.is_empty() { Ok(()) } else { Err(bad) }
+            .collect()
     }
 
-    fn health(snapshot: &Snapshot) -> Result<HealthPlan, PluginError> {
-        let s: Settings = parse_settings(&snapshot.settings)?;
+    fn health(snapshot: &Snapshot, s: &Settings) -> Result<HealthPlan, PluginError> {
         let (interval, start) = timing(snapshot.env_kind);
         let mut plan = HealthPlan { services: vec![], diagnostics: vec![] };
         for svc in &snapshot.services {
@@ -142,8 +141,6 @@ impl Plugin for HealthDefaults {
         Ok(plan)
     }
 }
-
-export_plugin!(HealthDefaults);
 
 #[cfg(test)]
 mod tests {

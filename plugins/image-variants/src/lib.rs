@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Debug)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// Environment kinds that use Alpine variants.
+    #[schemars(extend("items" = {"enum": ["test", "dev", "ci", "prod"]}))]
     pub alpine_kinds: Vec<String>,
     /// Per service: "alpine" or "regular", whatever the kind.
+    #[schemars(extend("additionalProperties" = {"enum": ["alpine", "regular"]}))]
     pub services: BTreeMap<String, String>,
     /// Per image repository: the Alpine image to use instead of the `-alpine` tag rule.
     pub images: BTreeMap<String, String>,
@@ -65,29 +67,27 @@ pub fn dockerfile_variant(dockerfile: &str, alpine: bool) -> String {
 
 pub struct ImageVariants;
 
+#[plugin]
 impl Plugin for ImageVariants {
+    type Settings = Settings;
+
     fn describe() -> Description {
         describe(
             "image-variants",
             env!("CARGO_PKG_VERSION"),
             "Alpine images in test and ci, regular in prod (tags name:tag-alpine, builds *.alpine.Dockerfile); warns when the variant is not local",
-            &[Policy::Images],
-        ).with_settings_schema(r#"{"type":"object","additionalProperties":false,"properties":{"alpine-kinds":{"type":"array","items":{"enum":["test","dev","ci","prod"]}},"services":{"type":"object","additionalProperties":{"enum":["alpine","regular"]}},"images":{"type":"object","additionalProperties":{"type":"string"}}}}"#)
+        )
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
-        let bad: Vec<Diagnostic> = s
-            .services
+    fn check_settings(s: &Settings) -> Vec<Diagnostic> {
+        s.services
             .iter()
             .filter(|(_, v)| v.as_str() != "alpine" && v.as_str() != "regular")
             .map(|(k, v)| diagnostic(Level::Error, "variants.choice", format!("{v:?} is not alpine or regular"), Some(format!("services.{k}"))))
-            .collect();
-        if bad.is_empty() { Ok(()) } else { Err(bad) }
+            .collect()
     }
 
-    fn images(snapshot: &Snapshot) -> Result<ImagePlan, PluginError> {
-        let s: Settings = parse_settings(&snapshot.settings)?;
+    fn images(snapshot: &Snapshot, s: &Settings) -> Result<ImagePlan, PluginError> {
         let kind_alpine = s.alpine_kinds.iter().any(|k| k == snapshot.env_kind.as_str());
         let mut plan = ImagePlan { services: vec![], diagnostics: vec![] };
         let alpine_for = |svc: &Service| match s.services.get(&svc.name).map(String::as_str) {
@@ -159,5 +159,3 @@ mod tests {
         assert_eq!(dockerfile_variant("alpine.Dockerfile", false), "Dockerfile");
     }
 }
-
-export_plugin!(ImageVariants);

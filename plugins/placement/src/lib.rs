@@ -4,15 +4,17 @@
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Debug, Default)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
+    /// Each rule adds its constraints to the services it matches.
     pub rules: Vec<Rule>,
     /// Environment kinds the rules apply to; every kind when empty.
+    #[schemars(extend("items" = {"enum": ["test", "dev", "ci", "prod"]}))]
     pub kinds: Vec<String>,
 }
 
-#[derive(serde::Deserialize, Debug, Default)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Rule {
     /// Service names the rule applies to.
@@ -20,6 +22,7 @@ pub struct Rule {
     /// Image repositories (`postgres`, `clickhouse/clickhouse-server` → `clickhouse-server`) the rule applies to.
     pub images: Vec<String>,
     /// Swarm constraints: `node.labels.ssd==true`, `node.role!=manager`, `node.hostname==ci-3`.
+    #[schemars(length(min = 1), extend("items" = {"type": "string", "pattern": "^[^=!]+(==|!=).+$"}))]
     pub constraints: Vec<String>,
 }
 
@@ -55,18 +58,19 @@ const KINDS: [&str; 4] = ["test", "dev", "ci", "prod"];
 
 pub struct Placement;
 
+#[plugin]
 impl Plugin for Placement {
+    type Settings = Settings;
+
     fn describe() -> Description {
         describe(
             "placement",
             env!("CARGO_PKG_VERSION"),
             "Swarm placement constraints by service or image (e.g. databases on nodes labelled ssd=true); the environment runs on one node meeting them all",
-            &[Policy::Services],
-        ).with_settings_schema(r#"{"type":"object","additionalProperties":false,"properties":{"kinds":{"type":"array","items":{"enum":["test","dev","ci","prod"]}},"rules":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["constraints"],"properties":{"services":{"type":"array","items":{"type":"string"}},"images":{"type":"array","items":{"type":"string"}},"constraints":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^[^=!]+(==|!=).+$"}}}}}}}"#)
+        )
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
+    fn check_settings(s: &Settings) -> Vec<Diagnostic> {
         let mut bad = vec![];
         for (i, rule) in s.rules.iter().enumerate() {
             if rule.constraints.is_empty() {
@@ -83,11 +87,10 @@ impl Plugin for Placement {
                 bad.push(diagnostic(Level::Error, "placement.kind", format!("{k:?} is not one of test, dev, ci, prod"), Some(format!("kinds[{i}]"))));
             }
         }
-        if bad.is_empty() { Ok(()) } else { Err(bad) }
+        bad
     }
 
-    fn services(snapshot: &Snapshot) -> Result<ServicePlan, PluginError> {
-        let s: Settings = parse_settings(&snapshot.settings)?;
+    fn services(snapshot: &Snapshot, s: &Settings) -> Result<ServicePlan, PluginError> {
         let mut plan = ServicePlan { services: vec![], diagnostics: vec![] };
         if !s.kinds.is_empty() && !s.kinds.iter().any(|k| k == snapshot.env_kind.as_str()) {
             return Ok(plan);
@@ -117,33 +120,25 @@ impl Plugin for Placement {
     }
 }
 
-export_plugin!(Placement);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn snapshot(settings: &str, kind: EnvKind) -> Snapshot {
+    fn snapshot(kind: EnvKind) -> Snapshot {
         let db = Service { image: Some("docker.io/library/postgres:16".into()), placement: vec!["node.role==worker".into()], ..Service::new("db") };
         let web = Service { image: Some("nginx".into()), ..Service::new("web") };
-        Snapshot {
-            api_version: API_VERSION.into(),
-            project: "p".into(),
-            env_id: "e".into(),
-            env_kind: kind,
-            services: vec![db, web],
-            networks: vec![],
-            settings: settings.into(),
-            facts: Facts { taken_subnets: vec![], taken_host_ports: vec![], local_images: vec![] },
-            seed: 1,
-        }
+        Snapshot { env_kind: kind, services: vec![db, web], ..Snapshot::default() }
+    }
+
+    fn run(settings: &str, kind: EnvKind) -> ServicePlan {
+        Placement::services(&snapshot(kind), &parse_settings(settings).unwrap()).unwrap()
     }
 
     #[test]
     fn rules_match_by_image_and_name_and_keep_the_constraints_the_service_had() {
         let settings =
             r#"{"rules":[{"images":["postgres"],"constraints":["node.labels.ssd==true"]},{"services":["web"],"constraints":["node.labels.zone==a"]}]}"#;
-        let plan = Placement::services(&snapshot(settings, EnvKind::Ci)).unwrap();
+        let plan = run(settings, EnvKind::Ci);
         let got: Vec<_> = plan.services.iter().map(|i| (i.service.as_str(), i.placement.clone().unwrap())).collect();
         assert_eq!(
             got,
@@ -154,24 +149,32 @@ mod tests {
     #[test]
     fn a_rule_without_services_or_images_applies_to_all_and_kinds_limit_the_rules() {
         let settings = r#"{"kinds":["ci"],"rules":[{"constraints":["node.role==worker"]}]}"#;
-        let ci = Placement::services(&snapshot(settings, EnvKind::Ci)).unwrap();
+        let ci = run(settings, EnvKind::Ci);
         // db already has the constraint, so only web changes.
         assert_eq!(ci.services.iter().map(|i| i.service.as_str()).collect::<Vec<_>>(), vec!["web"]);
-        assert!(Placement::services(&snapshot(settings, EnvKind::Dev)).unwrap().services.is_empty());
+        assert!(run(settings, EnvKind::Dev).services.is_empty());
     }
 
     #[test]
     fn bad_settings_are_reported_with_their_paths() {
         let problems =
-            Placement::validate_settings(r#"{"kinds":["qa"],"rules":[{"constraints":["ssd=true","node.colour==red"]},{"constraints":[]}]}"#).unwrap_err();
+            validate_settings::<Placement>(r#"{"kinds":["qa"],"rules":[{"constraints":["ssd=true","node.colour==red"]},{"constraints":[]}]}"#).unwrap_err();
         let paths: Vec<_> = problems.iter().map(|d| d.path.clone().unwrap()).collect();
         assert_eq!(paths, vec!["rules[0].constraints[0]", "rules[0].constraints[1]", "rules[1].constraints", "kinds[0]"]);
         assert!(problems[1].message.contains("no key \"node.colour\""), "{}", problems[1].message);
     }
 
     #[test]
+    fn the_plugin_says_it_decides_services_and_publishes_a_schema() {
+        assert_eq!(Placement::implements(), vec![Policy::Services]);
+        let schema: serde_json::Value = serde_json::from_str(&description::<Placement>().settings_schema).unwrap();
+        assert_eq!(schema["properties"]["kinds"]["items"]["enum"][0], "test");
+        assert_eq!(schema["additionalProperties"], false);
+    }
+
+    #[test]
     fn a_rule_naming_a_missing_service_is_a_warning() {
-        let plan = Placement::services(&snapshot(r#"{"rules":[{"services":["dbb"],"constraints":["node.role==worker"]}]}"#, EnvKind::Test)).unwrap();
+        let plan = run(r#"{"rules":[{"services":["dbb"],"constraints":["node.role==worker"]}]}"#, EnvKind::Test);
         assert!(plan.services.is_empty());
         assert_eq!(plan.diagnostics[0].code, "placement.unknown-service");
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Keep what the compose file says.
@@ -20,30 +20,34 @@ pub enum Strategy {
     Fixed,
 }
 
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KindRule {
     pub strategy: Strategy,
     /// "START-END", for range and hashed.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9]+-[0-9]+$"))]
     pub range: Option<String>,
 }
 
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServiceRule {
     pub strategy: Strategy,
+    /// "START-END", for range and hashed.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9]+-[0-9]+$"))]
     pub range: Option<String>,
     /// For `fixed`: the host port (else the container port).
     #[serde(default)]
     pub port: Option<u16>,
 }
 
-#[derive(serde::Deserialize, Debug, Default)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// Per environment kind (test, dev, ci, prod); merged over the defaults.
+    #[schemars(extend("propertyNames" = {"enum": ["test", "dev", "ci", "prod"]}))]
     pub kinds: BTreeMap<String, KindRule>,
     /// Per service, whatever the kind.
     pub services: BTreeMap<String, ServiceRule>,
@@ -120,25 +124,23 @@ fn strategy(rule_strategy: &Strategy, range: Option<&str>, fixed: Option<u16>, c
 
 pub struct PortRanges;
 
+#[plugin]
 impl Plugin for PortRanges {
+    type Settings = Settings;
+
     fn describe() -> Description {
         describe(
             "port-ranges",
             env!("CARGO_PKG_VERSION"),
             "Host ports per environment kind: dev/prod standard, test hashed in 30000-40000, ci hashed in 9500-9999; per-service overrides",
-            &[Policy::Ports],
         )
-        .with_settings_schema(SCHEMA)
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
-        let problems = s.check();
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    fn check_settings(settings: &Settings) -> Vec<Diagnostic> {
+        settings.check()
     }
 
-    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
-        let settings: Settings = parse_settings(&snapshot.settings)?;
+    fn ports(snapshot: &Snapshot, settings: &Settings) -> Result<PortPlan, PluginError> {
         if let Some(d) = settings.check().into_iter().next() {
             return Err(error(&d.code, d.message, d.path));
         }
@@ -167,22 +169,3 @@ impl Plugin for PortRanges {
         Ok(plan)
     }
 }
-
-const SCHEMA: &str = r##"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "additionalProperties": false,
-  "$defs": {
-    "strategy": {"enum": ["standard", "range", "hashed", "ephemeral", "unpublished", "fixed"]},
-    "range": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"}
-  },
-  "properties": {
-    "kinds": {"type": "object", "propertyNames": {"enum": ["test", "dev", "ci", "prod"]},
-      "additionalProperties": {"type": "object", "properties": {"strategy": {"$ref": "#/$defs/strategy"}, "range": {"$ref": "#/$defs/range"}}, "required": ["strategy"]}},
-    "services": {"type": "object",
-      "additionalProperties": {"type": "object", "properties": {"strategy": {"$ref": "#/$defs/strategy"}, "range": {"$ref": "#/$defs/range"}, "port": {"type": "integer"}}, "required": ["strategy"]}},
-    "host-ip": {"type": "string"}
-  }
-}"##;
-
-export_plugin!(PortRanges);

@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Debug)]
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// Environment kinds to isolate.
+    #[schemars(extend("items" = {"enum": ["test", "dev", "ci", "prod"]}))]
     pub kinds: Vec<String>,
     /// Default memory limit in MiB for services without one (0: leave unlimited).
     pub memory_mb: u64,
@@ -26,14 +27,17 @@ pub struct Settings {
     /// json-file log size cap, e.g. "10m" ("" leaves logging alone).
     pub log_max_size: String,
     /// Prefix length of carved subnets replacing fixed ones.
+    #[schemars(range(min = 16, max = 28))]
     pub prefix: u8,
     /// Which fixed `container_name`s to drop. orch never uses them as container names; they live on as network
     /// aliases, which are private to the environment's own networks. "shared" (default) drops them where a service
     /// joins an external network, where the alias would be seen by other environments; "always" drops every one
     /// (code that still uses the old names then breaks, which is how to find it).
+    #[schemars(extend("enum" = ["shared", "always"]))]
     pub drop_names: String,
     /// `network_mode: host` or `bridge` puts a service on a network every environment shares: "refuse" (default)
     /// fails the plan, "allow" lets it through (orch still warns).
+    #[schemars(extend("enum" = ["refuse", "allow"]))]
     pub shared_networks: String,
 }
 
@@ -65,26 +69,26 @@ pub fn data_dir(image_base: &str) -> Option<&'static str> {
     })
 }
 
-fn load(snapshot: &Snapshot) -> Result<Option<Settings>, PluginError> {
-    let s: Settings = parse_settings(&snapshot.settings)?;
-    Ok(s.kinds.iter().any(|k| k == snapshot.env_kind.as_str()).then_some(s))
+/// The settings, when they apply to the snapshot's environment kind.
+fn applies<'a>(snapshot: &Snapshot, s: &'a Settings) -> Option<&'a Settings> {
+    s.kinds.iter().any(|k| k == snapshot.env_kind.as_str()).then_some(s)
 }
 
 pub struct TestIsolation;
 
+#[plugin]
 impl Plugin for TestIsolation {
+    type Settings = Settings;
+
     fn describe() -> Description {
         describe(
             "test-isolation",
             env!("CARGO_PKG_VERSION"),
             "Parallel-safe test environments: no fixed container names, host ports or subnets; tmpfs databases; default limits; capped logs",
-            &[Policy::Services, Policy::Networks, Policy::Ports],
         )
-        .with_settings_schema(SCHEMA)
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(settings_problems)?;
+    fn check_settings(s: &Settings) -> Vec<Diagnostic> {
         let mut problems = vec![];
         for k in &s.kinds {
             if !["test", "dev", "ci", "prod"].contains(&k.as_str()) {
@@ -113,12 +117,12 @@ impl Plugin for TestIsolation {
         if s.cpus < 0.0 {
             problems.push(diagnostic(Level::Error, "isolation.cpus", "cpus must not be negative", Some("cpus".into())));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        problems
     }
 
-    fn services(snapshot: &Snapshot) -> Result<ServicePlan, PluginError> {
+    fn services(snapshot: &Snapshot, settings: &Settings) -> Result<ServicePlan, PluginError> {
         let mut plan = ServicePlan { services: vec![], diagnostics: vec![] };
-        let Some(s) = load(snapshot)? else {
+        let Some(s) = applies(snapshot, settings) else {
             return Ok(plan);
         };
         let external = |n: &str| snapshot.networks.iter().any(|x| x.name == n && x.external);
@@ -174,9 +178,9 @@ impl Plugin for TestIsolation {
         Ok(plan)
     }
 
-    fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
+    fn networks(snapshot: &Snapshot, settings: &Settings) -> Result<NetworkPlan, PluginError> {
         let mut plan = NetworkPlan::empty();
-        let Some(s) = load(snapshot)? else {
+        let Some(s) = applies(snapshot, settings) else {
             return Ok(plan);
         };
         if s.shared_networks == "refuse" {
@@ -209,9 +213,9 @@ impl Plugin for TestIsolation {
         Ok(plan)
     }
 
-    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
+    fn ports(snapshot: &Snapshot, settings: &Settings) -> Result<PortPlan, PluginError> {
         let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
-        if load(snapshot)?.is_none() {
+        if applies(snapshot, settings).is_none() {
             return Ok(plan);
         }
         for svc in &snapshot.services {
@@ -228,22 +232,3 @@ impl Plugin for TestIsolation {
         Ok(plan)
     }
 }
-
-const SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "kinds": {"type": "array", "items": {"enum": ["test", "dev", "ci", "prod"]}, "default": ["test", "ci"]},
-    "memory-mb": {"type": "integer", "minimum": 0, "default": 512},
-    "cpus": {"type": "number", "minimum": 0, "default": 1.0},
-    "tmpfs-databases": {"type": "boolean", "default": true},
-    "data-dirs": {"type": "object", "additionalProperties": {"type": "string"}},
-    "log-max-size": {"type": "string", "default": "10m"},
-    "prefix": {"type": "integer", "minimum": 16, "maximum": 28, "default": 24},
-    "drop-names": {"enum": ["shared", "always"], "default": "shared"},
-    "shared-networks": {"enum": ["refuse", "allow"], "default": "refuse"}
-  }
-}"#;
-
-export_plugin!(TestIsolation);

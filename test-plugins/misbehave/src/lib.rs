@@ -2,7 +2,7 @@
 
 use orch_plugin_api::*;
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, schemars::JsonSchema, Default)]
 #[serde(default)]
 pub struct Settings {
     pub mode: String,
@@ -10,25 +10,26 @@ pub struct Settings {
 
 pub struct Misbehave;
 
+#[plugin]
 impl Plugin for Misbehave {
+    type Settings = Settings;
+
     fn describe() -> Description {
-        describe("misbehave", "0.0.0", "Misbehaves on purpose (tests only)", &[Policy::Networks, Policy::Ports])
+        describe("misbehave", "0.0.0", "Misbehaves on purpose (tests only)")
     }
 
-    fn validate_settings(settings: &str) -> Result<(), Vec<Diagnostic>> {
-        let s: Settings = parse_settings(settings).map_err(|e| vec![diagnostic(Level::Error, &e.code, e.message, None)])?;
+    fn check_settings(s: &Settings) -> Vec<Diagnostic> {
         if s.mode == "bad-settings" {
-            return Err(vec![diagnostic(Level::Error, "misbehave.mode", "mode bad-settings is always rejected", Some("mode".into()))]);
+            return vec![diagnostic(Level::Error, "misbehave.mode", "mode bad-settings is always rejected", Some("mode".into()))];
         }
-        Ok(())
+        vec![]
     }
 
-    fn ports(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
-        Misbehave::port_answer(snapshot)
+    fn ports(_snapshot: &Snapshot, s: &Settings) -> Result<PortPlan, PluginError> {
+        Misbehave::port_answer(s)
     }
 
-    fn networks(snapshot: &Snapshot) -> Result<NetworkPlan, PluginError> {
-        let s: Settings = parse_settings(&snapshot.settings)?;
+    fn networks(snapshot: &Snapshot, s: &Settings) -> Result<NetworkPlan, PluginError> {
         match s.mode.as_str() {
             "loop" => {
                 let mut x = 0u64;
@@ -166,8 +167,7 @@ impl Plugin for Misbehave {
 
 impl Misbehave {
     /// The ports call: empty unless asked for more port intents than any policy needs.
-    fn port_answer(snapshot: &Snapshot) -> Result<PortPlan, PluginError> {
-        let s: Settings = parse_settings(&snapshot.settings)?;
+    fn port_answer(s: &Settings) -> Result<PortPlan, PluginError> {
         let mut plan = PortPlan { ports: vec![], diagnostics: vec![] };
         if s.mode == "many-ports" {
             plan.ports = (0..100_000u32)
@@ -183,5 +183,3 @@ impl Misbehave {
         Ok(plan)
     }
 }
-
-export_plugin!(Misbehave);
