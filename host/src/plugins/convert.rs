@@ -469,6 +469,8 @@ fn placement_constraint(c: &str) -> Result<(), String> {
 pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::ServicePlan) -> Result<(), PluginError> {
     let mut a = Apply { plan, plugin, call: "services.plan", source: format!("plugin:{plugin}") };
     for i in &out.services {
+        // tmpfs requests on paths the compose file mounts from a volume or the host: (path, kind, source).
+        let mut kept: Vec<(String, String, Option<String>)> = vec![];
         a.service(&i.service)?;
         if i.add_tmpfs.iter().any(|t| !t.starts_with('/')) {
             return Err(a.invalid(format!("service {}: tmpfs mount points must be absolute paths", i.service)));
@@ -492,7 +494,9 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
             }
             // A path the compose file already mounts (a volume, a bind or a tmpfs) keeps the user's mount.
             for t in &i.add_tmpfs {
-                if !service.tmpfs.contains(t) && !service.volumes.iter().any(|m| &m.target == t) {
+                if let Some(m) = service.volumes.iter().find(|m| &m.target == t && m.kind != "tmpfs") {
+                    kept.push((t.clone(), m.kind.clone(), m.source.clone()));
+                } else if !service.tmpfs.contains(t) && !service.volumes.iter().any(|m| &m.target == t) {
                     service.tmpfs.push(t.clone());
                     touched.push("tmpfs");
                 }
@@ -521,6 +525,21 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
             touched.dedup();
             touched
         });
+        for (target, kind, source) in kept {
+            let what = match (kind.as_str(), source) {
+                ("volume", Some(name)) => format!("the named volume {name}"),
+                ("bind", Some(path)) => format!("the host path {path}"),
+                (kind, _) => format!("a {kind} mount"),
+            };
+            let (service, source) = (i.service.clone(), a.source.clone());
+            a.plan.diagnose(
+                Level::Info,
+                "plan.tmpfs-kept-mount",
+                format!("service {service}: {target} stays on {what} as the compose file says; plugin {plugin} asked for tmpfs there"),
+                Some(format!("services.{service}.volumes")),
+                &source,
+            );
+        }
     }
     a.diagnostics(&out.diagnostics);
     // orch's note that a fixed name lives on as an alias is no longer true where a plugin dropped the name.
@@ -562,8 +581,8 @@ mod tests {
         crate::make_plan(&req, &[], &Facts::default()).unwrap().plan
     }
 
-    fn placing(service: &str, placement: &[&str]) -> ServicePlan {
-        let intent = ServiceIntent {
+    fn intent(service: &str) -> ServiceIntent {
+        ServiceIntent {
             service: service.into(),
             resources: None,
             add_tmpfs: vec![],
@@ -571,8 +590,12 @@ mod tests {
             add_labels: vec![],
             add_environment: vec![],
             drop_container_name: false,
-            placement: Some(placement.iter().map(|c| c.to_string()).collect()),
-        };
+            placement: None,
+        }
+    }
+
+    fn placing(service: &str, placement: &[&str]) -> ServicePlan {
+        let intent = ServiceIntent { placement: Some(placement.iter().map(|c| c.to_string()).collect()), ..intent(service) };
         ServicePlan { services: vec![intent], diagnostics: vec![] }
     }
 
@@ -583,6 +606,20 @@ mod tests {
         super::apply_services(&mut p, "place", &placing("db", &["node.role==worker", "node.labels.ssd == true"])).unwrap();
         assert_eq!(p.services["db"].runtime.placement, vec!["node.role==worker", "node.labels.ssd == true"]);
         assert_eq!(p.provenance["services.db.placement"], vec!["plugin:place"]);
+    }
+
+    #[test]
+    fn a_tmpfs_request_on_a_mounted_path_keeps_the_mount_and_says_so() {
+        let mut p = plan("services:\n  db:\n    image: postgres\n    volumes: [data:/var/lib/postgresql/data]\nvolumes:\n  data: {}\n");
+        let out = ServicePlan {
+            services: vec![ServiceIntent { add_tmpfs: vec!["/var/lib/postgresql/data".into(), "/tmp".into()], ..intent("db") }],
+            diagnostics: vec![],
+        };
+        super::apply_services(&mut p, "iso", &out).unwrap();
+        assert_eq!(p.services["db"].tmpfs, vec!["/tmp"]);
+        let note = p.diagnostics.iter().find(|d| d.code == "plan.tmpfs-kept-mount").expect("a note");
+        assert!(note.message.contains("named volume data") && note.message.contains("plugin iso"), "{}", note.message);
+        assert_eq!(note.source, "plugin:iso");
     }
 
     #[test]

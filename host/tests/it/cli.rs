@@ -271,10 +271,30 @@ fn plugin_list_and_inspect() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["api_version"], "0.3.0");
     assert_eq!(v["implements"], serde_json::json!(["networks", "ports"]));
-    assert_eq!(v["settings_schema"]["properties"]["subnets"]["default"], "carved");
+    // The schema is generated from the typed settings: defaults, doc comments, the enum the field accepts.
+    let subnets = &v["settings_schema"]["properties"]["subnets"];
+    assert_eq!(subnets["default"], "carved");
+    assert_eq!(subnets["enum"], serde_json::json!(["carved", "fixed"]));
+    assert!(subnets["description"].as_str().unwrap().contains("per environment"), "{subnets}");
+    assert_eq!(v["settings_schema"]["additionalProperties"], false);
     let out = orch(&["plugin", "inspect", orch_test_plugins::FUTURE_API]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(stderr(&out).contains("orch:policy@0.3.0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("orch:policy@0.4.0"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_snapshot_a_plugin_sees_is_a_fixture_the_sdk_reads() {
+    let out = orch(&["plan", "-f", "examples/netra/compose.yaml", "--plugin", "test-isolation", "--env", "snap", "--no-engine", "--format", "snapshot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snapshot = orch_plugin_api::Snapshot::from_json(&stdout(&out)).unwrap();
+    assert_eq!(snapshot.env_id, "snap");
+    let postgres = snapshot.services.iter().find(|s| s.image_base() == Some("postgres")).expect("netra has postgres");
+    // After test-isolation: the database's data directory is on tmpfs, and the snapshot says so.
+    assert!(!postgres.tmpfs.is_empty(), "{postgres:?}");
+    assert_eq!(snapshot.settings, "{}");
+    // A snapshot missing a field is refused with the field's name.
+    let err = orch_plugin_api::Snapshot::from_json(r#"{"api_version": "0.3.0"}"#).unwrap_err();
+    assert!(err.contains("project"), "{err}");
 }
 
 #[test]
