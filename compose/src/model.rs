@@ -173,6 +173,16 @@ pub struct Runtime {
     pub isolation: Option<String>,
 }
 
+/// A Swarm placement constraint as Swarm reads it: (key, whether the operator is `==` rather than `!=`, value), both
+/// sides trimmed; `None` without an operator.
+pub fn split_constraint(c: &str) -> Option<(&str, bool, &str)> {
+    let (key, equal, value) = match c.split_once("==") {
+        Some((k, v)) => (k, true, v),
+        None => c.split_once("!=").map(|(k, v)| (k, false, v))?,
+    };
+    Some((key.trim(), equal, value.trim()))
+}
+
 impl Runtime {
     pub fn is_empty(&self) -> bool {
         self == &Runtime::default()

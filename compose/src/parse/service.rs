@@ -757,7 +757,7 @@ impl P<'_> {
                             "constraints" => {
                                 rt.placement = self.strict_list(pv, &pp)?;
                                 for c in &rt.placement {
-                                    if !(c.contains("==") || c.contains("!=")) {
+                                    if crate::split_constraint(c).is_none() {
                                         return Err(self.err(&pp, format!("placement constraint {c:?} is neither KEY==VALUE nor KEY!=VALUE")));
                                     }
                                 }

@@ -385,13 +385,7 @@ impl NodeInfo {
     /// Whether the node meets a Swarm placement constraint (`KEY==VALUE`, `KEY!=VALUE`); `None` for a key orch does
     /// not know (Swarm still applies it).
     fn meets(&self, constraint: &str) -> Option<bool> {
-        let (key, equal, value) = match constraint.split_once("==") {
-            Some((k, v)) => (k.trim(), true, v.trim()),
-            None => {
-                let (k, v) = constraint.split_once("!=")?;
-                (k.trim(), false, v.trim())
-            }
-        };
+        let (key, equal, value) = orch_compose::split_constraint(constraint)?;
         let actual = match key {
             "node.id" => Some(self.id.as_str()),
             "node.hostname" => Some(self.hostname.as_str()),

@@ -449,10 +449,9 @@ pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) 
 
 /// Checks a placement constraint as Swarm reads it: `KEY==VALUE` or `KEY!=VALUE`, with a key Swarm knows.
 fn placement_constraint(c: &str) -> Result<(), String> {
-    let Some((key, value)) = c.split_once("==").or_else(|| c.split_once("!=")) else {
+    let Some((key, _, value)) = orch_compose::split_constraint(c) else {
         return Err("is neither KEY==VALUE nor KEY!=VALUE".into());
     };
-    let (key, value) = (key.trim(), value.trim());
     let known = ["node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch"].contains(&key)
         || ["node.labels.", "engine.labels."].iter().any(|p| key.strip_prefix(p).is_some_and(|l| !l.is_empty()));
     if !known {
