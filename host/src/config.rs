@@ -36,6 +36,12 @@ pub struct ProjectConfig {
     /// `HOST:PORT` of a registry every node of a swarm can pull from: images orch has locally are pushed there when
     /// the swarm has more than one node.
     pub registry: Option<String>,
+    /// Environments join the project's tier networks (`orch network create`) instead of making their own.
+    #[serde(default)]
+    pub join_networks: bool,
+    /// Targets `orch bench` checks.
+    #[serde(default)]
+    pub bench: crate::bench::Targets,
     #[serde(default)]
     pub plugins: Vec<PluginEntry>,
     /// The directory orch.toml is in (set on load).

@@ -50,6 +50,15 @@ pub enum Error {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Admission(#[from] crate::admission::AdmissionError),
+    /// A resource orch would create exists and is not orch's (a network of the same name).
+    #[error("{0}")]
+    Conflict(String),
+    /// A resource is in use (containers attached to a network to remove).
+    #[error("{0}")]
+    InUse(String),
+    /// `orch bench` missed a target it was given; the report was printed.
+    #[error("{0}")]
+    TargetMissed(String),
     #[error("interrupted; what this run created was removed")]
     Interrupted,
     /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
@@ -77,7 +86,7 @@ pub mod exit {
     pub const SERVICE: u8 = 6;
     /// An environment or allocation lock was not released in time.
     pub const BUSY: u8 = 7;
-    /// `orch plugin test`: the plugin's plan differs from the expected one.
+    /// `orch plugin test`: the plugin's plan differs from the expected one; `orch bench`: a target was missed.
     pub const TEST_FAILED: u8 = 8;
     /// The environment or service named does not exist, or (for `up --env NAME`) already exists.
     pub const NO_SUCH_ENV: u8 = 9;
@@ -113,7 +122,9 @@ impl Error {
             Error::Io { .. } | Error::Internal(_) => exit::INTERNAL,
             Error::Unhealthy(_) => exit::ENGINE,
             Error::CommandFailed(code) => *code,
-            Error::TestFailed(_) => exit::TEST_FAILED,
+            Error::TestFailed(_) | Error::TargetMissed(_) => exit::TEST_FAILED,
+            Error::Conflict(_) => exit::INVALID_INPUT,
+            Error::InUse(_) => exit::BUSY,
             Error::Interrupted => exit::INTERRUPTED,
             Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
             Error::State(_) => exit::BUSY,

@@ -22,6 +22,10 @@ pub const EXPIRES: &str = "orch.expires";
 /// orch already saw healthy "starting" just because Docker has not run its own first check yet.
 pub const READY_AT: &str = "orch.ready-at";
 
+/// On a project's long-lived tier network (`orch network create`): the network's name in the plan. Tier networks
+/// carry no [`ENV`] label, so nothing that removes environments touches them.
+pub const TIER: &str = "orch.tier";
+
 /// On everything the swarm engine makes: `swarm` (the local engine's selections leave these out).
 pub const ENGINE: &str = "orch.engine";
 pub const ENGINE_SWARM: &str = "swarm";

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod atomic;
+pub mod bench;
 pub mod config;
 pub mod context;
 pub mod dockerfile;
@@ -27,6 +28,7 @@ pub mod render;
 pub mod resolve;
 pub mod session;
 pub mod state;
+pub mod tiers;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -194,3 +194,39 @@ mod tests {
         assert!(out.contains('…'));
     }
 }
+
+/// `orch network` for people: one row per tier network.
+pub fn tiers(report: &crate::tiers::Report) -> String {
+    if report.networks.is_empty() {
+        return format!("project {} has no tier networks and its plan defines none\n", report.project);
+    }
+    let rows: Vec<Vec<String>> = report
+        .networks
+        .iter()
+        .map(|n| {
+            let state = if n.removed {
+                "removed".to_string()
+            } else if !n.exists {
+                "missing".to_string()
+            } else if n.created {
+                "created".to_string()
+            } else if n.matches_plan {
+                "matches plan".to_string()
+            } else if n.differences.is_empty() {
+                "exists".to_string()
+            } else {
+                format!("DIFFERS: {}", n.differences.join("; "))
+            };
+            vec![
+                n.tier.clone(),
+                n.name.clone(),
+                n.subnet.clone().unwrap_or_else(|| "-".into()),
+                n.gateway.clone().unwrap_or_else(|| "-".into()),
+                if n.internal { "yes".into() } else { "no".into() },
+                if n.containers.is_empty() { "-".into() } else { n.containers.join(",") },
+                state,
+            ]
+        })
+        .collect();
+    table(&["TIER", "NAME", "SUBNET", "GATEWAY", "INTERNAL", "CONTAINERS", "STATE"], &rows)
+}

@@ -76,6 +76,9 @@ pub struct EnvOptions {
     /// The process the environment belongs to [default: this one]: with [`Lifetime::Process`] it is removed when that
     /// process ends (a test runner that asked a CLI for an environment, say).
     pub owner: Option<crate::owner::Owner>,
+    /// Join the project's tier networks (`orch network create`) instead of creating networks of its own [default:
+    /// orch.toml's `join-networks`].
+    pub join_networks: bool,
 }
 
 impl Default for EnvOptions {
@@ -92,6 +95,7 @@ impl Default for EnvOptions {
             lock_timeout: Duration::from_secs(300),
             watcher: None,
             owner: None,
+            join_networks: false,
         }
     }
 }
@@ -158,6 +162,11 @@ impl Project {
     /// The registry orch.toml names for a multi-node swarm (`registry = "HOST:PORT"`).
     pub fn registry(&self) -> Option<&str> {
         self.config.as_ref().and_then(|c| c.registry.as_deref())
+    }
+
+    /// The targets of `orch bench` from orch.toml's `[bench]`.
+    pub fn bench_targets(&self) -> crate::bench::Targets {
+        self.config.as_ref().map(|c| c.bench.clone()).unwrap_or_default()
     }
 
     /// The engine orch.toml names (`engine = "swarm"`), if it names one.
@@ -233,6 +242,15 @@ impl Project {
         crate::identity(self.name(), env, self.env_kind)
     }
 
+    pub fn pools(&self) -> &[Ipv4Net] {
+        &self.pools
+    }
+
+    /// The plan of environment `env` before allocation (plugins applied once).
+    pub(crate) fn policy_plan_for(&self, env: &str, facts: &Facts) -> Result<PlanOutcome, Error> {
+        self.policy_plan(self.identity(Some(env))?, facts)
+    }
+
     fn policy_plan(&self, identity: Identity, facts: &Facts) -> Result<PlanOutcome, Error> {
         let outcome = crate::policy_plan(&self.loaded, identity, &self.plugins, facts)?;
         self.plugin_calls.fetch_add(outcome.timings.len(), Ordering::Relaxed);
@@ -280,7 +298,10 @@ impl Project {
         };
         facts.taken_subnets.extend(reserved.subnets());
         facts.taken_host_ports.extend(reserved.ports());
-        let policy = self.policy_plan(identity.clone(), &facts)?.plan;
+        let mut policy = self.policy_plan(identity.clone(), &facts)?.plan;
+        if opts.join_networks || self.config.as_ref().is_some_and(|c| c.join_networks) {
+            crate::tiers::join(engine, self.name(), &mut policy).await?;
+        }
 
         let max_envs = if opts.max_envs > 0 { opts.max_envs } else { self.config.as_ref().and_then(|c| c.max_envs).unwrap_or(0) };
         let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
@@ -517,6 +538,11 @@ impl<E: Reconnect> Environment<E> {
     /// The plan it was made from (subnets, host ports, images…), when this handle made it.
     pub fn plan(&self) -> Option<&Plan> {
         self.plan.as_ref()
+    }
+
+    /// Each service's container id, when this handle made the environment.
+    pub fn containers(&self) -> BTreeMap<String, String> {
+        self.report.as_ref().map(|r| r.containers.clone()).unwrap_or_default()
     }
 
     /// How long `up` took, when this handle made it.

@@ -103,8 +103,10 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         if net.trunc() != net {
             f.err("plan.subnet-host-bits", format!("network {name}: subnet {net} has host bits set; did you mean {}?", net.trunc()), path.clone());
         }
-        // Carved subnets avoid existing ones by construction; fixed ones are checked against what the engine has.
-        if matches!(n.subnet_request, Some(SubnetRequest::Fixed(_)))
+        // Carved subnets avoid existing ones by construction; fixed ones are checked against what the engine has
+        // (an external network is among what the engine has: its own subnet is no conflict).
+        if !n.external
+            && matches!(n.subnet_request, Some(SubnetRequest::Fixed(_)))
             && let Some(t) = taken.overlaps(&net.trunc())
         {
             f.err(

@@ -177,6 +177,38 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A project's long-lived tier networks, which environments (`join-networks`) and other containers join by name
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Bring the stack up repeatedly (--runs), several at once (--parallel), and measure startup, memory, image sizes,
+    /// up and down time, conflicts and leftovers against orch.toml's [bench] targets; exits 8 on a missed target
+    Bench {
+        #[command(flatten)]
+        input: PlanInput,
+        /// Environments brought up at once
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Rounds of --parallel environments
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// A target on top of orch.toml's [bench]: startup=30s, memory=2GiB, image-size=200MB, cleanup=5s (repeatable)
+        #[arg(long = "target", value_name = "KEY=VALUE")]
+        targets: Vec<String>,
+        /// How long each environment may take to be ready
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Skip the image-variant comparison (regular images) that runs when the image-variants plugin is active
+        #[arg(long)]
+        no_variants: bool,
+        /// table for people, json to plot (orch.bench/v1), markdown to paste into a pull request
+        #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+        format: BenchFormat,
+        /// Also write the report to this file (in --format)
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Built-in and external policy plugins
     Plugin {
         #[command(subcommand)]
@@ -259,6 +291,65 @@ pub enum PluginCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create the networks the project's plan defines (plugins included) as long-lived tier networks: labelled,
+    /// named <project>-<network> (or the compose file's name:), subnets fixed or carved as the plan says; idempotent
+    Create {
+        #[command(flatten)]
+        input: PlanInput,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+    /// Each tier network: subnet, gateway, internal, attached containers, and whether it matches the plan
+    Status {
+        #[command(flatten)]
+        input: PlanInput,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+    /// Remove the project's tier networks (or only TIER…); refuses while containers are attached, unless --force
+    Rm {
+        #[command(flatten)]
+        input: PlanInput,
+        /// Tiers by their name in the plan (main) or on the engine (bpo-main) [default: all of the project's]
+        tiers: Vec<String>,
+        /// Disconnect attached containers first
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+    /// Attach a container (any: a notebook, a one-off job) to a tier network
+    Connect {
+        #[command(flatten)]
+        input: PlanInput,
+        tier: String,
+        container: String,
+        /// Another name the container is reachable by on the tier (repeatable)
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+    /// Detach a container from a tier network
+    Disconnect {
+        #[command(flatten)]
+        input: PlanInput,
+        tier: String,
+        container: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
 /// Human text, or JSON for programs (the Python package reads only this).
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -299,6 +390,10 @@ pub struct UpFlags {
     /// Fail instead of queueing when there is no capacity
     #[arg(long)]
     pub no_wait_capacity: bool,
+    /// Join the project's tier networks (`orch network create`) instead of making networks of its own [default:
+    /// orch.toml's join-networks]
+    #[arg(long)]
+    pub join_networks: bool,
 }
 
 /// Which environment a command acts on.
@@ -404,6 +499,7 @@ impl UpFlags {
             // This binary watches its own environments: even `kill -9` of `orch up` leaves nothing behind.
             watcher: std::env::current_exe().ok(),
             owner,
+            join_networks: self.join_networks,
         }
     }
 }

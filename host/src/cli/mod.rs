@@ -1,10 +1,13 @@
 //! The command line: parse ([`args`]), call the library (mostly [`orch::session`]), render, and map errors to the
 //! documented exit codes. One module per group of commands: [`up`] (`up`, `run`), [`env`] (commands on a running
-//! environment), [`admin`] (`gc`, `doctor`, the watcher), [`plugin`]; [`progress`] shows `up` as it works.
+//! environment), [`admin`] (`gc`, `doctor`, the watcher), [`plugin`], [`network`] (tier networks), [`bench`];
+//! [`progress`] shows `up` as it works.
 
 mod admin;
 mod args;
+mod bench;
 mod env;
+mod network;
 mod plugin;
 mod progress;
 mod up;
@@ -134,6 +137,10 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 Format::Table | Format::Snapshot => print!("{}", render::plan(&outcome.plan, explain)),
             }
             Ok(())
+        }
+        Command::Network { command } => network::run(&dirs, command),
+        Command::Bench { input, parallel, runs, targets, timeout, no_variants, format, output } => {
+            bench::run(&dirs, &input, bench::BenchArgs { parallel, runs, targets, timeout, no_variants, format, output })
         }
         Command::Plugin { command: PluginCommand::List } => {
             let runtime = runtime(&dirs.cache_dir)?;

@@ -6,6 +6,12 @@ use orch::lifecycle;
 /// Longest service name shown in full in the live view (longer ones are cut with `…`).
 const NAME_WIDTH: usize = 32;
 
+/// Whether to draw live progress: on a terminal, outside CI.
+pub fn live() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(false)
+}
+
 pub struct ProgressView {
     /// The live view (indicatif), on a terminal outside CI.
     live: Option<indicatif::MultiProgress>,
@@ -15,10 +21,8 @@ pub struct ProgressView {
 
 impl ProgressView {
     pub fn new() -> ProgressView {
-        use std::io::IsTerminal;
-        let live = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(false);
         ProgressView {
-            live: live.then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())),
+            live: live().then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())),
             bars: Default::default(),
             started: std::time::Instant::now(),
         }

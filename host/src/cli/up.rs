@@ -16,7 +16,7 @@ use super::progress::ProgressView;
 use super::{Dirs, engine, open, tokio};
 
 /// Ctrl-C or SIGTERM, whichever comes first; says which.
-async fn interrupted() -> &'static str {
+pub async fn interrupted() -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "interrupted",

@@ -123,6 +123,21 @@ impl Engine for AnyEngine {
     async fn inspect_network(&self, name: &str) -> Result<NetworkSummary, EngineError> {
         forward!(self, e => e.inspect_network(name))
     }
+    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
+        forward!(self, e => e.network_info(name))
+    }
+    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<(), EngineError> {
+        forward!(self, e => e.connect_network(network, container, aliases))
+    }
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        forward!(self, e => e.disconnect_network(network, container))
+    }
+    async fn container_memory(&self, id: &str) -> Result<Option<u64>, EngineError> {
+        forward!(self, e => e.container_memory(id))
+    }
+    async fn image_size(&self, image: &str) -> Result<Option<u64>, EngineError> {
+        forward!(self, e => e.image_size(image))
+    }
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
         forward!(self, e => e.create_volume(spec))
     }

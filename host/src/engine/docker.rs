@@ -48,6 +48,18 @@ pub(super) fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineE
 }
 
 impl DockerEngine {
+    /// Whether `container` (name or id) is attached to `network` (by the container's own view of its networks).
+    async fn attached(&self, network: &str, container: &str) -> Result<bool, EngineError> {
+        let net = self.network_info(network).await?;
+        let c = self
+            .docker
+            .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(classify(&format!("container {container}")))?;
+        let networks = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        Ok(networks.iter().any(|(name, ep)| *name == net.name || ep.network_id.as_deref() == Some(net.id.as_str())))
+    }
+
     pub async fn connect() -> Result<DockerEngine, EngineError> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
         let timeout = Duration::from_secs(5);
@@ -241,6 +253,63 @@ impl Engine for DockerEngine {
             subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
             labels: n.labels.unwrap_or_default().into_iter().collect(),
         })
+    }
+
+    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
+        let n =
+            self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(classify(&format!("network {name}")))?;
+        let config = n.ipam.and_then(|i| i.config).unwrap_or_default();
+        let mut containers: Vec<String> = n.containers.unwrap_or_default().into_values().filter_map(|c| c.name).collect();
+        containers.sort();
+        Ok(NetworkInfo {
+            id: n.id.unwrap_or_default(),
+            name: n.name.unwrap_or_default(),
+            driver: n.driver.unwrap_or_default(),
+            internal: n.internal.unwrap_or(false),
+            subnets: config.iter().filter_map(|c| c.subnet.clone()).collect(),
+            gateways: config.iter().filter_map(|c| c.gateway.clone()).collect(),
+            labels: n.labels.unwrap_or_default().into_iter().collect(),
+            containers,
+        })
+    }
+
+    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<(), EngineError> {
+        if self.attached(network, container).await? {
+            return Ok(());
+        }
+        let req = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(bollard::models::EndpointSettings { aliases: Some(aliases.to_vec()), ..Default::default() }),
+        };
+        self.docker.connect_network(network, req).await.map_err(classify(&format!("connecting container {container} to network {network}")))
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        if !self.attached(network, container).await? {
+            return Ok(());
+        }
+        let req = bollard::models::NetworkDisconnectRequest { container: container.to_string(), force: Some(false) };
+        self.docker.disconnect_network(network, req).await.map_err(classify(&format!("disconnecting container {container} from network {network}")))
+    }
+
+    async fn container_memory(&self, id: &str) -> Result<Option<u64>, EngineError> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::StatsOptionsBuilder::new().stream(false).one_shot(true).build();
+        let Some(stats) = self.docker.stats(id, Some(opts)).next().await else {
+            return Ok(None);
+        };
+        let mem = stats.map_err(classify(&format!("container {id}")))?.memory_stats.unwrap_or_default();
+        // `docker stats` leaves out the inactive page cache: cgroup v1 names it total_inactive_file, v2 inactive_file.
+        let cache = mem.stats.as_ref().and_then(|s| s.get("total_inactive_file").or_else(|| s.get("inactive_file")).copied()).unwrap_or(0);
+        Ok(mem.usage.filter(|u| *u > 0).map(|u| u.saturating_sub(cache)))
+    }
+
+    async fn image_size(&self, image: &str) -> Result<Option<u64>, EngineError> {
+        match self.docker.inspect_image(image).await.map_err(classify(image)) {
+            Ok(i) => Ok(i.size.map(|s| s.max(0) as u64)),
+            Err(EngineError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {

@@ -228,6 +228,10 @@ impl Engine for FakeEngine {
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         let mut st = self.state();
         st.networks.remove(name);
+        // As Docker's removal does here: stragglers are disconnected first.
+        for c in st.containers.values_mut() {
+            c.spec.endpoints.retain(|e| e.network != name);
+        }
         st.journal.push(format!("remove-network {name}"));
         Ok(())
     }
@@ -252,6 +256,63 @@ impl Engine for FakeEngine {
         st.volumes.remove(name);
         st.journal.push(format!("remove-volume {name}"));
         Ok(())
+    }
+
+    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
+        let st = self.state();
+        let (id, spec) = st.networks.get(name).ok_or_else(|| EngineError::NotFound(format!("network {name}")))?;
+        let mut containers: Vec<String> =
+            st.containers.values().filter(|c| c.spec.endpoints.iter().any(|e| e.network == name)).map(|c| c.spec.name.clone()).collect();
+        containers.sort();
+        Ok(NetworkInfo {
+            id: id.clone(),
+            name: name.into(),
+            driver: spec.driver.clone(),
+            internal: spec.internal,
+            subnets: spec.subnet.iter().cloned().collect(),
+            gateways: spec.gateway.iter().cloned().collect(),
+            labels: spec.labels.clone(),
+            containers,
+        })
+    }
+
+    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<(), EngineError> {
+        let mut st = self.state();
+        if !st.networks.contains_key(network) {
+            return Err(EngineError::NotFound(format!("network {network}")));
+        }
+        let cid = Self::find(&st, container).ok_or_else(|| EngineError::NotFound(format!("container {container}")))?;
+        let c = st.containers.get_mut(&cid).expect("found");
+        if !c.spec.endpoints.iter().any(|e| e.network == network) {
+            c.spec.endpoints.push(Endpoint { network: network.into(), aliases: aliases.to_vec(), ipv4_address: None, links: vec![] });
+            st.journal.push(format!("connect {network} {container}"));
+        }
+        Ok(())
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let mut st = self.state();
+        let cid = Self::find(&st, container).ok_or_else(|| EngineError::NotFound(format!("container {container}")))?;
+        let c = st.containers.get_mut(&cid).expect("found");
+        let before = c.spec.endpoints.len();
+        c.spec.endpoints.retain(|e| e.network != network);
+        if c.spec.endpoints.len() != before {
+            st.journal.push(format!("disconnect {network} {container}"));
+        }
+        Ok(())
+    }
+
+    /// A running container uses a quarter of its limit, else 16 MiB: deterministic figures for reports.
+    async fn container_memory(&self, id: &str) -> Result<Option<u64>, EngineError> {
+        let st = self.state();
+        let cid = Self::find(&st, id).ok_or_else(|| EngineError::NotFound(format!("container {id}")))?;
+        let c = &st.containers[&cid];
+        Ok((c.status == "running").then(|| c.spec.memory.map(|m| m / 4).unwrap_or(16 << 20)))
+    }
+
+    /// Every local image weighs 10 MiB per character of its name (so variants differ).
+    async fn image_size(&self, image: &str) -> Result<Option<u64>, EngineError> {
+        Ok(self.state().images.contains(image).then(|| image.len() as u64 * (10 << 20)))
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {

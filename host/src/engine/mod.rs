@@ -80,6 +80,20 @@ pub struct ContainerSummary {
     pub published: Vec<(u16, u16, String)>,
 }
 
+/// A network as the engine reports it in detail (`orch network status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub internal: bool,
+    pub subnets: Vec<String>,
+    pub gateways: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Names of the containers attached, sorted.
+    pub containers: Vec<String>,
+}
+
 /// A network to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {
@@ -258,6 +272,17 @@ pub trait Engine: Send + Sync {
     /// Disconnects every endpoint, then removes; a missing network is success.
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn inspect_network(&self, name: &str) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
+    /// A network with its driver, gateways and attached containers.
+    fn network_info(&self, name: &str) -> impl Future<Output = Result<NetworkInfo, EngineError>> + Send;
+    /// Attaches a container (any, by name or id) to a network under these aliases; one attached already is success.
+    fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Detaches a container from a network; one that is not attached is success.
+    fn disconnect_network(&self, network: &str, container: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// The memory a running container uses now, counted as `docker stats` does (without the inactive page cache);
+    /// `None` when it is not running or the engine cannot say.
+    fn container_memory(&self, id: &str) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
+    /// The size of a local image; `None` when it is not there.
+    fn image_size(&self, image: &str) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
     fn create_volume(&self, spec: &VolumeSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Creates the container, connects its other networks and copies its files in; it is not started.

@@ -793,6 +793,28 @@ impl Engine for SwarmEngine {
         self.local.inspect_network(name).await
     }
 
+    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
+        self.local.network_info(name).await
+    }
+
+    /// Overlays are attachable: a plain container on the manager joins one as it would a bridge.
+    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<(), EngineError> {
+        self.local.connect_network(network, container, aliases).await
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        self.local.disconnect_network(network, container).await
+    }
+
+    /// A service's task may run on any node; the manager's engine cannot read its statistics.
+    async fn container_memory(&self, _id: &str) -> Result<Option<u64>, EngineError> {
+        Ok(None)
+    }
+
+    async fn image_size(&self, image: &str) -> Result<Option<u64>, EngineError> {
+        self.local.image_size(image).await
+    }
+
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
         self.local.create_volume(&VolumeSpec { labels: marked(&spec.labels), ..spec.clone() }).await
     }

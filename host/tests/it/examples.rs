@@ -230,3 +230,61 @@ async fn the_session_api_gives_each_test_its_own_netra_stack() {
         }
     }
 }
+
+/// Seed 004's validation benchmark on netra: three environments at once, each measured (time to ready per service,
+/// memory from the engine's statistics, image sizes, up and down time), the regular image variant compared with the
+/// configured (Alpine app) one, nothing left behind, and exit 8 with the report when a target cannot be met.
+#[test]
+fn bench_measures_netra_three_at_once_and_fails_an_impossible_target() {
+    let _turn = turn();
+    prepare_images();
+    let out = orch_in(&root().join("examples/netra"), &["bench", "--parallel", "3", "--format", "json", "--target", "startup=1ms", "--timeout", "240s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "a 1ms startup target is missed: {stderr}");
+    assert!(stderr.contains("startup"), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        (r["format"].as_str(), r["project"].as_str(), r["parallel"].as_u64(), r["runs"].as_u64()),
+        (Some("orch.bench/v1"), Some("netra"), Some(3), Some(1))
+    );
+    let envs = r["environments"].as_array().unwrap();
+    let configured: Vec<&serde_json::Value> = envs.iter().filter(|e| e["variant"] == "configured").collect();
+    assert_eq!(configured.len(), 3, "{r}");
+    assert_eq!(envs.iter().filter(|e| e["variant"] == "regular").count(), 1, "image-variants is active: the regular stack is compared");
+    let mut ids = std::collections::BTreeSet::new();
+    for e in envs {
+        assert!(e["error"].is_null() && e["conflict"] == false, "{e}");
+        assert!(e["up_s"].as_f64().unwrap() > 0.0 && e["down_s"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(e["memory_bytes"].as_u64().unwrap() > 1 << 20, "{e}");
+        assert_eq!(e["leftovers"], serde_json::json!([]), "{e}");
+        for (name, s) in e["services"].as_object().unwrap() {
+            let ready = s["ready_s"].as_f64().unwrap_or_else(|| panic!("{name} has a time to ready: {e}"));
+            assert!(ready > 0.0 && ready <= e["up_s"].as_f64().unwrap() + 0.01, "{name}: {e}");
+            assert!(s["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{name} uses memory: {e}");
+        }
+        ids.insert(e["env"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 4, "every environment its own");
+    let service = |n: &str| r["services"].as_array().unwrap().iter().find(|s| s["service"] == n).unwrap().clone();
+    let pg = service("postgres");
+    assert_eq!(pg["image"], "orch-examples/postgres:15");
+    assert!(pg["image_size_bytes"].as_u64().unwrap() > 10 << 20, "{pg}");
+    assert_eq!(pg["ready_s"]["n"], 3);
+    assert_eq!(service("frontend")["image"], "orch-examples/app:latest-alpine");
+    let variants = r["variants"].as_array().unwrap();
+    let size = |v: &str| variants.iter().find(|x| x["variant"] == v).unwrap()["image_size_bytes"].as_u64().unwrap();
+    assert!(size("regular") > size("configured"), "the regular app image is larger than the static one: {variants:?}");
+    let check = |t: &str| r["checks"].as_array().unwrap().iter().find(|c| c["target"] == t).unwrap_or_else(|| panic!("no check {t}: {r}")).clone();
+    assert_eq!(check("startup")["pass"], false);
+    assert_eq!(check("startup")["limit"], "0.0s");
+    for t in ["conflicts", "failures", "leftovers"] {
+        assert_eq!(check(t)["pass"], true, "{}", check(t));
+    }
+    assert_eq!(r["pass"], false);
+    assert_eq!(r["totals"]["conflicts"], 0);
+    for env in &ids {
+        for kind in ["container", "network", "volume"] {
+            assert_eq!(count(kind, env), 0, "{kind}s of {env} left behind");
+        }
+    }
+}
