@@ -184,17 +184,6 @@ pub fn status(list: &[crate::lifecycle::ServiceStatus]) -> String {
     table(&["ENV", "PROJECT", "SERVICE", "STATE", "PORTS", "AGE"], &rows)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn huge_cells_do_not_panic_and_are_cut() {
-        let huge = "x".repeat(70_000);
-        let out = super::table(&["a", "b"], &[vec![huge.clone(), "y".into()], vec!["short".into(), huge]]);
-        assert!(out.lines().all(|l| l.chars().count() < 400), "{}", out.len());
-        assert!(out.contains('…'));
-    }
-}
-
 /// `orch network` for people: one row per tier network.
 pub fn tiers(report: &crate::tiers::Report) -> String {
     if report.networks.is_empty() {
@@ -229,4 +218,15 @@ pub fn tiers(report: &crate::tiers::Report) -> String {
         })
         .collect();
     table(&["TIER", "NAME", "SUBNET", "GATEWAY", "INTERNAL", "CONTAINERS", "STATE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn huge_cells_do_not_panic_and_are_cut() {
+        let huge = "x".repeat(70_000);
+        let out = super::table(&["a", "b"], &[vec![huge.clone(), "y".into()], vec!["short".into(), huge]]);
+        assert!(out.lines().all(|l| l.chars().count() < 400), "{}", out.len());
+        assert!(out.contains('…'));
+    }
 }

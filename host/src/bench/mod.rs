@@ -2,7 +2,8 @@
 //! environments at once, and measures each service's time to ready, its memory (the engine's statistics) and its
 //! image's size, each environment's memory, `up` and `down` wall time, collisions between environments and anything
 //! left behind; then it checks the figures against the project's targets ([`report::Targets`]). With the
-//! image-variants plugin active it also brings up the regular variant of the stack, to compare sizes and startup.
+//! image-variants plugin active it also brings up a round of the regular variant of the stack, to compare sizes and
+//! startup under the same load.
 //!
 //! Every environment belongs to this process ([`Lifetime::Process`]) and is removed by it; the [`Tracker`] knows every
 //! environment planned so far, so a front end that is interrupted removes them all ([`remove_tracked`]).
@@ -125,7 +126,7 @@ pub fn variants(opts: &ProjectOptions, project: &Project) -> Result<Vec<(String,
     Ok(vec![("regular".into(), Project::open(&regular)?)])
 }
 
-/// Runs the bench: `runs` rounds of `parallel` environments of `project`, then one environment of each variant.
+/// Runs the bench: `runs` rounds of `parallel` environments of `project`, then one round of each variant.
 /// Environments that fail count against the bench, they do not stop it; only an engine that cannot be reached does.
 pub async fn run<E: Reconnect + Clone>(
     engine: &E,
@@ -143,7 +144,8 @@ pub async fn run<E: Reconnect + Clone>(
     let mut environments = vec![];
     let mut sizes: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let mut rounds: Vec<(&str, &Project, usize, usize)> = (1..=opts.runs).map(|r| (CONFIGURED, project, r, opts.parallel)).collect();
-    rounds.extend(variants.iter().map(|(name, p)| (name.as_str(), p, 1, 1)));
+    // A variant runs as many at once as the configured rounds: startup under the same load is what compares.
+    rounds.extend(variants.iter().map(|(name, p)| (name.as_str(), p, 1, opts.parallel)));
     for (variant, p, run, parallel) in rounds {
         environments.extend(round(engine, p, variant, run, parallel, opts, tracker, events, &mut sizes).await?);
     }

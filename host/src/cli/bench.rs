@@ -105,7 +105,7 @@ pub fn run(dirs: &Dirs, input: &PlanInput, args: BenchArgs) -> Result<(), Error>
         watcher: std::env::current_exe().ok(),
         ..BenchOptions::default()
     };
-    let view = View::new(2 * (args.parallel * args.runs + variants.len()) as u64);
+    let view = View::new(2 * (args.parallel * (args.runs + variants.len())) as u64);
     let tracker = Tracker::default();
     let events = |e| view.report(e);
     let report = rt.block_on(async {
