@@ -10,6 +10,11 @@ fn bytes(s: &Option<Stats>) -> String {
     s.map(|s| if s.n > 1 { format!("{} (max {})", size(s.median as u64), size(s.max as u64)) } else { size(s.median as u64) }).unwrap_or_else(|| "-".into())
 }
 
+/// A multi-line error (an invalid plan lists its findings) as one line.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
 fn opt_size(b: Option<u64>) -> String {
     b.map(size).unwrap_or_else(|| "-".into())
 }
@@ -40,7 +45,7 @@ fn sections(r: &Report) -> Vec<Section> {
             .iter()
             .map(|e| {
                 let result = match (&e.error, e.leftovers.is_empty()) {
-                    (Some(err), _) => format!("{}: {}", if e.conflict { "CONFLICT" } else { "FAILED" }, err.lines().next().unwrap_or_default()),
+                    (Some(err), _) => format!("{}: {}", if e.conflict { "CONFLICT" } else { "FAILED" }, one_line(err)),
                     (None, false) => format!("LEFT {}", e.leftovers.join(", ")),
                     (None, true) => "ok".into(),
                 };
@@ -78,7 +83,8 @@ fn sections(r: &Report) -> Vec<Section> {
             .checks
             .iter()
             .map(|c| {
-                let verdict = if c.pass { "pass".to_string() } else { format!("MISS{}", c.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()) };
+                let verdict =
+                    if c.pass { "pass".to_string() } else { format!("MISS{}", c.detail.as_ref().map(|d| format!(": {}", one_line(d))).unwrap_or_default()) };
                 vec![c.target.clone(), c.limit.clone(), c.worst.clone(), verdict]
             })
             .collect(),
