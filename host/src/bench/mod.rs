@@ -327,3 +327,79 @@ fn is_conflict(e: &Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+
+    fn project(dir: &std::path::Path, web_ports: &str) -> Project {
+        std::fs::write(
+            dir.join("compose.yaml"),
+            format!("name: shop\nservices:\n  web:\n    image: img\n    ports: [{web_ports}]\n  db:\n    image: db:15\n    deploy:\n      resources:\n        limits:\n          memory: 256M\n"),
+        )
+        .unwrap();
+        let opts =
+            ProjectOptions { dir: Some(dir.to_path_buf()), state_dir: Some(dir.join("state")), environment: Some(Default::default()), ..Default::default() };
+        Project::open(&opts).unwrap()
+    }
+
+    /// Keeps the bench's milestones (not its steps) as `up 1.2`, `measured 1`…
+    fn record(log: &Mutex<Vec<String>>, e: Event) {
+        let line = match e {
+            Event::Up { run, slot, .. } => format!("up {run}.{slot}"),
+            Event::Down { run, slot, .. } => format!("down {run}.{slot}"),
+            Event::Failed { run, slot, .. } => format!("failed {run}.{slot}"),
+            Event::Measured { run, .. } => format!("measured {run}"),
+            Event::Step { .. } => return,
+        };
+        log.lock().unwrap().push(line);
+    }
+
+    #[tokio::test]
+    async fn rounds_of_parallel_environments_are_measured_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path(), "\"80\"");
+        let engine = FakeEngine::new().with_images(&["img", "db:15"]);
+        let tracker = Tracker::default();
+        let log = Mutex::new(vec![]);
+        let targets = Targets { memory: Some(1 << 30), image_size: Some(100 << 20), ..Targets::default() };
+        let opts = BenchOptions { parallel: 2, runs: 2, ..BenchOptions::default() };
+        let r = run(&engine, &p, &[], &targets, &opts, &tracker, &|e| record(&log, e)).await.unwrap();
+        assert!(r.pass, "{:?}", r.checks);
+        assert_eq!(r.environments.len(), 4);
+        for e in &r.environments {
+            assert!(e.error.is_none() && e.up_s.is_some() && e.down_s.is_some() && e.leftovers.is_empty(), "{e:?}");
+            // The fake: a quarter of db's 256M limit, 16 MiB for web.
+            assert_eq!(e.memory_bytes, Some((64 << 20) + (16 << 20)), "{e:?}");
+            assert!(e.services.values().all(|s| s.ready_s.is_some_and(|t| t <= e.up_s.unwrap())), "{e:?}");
+        }
+        let ids: BTreeSet<&Option<String>> = r.environments.iter().map(|e| &e.env).collect();
+        assert_eq!(ids.len(), 4, "each environment its own");
+        assert_eq!(r.images.iter().map(|i| (i.image.as_str(), i.size_bytes)).collect::<Vec<_>>(), [("db:15", Some(50 << 20)), ("img", Some(30 << 20))]);
+        assert_eq!(r.services.iter().find(|s| s.service == "db").unwrap().ready_s.unwrap().n, 4);
+        let log = log.into_inner().unwrap();
+        // Round 2 starts after round 1 is measured and removed.
+        let pos = |s: &str| log.iter().position(|l| l == s).unwrap_or_else(|| panic!("{s} in {log:?}"));
+        assert!(pos("measured 1") < pos("down 1.1") && pos("down 1.2") < pos("up 2.1"), "{log:?}");
+        assert!(engine.container_names().is_empty() && engine.network_names().is_empty(), "nothing left");
+        assert!(tracker.envs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fixed_host_port_collides_counts_as_a_conflict_and_fails_the_bench() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path(), "\"18080:80\"");
+        let engine = FakeEngine::new().with_images(&["img", "db:15"]);
+        let tracker = Tracker::default();
+        let opts = BenchOptions { parallel: 2, ..BenchOptions::default() };
+        let r = run(&engine, &p, &[], &Targets::default(), &opts, &tracker, &|_| {}).await.unwrap();
+        assert!(!r.pass);
+        assert_eq!((r.totals.conflicts, r.totals.failed, r.totals.leftovers), (1, 1, 0), "{:?}", r.environments);
+        let conflict = r.environments.iter().find(|e| e.conflict).unwrap();
+        assert!(conflict.error.as_deref().unwrap().contains("18080"), "{conflict:?}");
+        assert!(engine.container_names().is_empty());
+        let err = run(&engine, &p, &[], &Targets::default(), &BenchOptions { parallel: 0, ..opts }, &tracker, &|_| {}).await.unwrap_err();
+        assert!(matches!(err, Error::Usage(_)));
+    }
+}

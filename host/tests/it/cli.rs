@@ -102,7 +102,9 @@ fn composed_plugins_later_wins() {
 
 #[test]
 fn compose_output_is_a_valid_compose_file() {
-    let out = bpo(&["--format", "compose"]);
+    // The export pins the subnets it was given; from a pool of its own no other test's network (and host route) can
+    // take them before the re-import below checks them.
+    let out = bpo(&["--format", "compose", "--pool", "10.252.0.0/16"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yaml");
