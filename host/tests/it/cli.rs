@@ -21,7 +21,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const BPO: &[&str] = &["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--env", "cli", "--no-engine"];
+/// From a pool of its own: even without the engine a plan avoids the host's routes, and the networks other tests
+/// create and remove meanwhile (in orch's default pool) would change the subnets from one run to the next.
+const BPO: &[&str] = &["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--env", "cli", "--no-engine", "--pool", "10.253.0.0/16"];
 
 fn bpo(extra: &[&str]) -> Output {
     let mut args = BPO.to_vec();
@@ -102,9 +104,9 @@ fn composed_plugins_later_wins() {
 
 #[test]
 fn compose_output_is_a_valid_compose_file() {
-    // The export pins the subnets it was given; from a pool of its own no other test's network (and host route) can
-    // take them before the re-import below checks them.
-    let out = bpo(&["--format", "compose", "--pool", "10.252.0.0/16"]);
+    // The export pins the subnets it was given (from BPO's own pool, so no other test's network can take them before
+    // the re-import below checks them).
+    let out = bpo(&["--format", "compose"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yaml");
@@ -175,7 +177,8 @@ fn compose_export_round_trips_and_docker_compose_accepts_it() {
     std::fs::write(dir.path().join("pw.txt"), "pw").unwrap();
     std::fs::write(dir.path().join("app.conf"), "conf").unwrap();
     let plan = |f: &std::path::Path, format: &str| {
-        let out = orch(&["plan", "-f", f.to_str().unwrap(), "--env", "rt", "--no-engine", "--format", format]);
+        // A pool of its own: the export pins the subnet, which no other test's network may take before the re-import.
+        let out = orch(&["plan", "-f", f.to_str().unwrap(), "--env", "rt", "--no-engine", "--pool", "10.254.0.0/16", "--format", format]);
         assert!(out.status.success(), "{}", stderr(&out));
         out.stdout
     };
