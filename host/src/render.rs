@@ -209,7 +209,7 @@ pub fn tiers(report: &crate::tiers::Report) -> String {
             vec![
                 n.tier.clone(),
                 n.name.clone(),
-                n.subnet.clone().unwrap_or_else(|| "-".into()),
+                n.subnet.clone().unwrap_or_else(|| if n.exists || !n.in_plan { "-".into() } else { "carved on create".into() }),
                 n.gateway.clone().unwrap_or_else(|| "-".into()),
                 if n.internal { "yes".into() } else { "no".into() },
                 if n.containers.is_empty() { "-".into() } else { n.containers.join(",") },
