@@ -182,6 +182,12 @@ pub async fn status<E: Engine>(engine: &E, project: &Project) -> Result<Report, 
 /// under the allocation lock, like an environment's). Idempotent: existing tier networks are left as they are. A
 /// network of the same name that orch did not make is an error, and then nothing is created.
 pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Duration) -> Result<Report, Error> {
+    // One `create` per project at a time: a second one waits, then finds the tiers made.
+    let _turn = {
+        let (state, name) = (project.state().clone(), project.name().to_string());
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        crate::blocking(move || state.lock_env(&name, TIER_ENV, &command, lock_timeout)).await??
+    };
     let facts = crate::engine::gather_facts(engine).await?;
     let want = planned(project, &facts)?;
     let have = existing(engine, project.name()).await?;
@@ -259,10 +265,22 @@ async fn make<E: Engine>(engine: &E, project: &Project, plan: &Plan, created: &m
             options: n.driver_opts.clone(),
             labels,
         };
-        engine.create_network(&spec).await?;
-        created.insert(tier.clone(), name);
+        match engine.create_network(&spec).await {
+            Ok(_) => {
+                created.insert(tier.clone(), name);
+            }
+            // Another `orch network create` made it meanwhile: that is this call's outcome too.
+            Err(EngineError::Conflict(_)) if is_tier(engine, &name, project.name(), tier).await? => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
+}
+
+/// Whether network `name` is tier `tier` of `project` (by its labels).
+async fn is_tier<E: Engine>(engine: &E, name: &str, project: &str, tier: &str) -> Result<bool, Error> {
+    let info = engine.network_info(name).await?;
+    Ok(info.labels.get(labels::PROJECT).map(String::as_str) == Some(project) && info.labels.get(labels::TIER).map(String::as_str) == Some(tier))
 }
 
 /// Removes the project's tier networks (only `tiers`, when given). While containers are attached this refuses,
@@ -394,6 +412,19 @@ mod tests {
         // The joined plan is valid although its fixed subnet is taken: by the tier itself.
         crate::finish_plan(&mut plan, &facts, &[]).unwrap();
         assert_eq!(plan.networks.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn two_creates_at_once_both_succeed_and_make_each_tier_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let engine = FakeEngine::new().with_images(&["img"]);
+        let (a, b) = tokio::join!(create(&engine, &p, Duration::from_secs(5)), create(&engine, &p, Duration::from_secs(5)));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.networks.iter().chain(&b.networks).all(|n| n.exists && n.matches_plan), "{a:?} {b:?}");
+        assert_eq!(engine.network_names(), ["shop-backend", "shop-front"]);
+        let made: usize = [&a, &b].iter().map(|r| r.networks.iter().filter(|n| n.created).count()).sum();
+        assert_eq!(made, engine.journal().iter().filter(|j| j.starts_with("create-network")).count(), "created means this call made it");
     }
 
     #[tokio::test]
