@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, NetworkInfo, NetworkSpec};
+use crate::engine::{Engine, EngineError, NetworkInfo};
 use crate::facts::Facts;
 use crate::plan::{Level, NetworkPlan, Plan, SubnetRequest};
 use crate::session::Project;
@@ -94,16 +94,25 @@ async fn existing<E: Engine>(engine: &E, project: &str) -> Result<BTreeMap<Strin
 
 /// The networks the project's plan defines (plugins applied) and its services use, by tier; external networks are
 /// not the project's.
-fn planned(project: &Project, facts: &Facts) -> Result<BTreeMap<String, NetworkPlan>, Error> {
-    let plan = project.policy_plan_for(TIER_ENV, facts)?.plan;
+fn planned(plan: &Plan) -> BTreeMap<String, NetworkPlan> {
     let used: std::collections::BTreeSet<&String> = plan.services.values().flat_map(|s| s.networks.keys()).collect();
-    Ok(plan.networks.iter().filter(|(t, n)| !n.external && used.contains(t)).map(|(t, n)| (t.clone(), n.clone())).collect())
+    plan.networks.iter().filter(|(t, n)| !n.external && used.contains(t)).map(|(t, n)| (t.clone(), n.clone())).collect()
+}
+
+/// The project's plan for its tiers (plugins applied once).
+fn tier_plan(project: &Project, facts: &Facts) -> Result<Plan, Error> {
+    Ok(project.policy_plan_for(TIER_ENV, facts)?.plan)
+}
+
+/// Whether a network with these labels is tier `tier` of `project`.
+fn is_tier(info: &NetworkInfo, project: &str, tier: &str) -> bool {
+    info.labels.get(labels::PROJECT).map(String::as_str) == Some(project) && info.labels.get(labels::TIER).map(String::as_str) == Some(tier)
 }
 
 /// How `info` differs from what the plan asks for.
 fn differences(want: &NetworkPlan, info: &NetworkInfo, project: &str, tier: &str) -> Vec<String> {
     let mut d = vec![];
-    if info.labels.get(labels::PROJECT).map(String::as_str) != Some(project) || info.labels.get(labels::TIER).map(String::as_str) != Some(tier) {
+    if !is_tier(info, project, tier) {
         d.push(format!("not made by orch as tier {tier} of project {project}"));
     }
     if want.internal != info.internal {
@@ -156,10 +165,14 @@ fn status_of(tier: &str, name: &str, want: Option<&NetworkPlan>, info: Option<&N
 /// Each network of the plan, whether it exists and matches, and the project's tier networks the plan no longer has.
 pub async fn status<E: Engine>(engine: &E, project: &Project) -> Result<Report, Error> {
     let facts = crate::engine::gather_facts(engine).await?;
-    let want = planned(project, &facts)?;
+    compare(engine, project, &planned(&tier_plan(project, &facts)?)).await
+}
+
+/// The networks `want` (the plan's) against the tiers the engine has now.
+async fn compare<E: Engine>(engine: &E, project: &Project, want: &BTreeMap<String, NetworkPlan>) -> Result<Report, Error> {
     let have = existing(engine, project.name()).await?;
     let mut out = vec![];
-    for (tier, w) in &want {
+    for (tier, w) in want {
         let name = tier_name(project, tier);
         // By name: a network of that name that orch did not make is reported as such, never adopted.
         let info = match have.get(tier) {
@@ -189,7 +202,8 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
         crate::blocking(move || state.lock_env(&name, TIER_ENV, &command, lock_timeout)).await??
     };
     let facts = crate::engine::gather_facts(engine).await?;
-    let want = planned(project, &facts)?;
+    let mut policy = tier_plan(project, &facts)?;
+    let want = planned(&policy);
     let have = existing(engine, project.name()).await?;
     let mut foreign = vec![];
     for tier in want.keys().filter(|t| !have.contains_key(*t)) {
@@ -209,7 +223,6 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
     }
     let mut created = BTreeMap::new();
     if want.keys().any(|t| !have.contains_key(t)) {
-        let mut policy = project.policy_plan_for(TIER_ENV, &facts)?.plan;
         // Only networks are made: the services' host ports must not stop (or be checked for) a tier.
         for s in policy.services.values_mut() {
             s.ports.clear();
@@ -230,7 +243,7 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
             return Err(e);
         }
     }
-    let mut report = status(engine, project).await?;
+    let mut report = compare(engine, project, &want).await?;
     for s in &mut report.networks {
         s.created = created.contains_key(&s.tier);
     }
@@ -253,34 +266,17 @@ fn join_existing(plan: &mut Plan, have: &BTreeMap<String, NetworkInfo>) -> Vec<(
 async fn make<E: Engine>(engine: &E, project: &Project, plan: &Plan, created: &mut BTreeMap<String, String>) -> Result<(), Error> {
     for (tier, n) in plan.networks.iter().filter(|(_, n)| !n.external) {
         let name = tier_name(project, tier);
-        let mut labels = n.labels.clone();
-        labels.extend(tier_labels(project.name(), tier));
-        let spec = NetworkSpec {
-            name: name.clone(),
-            driver: n.driver.clone(),
-            internal: n.internal,
-            subnet: n.subnet.clone(),
-            gateway: n.gateway.clone(),
-            ip_range: n.ip_range.clone(),
-            options: n.driver_opts.clone(),
-            labels,
-        };
+        let spec = crate::lifecycle::network_spec(n, &name, &tier_labels(project.name(), tier));
         match engine.create_network(&spec).await {
             Ok(_) => {
                 created.insert(tier.clone(), name);
             }
             // Another `orch network create` made it meanwhile: that is this call's outcome too.
-            Err(EngineError::Conflict(_)) if is_tier(engine, &name, project.name(), tier).await? => {}
+            Err(EngineError::Conflict(_)) if is_tier(&engine.network_info(&name).await?, project.name(), tier) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
-}
-
-/// Whether network `name` is tier `tier` of `project` (by its labels).
-async fn is_tier<E: Engine>(engine: &E, name: &str, project: &str, tier: &str) -> Result<bool, Error> {
-    let info = engine.network_info(name).await?;
-    Ok(info.labels.get(labels::PROJECT).map(String::as_str) == Some(project) && info.labels.get(labels::TIER).map(String::as_str) == Some(tier))
 }
 
 /// Removes the project's tier networks (only `tiers`, when given). While containers are attached this refuses,

@@ -12,6 +12,7 @@ mod build;
 mod down;
 pub mod marker;
 mod spec;
+pub use spec::network_spec;
 mod status;
 pub mod up;
 mod wait;

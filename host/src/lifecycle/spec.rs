@@ -5,13 +5,28 @@ use crate::engine::ContainerSpec;
 use crate::engine::Endpoint;
 use crate::engine::FileSpec;
 use crate::engine::MountSpec;
+use crate::engine::NetworkSpec;
 use crate::engine::PortBinding;
 use crate::labels;
 use crate::plan::FileSource;
 use crate::plan::PortStrategy;
-use crate::plan::{Plan, ServicePlan};
+use crate::plan::{NetworkPlan, Plan, ServicePlan};
 use orch_compose::Mount;
 use std::collections::BTreeMap;
+
+/// A network of the plan as the engine's spec, named `name` and carrying `labels` on top of its own.
+pub fn network_spec(n: &NetworkPlan, name: &str, labels: &BTreeMap<String, String>) -> NetworkSpec {
+    NetworkSpec {
+        name: name.to_string(),
+        driver: n.driver.clone(),
+        internal: n.internal,
+        subnet: n.subnet.clone(),
+        gateway: n.gateway.clone(),
+        ip_range: n.ip_range.clone(),
+        options: n.driver_opts.clone(),
+        labels: n.labels.clone().into_iter().chain(labels.clone()).collect(),
+    }
+}
 
 /// The services whose containers this one refers to by name (network, IPC and PID namespaces, volumes): they must
 /// exist before it is created.

@@ -9,7 +9,6 @@ use super::build::*;
 use super::down::*;
 use super::spec::*;
 use super::wait::*;
-use crate::engine::NetworkSpec;
 use crate::engine::VolumeSpec;
 use crate::engine::{ContainerSpec, Engine, EngineError};
 use crate::labels;
@@ -70,16 +69,7 @@ pub(super) async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOption
     let images = ensure_images(engine, plan, opts, progress).await?;
 
     let creations = plan.networks.values().filter(|n| !n.external).map(|n| {
-        let spec = NetworkSpec {
-            name: n.docker_name.clone(),
-            driver: n.driver.clone(),
-            internal: n.internal,
-            subnet: n.subnet.clone(),
-            gateway: n.gateway.clone(),
-            ip_range: n.ip_range.clone(),
-            options: n.driver_opts.clone(),
-            labels: n.labels.clone().into_iter().chain(labels.clone()).collect(),
-        };
+        let spec = network_spec(n, &n.docker_name, &labels);
         async move {
             with_conflict_resolution(engine, "network", &spec.name, || engine.create_network(&spec)).await?;
             progress(Progress::NetworkCreated { name: spec.name.clone(), subnet: spec.subnet.clone() });

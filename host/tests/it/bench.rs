@@ -7,12 +7,7 @@ use std::process::{Command, Stdio};
 use crate::support::{self, IMAGE, orch_in};
 
 fn labelled(kind: &str, project: &str) -> usize {
-    let out = Command::new("docker")
-        .args([kind, "ls", "-q", "--filter", &format!("label=orch.project={project}")])
-        .args(if kind == "container" { vec!["-a"] } else { vec![] })
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    support::count_labelled(kind, &format!("orch.project={project}"))
 }
 
 fn compose(dir: &std::path::Path, project: &str, healthy: bool) {

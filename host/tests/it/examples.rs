@@ -28,12 +28,7 @@ fn turn() -> (std::sync::MutexGuard<'static, ()>, support::Sharing) {
 }
 
 fn count(kind: &str, env: &str) -> usize {
-    let out = Command::new("docker")
-        .args([kind, "ls", "-q", "--filter", &format!("label=orch.env={env}")])
-        .args(if kind == "container" { vec!["-a"] } else { vec![] })
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    support::count_labelled(kind, &format!("orch.env={env}"))
 }
 
 /// Runs examples/images/build.sh once per test process (the tests run in parallel).

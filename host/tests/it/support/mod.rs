@@ -33,6 +33,17 @@ pub fn ensure_image_blocking() {
     ensure_image(&rt, &engine);
 }
 
+/// How many Docker resources of `kind` (container, network, volume) carry `label` (`KEY=VALUE`); stopped containers
+/// count.
+pub fn count_labelled(kind: &str, label: &str) -> usize {
+    let out = Command::new("docker")
+        .args([kind, "ls", "-q", "--filter", &format!("label={label}")])
+        .args(if kind == "container" { vec!["-a"] } else { vec![] })
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 /// The `orch` binary run in `dir`, with the tests' shared plugin cache.
 pub fn orch_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orch"))
