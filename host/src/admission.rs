@@ -35,6 +35,8 @@ pub enum AdmissionError {
     Engine(#[from] EngineError),
     #[error("admission queue in {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// Memory the plan asks for: the sum of its services' limits (unlimited services count as 128 MiB).
@@ -60,15 +62,19 @@ impl Drop for Ticket {
     }
 }
 
-/// A queue entry: `<owner label>\n<memory demand>\n<waiting|admitted>`, named by arrival time.
+/// A queue entry: `<owner label>\n<memory demand>\n<waiting|admitted>\n<project>/<env>`, named by arrival time.
 struct Entry {
     name: String,
     demand: u64,
     admitted: bool,
+    /// (project, env): an admitted environment counts once, whether or not the engine has its resources yet.
+    env: Option<(String, String)>,
 }
 
-fn write_ticket(path: &std::path::Path, demand: u64, admitted: bool) -> std::io::Result<()> {
-    crate::atomic::write(path, format!("{}\n{demand}\n{}\n", Owner::current().label(), if admitted { "admitted" } else { "waiting" }).as_bytes())
+fn write_ticket(path: &std::path::Path, demand: u64, admitted: bool, plan: &Plan) -> std::io::Result<()> {
+    let state = if admitted { "admitted" } else { "waiting" };
+    let text = format!("{}\n{demand}\n{state}\n{}/{}\n", Owner::current().label(), plan.identity.project, plan.identity.env_id);
+    crate::atomic::write(path, text.as_bytes())
 }
 
 /// Live entries of the queue; entries of dead processes are removed for everyone.
@@ -82,7 +88,8 @@ fn entries(dir: &std::path::Path) -> Vec<Entry> {
         if name.ends_with(".tmp") {
             continue;
         }
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        // A ticket is read only as a small regular file: a FIFO or a symlink planted in the queue is skipped.
+        let text = crate::state::read_small(&e.path(), 4096).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         let mut lines = text.lines();
         let alive = lines.next().and_then(Owner::parse).is_some_and(|o| o.is_alive());
         if !alive {
@@ -91,7 +98,8 @@ fn entries(dir: &std::path::Path) -> Vec<Entry> {
         }
         let demand = lines.next().and_then(|d| d.parse().ok()).unwrap_or(0);
         let admitted = lines.next() == Some("admitted");
-        out.push(Entry { name, demand, admitted });
+        let env = lines.next().and_then(|l| l.split_once('/')).map(|(p, e)| (p.to_string(), e.to_string()));
+        out.push(Entry { name, demand, admitted, env });
     }
     out
 }
@@ -105,34 +113,42 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
     {
         return Err(AdmissionError::NeverFits { need: need >> 20, total: total >> 20 });
     }
+    state.ensure()?;
     let dir = state.root.join("queue");
     std::fs::create_dir_all(&dir).map_err(|e| AdmissionError::Io(dir.clone(), e))?;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = format!("{nanos:024}-{}", std::process::id());
     let path = dir.join(&name);
-    write_ticket(&path, need, false).map_err(|e| AdmissionError::Io(path.clone(), e))?;
+    write_ticket(&path, need, false, plan).map_err(|e| AdmissionError::Io(path.clone(), e))?;
     let ticket = Ticket { path };
     let started = Instant::now();
     let mut last_said = String::new();
     loop {
         // Capacity must hold for this plan on top of everyone admitted and everyone waiting ahead (first come, first
-        // served); admitted environments may be counted twice once they exist, which only errs on the safe side.
+        // served). Every environment counts once: by its (project, env), whether the engine has its resources (any
+        // user's, found by label) or it was admitted here and is still being made, or both.
         let queue = entries(&dir);
         let ahead: Vec<&Entry> = queue.iter().filter(|e| !e.admitted && e.name < name).collect();
         let admitted: Vec<&Entry> = queue.iter().filter(|e| e.admitted && e.name != name).collect();
-        let running = if policy.max_envs > 0 {
+        let on_engine: std::collections::BTreeSet<(String, String)> = if policy.max_envs > 0 {
             let now = reaper::now();
-            reaper::environments(engine).await?.iter().filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept)).count()
+            reaper::environments(engine)
+                .await?
+                .into_iter()
+                .filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept))
+                .map(|e| (e.project, e.env))
+                .collect()
         } else {
-            0
+            Default::default()
         };
+        let starting = admitted.iter().filter(|e| e.env.as_ref().is_none_or(|k| !on_engine.contains(k))).count();
+        let running = on_engine.len();
         let reserved: u64 = ahead.iter().chain(admitted.iter()).map(|e| e.demand).sum();
         let usable = engine.memory().await?.map(|(avail, total)| avail.saturating_sub(total / 10));
-        let why = if policy.max_envs > 0 && running + admitted.len() + ahead.len() + 1 > policy.max_envs {
+        let why = if policy.max_envs > 0 && running + starting + ahead.len() + 1 > policy.max_envs {
             Some(format!(
-                "{} ahead; {running} environments running and {} starting, at most {} allowed (--max-envs)",
+                "{} ahead; {running} environment(s) on the engine and {starting} more starting, at most {} allowed (--max-envs)",
                 ahead.len(),
-                admitted.len(),
                 policy.max_envs
             ))
         } else {
@@ -146,7 +162,7 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
             })
         };
         let Some(why) = why else {
-            write_ticket(&ticket.path, need, true).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
+            write_ticket(&ticket.path, need, true, plan).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
             return Ok(ticket);
         };
         if policy.no_wait {

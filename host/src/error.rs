@@ -115,6 +115,8 @@ impl Error {
                 _ => exit::PLUGIN,
             },
             Error::Engine(_) => exit::ENGINE,
+            // A subnet in the way is a resource in the way, not an engine failure.
+            Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(crate::engine::EngineError::SubnetTaken { .. })) => exit::SERVICE,
             Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(_)) => exit::ENGINE,
             Error::Lifecycle(_) => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
@@ -126,7 +128,12 @@ impl Error {
             Error::Conflict(_) => exit::INVALID_INPUT,
             Error::InUse(_) => exit::BUSY,
             Error::Interrupted => exit::INTERRUPTED,
-            Error::State(crate::state::StateError::Io { .. }) => exit::INVALID_INPUT,
+            Error::State(crate::state::StateError::Io { .. } | crate::state::StateError::Unsafe { .. } | crate::state::StateError::NoHome) => {
+                exit::INVALID_INPUT
+            }
+            Error::Admission(crate::admission::AdmissionError::State(
+                crate::state::StateError::Io { .. } | crate::state::StateError::Unsafe { .. } | crate::state::StateError::NoHome,
+            )) => exit::INVALID_INPUT,
             Error::State(_) => exit::BUSY,
             Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => exit::INVALID_INPUT,
             Error::Admission(crate::admission::AdmissionError::Engine(_)) => exit::ENGINE,

@@ -8,6 +8,9 @@ pub const ENV_KIND: &str = "orch.env-kind";
 pub const SERVICE: &str = "orch.service";
 /// The owning process (see [`crate::owner::Owner`]).
 pub const OWNER: &str = "orch.owner";
+/// The uid of the user whose orch made the resource: `down --all-mine` and opportunistic reaping act only on the
+/// caller's own, on an engine several users share.
+pub const OWNER_UID: &str = "orch.owner-uid";
 pub const CREATED: &str = "orch.created";
 pub const PLAN_HASH: &str = "orch.plan-hash";
 /// The service's wait strategies (JSON), so `restart` can wait the same way without the plan.
@@ -50,4 +53,15 @@ pub fn project_filter(project: &str) -> String {
 
 pub fn service_filter(service: &str) -> String {
     format!("{SERVICE}={service}")
+}
+
+/// The uid of this process's user.
+pub fn my_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Selects the resources made by this user's orch.
+pub fn mine_filter() -> String {
+    format!("{OWNER_UID}={}", my_uid())
 }

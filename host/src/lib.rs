@@ -68,8 +68,31 @@ pub fn check_env_id(id: &str) -> Result<(), Error> {
     if ok { Ok(()) } else { Err(Error::Usage(format!("invalid environment name {id:?}: use 1-32 lowercase letters, digits and dashes"))) }
 }
 
-/// The environment `env` (checked), or a fresh one, of `project`.
+/// Project names are compose's (lowercase letters, digits, `-` and `_`); orch also refuses `__` and a trailing `_`,
+/// which would make `<project>__<env>__<name>` ambiguous (see [`plan::Identity::resource_name`]).
+pub fn check_project_name(name: &str) -> Result<(), Error> {
+    let chars_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !chars_ok {
+        return Err(Error::InvalidInput {
+            what: format!("project name {name:?}"),
+            message: "use lowercase letters, digits, '-' and '_' (set it with -p, orch.toml's `project` or the compose file's `name:`)".into(),
+        });
+    }
+    if name.contains(plan::SEP) || name.ends_with('_') {
+        return Err(Error::InvalidInput {
+            what: format!("project name {name:?}"),
+            message: format!(
+                "orch names resources <project>{0}<env>{0}<name>, so a project name may not contain {0:?} or end in '_'; choose another with -p or orch.toml's `project`",
+                plan::SEP
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The environment `env` (checked), or a fresh one, of `project` (checked).
 pub fn identity(project: &str, env: Option<&str>, env_kind: EnvKind) -> Result<Identity, Error> {
+    check_project_name(project)?;
     let env_id = match env {
         Some(id) => {
             check_env_id(id)?;
@@ -132,6 +155,8 @@ pub async fn allocate<E: engine::Engine>(
 ) -> Result<Plan, Error> {
     let waiting = state.clone();
     let mut guard = blocking(move || waiting.allocations(lock_timeout)).await??;
+    // This environment's own earlier reservation (a carving the engine refused) is no one else's.
+    guard.release(&policy.identity.project, &policy.identity.env_id);
     let mut facts = engine::gather_facts(engine).await?;
     facts.taken_subnets.extend(guard.state.subnets());
     facts.taken_host_ports.extend(guard.state.ports());
@@ -140,6 +165,19 @@ pub async fn allocate<E: engine::Engine>(
     guard.reserve(&plan);
     guard.save()?;
     Ok(plan)
+}
+
+/// The error once every carving of a network's subnet was taken on the engine before it could be made.
+pub(crate) fn subnets_kept_taken(what: &str, subnet: &str, pools: &[Ipv4Net]) -> Error {
+    let pools = if pools.is_empty() { resolve::DEFAULT_POOL.to_string() } else { pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ") };
+    Error::Lifecycle(lifecycle::LifecycleError::InTheWay {
+        kind: "subnet",
+        name: subnet.to_string(),
+        why: format!(
+            "{what}: the engine refused {} carvings from the pools {pools} (other networks took them first, the last {subnet}); give orch a pool of its own with --pool or orch.toml's `pools`",
+            tiers::SUBNET_ATTEMPTS
+        ),
+    })
 }
 
 /// Settings for plugins from `orch.toml`-style maps plus `--plugin-setting` flags.

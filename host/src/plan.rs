@@ -76,11 +76,21 @@ impl Identity {
         ])
     }
 
-    /// The engine-side name of a resource of this environment: `<project>-<env>-<name>`.
+    /// The engine-side name of a resource of this environment: `<project>__<env>__<name>`. Project names never
+    /// contain `__` (nor end in `_`) and environment ids have no `_` at all, so the first two `__` split a name back
+    /// into its parts: two environments can never share a name (`-` could not do that, as both parts may contain it).
     pub fn resource_name(&self, name: &str) -> String {
-        format!("{}-{}-{}", self.project, self.env_id, name)
+        resource_name(&self.project, &self.env_id, name)
     }
 }
+
+/// `<project>__<env>__<name>`: see [`Identity::resource_name`].
+pub fn resource_name(project: &str, env: &str, name: &str) -> String {
+    format!("{project}{SEP}{env}{SEP}{name}")
+}
+
+/// What separates the project, the environment and the resource in an engine-side name.
+pub const SEP: &str = "__";
 
 /// A small, stable hash (FNV-1a, 64 bit): the same on every machine and Rust version.
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -25,6 +25,8 @@ pub struct EnvInfo {
     pub project: String,
     pub env: String,
     pub owner: Option<Owner>,
+    /// The uid of the user whose orch made it (`orch.owner-uid`), when recorded.
+    pub uid: Option<u32>,
     pub created: u64,
     pub containers: usize,
     pub networks: usize,
@@ -77,6 +79,7 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
             project: key.0.clone(),
             env: key.1.clone(),
             owner: None,
+            uid: None,
             created: u64::MAX,
             containers: 0,
             networks: 0,
@@ -85,6 +88,9 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
         });
         if e.owner.is_none() {
             e.owner = l.get(labels::OWNER).and_then(|o| Owner::parse(o));
+        }
+        if e.uid.is_none() {
+            e.uid = l.get(labels::OWNER_UID).and_then(|u| u.parse().ok());
         }
         if let Some(c) = l.get(labels::CREATED).and_then(|c| c.parse().ok()) {
             e.created = e.created.min(c);
@@ -152,6 +158,8 @@ pub struct GcOptions {
     pub all: bool,
     /// Only environments of this project.
     pub project: Option<String>,
+    /// Only environments this user's orch made (`orch.owner-uid`): what an `up` or `down` reaps by the way.
+    pub mine_only: bool,
 }
 
 /// Finds orphans (and with `all`, kept environments) and removes them unless `dry_run`.
@@ -159,7 +167,7 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<Vec<Reaped>, 
     let now = now();
     let mut out = vec![];
     for e in environments(engine).await? {
-        if opts.project.as_ref().is_some_and(|p| *p != e.project) {
+        if opts.project.as_ref().is_some_and(|p| *p != e.project) || (opts.mine_only && e.uid != Some(labels::my_uid())) {
             continue;
         }
         if let Some(age) = opts.older_than
@@ -214,6 +222,7 @@ mod tests {
             project: "p".into(),
             env: "e".into(),
             owner,
+            uid: None,
             created: 0,
             containers: 1,
             networks: 1,

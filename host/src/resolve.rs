@@ -39,7 +39,8 @@ pub fn resolve(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<(), 
     resolve_ports(plan, facts)
 }
 
-fn prune_unused_networks(plan: &mut Plan) {
+/// Drops the networks no service uses (they are not created).
+pub(crate) fn prune_unused_networks(plan: &mut Plan) {
     let used: BTreeSet<String> = plan.services.values().flat_map(|s| s.networks.keys().cloned()).collect();
     let unused: Vec<String> = plan.networks.keys().filter(|n| !used.contains(*n)).cloned().collect();
     for name in unused {

@@ -207,7 +207,7 @@ impl Project {
             env_kind,
             pools,
             plugins,
-            state: StateDir::resolve(opts.state_dir.clone()),
+            state: StateDir::resolve(opts.state_dir.clone())?,
             notes,
             plugin_calls: AtomicUsize::new(0),
         })
@@ -274,7 +274,7 @@ impl Project {
     /// Plans (plugins once), waits for admission, allocates under the lock and brings the environment up. On failure
     /// nothing of it is left (unless `keep_on_failure`).
     pub async fn up<E: Reconnect + Clone>(&self, engine: &E, opts: &EnvOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<Environment<E>, Error> {
-        let _ = crate::reaper::gc(engine, &crate::reaper::GcOptions::default()).await;
+        let _ = crate::reaper::gc(engine, &crate::reaper::GcOptions { mine_only: true, ..Default::default() }).await;
         let identity = self.identity(opts.name.as_deref())?;
         let _env_lock = match &opts.name {
             Some(env) => {
@@ -306,18 +306,6 @@ impl Project {
         let max_envs = if opts.max_envs > 0 { opts.max_envs } else { self.config.as_ref().and_then(|c| c.max_envs).unwrap_or(0) };
         let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
         let _ticket = crate::admission::admit(engine, &self.state, &policy, &admission, &|m| progress(Progress::Queued { why: m.to_string() })).await?;
-        let plan = crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout).await?;
-        for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning) {
-            progress(Progress::Warning {
-                message: format!("{}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source),
-            });
-        }
-        progress(Progress::Planned {
-            project: identity.project.clone(),
-            env: identity.env_id.clone(),
-            services: plan.services.len(),
-            networks: plan.networks.len(),
-        });
         if let Some(exe) = &opts.watcher {
             let owner = opts.owner.clone().unwrap_or_else(crate::owner::Owner::current);
             spawn_watcher(exe, &owner, &self.state, &engine.watcher_args())?;
@@ -330,7 +318,50 @@ impl Project {
             lifetime: opts.lifetime,
             owner: opts.owner.clone(),
         };
-        let result = lifecycle::up(engine, &plan, &up, progress).await;
+        // The engine arbitrates subnets between every user of it: a subnet it refuses was taken after planning (by
+        // another user's orch, with another state directory, or another tool), so carve again around what it holds now.
+        let mut attempt = 0;
+        let (plan, result) = loop {
+            let plan = match crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.release_reservation(&identity.env_id).await;
+                    return Err(e);
+                }
+            };
+            if attempt == 0 {
+                for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning) {
+                    progress(Progress::Warning {
+                        message: format!("{}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source),
+                    });
+                }
+                progress(Progress::Planned {
+                    project: identity.project.clone(),
+                    env: identity.env_id.clone(),
+                    services: plan.services.len(),
+                    networks: plan.networks.len(),
+                });
+            }
+            let result = lifecycle::up(engine, &plan, &up, progress).await;
+            match &result {
+                Err(lifecycle::LifecycleError::Engine(EngineError::SubnetTaken { what, subnet, .. })) => {
+                    let carved = plan
+                        .networks
+                        .values()
+                        .any(|n| n.subnet.as_deref() == Some(subnet.as_str()) && !matches!(n.subnet_request, Some(crate::plan::SubnetRequest::Fixed(_))));
+                    attempt += 1;
+                    if !carved {
+                        break (plan, result);
+                    }
+                    if attempt >= crate::tiers::SUBNET_ATTEMPTS {
+                        self.release_reservation(&identity.env_id).await;
+                        return Err(crate::subnets_kept_taken(what, subnet, &self.pools));
+                    }
+                    progress(Progress::Warning { message: format!("{what}: subnet {subnet} was taken on the engine after planning; carving again") });
+                }
+                _ => break (plan, result),
+            }
+        };
         // The engine knows the environment now (or it is gone): the reservation has done its job.
         self.release_reservation(&identity.env_id).await;
         let report = result?;
@@ -380,13 +411,34 @@ pub fn status_filter(select: &Selector) -> Vec<String> {
     }
 }
 
-/// Every environment whose owner ran on this host (for `orch down --all-mine`).
-pub async fn environments_of_this_host<E: Engine>(engine: &E) -> Result<Vec<Selector>, Error> {
+/// Every environment this user's orch made on this host (for `orch down --all-mine`): the owner ran here and the
+/// `orch.owner-uid` label is this user's. Another user's environments on a shared engine are never among them.
+pub async fn environments_of_this_user<E: Engine>(engine: &E) -> Result<Vec<Selector>, Error> {
     let host = crate::owner::Owner::current().host;
-    let all = lifecycle::status(engine, &labels::any_env()).await?;
-    let envs: std::collections::BTreeSet<(String, String)> =
-        all.iter().filter(|s| crate::owner::Owner::parse(&s.owner).is_some_and(|o| o.host == host)).map(|s| (s.project.clone(), s.env.clone())).collect();
-    Ok(envs.into_iter().map(|(p, e)| Selector { env: Some(e), project: Some(p) }).collect())
+    let envs = crate::reaper::environments(engine).await?;
+    Ok(envs
+        .into_iter()
+        .filter(|e| e.uid == Some(labels::my_uid()) && e.owner.as_ref().is_some_and(|o| o.host == host))
+        .map(|e| Selector { env: Some(e.env), project: Some(e.project) })
+        .collect())
+}
+
+/// The project of environment `env` when no project was named: the folder's project (`orch.toml` or compose file)
+/// if there is one, else the one project on the engine that has an environment of that name. Several are a usage
+/// error: environment names are per project, and `--env dev` alone must not reach every project's `dev`.
+pub async fn project_of_env<E: Engine>(engine: &E, env: &str, folder_project: Option<String>) -> Result<Option<String>, Error> {
+    if folder_project.is_some() {
+        return Ok(folder_project);
+    }
+    let projects: std::collections::BTreeSet<String> =
+        crate::reaper::environments(engine).await?.into_iter().filter(|e| e.env == env).map(|e| e.project).collect();
+    match projects.len() {
+        0 | 1 => Ok(projects.into_iter().next()),
+        _ => Err(Error::Usage(format!(
+            "environment {env} exists in several projects ({}); choose one with -p",
+            projects.into_iter().collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 /// Starts `orch __watch` for the owner: detached (own process group, so a terminal's Ctrl-C does not reach it), it

@@ -18,6 +18,11 @@ use crate::owner::Owner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    #[error("no state directory: neither --state-dir, ORCH_STATE_DIR, XDG_STATE_HOME nor HOME is set; set one (orch keeps no state in a shared /tmp)")]
+    NoHome,
+    /// The directory is not this user's alone: another user could plant or swap the files orch locks and reads.
+    #[error("state directory {path} {why}; {fix}")]
+    Unsafe { path: PathBuf, why: String, fix: String },
     #[error("state directory {path}: {source}; set --state-dir or ORCH_STATE_DIR to a writable directory")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("environment {env} is in use by {holder}; waited {waited:?} (--lock-timeout), try again or use another --env")]
@@ -32,14 +37,16 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// `--state-dir`, else `ORCH_STATE_DIR`, else `$XDG_STATE_HOME/orch`, else `~/.local/state/orch`.
-    pub fn resolve(flag: Option<PathBuf>) -> StateDir {
+    /// `--state-dir`, else `ORCH_STATE_DIR`, else `$XDG_STATE_HOME/orch`, else `~/.local/state/orch`; never a
+    /// predictable directory in `/tmp`, where another user could be first to make it.
+    pub fn resolve(flag: Option<PathBuf>) -> Result<StateDir, StateError> {
+        let non_empty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
         let root = flag
-            .or_else(|| std::env::var_os("ORCH_STATE_DIR").map(PathBuf::from))
-            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("orch")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/orch")))
-            .unwrap_or_else(|| std::env::temp_dir().join("orch-state"));
-        StateDir { root }
+            .or_else(|| std::env::var_os("ORCH_STATE_DIR").and_then(non_empty))
+            .or_else(|| std::env::var_os("XDG_STATE_HOME").and_then(non_empty).map(|d| d.join("orch")))
+            .or_else(|| std::env::var_os("HOME").and_then(non_empty).map(|h| h.join(".local/state/orch")))
+            .ok_or(StateError::NoHome)?;
+        Ok(StateDir { root })
     }
 
     fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
@@ -47,12 +54,57 @@ impl StateDir {
         move |source| StateError::Io { path: path.clone(), source }
     }
 
+    /// Creates the directory (0700) if it is missing and checks that it is this user's alone: owned by this user and
+    /// writable by no one else. Every file orch locks or reads lives below it.
+    pub fn ensure(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if !self.root.is_dir() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root).map_err(self.io(&self.root))?;
+        }
+        let meta = std::fs::metadata(&self.root).map_err(self.io(&self.root))?;
+        let unsafe_dir = |why: String, fix: String| StateError::Unsafe { path: self.root.clone(), why, fix };
+        if !meta.is_dir() {
+            return Err(unsafe_dir("is not a directory".into(), "remove it or set --state-dir / ORCH_STATE_DIR to a directory of your own".into()));
+        }
+        let me = crate::labels::my_uid();
+        if meta.uid() != me {
+            return Err(unsafe_dir(
+                format!("belongs to uid {}, not to you (uid {me})", meta.uid()),
+                "use a directory of your own with --state-dir or ORCH_STATE_DIR (each user of an engine has one)".into(),
+            ));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(unsafe_dir(
+                format!("is writable by group or others (mode {mode:03o})"),
+                format!("make it yours alone: chmod 700 {}", self.root.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens (creating) a lock file below the directory: never through a symlink, never a FIFO or device (which
+    /// could hang or redirect orch), never truncated on open.
     fn open_lock(&self, rel: &str) -> Result<(File, PathBuf), StateError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        self.ensure()?;
         let path = self.root.join(rel);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(self.io(dir))?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(self.io(dir))?;
         }
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(self.io(&path))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        let is_file = file.metadata().map_err(self.io(&path))?.is_file();
+        if !is_file {
+            return Err(StateError::Unsafe { path, why: "is not a regular file".into(), fix: "remove it; orch makes its lock files itself".into() });
+        }
         Ok((file, path))
     }
 
@@ -73,8 +125,8 @@ impl StateDir {
             }
         }
         let path = self.root.join("allocations.json");
-        // A missing or corrupt file is repaired: the engine's labels are the truth.
-        let mut state: Allocations = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        // A missing, corrupt or oversized file is repaired: the engine's labels are the truth.
+        let mut state: Allocations = read_small(&path, MAX_STATE_FILE).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         state.envs.retain(|_, a| Owner::parse(&a.owner).is_some_and(|o| o.is_alive()));
         Ok(AllocGuard { _file: file, path, state })
     }
@@ -99,7 +151,7 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                    let holder = read_small(&path, 4096).map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
                     let holder = if holder.is_empty() { "another orch process".to_string() } else { holder };
                     if started.elapsed() >= timeout {
                         return Err(StateError::EnvLocked { env: env.into(), holder, waited: started.elapsed() });
@@ -122,6 +174,24 @@ impl StateDir {
         let _ = file.flush();
         Ok(EnvLock { _file: file })
     }
+}
+
+/// The most orch reads of one state file: reservations of thousands of environments fit in far less.
+pub const MAX_STATE_FILE: u64 = 16 << 20;
+
+/// Reads a small state file: not through a symlink, only a regular file (a FIFO would block), at most `limit`
+/// bytes. `None` when it is missing, unreadable, something else or larger: state files are repaired, not trusted.
+pub fn read_small(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > limit {
+        return None;
+    }
+    let mut out = vec![];
+    file.take(limit).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
 /// Held while an environment is created or removed; released on drop (and by the kernel if the process dies).

@@ -80,7 +80,7 @@ async fn existing<E: Engine>(engine: &E, project: &str) -> Result<BTreeMap<Strin
     let mut by_tier = BTreeMap::new();
     for n in found {
         let Some(tier) = n.labels.get(labels::TIER).cloned() else { continue };
-        match engine.network_info(&n.name).await {
+        match engine.network_info(&n.id).await {
             Ok(info) => {
                 by_tier.insert(tier, info);
             }
@@ -208,10 +208,8 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
     let mut foreign = vec![];
     for tier in want.keys().filter(|t| !have.contains_key(*t)) {
         let name = tier_name(project, tier);
-        match engine.network_info(&name).await {
-            Ok(_) => foreign.push(format!("{name} (tier {tier})")),
-            Err(EngineError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+        if engine.list_networks().await?.iter().any(|n| n.name == name && !is_tier_summary(n, project.name(), tier)) {
+            foreign.push(format!("{name} (tier {tier})"));
         }
     }
     if !foreign.is_empty() {
@@ -227,18 +225,32 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
         for s in policy.services.values_mut() {
             s.ports.clear();
         }
-        // The tiers that exist stay as they are: to this plan they are external, as to an environment that joins.
-        join_existing(&mut policy, &have);
-        let plan = crate::allocate(engine, project.state(), &policy, project.pools(), lock_timeout).await;
-        let result = match plan {
-            Ok(plan) => make(engine, project, &plan, &mut created).await,
-            Err(e) => Err(e),
-        };
+        let mut result = Ok(());
+        // A subnet the engine refuses was taken after planning (another user's orch, another tool): carve again
+        // around what the engine holds now, a bounded number of times.
+        for attempt in 0..SUBNET_ATTEMPTS {
+            // The tiers that exist stay as they are: to this plan they are external, as to an environment that joins.
+            let have = existing(engine, project.name()).await?;
+            let mut attempt_policy = policy.clone();
+            join_existing(&mut attempt_policy, &have);
+            result = match crate::allocate(engine, project.state(), &attempt_policy, project.pools(), lock_timeout).await {
+                Ok(plan) => make(engine, project, &plan, &mut created).await,
+                Err(e) => Err(e),
+            };
+            match &result {
+                Err(Error::Engine(EngineError::SubnetTaken { .. })) if attempt + 1 < SUBNET_ATTEMPTS => continue,
+                Err(Error::Engine(EngineError::SubnetTaken { what, subnet, .. })) => {
+                    result = Err(crate::subnets_kept_taken(what, subnet, project.pools()));
+                }
+                _ => {}
+            }
+            break;
+        }
         project.release_reservation(TIER_ENV).await;
         if let Err(e) = result {
             // Half a set of tiers is worse than none: what this call made goes again.
-            for name in created.values() {
-                let _ = engine.remove_network(name).await;
+            for id in created.values() {
+                let _ = engine.remove_network(id).await;
             }
             return Err(e);
         }
@@ -263,16 +275,34 @@ fn join_existing(plan: &mut Plan, have: &BTreeMap<String, NetworkInfo>) -> Vec<(
     joined
 }
 
+/// How many times a tier's or an environment's networks are carved again when the engine refuses a subnet.
+pub const SUBNET_ATTEMPTS: usize = 5;
+
+fn is_tier_summary(n: &crate::engine::NetworkSummary, project: &str, tier: &str) -> bool {
+    n.labels.get(labels::PROJECT).map(String::as_str) == Some(project) && n.labels.get(labels::TIER).map(String::as_str) == Some(tier)
+}
+
+/// Makes the plan's networks; `created` gets each new tier's network id.
 async fn make<E: Engine>(engine: &E, project: &Project, plan: &Plan, created: &mut BTreeMap<String, String>) -> Result<(), Error> {
     for (tier, n) in plan.networks.iter().filter(|(_, n)| !n.external) {
         let name = tier_name(project, tier);
         let spec = crate::lifecycle::network_spec(n, &name, &tier_labels(project.name(), tier));
         match engine.create_network(&spec).await {
-            Ok(_) => {
-                created.insert(tier.clone(), name);
+            Ok(id) => {
+                // Another `orch network create` (another user's, without this state directory's lock) may have made
+                // the same tier at the same moment, and engines before API 1.44 keep both. The one with the smallest
+                // id stays, whoever looks: that one is the tier, for both.
+                let twins: Vec<String> =
+                    engine.list_networks().await?.into_iter().filter(|o| o.name == name && is_tier_summary(o, project.name(), tier)).map(|o| o.id).collect();
+                if twins.iter().any(|t| *t < id) {
+                    engine.remove_network(&id).await?;
+                } else {
+                    created.insert(tier.clone(), id);
+                }
             }
-            // Another `orch network create` made it meanwhile: that is this call's outcome too.
-            Err(EngineError::Conflict(_)) if is_tier(&engine.network_info(&name).await?, project.name(), tier) => {}
+            // API 1.44 and later refuse the second one: another `orch network create` made it meanwhile, and that is
+            // this call's outcome too.
+            Err(EngineError::Conflict(_)) if engine.list_networks().await?.iter().any(|o| o.name == name && is_tier_summary(o, project.name(), tier)) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -298,7 +328,7 @@ pub async fn remove<E: Engine>(engine: &E, project: &str, tiers: &[String], forc
     }
     let mut out = vec![];
     for (tier, info) in chosen {
-        engine.remove_network(&info.name).await?;
+        engine.remove_network(&info.id).await?;
         let mut s = status_of(tier, &info.name, None, Some(info), project);
         s.removed = true;
         s.exists = false;
@@ -322,18 +352,18 @@ async fn find<E: Engine>(engine: &E, project: &str, tier: &str) -> Result<Networ
 /// Attaches any container (one of orch's or not) to a tier network, reachable there as `aliases` too. Idempotent.
 pub async fn connect<E: Engine>(engine: &E, project: &str, tier: &str, container: &str, aliases: &[String]) -> Result<Report, Error> {
     let info = find(engine, project, tier).await?;
-    engine.connect_network(&info.name, container, aliases).await?;
+    engine.connect_network(&info.id, container, aliases).await?;
     let tier_key = info.labels.get(labels::TIER).cloned().unwrap_or_default();
-    let now = engine.network_info(&info.name).await?;
+    let now = engine.network_info(&info.id).await?;
     Ok(Report::new(project, vec![status_of(&tier_key, &info.name, None, Some(&now), project)]).without_plan())
 }
 
 /// Detaches a container from a tier network. Idempotent.
 pub async fn disconnect<E: Engine>(engine: &E, project: &str, tier: &str, container: &str) -> Result<Report, Error> {
     let info = find(engine, project, tier).await?;
-    engine.disconnect_network(&info.name, container).await?;
+    engine.disconnect_network(&info.id, container).await?;
     let tier_key = info.labels.get(labels::TIER).cloned().unwrap_or_default();
-    let now = engine.network_info(&info.name).await?;
+    let now = engine.network_info(&info.id).await?;
     Ok(Report::new(project, vec![status_of(&tier_key, &info.name, None, Some(&now), project)]).without_plan())
 }
 
@@ -353,6 +383,9 @@ impl Report {
 /// becomes the tier of the same name (external to the environment, so `down` leaves it). A missing tier is an error
 /// naming it.
 pub async fn join<E: Engine>(engine: &E, project: &str, plan: &mut Plan) -> Result<(), Error> {
+    // The networks the plugins left unused (the compose file's implicit `default`, once every service is on a tier)
+    // are no tiers: `orch network create` does not make them, so the join does not look for them.
+    crate::resolve::prune_unused_networks(plan);
     let have = existing(engine, project).await?;
     let missing: Vec<&String> = plan.networks.iter().filter(|(t, n)| !n.external && !have.contains_key(*t)).map(|(t, _)| t).collect();
     if !missing.is_empty() {

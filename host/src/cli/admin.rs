@@ -11,10 +11,10 @@ use super::{Dirs, engine, tokio};
 pub fn gc(dirs: &Dirs, dry_run: bool, older_than: Option<Duration>, all: bool, project: Option<String>) -> Result<(), Error> {
     let rt = tokio();
     let engine = engine(&rt, None)?;
-    let reaped = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { dry_run, older_than, all, project }))?;
+    let reaped = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { dry_run, older_than, all, project, mine_only: false }))?;
     if !dry_run {
         // Reservations of dead owners are dropped when the allocation state is loaded; save it pruned.
-        let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
+        let state = orch::state::StateDir::resolve(dirs.state_dir.clone())?;
         state.allocations(Duration::from_secs(30))?.save()?;
     }
     if reaped.is_empty() {
@@ -34,7 +34,7 @@ pub fn gc(dirs: &Dirs, dry_run: bool, older_than: Option<Duration>, all: bool, p
 pub fn doctor(dirs: &Dirs, pools: Vec<ipnet::Ipv4Net>, format: Format) -> Result<(), Error> {
     let rt = tokio();
     let pools = if pools.is_empty() { vec![orch::resolve::DEFAULT_POOL.parse().expect("literal")] } else { pools };
-    let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
+    let state = orch::state::StateDir::resolve(dirs.state_dir.clone())?;
     let checks = rt.block_on(async { orch::doctor::run(orch::engine::DockerEngine::connect().await, &state, &pools).await });
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&checks).expect("serialises"));
@@ -59,7 +59,7 @@ pub fn doctor(dirs: &Dirs, pools: Vec<ipnet::Ipv4Net>, format: Format) -> Result
 /// one exits at once.
 pub fn watch(dirs: &Dirs, owner: &str) -> Result<(), Error> {
     let owner = Owner::parse(owner).ok_or_else(|| Error::Usage(format!("invalid owner {owner:?}")))?;
-    let state = orch::state::StateDir::resolve(dirs.state_dir.clone());
+    let state = orch::state::StateDir::resolve(dirs.state_dir.clone())?;
     let Some(_lock) = state.watcher_lock(&owner)? else {
         return Ok(());
     };

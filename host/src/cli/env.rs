@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use orch::Error;
 use orch::engine::AnyEngine;
-use orch::session::{Environment, ProjectOptions, Selector, environments_of_this_host, project_name, status_filter};
+use orch::session::{Environment, ProjectOptions, Selector, environments_of_this_user, project_name, project_of_env, status_filter};
 
 use super::args::{EnvFormat, Format, Output, Select};
 use super::{engine, tokio};
@@ -17,6 +17,15 @@ fn selector(select: &Select) -> Selector {
     Selector { env: select.env.clone(), project }
 }
 
+/// [`selector`], and for `--env` without `-p` the project it belongs to (see [`project_of_env`]).
+fn scoped_selector(rt: &tokio::runtime::Runtime, engine: &AnyEngine, select: &Select) -> Result<Selector, Error> {
+    let mut s = selector(select);
+    if let (Some(env), None) = (&s.env, &s.project) {
+        s.project = rt.block_on(project_of_env(engine, env, project_name(&ProjectOptions::default()).ok()))?;
+    }
+    Ok(s)
+}
+
 fn attach(rt: &tokio::runtime::Runtime, select: &Select) -> Result<Environment<AnyEngine>, Error> {
     let engine = engine(rt, None)?;
     rt.block_on(Environment::attach(&engine, &selector(select)))
@@ -26,12 +35,12 @@ pub fn down(select: &Select, all_mine: bool, volumes: bool) -> Result<(), Error>
     let rt = tokio();
     let engine = engine(&rt, None)?;
     // Orphans left by killed runs go too, without waiting for `orch gc`.
-    if let Ok(reaped) = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions::default())) {
+    if let Ok(reaped) = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { mine_only: true, ..Default::default() })) {
         for r in reaped {
             eprintln!("reaped orphaned environment {} ({}): {}", r.env, r.project, r.reason);
         }
     }
-    let selectors = if all_mine { rt.block_on(environments_of_this_host(&engine))? } else { vec![selector(select)] };
+    let selectors = if all_mine { rt.block_on(environments_of_this_user(&engine))? } else { vec![scoped_selector(&rt, &engine, select)?] };
     for s in selectors {
         let started = Instant::now();
         // A named environment is removed by its labels: removing one that is gone already is success.

@@ -138,7 +138,7 @@ impl Engine for AnyEngine {
     async fn image_size(&self, image: &str) -> Result<Option<u64>, EngineError> {
         forward!(self, e => e.image_size(image))
     }
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         forward!(self, e => e.create_volume(spec))
     }
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {

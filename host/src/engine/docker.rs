@@ -98,8 +98,16 @@ impl DockerEngine {
             scope: swarm.then(|| "swarm".to_string()),
             ..Default::default()
         };
-        let created = self.docker.create_network(req).await.map_err(classify(&format!("network {}", spec.name)))?;
-        Ok(created.id)
+        let what = format!("network {}", spec.name);
+        match self.docker.create_network(req).await {
+            Ok(created) => Ok(created.id),
+            // Docker refuses an overlapping pool with 403 Forbidden (libnetwork's ErrPoolOverlap); with an explicit
+            // subnet that is the one thing a create can be forbidden for.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 403, message }) if spec.subnet.is_some() => {
+                Err(EngineError::SubnetTaken { what, subnet: spec.subnet.clone().unwrap_or_default(), message })
+            }
+            Err(e) => Err(classify(&what)(e)),
+        }
     }
 
     /// The negotiated API version, e.g. (1, 41).
@@ -312,7 +320,7 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         let req = bollard::models::VolumeCreateRequest {
             name: Some(spec.name.clone()),
             driver: spec.driver.clone(),
@@ -320,8 +328,8 @@ impl Engine for DockerEngine {
             labels: Some(spec.labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        self.docker.create_volume(req).await.map_err(classify(&format!("volume {}", spec.name)))?;
-        Ok(())
+        let volume = self.docker.create_volume(req).await.map_err(classify(&format!("volume {}", spec.name)))?;
+        Ok(volume.labels.into_iter().collect())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {

@@ -40,7 +40,8 @@ struct Container {
 #[derive(Debug, Default)]
 struct State {
     images: BTreeSet<String>,
-    networks: BTreeMap<String, (String, NetworkSpec)>,
+    /// By id. Names may repeat, as engines before API 1.44 allow; a lookup by a repeated name is ambiguous.
+    networks: BTreeMap<String, NetworkSpec>,
     volumes: BTreeMap<String, BTreeMap<String, String>>,
     containers: BTreeMap<String, Container>,
     behaviours: BTreeMap<String, Behaviour>,
@@ -120,7 +121,36 @@ impl FakeEngine {
     }
 
     pub fn network_names(&self) -> Vec<String> {
-        self.state().networks.keys().cloned().collect()
+        let mut names: Vec<String> = self.state().networks.values().map(|s| s.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Puts a network in place directly, as another tool would: beside one of the same name if there is one (engines
+    /// before API 1.44 allow that). Returns its id.
+    pub fn plant_network(&self, name: &str, labels: BTreeMap<String, String>) -> String {
+        let mut st = self.state();
+        st.next_id += 1;
+        let id = format!("planted-net{:04}", st.next_id);
+        st.networks.insert(
+            id.clone(),
+            NetworkSpec {
+                name: name.into(),
+                driver: "bridge".into(),
+                internal: false,
+                subnet: None,
+                gateway: None,
+                ip_range: None,
+                options: BTreeMap::new(),
+                labels,
+            },
+        );
+        id
+    }
+
+    /// Puts a volume in place directly, as another tool would.
+    pub fn plant_volume(&self, name: &str, labels: BTreeMap<String, String>) {
+        self.state().volumes.insert(name.into(), labels);
     }
 
     pub fn volume_names(&self) -> Vec<String> {
@@ -135,6 +165,23 @@ impl FakeEngine {
             .filter(|c| c.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(service))
             .flat_map(|c| c.ports.iter().map(|p| p.3))
             .collect()
+    }
+
+    /// A network by id, or by its name when exactly one network has it: as Docker resolves them.
+    fn network(st: &State, id_or_name: &str) -> Result<String, EngineError> {
+        if st.networks.contains_key(id_or_name) {
+            return Ok(id_or_name.to_string());
+        }
+        let named: Vec<&String> = st.networks.iter().filter(|(_, s)| s.name == id_or_name).map(|(id, _)| id).collect();
+        match named.as_slice() {
+            [] => Err(EngineError::NotFound(format!("network {id_or_name}"))),
+            [one] => Ok((*one).clone()),
+            many => Err(EngineError::Api {
+                what: format!("network {id_or_name}"),
+                status: 400,
+                message: format!("network {id_or_name} is ambiguous ({} matches found on name)", many.len()),
+            }),
+        }
     }
 
     fn find(st: &State, id_or_name: &str) -> Option<String> {
@@ -155,14 +202,19 @@ impl FakeEngine {
         }
     }
 
-    fn network_summary(name: &str, id: &str, spec: &NetworkSpec) -> NetworkSummary {
-        NetworkSummary { id: id.into(), name: name.into(), subnets: spec.subnet.iter().cloned().collect(), labels: spec.labels.clone() }
+    fn network_summary(id: &str, spec: &NetworkSpec) -> NetworkSummary {
+        NetworkSummary { id: id.into(), name: spec.name.clone(), subnets: spec.subnet.iter().cloned().collect(), labels: spec.labels.clone() }
+    }
+
+    /// Whether endpoint `e` (by network id or name) is on network `id`.
+    fn on(st: &State, e: &Endpoint, id: &str) -> bool {
+        e.network == id || st.networks.get(id).is_some_and(|s| s.name == e.network)
     }
 }
 
 impl Engine for FakeEngine {
     async fn list_networks(&self) -> Result<Vec<NetworkSummary>, EngineError> {
-        Ok(self.state().networks.iter().map(|(n, (id, s))| Self::network_summary(n, id, s)).collect())
+        Ok(self.state().networks.iter().map(|(id, s)| Self::network_summary(id, s)).collect())
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
@@ -174,7 +226,7 @@ impl Engine for FakeEngine {
     }
 
     async fn networks_labelled(&self, filter: &LabelFilter) -> Result<Vec<NetworkSummary>, EngineError> {
-        Ok(self.state().networks.iter().filter(|(_, (_, s))| matches(&s.labels, filter)).map(|(n, (id, s))| Self::network_summary(n, id, s)).collect())
+        Ok(self.state().networks.iter().filter(|(_, s)| matches(&s.labels, filter)).map(|(id, s)| Self::network_summary(id, s)).collect())
     }
 
     async fn containers_labelled(&self, filter: &LabelFilter) -> Result<Vec<ContainerSummary>, EngineError> {
@@ -213,42 +265,62 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    /// As engines before API 1.44 do: a second network of a name is made beside the first. A subnet that overlaps
+    /// another network's is refused, as Docker refuses it.
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
         let mut st = self.state();
-        if st.networks.contains_key(&spec.name) {
-            return Err(EngineError::Conflict(format!("network {}", spec.name)));
+        if let Some(subnet) = spec.subnet.as_ref().and_then(|s| s.parse::<Ipv4Net>().ok()) {
+            let overlapping = st
+                .networks
+                .values()
+                .filter_map(|n| n.subnet.as_ref()?.parse::<Ipv4Net>().ok())
+                .any(|o| o.contains(&subnet.network()) || subnet.contains(&o.network()));
+            if overlapping {
+                return Err(EngineError::SubnetTaken {
+                    what: format!("network {}", spec.name),
+                    subnet: subnet.to_string(),
+                    message: "Pool overlaps with other one on this address space".into(),
+                });
+            }
         }
         st.next_id += 1;
         let id = format!("net{:04}", st.next_id);
-        st.networks.insert(spec.name.clone(), (id.clone(), spec.clone()));
+        st.networks.insert(id.clone(), spec.clone());
         st.journal.push(format!("create-network {}", spec.name));
         Ok(id)
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         let mut st = self.state();
-        st.networks.remove(name);
+        let id = match Self::network(&st, name) {
+            Ok(id) => id,
+            Err(EngineError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let spec = st.networks.remove(&id).expect("found");
         // As Docker's removal does here: stragglers are disconnected first.
         for c in st.containers.values_mut() {
-            c.spec.endpoints.retain(|e| e.network != name);
+            c.spec.endpoints.retain(|e| e.network != id && e.network != spec.name);
         }
-        st.journal.push(format!("remove-network {name}"));
+        st.journal.push(format!("remove-network {}", spec.name));
         Ok(())
     }
 
     async fn inspect_network(&self, name: &str) -> Result<NetworkSummary, EngineError> {
         let st = self.state();
-        st.networks.get(name).map(|(id, s)| Self::network_summary(name, id, s)).ok_or_else(|| EngineError::NotFound(format!("network {name}")))
+        let id = Self::network(&st, name)?;
+        Ok(Self::network_summary(&id, &st.networks[&id]))
     }
 
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+    /// As Docker does: creating a volume that exists is no error; the answer is the volume as it is.
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         let mut st = self.state();
-        if st.volumes.contains_key(&spec.name) {
-            return Err(EngineError::Conflict(format!("volume {}", spec.name)));
+        if let Some(existing) = st.volumes.get(&spec.name) {
+            return Ok(existing.clone());
         }
         st.volumes.insert(spec.name.clone(), spec.labels.clone());
         st.journal.push(format!("create-volume {}", spec.name));
-        Ok(())
+        Ok(spec.labels.clone())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
@@ -260,13 +332,14 @@ impl Engine for FakeEngine {
 
     async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
         let st = self.state();
-        let (id, spec) = st.networks.get(name).ok_or_else(|| EngineError::NotFound(format!("network {name}")))?;
+        let id = Self::network(&st, name)?;
+        let spec = &st.networks[&id];
         let mut containers: Vec<String> =
-            st.containers.values().filter(|c| c.spec.endpoints.iter().any(|e| e.network == name)).map(|c| c.spec.name.clone()).collect();
+            st.containers.values().filter(|c| c.spec.endpoints.iter().any(|e| Self::on(&st, e, &id))).map(|c| c.spec.name.clone()).collect();
         containers.sort();
         Ok(NetworkInfo {
             id: id.clone(),
-            name: name.into(),
+            name: spec.name.clone(),
             driver: spec.driver.clone(),
             internal: spec.internal,
             subnets: spec.subnet.iter().cloned().collect(),
@@ -278,13 +351,12 @@ impl Engine for FakeEngine {
 
     async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<(), EngineError> {
         let mut st = self.state();
-        if !st.networks.contains_key(network) {
-            return Err(EngineError::NotFound(format!("network {network}")));
-        }
+        let id = Self::network(&st, network)?;
         let cid = Self::find(&st, container).ok_or_else(|| EngineError::NotFound(format!("container {container}")))?;
+        let attached = st.containers[&cid].spec.endpoints.iter().any(|e| Self::on(&st, e, &id));
         let c = st.containers.get_mut(&cid).expect("found");
-        if !c.spec.endpoints.iter().any(|e| e.network == network) {
-            c.spec.endpoints.push(Endpoint { network: network.into(), aliases: aliases.to_vec(), ipv4_address: None, links: vec![] });
+        if !attached {
+            c.spec.endpoints.push(Endpoint { network: id, aliases: aliases.to_vec(), ipv4_address: None, links: vec![] });
             st.journal.push(format!("connect {network} {container}"));
         }
         Ok(())
@@ -292,10 +364,12 @@ impl Engine for FakeEngine {
 
     async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
         let mut st = self.state();
+        let id = Self::network(&st, network)?;
+        let name = st.networks[&id].name.clone();
         let cid = Self::find(&st, container).ok_or_else(|| EngineError::NotFound(format!("container {container}")))?;
         let c = st.containers.get_mut(&cid).expect("found");
         let before = c.spec.endpoints.len();
-        c.spec.endpoints.retain(|e| e.network != network);
+        c.spec.endpoints.retain(|e| e.network != id && e.network != name);
         if c.spec.endpoints.len() != before {
             st.journal.push(format!("disconnect {network} {container}"));
         }
@@ -323,8 +397,8 @@ impl Engine for FakeEngine {
         if !st.images.contains(&spec.image) {
             return Err(EngineError::NotFound(format!("image {}", spec.image)));
         }
-        if let Some(missing) = spec.endpoints.iter().find(|e| !st.networks.contains_key(&e.network)) {
-            return Err(EngineError::NotFound(format!("network {}", missing.network)));
+        for e in &spec.endpoints {
+            Self::network(&st, &e.network)?;
         }
         st.next_id += 1;
         let id = format!("c{:04}", st.next_id);

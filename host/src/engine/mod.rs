@@ -48,6 +48,10 @@ pub enum EngineError {
     /// A host port the container publishes is bound by someone else.
     #[error("{what}: a host port it publishes is taken: {message}")]
     PortTaken { what: String, message: String },
+    /// The engine refused a network's subnet: it overlaps a network made since the plan was made (by another user's
+    /// orch, another tool). Carving again around what the engine holds now resolves it.
+    #[error("{what}: subnet {subnet} is taken on the engine ({message})")]
+    SubnetTaken { what: String, subnet: String, message: String },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0} already exists")]
@@ -269,7 +273,7 @@ pub trait Engine: Send + Sync {
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn build_image(&self, spec: BuildSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String, EngineError>> + Send;
-    /// Disconnects every endpoint, then removes; a missing network is success.
+    /// Disconnects every endpoint, then removes; a missing network is success. Pass the id: a name may be shared.
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn inspect_network(&self, name: &str) -> impl Future<Output = Result<NetworkSummary, EngineError>> + Send;
     /// A network with its driver, gateways and attached containers.
@@ -283,7 +287,9 @@ pub trait Engine: Send + Sync {
     fn container_memory(&self, id: &str) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
     /// The size of a local image; `None` when it is not there.
     fn image_size(&self, image: &str) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
-    fn create_volume(&self, spec: &VolumeSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Creates a volume, or finds the one of that name (the engine does not refuse it): returns the labels of the
+    /// volume the name now stands for, so the caller can tell its own from another's.
+    fn create_volume(&self, spec: &VolumeSpec) -> impl Future<Output = Result<Labels, EngineError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Creates the container, connects its other networks and copies its files in; it is not started.
     fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, EngineError>> + Send;

@@ -815,7 +815,7 @@ impl Engine for SwarmEngine {
         self.local.image_size(image).await
     }
 
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         self.local.create_volume(&VolumeSpec { labels: marked(&spec.labels), ..spec.clone() }).await
     }
 

@@ -28,7 +28,7 @@ pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Re
     join_all(containers.iter().filter(|c| graceful(c) && c.state == "running").map(|c| engine.stop_container(&c.id, None))).await;
     join_all(containers.iter().map(|c| retry(|| engine.remove_container(&c.id)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let networks = engine.networks_labelled(&filter).await?;
-    join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.name)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    join_all(networks.iter().map(|n| retry(|| engine.remove_network(&n.id)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut removed = Removed { containers: containers.len(), networks: networks.len(), volumes: 0 };
     if volumes {
         join_all(data.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;

@@ -22,7 +22,7 @@ pub fn now() -> u64 {
 
 /// The name of an environment's ready marker volume.
 pub fn marker_name(project: &str, env: &str) -> String {
-    format!("{project}-{env}-orch-ready")
+    crate::plan::resource_name(project, env, "orch-ready")
 }
 
 /// Unix milliseconds.
@@ -47,7 +47,17 @@ pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, Str
             l.insert(LIFETIME.into(), "process".into());
         }
     }
-    engine.create_volume(&VolumeSpec { name: marker_name(project, env), labels: l, ..Default::default() }).await
+    let name = marker_name(project, env);
+    let found = engine.create_volume(&VolumeSpec { name: name.clone(), labels: l, ..Default::default() }).await?;
+    // The engine hands back a volume of that name that exists already: it must be this environment's marker.
+    let ours = found.get(MARKER).is_some()
+        && found.get(labels::ENV).map(String::as_str) == Some(env)
+        && found.get(labels::PROJECT).map(String::as_str) == Some(project);
+    if ours {
+        Ok(())
+    } else {
+        Err(EngineError::Conflict(format!("volume {name} exists and is not this environment's ready marker; remove it or use another --env")))
+    }
 }
 
 /// Keeps an environment past its owner: replaces its marker (whose labels cannot change) with a kept one. For a moment

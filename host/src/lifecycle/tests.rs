@@ -29,7 +29,7 @@ fn opts() -> UpOptions {
 
 /// Where `what` (e.g. `start`) of `service`'s container comes in the journal.
 fn at(journal: &[String], what: &str, service: &str) -> usize {
-    let suffix = format!("-{service}");
+    let suffix = format!("__{service}");
     journal
         .iter()
         .position(|e| {
@@ -41,7 +41,7 @@ fn at(journal: &[String], what: &str, service: &str) -> usize {
 
 fn env_resources(engine: &FakeEngine) -> (usize, usize, usize) {
     let (c, n, v) = (engine.container_names(), engine.network_names(), engine.volume_names());
-    let mine = |names: Vec<String>| names.iter().filter(|n| n.starts_with("fk-t1-")).count();
+    let mine = |names: Vec<String>| names.iter().filter(|n| n.starts_with("fk__t1__")).count();
     (mine(c), mine(n), mine(v))
 }
 
@@ -85,7 +85,7 @@ fn dependencies_start_in_order_and_independent_services_together() {
     // Everything is created before anything starts, and the ready marker comes last.
     let last_create = j.iter().rposition(|e| e.starts_with("create ")).unwrap();
     assert!(last_create < j.iter().position(|e| e.starts_with("start ")).unwrap());
-    assert_eq!(j.last().unwrap(), "create-volume fk-t1-orch-ready");
+    assert_eq!(j.last().unwrap(), "create-volume fk__t1__orch-ready");
 }
 
 #[test]
@@ -141,16 +141,19 @@ fn a_missing_image_fails_before_anything_is_created() {
 }
 
 #[test]
-fn conflicts_are_resolved_only_for_dead_orch_runs() {
+fn conflicts_are_resolved_only_for_leftovers_of_the_same_environment() {
     let compose = "services:\n  a: {image: img}\n";
     let plan = plan(compose);
     let name = plan.services["a"].container_name.clone();
-
-    // Left by a killed orch run (its owner is dead): removed and replaced.
-    let engine = FakeEngine::new().with_images(&["img"]);
     let me = crate::owner::Owner::current();
-    let dead = crate::owner::Owner { start_time: me.start_time + 1, ..me };
-    let planted = engine.plant_container(&name, BTreeMap::from([(labels::ENV.into(), "old".into()), (labels::OWNER.into(), dead.label())]));
+    let dead = crate::owner::Owner { start_time: me.start_time + 1, ..me.clone() };
+    let env_labels = |env: &str, owner: &crate::owner::Owner| {
+        BTreeMap::from([(labels::ENV.into(), env.into()), (labels::PROJECT.into(), "fk".into()), (labels::OWNER.into(), owner.label())])
+    };
+
+    // Left by a killed run of this same environment (its owner is dead, never completed): removed and replaced.
+    let engine = FakeEngine::new().with_images(&["img"]);
+    let planted = engine.plant_container(&name, env_labels("t1", &dead));
     rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap();
     assert!(engine.journal().contains(&format!("remove {name}")), "{:#?}", engine.journal());
     assert!(rt().block_on(crate::engine::Engine::inspect_container(&engine, &planted)).is_err());
@@ -163,12 +166,73 @@ fn conflicts_are_resolved_only_for_dead_orch_runs() {
     assert!(err.to_string().contains("not created by orch"), "{err}");
     assert!(rt().block_on(crate::engine::Engine::inspect_container(&engine, &planted)).is_ok(), "a foreign container is never removed");
 
-    // A live environment's: left alone too.
+    // Another environment's, even one whose owner is dead: never this environment's to remove.
     let engine = FakeEngine::new().with_images(&["img"]);
-    let live = crate::owner::Owner::current();
-    engine.plant_container(&name, BTreeMap::from([(labels::ENV.into(), "other".into()), (labels::OWNER.into(), live.label())]));
+    let planted = engine.plant_container(&name, env_labels("old", &dead));
+    let err = rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap_err();
+    assert!(err.to_string().contains("belongs to environment old of project fk"), "{err}");
+    assert!(rt().block_on(crate::engine::Engine::inspect_container(&engine, &planted)).is_ok());
+
+    // This environment, in use by a live process (another user's `up --env t1`): left alone, and nothing of it is
+    // rolled back by this failed `up` either.
+    let engine = FakeEngine::new().with_images(&["img"]);
+    let other = crate::owner::Owner { pid: 1, ..me.clone() };
+    let live = crate::owner::Owner::of_pid(1).unwrap_or(other);
+    let planted = engine.plant_container(&name, env_labels("t1", &live));
     let err = rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap_err();
     assert!(err.to_string().contains("live orch process"), "{err}");
+    assert!(rt().block_on(crate::engine::Engine::inspect_container(&engine, &planted)).is_ok(), "the rollback removes only this run's");
+
+    // This environment, complete and kept, with a dead owner (`orch up` exited): kept, not a leftover.
+    let engine = FakeEngine::new().with_images(&["img"]);
+    let planted = engine.plant_container(&name, env_labels("t1", &dead));
+    rt().block_on(super::marker::mark_ready(&engine, &env_labels("t1", &dead), "fk", "t1", super::Lifetime::Kept { expires: None })).unwrap();
+    let err = rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap_err();
+    assert!(err.to_string().contains("is kept"), "{err}");
+    assert!(rt().block_on(crate::engine::Engine::inspect_container(&engine, &planted)).is_ok());
+}
+
+#[test]
+fn a_volume_of_another_environment_or_tool_is_never_reused() {
+    let compose = "services:\n  a:\n    image: img\n    volumes: [data:/data]\nvolumes:\n  data: {}\n";
+    let plan = plan(compose);
+    let name = plan.volumes["data"].docker_name.clone();
+    for (labels, why) in [
+        (BTreeMap::new(), "not created by orch"),
+        (BTreeMap::from([(labels::ENV.to_string(), "t2".to_string()), (labels::PROJECT.to_string(), "fk".to_string())]), "environment t2 of project fk"),
+    ] {
+        let engine = FakeEngine::new().with_images(&["img"]);
+        engine.plant_volume(&name, labels.clone());
+        let err = rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap_err();
+        assert!(matches!(&err, LifecycleError::InTheWay { kind: "volume", .. }) && err.to_string().contains(why), "{err}");
+        assert_eq!(engine.volume_names(), vec![name.clone()], "the volume in the way stays, nothing else is left");
+        assert_eq!(engine.container_names(), Vec::<String>::new());
+    }
+    // This environment's own volume (kept data of an earlier `up` of the same --env) is used again.
+    let engine = FakeEngine::new().with_images(&["img"]);
+    engine.plant_volume(&name, BTreeMap::from([(labels::ENV.to_string(), "t1".to_string()), (labels::PROJECT.to_string(), "fk".to_string())]));
+    rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap();
+}
+
+#[test]
+fn a_network_of_the_same_name_is_never_used_and_containers_join_by_id() {
+    let compose = "services:\n  a: {image: img}\n";
+    let plan = plan(compose);
+    let name = plan.networks["default"].docker_name.clone();
+    // A stranger's network of orch's name (engines before API 1.44 allow two): in the way, untouched, nothing left.
+    let engine = FakeEngine::new().with_images(&["img"]);
+    engine.plant_network(&name, BTreeMap::new());
+    let err = rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap_err();
+    assert!(matches!(&err, LifecycleError::InTheWay { kind: "network", .. }), "{err}");
+    assert_eq!(engine.network_names(), vec![name.clone()]);
+    // One made beside orch's after `up` (a race the check cannot close): down still removes orch's alone, by id.
+    let engine = FakeEngine::new().with_images(&["img"]);
+    rt().block_on(up(&engine, &plan, &opts(), &|_| {})).unwrap();
+    engine.plant_network(&name, BTreeMap::new());
+    let filter = labels::env_filter(Some("fk"), "t1");
+    rt().block_on(down(&engine, &filter, true)).unwrap();
+    assert_eq!(engine.network_names(), vec![name], "the stranger's network stays");
+    assert_eq!(engine.container_names(), Vec::<String>::new());
 }
 
 #[test]

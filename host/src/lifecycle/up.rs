@@ -26,6 +26,7 @@ use tokio::sync::watch;
 pub fn resource_labels(plan: &Plan, owner: &Owner) -> BTreeMap<String, String> {
     let mut l = plan.identity.labels();
     l.insert(labels::OWNER.into(), owner.label());
+    l.insert(labels::OWNER_UID.into(), labels::my_uid().to_string());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     l.insert(labels::CREATED.into(), now.to_string());
     l.insert(labels::PLAN_HASH.into(), format!("{:016x}", plan_hash(plan)));
@@ -52,9 +53,15 @@ pub(super) enum Status {
 /// `keep_on_failure`.
 pub async fn up<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<UpReport, LifecycleError> {
     let result = up_inner(engine, plan, opts, progress).await;
-    if result.is_err() && !opts.keep_on_failure {
+    // A refused subnet is carved again and retried by the caller: nothing of this attempt is worth keeping.
+    let subnet_taken = matches!(result, Err(LifecycleError::Engine(EngineError::SubnetTaken { .. })));
+    if result.is_err() && (!opts.keep_on_failure || subnet_taken) {
         progress(Progress::RollingBack);
-        let filter = labels::env_filter(Some(&plan.identity.project), &plan.identity.env_id);
+        // Only what this run made: another process may hold resources of the same name and labels (a live run of
+        // the same `--env` by another user), and those are not this run's to remove.
+        let owner = opts.owner.clone().unwrap_or_else(Owner::current);
+        let mut filter = labels::env_filter(Some(&plan.identity.project), &plan.identity.env_id);
+        filter.push(format!("{}={}", labels::OWNER, owner.label()));
         if let Ok(removed) = down(engine, &filter, true).await {
             progress(Progress::Removed { containers: removed.containers, networks: removed.networks, volumes: removed.volumes });
         }
@@ -71,12 +78,13 @@ pub(super) async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOption
     let creations = plan.networks.values().filter(|n| !n.external).map(|n| {
         let spec = network_spec(n, &n.docker_name, &labels);
         async move {
-            with_conflict_resolution(engine, "network", &spec.name, || engine.create_network(&spec)).await?;
+            let id = create_network_owned(engine, &spec, &plan.identity).await?;
             progress(Progress::NetworkCreated { name: spec.name.clone(), subnet: spec.subnet.clone() });
-            Ok::<_, LifecycleError>(())
+            Ok::<_, LifecycleError>((spec.name, id))
         }
     });
-    join_all(creations).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Containers join their networks by id: before API 1.44 another network may carry the same name.
+    let network_ids: BTreeMap<String, String> = join_all(creations).await.into_iter().collect::<Result<_, _>>()?;
     for v in plan.volumes.values().filter(|v| !v.external) {
         let spec = VolumeSpec {
             name: v.docker_name.clone(),
@@ -84,16 +92,26 @@ pub(super) async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOption
             driver_opts: v.driver_opts.clone(),
             labels: v.labels.clone().into_iter().chain(labels.clone()).collect(),
         };
-        match engine.create_volume(&spec).await {
-            Ok(()) | Err(EngineError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
+        // The engine hands back an existing volume of the name instead of refusing: it must be this environment's
+        // (kept data from an earlier `up --env NAME`), never another environment's or a stranger's.
+        let found = engine.create_volume(&spec).await?;
+        if let Some(why) = not_ours(&found, &plan.identity) {
+            return Err(LifecycleError::InTheWay { kind: "volume", name: spec.name, why });
         }
     }
 
     let specs: Vec<(String, ContainerSpec)> = plan
         .services
         .iter()
-        .map(|(name, s)| Ok((name.clone(), container_spec(plan, name, s, &images[name], &labels)?)))
+        .map(|(name, s)| {
+            let mut spec = container_spec(plan, name, s, &images[name], &labels)?;
+            for ep in spec.endpoints.iter_mut() {
+                if let Some(id) = network_ids.get(&ep.network) {
+                    ep.network = id.clone();
+                }
+            }
+            Ok((name.clone(), spec))
+        })
         .collect::<Result<_, LifecycleError>>()?;
     // A container that joins another's namespaces or volumes can only be created once that one exists: create in
     // rounds, each round concurrently.
@@ -114,7 +132,7 @@ pub(super) async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOption
         }
         let created = join_all(round.into_iter().map(|(name, spec)| async move {
             progress(Progress::Creating { service: name.clone() });
-            let id = with_conflict_resolution(engine, "container", &spec.name, || engine.create_container(spec)).await?;
+            let id = create_container_owned(engine, spec, &plan.identity).await?;
             Ok::<_, LifecycleError>((name.clone(), id))
         }))
         .await;
@@ -291,55 +309,96 @@ pub(super) async fn start_with_port_retry<E: Engine>(
     Err(LifecycleError::ServiceFailed { service: name.into(), reason: "its host ports kept being taken; gave up after 5 attempts".into(), logs: vec![] })
 }
 
-/// Creates a resource; on a name conflict, removes the one in the way if a dead orch run left it (by its labels)
-/// and retries with backoff. Anything orch did not create, or a live environment's resource, is never touched.
-pub(super) async fn with_conflict_resolution<E: Engine, F, Fut>(engine: &E, kind: &'static str, name: &str, create: F) -> Result<String, LifecycleError>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<String, EngineError>>,
-{
+/// Why a resource with these labels is not this environment's to use (`None`: it is).
+fn not_ours(labels: &BTreeMap<String, String>, identity: &crate::plan::Identity) -> Option<String> {
+    match (labels.get(labels::PROJECT), labels.get(labels::ENV)) {
+        (Some(p), Some(e)) if *p == identity.project && *e == identity.env_id => None,
+        (Some(p), Some(e)) => Some(format!("it belongs to environment {e} of project {p}; orch leaves it alone")),
+        _ => Some("it was not created by orch, so orch leaves it alone; rename or remove it yourself".into()),
+    }
+}
+
+/// A resource of `kind` named `name`, with these labels, stands where this environment wants to create one. It may
+/// go (`Ok`) only when it is a leftover of this same environment (a dead run of the same `--env`) that the reaper
+/// would call an orphan: its owner is dead and the environment was never completed, or completed for its owner's
+/// lifetime only, or its lease ran out. Anything else is in the way, and nothing is removed.
+async fn leftover<E: Engine>(
+    engine: &E,
+    kind: &'static str,
+    name: &str,
+    found: &BTreeMap<String, String>,
+    identity: &crate::plan::Identity,
+) -> Result<(), LifecycleError> {
+    let in_the_way = |why: String| LifecycleError::InTheWay { kind, name: name.into(), why };
+    if let Some(why) = not_ours(found, identity) {
+        return Err(in_the_way(why));
+    }
+    let (project, env) = (&identity.project, &identity.env_id);
+    let owner = found.get(labels::OWNER).and_then(|o| Owner::parse(o));
+    let marker =
+        engine.volumes_labelled(&labels::env_filter(Some(project), env)).await?.into_iter().find(|(_, l)| l.contains_key(labels::MARKER)).map(|(_, l)| l);
+    let info = crate::reaper::EnvInfo {
+        project: project.clone(),
+        env: env.clone(),
+        owner: owner.clone(),
+        uid: None,
+        created: 0,
+        containers: 0,
+        networks: 0,
+        volumes: 0,
+        marker,
+    };
+    match info.verdict(crate::reaper::now()) {
+        crate::reaper::Verdict::Orphan(_) => Ok(()),
+        crate::reaper::Verdict::Live => {
+            let who = owner.map(|o| format!(" (pid {} on {})", o.pid, o.host)).unwrap_or_default();
+            Err(in_the_way(format!("environment {env} is being made or used by a live orch process{who}; use another --env or wait for it")))
+        }
+        crate::reaper::Verdict::Kept => Err(in_the_way(format!("environment {env} exists and is kept; `orch down --env {env} -p {project}` removes it"))),
+    }
+}
+
+/// Creates the network. Another network of the same name (engines before API 1.44 make a second one beside it) is
+/// removed when it is a [`leftover`] and named as in the way otherwise, so that the name this environment uses stands for one network.
+/// Returns the new network's id.
+async fn create_network_owned<E: Engine>(engine: &E, spec: &crate::engine::NetworkSpec, identity: &crate::plan::Identity) -> Result<String, LifecycleError> {
+    for _attempt in 0..4 {
+        let same: Vec<_> = engine.list_networks().await?.into_iter().filter(|n| n.name == spec.name).collect();
+        if same.is_empty() {
+            match engine.create_network(spec).await {
+                Ok(id) => return Ok(id),
+                // API 1.44 and later refuse a second network of a name themselves: look again.
+                Err(EngineError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for n in &same {
+            leftover(engine, "network", &n.name, &n.labels, identity).await?;
+            engine.remove_network(&n.id).await?;
+        }
+    }
+    Err(LifecycleError::InTheWay { kind: "network", name: spec.name.clone(), why: "it kept reappearing while orch removed it".into() })
+}
+
+/// Creates the container; on a name conflict, removes a [`leftover`] in the way and tries again.
+async fn create_container_owned<E: Engine>(engine: &E, spec: &ContainerSpec, identity: &crate::plan::Identity) -> Result<String, LifecycleError> {
     let mut delay = Duration::from_millis(200);
-    for attempt in 0..4 {
-        match create().await {
+    for _attempt in 0..4 {
+        match engine.create_container(spec).await {
             Ok(id) => return Ok(id),
-            Err(EngineError::Conflict(_)) if attempt < 3 => {
-                let labels = match kind {
-                    "network" => engine.inspect_network(name).await.map(|n| n.labels),
-                    _ => engine.inspect_container(name).await.map(|c| c.labels),
-                };
-                let labels = match labels {
-                    Ok(l) => l,
+            Err(EngineError::Conflict(_)) => {
+                let found = match engine.inspect_container(&spec.name).await {
+                    Ok(c) => c,
                     Err(EngineError::NotFound(_)) => continue,
                     Err(e) => return Err(e.into()),
                 };
-                let Some(env) = labels.get(labels::ENV) else {
-                    return Err(LifecycleError::InTheWay {
-                        kind,
-                        name: name.into(),
-                        why: "it was not created by orch, so orch leaves it alone; rename or remove it yourself".into(),
-                    });
-                };
-                let owner = labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
-                if let Some(o) = owner.as_ref().filter(|o| o.is_alive()) {
-                    return Err(LifecycleError::InTheWay {
-                        kind,
-                        name: name.into(),
-                        why: format!(
-                            "it belongs to environment {env} of a live orch process (pid {} on {}); use another --env or `orch down --env {env}`",
-                            o.pid, o.host
-                        ),
-                    });
-                }
-                // Left by a dead run: remove it and try again.
-                match kind {
-                    "network" => engine.remove_network(name).await?,
-                    _ => engine.remove_container(name).await?,
-                }
+                leftover(engine, "container", &spec.name, &found.labels, identity).await?;
+                engine.remove_container(&found.id).await?;
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(LifecycleError::InTheWay { kind, name: name.into(), why: "it kept reappearing while orch removed it".into() })
+    Err(LifecycleError::InTheWay { kind: "container", name: spec.name.clone(), why: "it kept reappearing while orch removed it".into() })
 }
