@@ -33,7 +33,7 @@ pub enum AdmissionError {
     NeverFits { need: u64, total: u64 },
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("admission queue in {0}: {1}")]
+    #[error("admission queue in {0}: {1}; set --state-dir or ORCH_STATE_DIR to a writable directory")]
     Io(PathBuf, std::io::Error),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -176,5 +176,48 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
             last_said = why;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use std::collections::BTreeMap;
+
+    fn plan(env: &str) -> Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, "services:\n  a: {image: img}\n").unwrap();
+        let req = crate::PlanRequest {
+            compose: orch_compose::LoadOptions { files: vec![file], project_name: Some("adm".into()), ..Default::default() },
+            env_id: Some(env.into()),
+            ..Default::default()
+        };
+        crate::make_plan(&req, &[], &crate::facts::Facts::default()).unwrap().plan
+    }
+
+    #[tokio::test]
+    async fn an_environment_being_made_counts_once_whether_it_is_on_the_engine_or_admitted_or_both() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDir { root: state_dir.path().to_path_buf() };
+        let engine = FakeEngine::new();
+        let policy = Policy { max_envs: 2, no_wait: true, timeout: Duration::from_secs(1) };
+        // Environment `one` is starting: admitted here (its ticket held by a live `up`) and already on the engine.
+        let first = admit(&engine, &state, &plan("one"), &policy, &|_| {}).await.unwrap();
+        let labels = BTreeMap::from([
+            (crate::labels::ENV.to_string(), "one".to_string()),
+            (crate::labels::PROJECT.to_string(), "adm".to_string()),
+            (crate::labels::OWNER.to_string(), Owner::current().label()),
+        ]);
+        engine.plant_container("adm__one__a", labels);
+        // With at most two, a second one fits: `one` counts once.
+        let second = admit(&engine, &state, &plan("two"), &policy, &|_| {}).await.expect("one starting environment leaves room for a second");
+        // A third does not: `one` on the engine and `two` admitted are two.
+        let err = admit(&engine, &state, &plan("three"), &policy, &|_| {}).await.err().expect("no room for a third");
+        assert!(err.to_string().contains("1 environment(s) on the engine and 1 more starting, at most 2"), "{err}");
+        // Once `two` gave up its ticket (made nothing), `one` alone counts.
+        drop((first, second));
+        assert!(admit(&engine, &state, &plan("three"), &policy, &|_| {}).await.is_ok());
     }
 }

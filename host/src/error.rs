@@ -137,6 +137,7 @@ impl Error {
             Error::State(_) => exit::BUSY,
             Error::Admission(crate::admission::AdmissionError::NeverFits { .. }) => exit::INVALID_INPUT,
             Error::Admission(crate::admission::AdmissionError::Engine(_)) => exit::ENGINE,
+            Error::Admission(crate::admission::AdmissionError::Io(..)) => exit::INVALID_INPUT,
             Error::Admission(_) => exit::BUSY,
         }
     }

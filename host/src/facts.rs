@@ -14,6 +14,10 @@ pub struct Facts {
     pub engine_consulted: bool,
     /// Whether the engine places services on nodes (a swarm), so placement constraints apply.
     pub places_services: bool,
+    /// Where in each pool carving starts: 0 is the first free subnet (plans are reproducible). A carving the engine
+    /// refused is redone from a spot of its own, so that processes racing for the same first free subnet (other
+    /// users' orch, which share no state directory) spread out instead of colliding again.
+    pub carve_offset: u64,
 }
 
 impl Facts {

@@ -145,13 +145,14 @@ pub fn finish_plan(plan: &mut Plan, facts: &facts::Facts, pools: &[Ipv4Net]) -> 
 
 /// Allocates `policy` (a [`policy_plan`]) under the allocation lock, so that concurrent orch processes never choose
 /// the same subnet or host port: the engine's facts plus every live reservation are avoided, and this plan's choices
-/// are reserved before the lock is released.
+/// are reserved before the lock is released. `refused`: subnets the engine refused this plan before, avoided too.
 pub async fn allocate<E: engine::Engine>(
     engine: &E,
     state: &state::StateDir,
     policy: &Plan,
     pools: &[Ipv4Net],
     lock_timeout: std::time::Duration,
+    refused: &[Ipv4Net],
 ) -> Result<Plan, Error> {
     let waiting = state.clone();
     let mut guard = blocking(move || waiting.allocations(lock_timeout)).await??;
@@ -159,6 +160,12 @@ pub async fn allocate<E: engine::Engine>(
     guard.release(&policy.identity.project, &policy.identity.env_id);
     let mut facts = engine::gather_facts(engine).await?;
     facts.taken_subnets.extend(guard.state.subnets());
+    // Subnets the engine refused this environment: it holds them even if it does not list them (a network another
+    // process is removing keeps its pool until the removal ends).
+    facts.taken_subnets.extend(refused.iter().map(|n| n.trunc()));
+    if !refused.is_empty() {
+        facts.carve_offset = plan::fnv1a(format!("{}/{}/{}", policy.identity.project, policy.identity.env_id, refused.len()).as_bytes()) | 1;
+    }
     facts.taken_host_ports.extend(guard.state.ports());
     let mut plan = policy.clone();
     finish_plan(&mut plan, &facts, pools)?;

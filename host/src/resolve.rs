@@ -58,7 +58,7 @@ pub(crate) fn prune_unused_networks(plan: &mut Plan) {
 
 /// Address ranges in use, merged into disjoint intervals: whether a candidate subnet is free, and where the next free
 /// one can start, are answered in O(log n), so carving N subnets is near-linear however many are taken.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Taken {
     /// start → end (inclusive), disjoint and not adjacent.
     intervals: std::collections::BTreeMap<u32, u32>,
@@ -70,7 +70,11 @@ fn bounds(net: &Ipv4Net) -> (u32, u32) {
 
 impl Taken {
     pub fn insert(&mut self, net: &Ipv4Net) {
-        let (mut start, mut end) = bounds(net);
+        let (start, end) = bounds(net);
+        self.insert_range(start, end);
+    }
+
+    fn insert_range(&mut self, mut start: u32, mut end: u32) {
         // Merge with the interval that starts before and reaches into (or touches) this one…
         if let Some((&s, &e)) = self.intervals.range(..=start).next_back()
             && e.saturating_add(1) >= start
@@ -101,6 +105,24 @@ impl Taken {
             let prefix = 32 - (32 - (from ^ to).leading_zeros()).min(32) as u8;
             Ipv4Net::new(Ipv4Addr::from(from), prefix).map(|n| n.trunc()).unwrap_or(*net)
         })
+    }
+
+    /// The first free subnet of `prefix` inside `pool` at or after slot `offset` (modulo the pool's slots), else the
+    /// first before it.
+    pub fn first_free_from(&self, pool: &Ipv4Net, prefix: u8, offset: u64) -> Option<Ipv4Net> {
+        if offset == 0 || prefix < pool.prefix_len() || prefix > 32 {
+            return self.first_free(pool, prefix);
+        }
+        let slots = 1u64 << (prefix - pool.prefix_len()).min(63);
+        let size = 1u64 << (32 - prefix);
+        let (pool_start, _) = bounds(&pool.trunc());
+        let skip = (offset % slots) * size;
+        if skip == 0 {
+            return self.first_free(pool, prefix);
+        }
+        let mut later = self.clone();
+        later.insert_range(pool_start, (u64::from(pool_start) + skip - 1) as u32);
+        later.first_free(pool, prefix).or_else(|| self.first_free(pool, prefix))
     }
 
     /// The first free subnet of `prefix` inside `pool`.
@@ -146,7 +168,8 @@ fn resolve_subnets(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<
             Some(SubnetRequest::Size(p)) => p,
             _ => DEFAULT_PREFIX,
         };
-        let Some(subnet) = pools.iter().find_map(|pool| taken.first_free(pool, prefix)) else {
+        let offset = if facts.carve_offset == 0 { 0 } else { crate::plan::fnv1a(format!("{}/{name}", facts.carve_offset).as_bytes()) };
+        let Some(subnet) = pools.iter().find_map(|pool| taken.first_free_from(pool, prefix, offset)) else {
             // A pool taken whole by one range is no leak of environments: say which range it is.
             let whole: Vec<String> =
                 pools.iter().flat_map(|p| facts.taken_subnets.iter().filter(move |t| t.contains(p)).map(move |t| format!("{t} covers {p}"))).collect();
@@ -282,6 +305,20 @@ mod tests {
             t.insert(&n);
         }
         assert_eq!(t.intervals.len(), 1);
+    }
+
+    #[test]
+    fn carving_from_an_offset_spreads_out_and_wraps() {
+        let pool: Ipv4Net = "10.192.0.0/22".parse().unwrap();
+        let mut taken = Taken::default();
+        taken.insert(&"10.192.0.0/24".parse().unwrap());
+        assert_eq!(taken.first_free_from(&pool, 24, 0).unwrap().to_string(), "10.192.1.0/24", "offset 0 is first-free");
+        assert_eq!(taken.first_free_from(&pool, 24, 2).unwrap().to_string(), "10.192.2.0/24");
+        assert_eq!(taken.first_free_from(&pool, 24, 6).unwrap().to_string(), "10.192.2.0/24", "modulo the pool's four slots");
+        taken.insert(&"10.192.3.0/24".parse().unwrap());
+        assert_eq!(taken.first_free_from(&pool, 24, 3).unwrap().to_string(), "10.192.1.0/24", "wraps to the start");
+        taken.insert(&"10.192.1.0/23".parse().unwrap());
+        assert_eq!(taken.first_free_from(&pool, 24, 3), None);
     }
 
     #[test]

@@ -321,8 +321,9 @@ impl Project {
         // The engine arbitrates subnets between every user of it: a subnet it refuses was taken after planning (by
         // another user's orch, with another state directory, or another tool), so carve again around what it holds now.
         let mut attempt = 0;
+        let mut refused: Vec<Ipv4Net> = vec![];
         let (plan, result) = loop {
-            let plan = match crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout).await {
+            let plan = match crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout, &refused).await {
                 Ok(plan) => plan,
                 Err(e) => {
                     self.release_reservation(&identity.env_id).await;
@@ -344,7 +345,7 @@ impl Project {
             }
             let result = lifecycle::up(engine, &plan, &up, progress).await;
             match &result {
-                Err(lifecycle::LifecycleError::Engine(EngineError::SubnetTaken { what, subnet, .. })) => {
+                Err(lifecycle::LifecycleError::Engine(EngineError::SubnetTaken { what, subnet, message })) => {
                     let carved = plan
                         .networks
                         .values()
@@ -357,7 +358,10 @@ impl Project {
                         self.release_reservation(&identity.env_id).await;
                         return Err(crate::subnets_kept_taken(what, subnet, &self.pools));
                     }
-                    progress(Progress::Warning { message: format!("{what}: subnet {subnet} was taken on the engine after planning; carving again") });
+                    progress(Progress::Warning { message: format!("{what}: the engine refused subnet {subnet} ({message}); carving again") });
+                    refused.extend(subnet.parse::<Ipv4Net>().ok());
+                    // Whoever holds it may be mid-way through a create or a removal: give the engine a moment.
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                 }
                 _ => break (plan, result),
             }

@@ -40,11 +40,16 @@ impl StateDir {
     /// `--state-dir`, else `ORCH_STATE_DIR`, else `$XDG_STATE_HOME/orch`, else `~/.local/state/orch`; never a
     /// predictable directory in `/tmp`, where another user could be first to make it.
     pub fn resolve(flag: Option<PathBuf>) -> Result<StateDir, StateError> {
-        let non_empty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
+        Self::resolve_from(flag, |k| std::env::var_os(k))
+    }
+
+    /// [`StateDir::resolve`] with the environment given.
+    fn resolve_from(flag: Option<PathBuf>, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<StateDir, StateError> {
+        let get = |k: &str| var(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let root = flag
-            .or_else(|| std::env::var_os("ORCH_STATE_DIR").and_then(non_empty))
-            .or_else(|| std::env::var_os("XDG_STATE_HOME").and_then(non_empty).map(|d| d.join("orch")))
-            .or_else(|| std::env::var_os("HOME").and_then(non_empty).map(|h| h.join(".local/state/orch")))
+            .or_else(|| get("ORCH_STATE_DIR"))
+            .or_else(|| get("XDG_STATE_HOME").map(|d| d.join("orch")))
+            .or_else(|| get("HOME").map(|h| h.join(".local/state/orch")))
             .ok_or(StateError::NoHome)?;
         Ok(StateDir { root })
     }
@@ -294,5 +299,63 @@ mod tests {
         drop(held);
         assert!(sd.lock_env("p", "dev", "x", Duration::from_millis(200)).is_ok());
         assert!(sd.lock_env("p", "test", "x", Duration::from_millis(200)).is_ok(), "other environments are independent");
+    }
+
+    #[test]
+    fn without_home_there_is_no_state_directory_rather_than_one_in_tmp() {
+        let none = |_: &str| None;
+        assert!(matches!(StateDir::resolve_from(None, none), Err(StateError::NoHome)));
+        let home = |k: &str| (k == "HOME").then(|| std::ffi::OsString::from("/home/u"));
+        assert_eq!(StateDir::resolve_from(None, home).unwrap().root, PathBuf::from("/home/u/.local/state/orch"));
+        let empty = |_: &str| Some(std::ffi::OsString::new());
+        assert!(matches!(StateDir::resolve_from(None, empty), Err(StateError::NoHome)), "empty variables count as unset");
+    }
+
+    #[test]
+    fn a_state_directory_others_can_write_or_own_is_refused_with_the_fix() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir { root: dir.path().join("state") };
+        sd.ensure().unwrap();
+        assert_eq!(std::fs::metadata(&sd.root).unwrap().permissions().mode() & 0o777, 0o700, "made for this user alone");
+        std::fs::set_permissions(&sd.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = sd.lock_env("p", "dev", "x", Duration::from_millis(100)).err().expect("refused").to_string();
+        assert!(err.contains("writable by group or others") && err.contains(&format!("chmod 700 {}", sd.root.display())), "{err}");
+        std::fs::set_permissions(&sd.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if crate::labels::my_uid() == 0 {
+            // Root can make the directory another user's, as a CI host's other runner would have it.
+            std::os::unix::fs::chown(&sd.root, Some(4242), None).unwrap();
+            assert_eq!(std::fs::metadata(&sd.root).unwrap().uid(), 4242);
+            let err = sd.allocations(Duration::from_millis(100)).err().expect("refused").to_string();
+            assert!(err.contains("belongs to uid 4242") && err.contains("--state-dir"), "{err}");
+        }
+    }
+
+    #[test]
+    fn lock_and_state_files_are_never_followed_through_symlinks_nor_read_from_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir { root: dir.path().join("state") };
+        sd.ensure().unwrap();
+        // Another user's file that a planted link points at is neither truncated nor written.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::create_dir_all(sd.root.join("envs")).unwrap();
+        std::os::unix::fs::symlink(&victim, sd.root.join("envs/p--dev.lock")).unwrap();
+        let err = sd.lock_env("p", "dev", "x", Duration::from_millis(100)).err().expect("refused").to_string();
+        assert!(err.contains("p--dev.lock"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A FIFO where a state file is expected is skipped, not waited on.
+        let fifo = sd.root.join("allocations.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let started = Instant::now();
+        assert!(read_small(&fifo, 1024).is_none());
+        assert!(sd.allocations(Duration::from_secs(1)).unwrap().state.envs.is_empty(), "repaired, not hung");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Oversized and garbage files are repaired too.
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, vec![b'{'; 1 << 20]).unwrap();
+        assert!(sd.allocations(Duration::from_secs(1)).unwrap().state.envs.is_empty());
     }
 }

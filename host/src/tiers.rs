@@ -226,6 +226,7 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
             s.ports.clear();
         }
         let mut result = Ok(());
+        let mut refused: Vec<ipnet::Ipv4Net> = vec![];
         // A subnet the engine refuses was taken after planning (another user's orch, another tool): carve again
         // around what the engine holds now, a bounded number of times.
         for attempt in 0..SUBNET_ATTEMPTS {
@@ -233,12 +234,16 @@ pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Dura
             let have = existing(engine, project.name()).await?;
             let mut attempt_policy = policy.clone();
             join_existing(&mut attempt_policy, &have);
-            result = match crate::allocate(engine, project.state(), &attempt_policy, project.pools(), lock_timeout).await {
+            result = match crate::allocate(engine, project.state(), &attempt_policy, project.pools(), lock_timeout, &refused).await {
                 Ok(plan) => make(engine, project, &plan, &mut created).await,
                 Err(e) => Err(e),
             };
             match &result {
-                Err(Error::Engine(EngineError::SubnetTaken { .. })) if attempt + 1 < SUBNET_ATTEMPTS => continue,
+                Err(Error::Engine(EngineError::SubnetTaken { subnet, .. })) if attempt + 1 < SUBNET_ATTEMPTS => {
+                    refused.extend(subnet.parse::<ipnet::Ipv4Net>().ok());
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    continue;
+                }
                 Err(Error::Engine(EngineError::SubnetTaken { what, subnet, .. })) => {
                     result = Err(crate::subnets_kept_taken(what, subnet, project.pools()));
                 }
@@ -484,5 +489,32 @@ mod tests {
         let mut plan = p.plan(Some("e1"), &facts).unwrap().plan;
         let err = join(&engine, "shop", &mut plan).await.unwrap_err();
         assert!(err.to_string().contains("back, front"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_join_follows_the_resolved_plan_not_the_compose_files_network_list() {
+        // `default` is declared but no service is left on it (as when plugins move every service to tiers): the
+        // tiers are `front` alone, and an environment joins them.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: shop\nservices:\n  web:\n    image: img\n    networks: [front]\nnetworks:\n  default: {}\n  front: {}\n",
+        )
+        .unwrap();
+        let state = dir.path().join("state");
+        let p = Project::open(&ProjectOptions {
+            dir: Some(dir.path().to_path_buf()),
+            state_dir: Some(state),
+            environment: Some(Default::default()),
+            ..Default::default()
+        })
+        .unwrap();
+        let engine = FakeEngine::new().with_images(&["img"]);
+        let made = create(&engine, &p, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(made.networks.iter().map(|n| n.tier.as_str()).collect::<Vec<_>>(), ["front"]);
+        let facts = crate::engine::gather_facts(&engine).await.unwrap();
+        let mut plan = p.policy_plan_for("e1", &facts).unwrap().plan;
+        join(&engine, "shop", &mut plan).await.expect("default is no tier: the join does not look for it");
+        assert!(plan.networks["front"].external && !plan.networks.contains_key("default"), "{:?}", plan.networks.keys());
     }
 }

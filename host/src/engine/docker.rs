@@ -43,8 +43,21 @@ pub(super) fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineE
         bollard::errors::Error::DockerResponseServerError { status_code, message } => {
             EngineError::Api { what: what.to_string(), status: *status_code, message: message.clone() }
         }
+        bollard::errors::Error::RequestTimeoutError => EngineError::Timeout { what: what.to_string(), after: engine_timeout() },
         _ => EngineError::Transport { what: what.to_string(), source: e },
     }
+}
+
+/// How long orch waits for the engine to answer one request (its response's head; streams such as logs and build
+/// output are not cut): `ORCH_ENGINE_TIMEOUT` (e.g. `10s`), else 30 s. A healthy engine answers in well under a
+/// second; a loaded 2-core CI host can take several seconds to start a container, so the default leaves room.
+pub fn engine_timeout() -> Duration {
+    std::env::var("ORCH_ENGINE_TIMEOUT")
+        .ok()
+        .and_then(|v| orch_compose::parse_duration_ms(&v))
+        .map(Duration::from_millis)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(30))
 }
 
 impl DockerEngine {
@@ -61,11 +74,13 @@ impl DockerEngine {
     }
 
     pub async fn connect() -> Result<DockerEngine, EngineError> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        let timeout = Duration::from_secs(5);
-        let docker = tokio::time::timeout(timeout, docker.negotiate_version())
+        let timeout = engine_timeout();
+        let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?.with_timeout(timeout);
+        // The first answer says whether anyone is there at all: it gets at most 5 s.
+        let hello = timeout.min(Duration::from_secs(5));
+        let docker = tokio::time::timeout(hello, docker.negotiate_version())
             .await
-            .map_err(|_| EngineError::Timeout(timeout))?
+            .map_err(|_| EngineError::Timeout { what: "negotiating the API version".into(), after: hello })?
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
         Ok(DockerEngine { docker })
     }
@@ -390,7 +405,10 @@ impl Engine for DockerEngine {
             opts = opts.t(t as i32);
         }
         let opts = opts.build();
-        match self.docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
+        // The engine answers a stop only once the container has stopped: allow its grace period on top.
+        let grace = Duration::from_secs(timeout_s.unwrap_or(10).max(0) as u64);
+        let docker = self.docker.clone().with_timeout(engine_timeout() + grace);
+        match docker.stop_container(id, Some(opts)).await.map_err(classify(&format!("container {id}"))) {
             Ok(()) => Ok(()),
             // 304 Not Modified: already stopped.
             Err(EngineError::Api { status: 304, .. }) => Ok(()),

@@ -23,8 +23,9 @@ use crate::facts::Facts;
 pub enum EngineError {
     #[error("cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?")]
     Unreachable(String),
-    #[error("the Docker engine did not answer within {0:?}")]
-    Timeout(Duration),
+    /// The engine accepted the request but gave no answer in time: it is stalled or overloaded.
+    #[error("{what}: the Docker engine did not answer within {after:?}; check that the daemon is healthy (`docker info`), or raise ORCH_ENGINE_TIMEOUT")]
+    Timeout { what: String, after: Duration },
     /// The engine refused a request with this HTTP status (404 and 409 have their own variants).
     #[error("{what}: the Docker engine answered {status}: {message}")]
     Api { what: String, status: u16, message: String },

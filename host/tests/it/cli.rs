@@ -41,7 +41,7 @@ fn bpo_plan_has_five_tiers_and_the_seeds_assignments() {
     assert_eq!(nets, ["db", "external", "gpu", "main", "monitoring"]);
     for (tier, internal) in [("db", true), ("gpu", true), ("monitoring", true), ("main", false), ("external", false)] {
         assert_eq!(plan["networks"][tier]["internal"], internal, "{tier}");
-        assert_eq!(plan["networks"][tier]["docker_name"], format!("bpo-cli-{tier}"));
+        assert_eq!(plan["networks"][tier]["docker_name"], format!("bpo__cli__{tier}"));
     }
     // Seed 003's table.
     let expected: &[(&str, &[&str])] = &[

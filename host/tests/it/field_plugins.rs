@@ -97,7 +97,7 @@ fn fetch(id: &str, url: &str) -> (bool, String) {
 fn addresses(id: &str) -> Vec<(String, String)> {
     inspect(id, "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}")
         .split_whitespace()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.rsplit('-').next().unwrap().to_string(), v.to_string())))
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.rsplit("__").next().unwrap().to_string(), v.to_string())))
         .collect()
 }
 
@@ -140,7 +140,7 @@ fn bpo_networks_isolate_tiers_on_the_real_engine() {
     let api_port = text(&p.orch(&["port", "--env", &env, "api", "8080"]).stdout).trim().rsplit(':').next().unwrap().to_string();
     let main_gateway = inspect(
         &grafana,
-        "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"orch-field-ENV-main\"}}{{$v.Gateway}}{{end}}{{end}}".replace("ENV", &env).as_str(),
+        "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"orch-field__ENV__main\"}}{{$v.Gateway}}{{end}}{{end}}".replace("ENV", &env).as_str(),
     );
     let via_host = format!("http://{main_gateway}:{api_port}/");
     let (ok, body) = fetch(&grafana, &via_host);
@@ -162,7 +162,7 @@ fn bpo_networks_isolate_tiers_on_the_real_engine() {
     // The internal flag is the engine's, not just orch's plan.
     let nets = text(&docker(&["network", "ls", "--filter", &format!("label=orch.env={env}"), "--format", "{{.Name}} {{.Internal}}"]).stdout);
     let mut tiers: Vec<(String, String)> =
-        nets.lines().filter_map(|l| l.split_once(' ')).map(|(n, i)| (n.rsplit('-').next().unwrap().to_string(), i.to_string())).collect();
+        nets.lines().filter_map(|l| l.split_once(' ')).map(|(n, i)| (n.rsplit("__").next().unwrap().to_string(), i.to_string())).collect();
     tiers.sort();
     let expected = [("db", "true"), ("external", "false"), ("gpu", "true"), ("main", "false"), ("monitoring", "true")];
     assert_eq!(tiers, expected.map(|(a, b)| (a.to_string(), b.to_string())), "{nets}");

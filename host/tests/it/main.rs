@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod examples;
+mod fault;
 mod field_plugins;
 mod lifecycle;
 mod network;

@@ -123,7 +123,7 @@ fn tier_networks_are_made_once_joined_by_name_and_removed_only_when_free() {
     // An environment joins the tiers instead of making networks; the notebook reaches its web service by name.
     let up = orch(&["up", "--env", &env, "--join-networks", "--timeout", "60s"]);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    let nets = docker(&["inspect", "-f", "{{json .NetworkSettings.Networks}}", &format!("{project}-{env}-web")]);
+    let nets = docker(&["inspect", "-f", "{{json .NetworkSettings.Networks}}", &format!("{project}__{env}__web")]);
     let nets: Value = serde_json::from_slice(&nets.stdout).unwrap();
     let mut names: Vec<&String> = nets.as_object().unwrap().keys().collect();
     names.sort();

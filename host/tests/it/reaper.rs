@@ -296,7 +296,7 @@ fn down_disconnects_a_foreign_container_from_the_environments_network() {
     let up = Command::new(env!("CARGO_BIN_EXE_orch")).args(["up", "-f", file.to_str().unwrap(), "--env", &env, "--pool", "10.234.0.0/16"]).output().unwrap();
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     // Someone attaches their own container to the environment's network by hand.
-    let net = format!("strag-{env}-default");
+    let net = format!("strag__{env}__default");
     let spec = ContainerSpec {
         name: format!("{env}-visitor"),
         image: IMAGE.into(),

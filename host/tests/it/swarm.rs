@@ -152,14 +152,14 @@ fn netra_runs_twice_on_a_swarm_isolated_and_leaves_nothing() {
         };
         assert_eq!(services.lines().count(), 5, "{services}");
         assert!(services.lines().all(|l| l.ends_with("replicated 1/1")), "{services}");
-        let net = format!("netra-{env}-netra-network");
+        let net = format!("netra__{env}__netra-network");
         assert_eq!(docker(&["network", "inspect", &net, "--format", "{{.Driver}} {{.Scope}} {{.Attachable}}"]), "overlay swarm true");
-        let endpoint = docker(&["service", "inspect", &format!("netra-{env}-backend"), "--format", "{{.Spec.EndpointSpec.Mode}}"]);
+        let endpoint = docker(&["service", "inspect", &format!("netra__{env}__backend"), "--format", "{{.Spec.EndpointSpec.Mode}}"]);
         assert_eq!(endpoint, "dnsrr");
     }
 
     // Isolated: each copy's `redis` (and the old fixed name of its postgres) is its own, on its own subnet.
-    let subnet = |env: &str| docker(&["network", "inspect", &format!("netra-{env}-netra-network"), "--format", "{{(index .IPAM.Config 0).Subnet}}"]);
+    let subnet = |env: &str| docker(&["network", "inspect", &format!("netra__{env}__netra-network"), "--format", "{{(index .IPAM.Config 0).Subnet}}"]);
     let (net_a, net_b) = (subnet(&a), subnet(&b));
     assert_ne!(net_a, net_b);
     for (env, net) in [(&a, &net_a), (&b, &net_b)] {
