@@ -191,3 +191,28 @@ pub(crate) fn subnets_kept_taken(what: &str, subnet: &str, pools: &[Ipv4Net]) ->
 pub fn plugin_settings(flags: &[String]) -> Result<BTreeMap<String, serde_json::Value>, Error> {
     Ok(plugins::parse_settings(BTreeMap::new(), flags)?)
 }
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    #[test]
+    fn two_environments_never_share_a_resource_name() {
+        // Dashes in both parts once made these two the same name.
+        let a = identity("my", Some("app-a1b2c3d4"), EnvKind::Test).unwrap();
+        let b = identity("my-app", Some("a1b2c3d4"), EnvKind::Test).unwrap();
+        assert_ne!(a.resource_name("web"), b.resource_name("web"));
+        assert_eq!(b.resource_name("web"), "my-app__a1b2c3d4__web");
+        // The parts come back from a name: the first `__` ends the project, the next the environment.
+        let name = identity("my_app", Some("e-1"), EnvKind::Test).unwrap().resource_name("db__x");
+        let (project, rest) = name.split_once(plan::SEP).unwrap();
+        let (env, resource) = rest.split_once(plan::SEP).unwrap();
+        assert_eq!((project, env, resource), ("my_app", "e-1", "db__x"));
+        // Names that would make that ambiguous are refused with the rule.
+        for bad in ["a__b", "a_", "A"] {
+            let err = identity(bad, Some("e"), EnvKind::Test).unwrap_err();
+            assert_eq!(err.exit_code(), error::exit::INVALID_INPUT, "{bad}: {err}");
+        }
+        assert!(identity("p", Some("a_b"), EnvKind::Test).is_err(), "environment ids have no '_'");
+    }
+}

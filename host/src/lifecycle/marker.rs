@@ -50,7 +50,7 @@ pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, Str
     let name = marker_name(project, env);
     let found = engine.create_volume(&VolumeSpec { name: name.clone(), labels: l, ..Default::default() }).await?;
     // The engine hands back a volume of that name that exists already: it must be this environment's marker.
-    let ours = found.get(MARKER).is_some()
+    let ours = found.contains_key(MARKER)
         && found.get(labels::ENV).map(String::as_str) == Some(env)
         && found.get(labels::PROJECT).map(String::as_str) == Some(project);
     if ours {

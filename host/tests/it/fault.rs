@@ -810,3 +810,41 @@ fn signals_at_random_points_leave_nothing() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Services left on the compose file's implicit default network, all moved to tiers by a plugin: `orch network
+/// create` makes the tiers (no `default`), and `up --join-networks` joins exactly those.
+#[test]
+fn an_environment_joins_the_tiers_its_resolved_plan_uses_not_the_implicit_default() {
+    let _sharing = support::sharing_the_engine();
+    support::ensure_image_blocking();
+    let work = tempfile::tempdir().unwrap();
+    let (dir, state, pid) = (work.path(), work.path().join("state"), std::process::id());
+    let project = format!("joindef{pid}");
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!("name: {project}\nservices:\n  api: {{image: orch-test/busybox:latest, command: [sleep, '3600']}}\n  postgres: {{image: orch-test/busybox:latest, command: [sleep, '3600']}}\n"),
+    )
+    .unwrap();
+    struct Cleanup(PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = run(None, &self.0.join("state"), &self.0, &["down", "--env", "j1", "-p", &self.1]);
+            let _ = run(None, &self.0.join("state"), &self.0, &["network", "rm", "--force", "--plugin", "bpo-networks"]);
+        }
+    }
+    let _cleanup = Cleanup(dir.to_path_buf(), project.clone());
+    let made = run(None, &state, dir, &["network", "create", "--plugin", "bpo-networks", "--format", "json"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let tiers: Vec<&str> = report["networks"].as_array().unwrap().iter().map(|n| n["tier"].as_str().unwrap()).collect();
+    assert!(!tiers.contains(&"default") && tiers.contains(&"db"), "{tiers:?}");
+    let up = run(None, &state, dir, &["up", "--plugin", "bpo-networks", "--join-networks", "--env", "j1"]);
+    assert!(up.status.success(), "the join follows the resolved plan: {}", String::from_utf8_lossy(&up.stderr));
+    let nets =
+        lines(&docker_on(None, &["inspect", &format!("{project}__j1__postgres"), "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}\n{{end}}"]));
+    assert_eq!(nets, [format!("{project}-db"), format!("{project}-main")], "postgres is on its two tiers");
+    let down = run(None, &state, dir, &["down", "--env", "j1", "-p", &project]);
+    assert!(down.status.success());
+    let rm = run(None, &state, dir, &["network", "rm", "--plugin", "bpo-networks"]);
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+}
