@@ -317,7 +317,8 @@ mod tests {
         assert_eq!(taken.first_free_from(&pool, 24, 6).unwrap().to_string(), "10.192.2.0/24", "modulo the pool's four slots");
         taken.insert(&"10.192.3.0/24".parse().unwrap());
         assert_eq!(taken.first_free_from(&pool, 24, 3).unwrap().to_string(), "10.192.1.0/24", "wraps to the start");
-        taken.insert(&"10.192.1.0/23".parse().unwrap());
+        taken.insert(&"10.192.1.0/24".parse().unwrap());
+        taken.insert(&"10.192.2.0/24".parse().unwrap());
         assert_eq!(taken.first_free_from(&pool, 24, 3), None);
     }
 

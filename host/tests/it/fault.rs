@@ -141,31 +141,8 @@ impl Daemon {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let d = self.dir.path();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.ns))
-            .args(["dockerd", "--config-file"])
-            .arg(d.join("daemon.json"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .args(["--bridge", "none", "-H"])
-            .arg(self.host())
-            .stdout(std::fs::File::create(d.join("dockerd.log")).unwrap())
-            .stderr(std::fs::File::create(d.join("dockerd.err")).unwrap())
-            .spawn()
-            .map_err(|e| format!("starting dockerd: {e}"))?;
-        self.process = Some(child);
-        let host = self.host();
-        if until(Duration::from_secs(60), || docker_on(Some(&host), &["info", "--format", "{{.ServerVersion}}"]).status.success()) {
-            Ok(())
-        } else {
-            let log = std::fs::read_to_string(d.join("dockerd.err")).unwrap_or_default();
-            Err(format!("the test dockerd did not answer in 60 s: {}", log.lines().last().unwrap_or_default()))
-        }
+        self.process = Some(support::spawn_dockerd(&self.ns, self.dir.path(), &self.host(), &["--bridge", "none"])?);
+        Ok(())
     }
 
     /// `kill -9` of the daemon and of the containerd it runs (the containers' shims stay, as after a crash; the
@@ -489,6 +466,20 @@ fn things_in_the_way_are_named_never_touched_and_nothing_of_orch_is_left() {
         let still = docker_on(None, &[kind, "inspect", &name]);
         assert!(still.status.success(), "the foreign {kind} {name} was touched");
     }
+    // A volume of orch's name labelled for another environment (data of someone's kept environment): never reused.
+    let env = format!("wv{pid}");
+    let name = format!("way__{env}__data");
+    let labelled_for_other =
+        docker_on(None, &["volume", "create", "--label", "orch.env=someone-else", "--label", "orch.project=way", "--label", "orch.owner-uid=4242", &name]);
+    assert!(labelled_for_other.status.success());
+    foreign.push(("volume", name.clone()));
+    let out = run(None, &state, dir, &["up", "--env", &env]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let leaks = labelled(None, &format!("orch.env={env}")).len();
+    row("a volume of orch's name labelled for another environment", out.status.code(), 0.0, leaks);
+    assert_eq!(out.status.code(), Some(6), "{said}");
+    assert!(said.contains(&name) && said.contains("belongs to environment someone-else"), "{said}");
+    assert_eq!(leaks, 0);
     let _cleanup = Cleanup(foreign);
 
     // A docker compose project of the same name and services beside orch's environment.

@@ -328,33 +328,7 @@ impl Worker {
         sh(&format!("ip addr add {MANAGER_ADDR}/30 dev {} && ip link set {} up", w.host_if, w.host_if))?;
         sh(&format!("ip -n {} addr add {WORKER_ADDR}/30 dev orchwif0 && ip -n {} link set orchwif0 up && ip -n {} link set lo up", w.ns, w.ns, w.ns))?;
         std::fs::write(w.dir.path().join("daemon.json"), "{}").unwrap();
-        // `ip netns exec` would remount /sys and hide the cgroup mounts dockerd needs: enter the network only.
-        let d = w.dir.path();
-        let daemon = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", w.ns))
-            .args(["dockerd", "--config-file"])
-            .arg(d.join("daemon.json"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(w.socket())
-            .stdout(std::fs::File::create(d.join("dockerd.log")).unwrap())
-            .stderr(std::fs::File::create(d.join("dockerd.err")).unwrap())
-            .spawn()
-            .map_err(|e| format!("starting dockerd: {e}"))?;
-        w.daemon = Some(daemon);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while w.docker(&["info", "--format", "{{.ServerVersion}}"]).is_empty() {
-            if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(d.join("dockerd.err")).unwrap_or_default();
-                return Err(format!("the second dockerd did not answer in 60 s: {}", log.lines().last().unwrap_or_default()));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        w.daemon = Some(crate::support::spawn_dockerd(&w.ns, w.dir.path(), &w.socket(), &[])?);
         Ok(w)
     }
 }

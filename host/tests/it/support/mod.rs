@@ -70,3 +70,39 @@ pub fn sharing_the_engine() -> Sharing {
 pub fn alone_on_the_engine() -> std::sync::RwLockWriteGuard<'static, ()> {
     ENGINE_WIDE.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Starts a dockerd of the tests' own in network namespace `ns` (entered for the network only: `ip netns exec` would
+/// remount /sys and hide the cgroup mounts dockerd needs), with `daemon.json`, data root, exec root, pid file, socket
+/// and logs under `dir`, and waits up to 60 s for it to answer at `host`.
+pub fn spawn_dockerd(ns: &str, dir: &Path, host: &str, extra: &[&str]) -> Result<std::process::Child, String> {
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args(["dockerd", "--config-file"])
+        .arg(dir.join("daemon.json"))
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--pidfile")
+        .arg(dir.join("docker.pid"))
+        .args(extra)
+        .args(["-H", host])
+        .stdout(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("dockerd.err")).unwrap())
+        .spawn()
+        .map_err(|e| format!("starting dockerd: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let up = Command::new("docker").args(["-H", host, "info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success());
+        if up {
+            return Ok(child);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.join("dockerd.err")).unwrap_or_default();
+            return Err(format!("the test dockerd did not answer in 60 s: {}", log.lines().last().unwrap_or_default()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
