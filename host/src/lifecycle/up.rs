@@ -253,6 +253,9 @@ pub(super) async fn start_service<E: Engine>(
     Ok(())
 }
 
+/// How many times a service's host ports are chosen again when the engine refuses one.
+const PORT_ATTEMPTS: usize = 8;
+
 /// Starts the container; when the engine refuses a host port (a process outside orch holds it — invisible to the
 /// facts), picks another port from the same range strategy, recreates the container and tries again. Returns the
 /// new container id when it had to recreate.
@@ -266,7 +269,7 @@ pub(super) async fn start_with_port_retry<E: Engine>(
 ) -> Result<Option<String>, LifecycleError> {
     let mut spec = spec.clone();
     let mut current: Option<String> = None;
-    for _attempt in 0..5 {
+    for attempt in 0..PORT_ATTEMPTS {
         let cid = current.clone().unwrap_or_else(|| id.to_string());
         let err = match engine.start_container(&cid).await {
             Ok(()) => return Ok(current),
@@ -289,7 +292,13 @@ pub(super) async fn start_with_port_retry<E: Engine>(
             if let Some(old) = binding.host_port {
                 used.insert(old);
             }
-            let next = (start..=end).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok());
+            // From a spot of this container's own in the range, so that processes racing for the same free port
+            // (other users' orch, which share no state directory) spread out instead of colliding again.
+            let len = u32::from(end - start) + 1;
+            let from = (fnv1a(format!("{}/{attempt}/{}", spec.name, std::process::id()).as_bytes()) % u64::from(len)) as u32;
+            let next = (0..len)
+                .map(|i| (u32::from(start) + (from + i) % len) as u16)
+                .find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok());
             if let Some(p) = next {
                 used.insert(p);
                 binding.host_port = Some(p);
@@ -306,7 +315,11 @@ pub(super) async fn start_with_port_retry<E: Engine>(
         engine.remove_container(&cid).await?;
         current = Some(engine.create_container(&spec).await?);
     }
-    Err(LifecycleError::ServiceFailed { service: name.into(), reason: "its host ports kept being taken; gave up after 5 attempts".into(), logs: vec![] })
+    Err(LifecycleError::ServiceFailed {
+        service: name.into(),
+        reason: format!("its host ports kept being taken; gave up after {PORT_ATTEMPTS} attempts (widen its port range)"),
+        logs: vec![],
+    })
 }
 
 /// Why a resource with these labels is not this environment's to use (`None`: it is).
