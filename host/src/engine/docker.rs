@@ -49,7 +49,7 @@ pub(super) fn classify(what: &str) -> impl Fn(bollard::errors::Error) -> EngineE
 }
 
 /// How long orch waits for the engine to answer one request (its response's head; streams such as logs and build
-/// output are not cut): `ORCH_ENGINE_TIMEOUT` (e.g. `10s`), else 30 s. A healthy engine answers in well under a
+/// output are not cut): `ORCH_ENGINE_TIMEOUT` (e.g. `10s`), else 120 s. A healthy engine answers in well under a
 /// second; a loaded 2-core CI host can take several seconds to start a container, so the default leaves room.
 pub fn engine_timeout() -> Duration {
     std::env::var("ORCH_ENGINE_TIMEOUT")
@@ -57,7 +57,7 @@ pub fn engine_timeout() -> Duration {
         .and_then(|v| orch_compose::parse_duration_ms(&v))
         .map(Duration::from_millis)
         .filter(|d| !d.is_zero())
-        .unwrap_or(Duration::from_secs(30))
+        .unwrap_or(Duration::from_secs(120))
 }
 
 impl DockerEngine {
