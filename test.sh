@@ -19,6 +19,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # ip and nsenter: the two-node swarm test runs a second dockerd in a network namespace of its own.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+# pgrep: the fault tier finds the containerd of the dockerd it kills.
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 # python3 with venv and pip: the Python package's tests.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -75,10 +75,13 @@ pub(super) async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOption
     let labels = resource_labels(plan, &owner);
     let images = ensure_images(engine, plan, opts, progress).await?;
 
+    // One listing for every network of the plan: names already taken are checked against it.
+    let listed = engine.list_networks().await?;
     let creations = plan.networks.values().filter(|n| !n.external).map(|n| {
         let spec = network_spec(n, &n.docker_name, &labels);
+        let same: Vec<_> = listed.iter().filter(|l| l.name == spec.name).cloned().collect();
         async move {
-            let id = create_network_owned(engine, &spec, &plan.identity).await?;
+            let id = create_network_owned(engine, &spec, &plan.identity, same).await?;
             progress(Progress::NetworkCreated { name: spec.name.clone(), subnet: spec.subnet.clone() });
             Ok::<_, LifecycleError>((spec.name, id))
         }
@@ -374,9 +377,17 @@ async fn leftover<E: Engine>(
 /// Creates the network. Another network of the same name (engines before API 1.44 make a second one beside it) is
 /// removed when it is a [`leftover`] and named as in the way otherwise, so that the name this environment uses stands for one network.
 /// Returns the new network's id.
-async fn create_network_owned<E: Engine>(engine: &E, spec: &crate::engine::NetworkSpec, identity: &crate::plan::Identity) -> Result<String, LifecycleError> {
-    for _attempt in 0..4 {
-        let same: Vec<_> = engine.list_networks().await?.into_iter().filter(|n| n.name == spec.name).collect();
+/// `same`: the networks of its name the engine listed before; listed again only after a conflict.
+async fn create_network_owned<E: Engine>(
+    engine: &E,
+    spec: &crate::engine::NetworkSpec,
+    identity: &crate::plan::Identity,
+    mut same: Vec<crate::engine::NetworkSummary>,
+) -> Result<String, LifecycleError> {
+    for attempt in 0..4 {
+        if attempt > 0 {
+            same = engine.list_networks().await?.into_iter().filter(|n| n.name == spec.name).collect();
+        }
         if same.is_empty() {
             match engine.create_network(spec).await {
                 Ok(id) => return Ok(id),

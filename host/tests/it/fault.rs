@@ -708,7 +708,7 @@ fn state_directory_faults_end_in_a_clear_error_or_recovery() {
             assert!(!said.contains("panicked"), "{what}: {said}");
             assert_eq!(leaks, 0, "{what}");
         }
-    } else if std::env::var_os("CI").is_some() && support_is_root() {
+    } else if std::env::var_os("CI").is_some() && orch::labels::my_uid() == 0 {
         panic!("tmpfs mounts are needed for the read-only and full cases");
     }
 
@@ -730,11 +730,6 @@ fn state_directory_faults_end_in_a_clear_error_or_recovery() {
     row("truncated allocations, garbage ticket and a FIFO in the queue", out.status.code(), secs, leaks);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(down.status.success() && leaks == 0);
-}
-
-fn support_is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
 }
 
 /// SIGINT, SIGTERM and SIGKILL of `up`, `down` and `run` at seeded random points: nothing is left once the watcher's
