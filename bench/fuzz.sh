@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs orch's property/fuzz targets (proptest, stable Rust) for MINUTES each: compose import, .env, interpolation,
+# hostile project shapes (include fan-out and cycles, extends, nesting depth, non-regular and outside files), lock digests,
 # plugin settings, orch.toml, orch.lock, and the host's handling of plugin answers (convert → resolve → validate →
 # export → render), tables. A target that runs out its time without a failure passes; a panic fails it, and proptest saves the
 # failing input under proptest-regressions/ next to the target, where the normal test run replays it from then on.
@@ -16,8 +17,8 @@ minutes=${1:-30}
 [ "$minutes" -gt 0 ] 2>/dev/null || { echo "MINUTES must be a whole number above 0" >&2; exit 2; }
 shift || true
 targets=("$@")
-all=(compose_import_never_panics env_files_never_panic interpolation_never_panics plugin_network_answers_never_panic_the_host
-  plugin_port_answers_never_panic_the_host tables_never_panic plugin_settings_never_panic orch_toml_never_panics orch_lock_never_panics)
+all=(compose_import_never_panics env_files_never_panic interpolation_never_panics hostile_project_shapes_end_in_a_model_or_an_error plugin_network_answers_never_panic_the_host
+  plugin_port_answers_never_panic_the_host tables_never_panic plugin_settings_never_panic orch_toml_never_panics orch_lock_never_panics lock_digests_name_no_file_outside_the_cache)
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
 binary() { # the test executable cargo builds for $@
@@ -48,7 +49,7 @@ run_one() { # target binary name dir
 }
 for t in "${targets[@]}"; do
   case "$t" in
-    compose_import_never_panics|env_files_never_panic|interpolation_never_panics) run_one "$t" "$compose_bin" "$t" & ;;
+    compose_import_never_panics|env_files_never_panic|interpolation_never_panics|hostile_project_shapes_end_in_a_model_or_an_error) run_one "$t" "$compose_bin" "$t" & ;;
     *) run_one "$t" "$host_bin" "fuzz_tests::$t" & ;;
   esac
 done

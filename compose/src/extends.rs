@@ -15,12 +15,12 @@ type R<T> = Result<T, ComposeError>;
 pub(crate) type Reader<'a> = dyn Fn(&Path) -> R<Value> + 'a;
 
 /// Resolves every `extends` in `doc` (the file `file`).
-pub(crate) fn resolve(file: &Path, doc: &mut Value, read: &Reader) -> R<()> {
+pub(crate) fn resolve(file: &Path, doc: &mut Value, read: &Reader, root: &Path) -> R<()> {
     let mut cache: BTreeMap<(PathBuf, String), Value> = BTreeMap::new();
     let names: Vec<String> = services(doc).map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect()).unwrap_or_default();
     let snapshot = doc.clone();
     for name in names {
-        let resolved = resolve_service(file, &snapshot, &name, read, &mut vec![], &mut cache)?;
+        let resolved = resolve_service(file, &snapshot, &name, read, root, &mut vec![], &mut cache)?;
         if let Some(Value::Mapping(m)) = doc.get_mut("services") {
             m.insert(Value::String(name), resolved);
         }
@@ -37,6 +37,7 @@ fn resolve_service(
     doc: &Value,
     name: &str,
     read: &Reader,
+    root: &Path,
     stack: &mut Vec<(PathBuf, String)>,
     cache: &mut BTreeMap<(PathBuf, String), Value>,
 ) -> R<Value> {
@@ -90,19 +91,22 @@ fn resolve_service(
             if services(doc).and_then(|m| m.get(base_name.as_str())).is_none() {
                 return Err(invalid(file, &ep, format!("service {name} extends {base_name:?}, which is not defined in this file")));
             }
-            resolve_service(file, doc, &base_name, read, stack, cache)?
+            resolve_service(file, doc, &base_name, read, root, stack, cache)?
         }
         Some(f) => {
             let dir = file.parent().unwrap_or(Path::new("."));
             let other = crate::parse::normalize_path(&dir.join(&f));
+            if !crate::input::within(root, &other) {
+                return Err(crate::input::outside(file, &join(&ep, "file"), "extended file", &other, root));
+            }
             let other_doc = read(&other).map_err(|e| match e {
-                ComposeError::Read { source, .. } => invalid(file, &join(&ep, "file"), format!("cannot read {}: {source}", other.display())),
+                ComposeError::Input { source, .. } => invalid(file, &join(&ep, "file"), format!("cannot read {}: {source}", other.display())),
                 e => e,
             })?;
             if services(&other_doc).and_then(|m| m.get(base_name.as_str())).is_none() {
                 return Err(invalid(file, &ep, format!("service {name} extends {base_name:?}, which is not defined in {}", other.display())));
             }
-            let mut base = resolve_service(&other, &other_doc, &base_name, read, stack, cache)?;
+            let mut base = resolve_service(&other, &other_doc, &base_name, read, root, stack, cache)?;
             rebase(&mut base, other.parent().unwrap_or(Path::new(".")), dir);
             base
         }

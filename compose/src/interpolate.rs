@@ -25,16 +25,20 @@ impl std::fmt::Display for InterpolationError {
     }
 }
 
+/// How deeply `${A:-${B:-…}}` may nest: the expansion recurses once per level.
+pub const MAX_NESTING: usize = 32;
+
 /// Replaces `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `${VAR?err}`, `${VAR:+alt}`,
-/// `${VAR+alt}` (defaults may nest) and `$$` (a literal `$`).
+/// `${VAR+alt}` (defaults may nest, up to [`MAX_NESTING`] deep) and `$$` (a literal `$`). Errors give the character
+/// position and the variable, never the text: the text may hold a secret.
 pub fn interpolate(input: &str, vars: &BTreeMap<String, String>) -> Result<String, InterpolationError> {
     let chars: Vec<char> = input.chars().collect();
-    let (out, _) = expand(&chars, 0, vars, false)?;
+    let (out, _) = expand(&chars, 0, vars, false, 0)?;
     Ok(out)
 }
 
 /// Expands from `i`; when `in_braces`, stops at the `}` that closes the enclosing `${` and returns its index.
-fn expand(chars: &[char], mut i: usize, vars: &BTreeMap<String, String>, in_braces: bool) -> Result<(String, usize), InterpolationError> {
+fn expand(chars: &[char], mut i: usize, vars: &BTreeMap<String, String>, in_braces: bool, depth: usize) -> Result<(String, usize), InterpolationError> {
     let mut out = String::new();
     while i < chars.len() {
         let c = chars[i];
@@ -52,7 +56,10 @@ fn expand(chars: &[char], mut i: usize, vars: &BTreeMap<String, String>, in_brac
                 i += 2;
             }
             Some('{') => {
-                let (value, end) = braced(chars, i + 2, vars)?;
+                if depth >= MAX_NESTING {
+                    return Err(InterpolationError::Syntax(format!("`${{` nested more than {MAX_NESTING} deep at character {}; nest fewer defaults", i + 1)));
+                }
+                let (value, end) = braced(chars, i + 2, vars, depth + 1)?;
                 out.push_str(&value);
                 i = end + 1;
             }
@@ -73,24 +80,20 @@ fn expand(chars: &[char], mut i: usize, vars: &BTreeMap<String, String>, in_brac
         }
     }
     if in_braces {
-        return Err(InterpolationError::Syntax(format!(
-            "unclosed `${{` in {:?}; add the missing `}}` or write `$$` for a literal `$`",
-            chars.iter().collect::<String>()
-        )));
+        return Err(InterpolationError::Syntax("unclosed `${`; add the missing `}` or write `$$` for a literal `$`".to_string()));
     }
     Ok((out, i))
 }
 
 /// Parses the inside of `${...}` starting at `i`; returns the value and the index of the closing brace.
-fn braced(chars: &[char], i: usize, vars: &BTreeMap<String, String>) -> Result<(String, usize), InterpolationError> {
+fn braced(chars: &[char], i: usize, vars: &BTreeMap<String, String>, depth: usize) -> Result<(String, usize), InterpolationError> {
     let mut end = i;
     while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
         end += 1;
     }
     let name: String = chars[i..end].iter().collect();
-    let whole = || chars.iter().collect::<String>();
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(InterpolationError::Syntax(format!("invalid variable name in {:?}", whole())));
+        return Err(InterpolationError::Syntax(format!("invalid variable name after `${{` at character {}; names are letters, digits and _", i - 1)));
     }
     let value = vars.get(&name);
     let set = value.is_some();
@@ -106,17 +109,17 @@ fn braced(chars: &[char], i: usize, vars: &BTreeMap<String, String>) -> Result<(
         ['?', ..] => ("?", 1),
         ['+', ..] => ("+", 1),
         [] => {
-            return Err(InterpolationError::Syntax(format!("unclosed `${{` in {:?}", whole())));
+            return Err(InterpolationError::Syntax(format!("unclosed `${{{name}`; add the missing `}}`")));
         }
         [c, ..] => {
             return Err(InterpolationError::Syntax(format!(
-                "unexpected {c:?} after variable {name} in {:?}; expected `}}`, `:-`, `-`, `:?`, `?`, `:+` or `+`",
-                whole()
+                "unexpected {c:?} after variable {name} at character {}; expected `}}`, `:-`, `-`, `:?`, `?`, `:+` or `+`",
+                end + 1
             )));
         }
     };
     // The word after the operator may itself contain interpolations.
-    let (word, close) = expand(chars, end + op_len, vars, true)?;
+    let (word, close) = expand(chars, end + op_len, vars, true, depth)?;
     let value = match op {
         ":-" => {
             if non_empty {
@@ -163,6 +166,8 @@ fn braced(chars: &[char], i: usize, vars: &BTreeMap<String, String>) -> Result<(
 /// are visible to interpolation. Returns (line number, message) on a malformed line.
 pub fn parse_env_file(text: &str, base: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, (usize, String)> {
     let mut out = BTreeMap::new();
+    // What interpolation sees: `base`, then each key as it is read (one map, not a copy per line).
+    let mut scope = base.clone();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -170,15 +175,13 @@ pub fn parse_env_file(text: &str, base: &BTreeMap<String, String>) -> Result<BTr
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, value)) = line.split_once('=') else {
-            return Err((n + 1, format!("expected KEY=VALUE, found {line:?}")));
+            return Err((n + 1, "expected KEY=VALUE (the line has no `=`)".to_string()));
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
             return Err((n + 1, format!("invalid variable name {key:?}")));
         }
         let value = value.trim_start();
-        let mut scope = base.clone();
-        scope.extend(out.iter().map(|(k, v): (&String, &String)| (k.clone(), v.clone())));
         let parsed = if let Some(rest) = value.strip_prefix('\'') {
             let Some(end) = rest.find('\'') else {
                 return Err((n + 1, format!("unterminated single quote in value of {key}")));
@@ -206,14 +209,15 @@ pub fn parse_env_file(text: &str, base: &BTreeMap<String, String>) -> Result<BTr
             if !closed {
                 return Err((n + 1, format!("unterminated double quote in value of {key}")));
             }
-            interpolate(&s, &scope).map_err(|e| (n + 1, e.to_string()))?
+            interpolate(&s, &scope).map_err(|e| (n + 1, format!("in the value of {key}: {e}")))?
         } else {
             let v = match value.find(" #") {
                 Some(i) => &value[..i],
                 None => value,
             };
-            interpolate(v.trim_end(), &scope).map_err(|e| (n + 1, e.to_string()))?
+            interpolate(v.trim_end(), &scope).map_err(|e| (n + 1, format!("in the value of {key}: {e}")))?
         };
+        scope.insert(key.to_string(), parsed.clone());
         out.insert(key.to_string(), parsed);
     }
     Ok(out)
@@ -276,5 +280,27 @@ mod tests {
         assert_eq!(env["D"], "plain 12");
         assert_eq!(env["E"], "");
         assert_eq!(parse_env_file("NOPE", &BTreeMap::new()).unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_errors_do_not_echo_values() {
+        let v = vars();
+        let ok = format!("{}x{}", "${A:-".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
+        assert_eq!(interpolate(&ok, &BTreeMap::new()).unwrap(), "x");
+        let deep = format!("{}x{}", "${A:-".repeat(100_000), "}".repeat(100_000));
+        let err = interpolate(&deep, &v).unwrap_err().to_string();
+        assert!(err.contains("nested more than 32"), "{err}");
+        let env = format!("A={}x\n", "${A:-".repeat(100_000));
+        let (line, msg) = parse_env_file(&env, &BTreeMap::new()).unwrap_err();
+        assert_eq!(line, 1);
+        assert!(msg.contains("in the value of A") && msg.contains("nested more than"), "{msg}");
+        let (_, msg) = parse_env_file("PASSWORD=\"hunter2${oops\"\n", &BTreeMap::new()).unwrap_err();
+        assert!(msg.contains("PASSWORD") && !msg.contains("hunter2"), "{msg}");
+        let (_, msg) = parse_env_file("PASSWORD=hunter2${oops\n", &BTreeMap::new()).unwrap_err();
+        assert!(!msg.contains("hunter2"), "{msg}");
+        let (_, msg) = parse_env_file("hunter2\n", &BTreeMap::new()).unwrap_err();
+        assert!(!msg.contains("hunter2"), "{msg}");
+        let (_, msg) = parse_env_file("K=${SECRET_hunter2 x}\n", &BTreeMap::new()).unwrap_err();
+        assert!(!msg.contains(" x"), "{msg}");
     }
 }

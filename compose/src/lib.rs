@@ -6,11 +6,12 @@
 
 mod extends;
 pub mod fields;
+pub mod input;
 pub mod interpolate;
 mod merge;
 pub mod model;
 mod parse;
-pub use parse::{normalize_name, parse_bytes, parse_duration_ms, parse_short_port};
+pub use parse::{normalize_name, normalize_path, parse_bytes, parse_duration_ms, parse_short_port};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,10 @@ pub struct LoadOptions {
     pub environment: BTreeMap<String, String>,
     /// Overrides the top-level `name:` and the directory name.
     pub project_name: Option<String>,
+    /// The directory every file the compose files name (includes, extends, env and label files, secrets, configs,
+    /// build contexts and Dockerfiles) must stay inside; `None` is [`input::repository_root`] of the first file's
+    /// directory. The `-f` files themselves are the caller's choice and are not checked.
+    pub root: Option<PathBuf>,
 }
 
 /// Something the user should know that does not stop the import.
@@ -50,7 +55,7 @@ impl std::fmt::Display for Warning {
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Input { path: PathBuf, source: input::InputError },
     #[error("{}:{line}:{column}: invalid YAML: {message}", file.display())]
     Syntax { file: PathBuf, line: usize, column: usize, message: String },
     #[error("{}: at `{path}`: {message}", file.display())]
@@ -77,7 +82,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ComposeError> {
     let mut warnings = vec![];
     let files: Vec<PathBuf> = opts.files.iter().map(|f| absolute(f)).collect();
     let unit = Unit { files: &files, working_dir: &working_dir, env_files: &opts.env_files, name_override: opts.project_name.as_deref() };
-    let (project, services, variables) = load_unit(&unit, &opts.environment, &mut vec![], &mut warnings)?;
+    let root = opts.root.as_deref().map(absolute).unwrap_or_else(|| input::repository_root(&working_dir));
+    let ctx = Ctx { environment: &opts.environment, root: &root, budget: input::Budget::default(), includes: Default::default(), files: Default::default() };
+    let (project, services, variables) = load_unit(&unit, &ctx, &mut vec![], &mut warnings)?;
     let mut profiles = opts.profiles.clone();
     if let Some(p) = variables.get("COMPOSE_PROFILES") {
         profiles.extend(p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
@@ -95,32 +102,60 @@ struct Unit<'a> {
 }
 
 type Services = BTreeMap<String, Service>;
+type UnitResult = (Project, Services, BTreeMap<String, String>);
+/// An include entry as loaded: its files, project directory and env files.
+type IncludeKey = (Vec<PathBuf>, PathBuf, Vec<PathBuf>);
+/// A file as read: its path and the variables it was interpolated with.
+type FileKey = (PathBuf, Vec<(String, String)>);
 
-fn load_unit(
-    unit: &Unit,
-    environment: &BTreeMap<String, String>,
-    include_stack: &mut Vec<PathBuf>,
-    warnings: &mut Vec<Warning>,
-) -> Result<(Project, Services, BTreeMap<String, String>), ComposeError> {
-    let variables = variables(unit.env_files, environment, unit.working_dir)?;
-    let read = |file: &Path| -> Result<Value, ComposeError> { read_file(file, &variables) };
+/// What one load shares across its units: the caller's environment, the read budget, and every unit and file
+/// already loaded (an `include` graph that reaches one file many ways reads it once, so work stays linear).
+struct Ctx<'a> {
+    environment: &'a BTreeMap<String, String>,
+    root: &'a Path,
+    budget: input::Budget,
+    includes: std::cell::RefCell<BTreeMap<IncludeKey, (Project, Services)>>,
+    files: std::cell::RefCell<BTreeMap<FileKey, Value>>,
+}
+
+fn load_unit(unit: &Unit, ctx: &Ctx, include_stack: &mut Vec<PathBuf>, warnings: &mut Vec<Warning>) -> Result<UnitResult, ComposeError> {
+    let variables = variables(unit.env_files, ctx.environment, unit.working_dir, &ctx.budget)?;
+    let var_key: Vec<(String, String)> = variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let read = |file: &Path| -> Result<Value, ComposeError> {
+        let key = (file.to_path_buf(), var_key.clone());
+        if let Some(v) = ctx.files.borrow().get(&key) {
+            return Ok(v.clone());
+        }
+        let v = read_file(file, &variables, &ctx.budget)?;
+        ctx.files.borrow_mut().insert(key, v.clone());
+        Ok(v)
+    };
     let mut merged: Option<Value> = None;
     let mut included: Vec<(Project, Services)> = vec![];
     for file in unit.files {
         let mut value = read(file)?;
-        for entry in include_entries(file, &value)? {
+        for entry in include_entries(file, &value, ctx.root)? {
             if include_stack.contains(&entry.files[0]) || unit.files.contains(&entry.files[0]) {
                 let chain: Vec<String> =
                     include_stack.iter().chain(std::iter::once(file)).chain(std::iter::once(&entry.files[0])).map(|p| p.display().to_string()).collect();
                 return Err(invalid(file, "include", format!("include cycle: {}", chain.join(" → "))));
             }
+            if include_stack.len() >= input::MAX_INCLUDE_DEPTH {
+                return Err(invalid(file, "include", format!("includes nest more than {} deep; flatten them", input::MAX_INCLUDE_DEPTH)));
+            }
+            let key = (entry.files.clone(), entry.project_dir.clone(), entry.env_files.clone());
+            if let Some(done) = ctx.includes.borrow().get(&key) {
+                included.push(done.clone());
+                continue;
+            }
             include_stack.push(file.clone());
             let sub = Unit { files: &entry.files, working_dir: &entry.project_dir, env_files: &entry.env_files, name_override: None };
-            let (p, s, _) = load_unit(&sub, environment, include_stack, warnings)?;
+            let (p, s, _) = load_unit(&sub, ctx, include_stack, warnings)?;
             include_stack.pop();
+            ctx.includes.borrow_mut().insert(key, (p.clone(), s.clone()));
             included.push((p, s));
         }
-        extends::resolve(file, &mut value, &read)?;
+        extends::resolve(file, &mut value, &read, ctx.root)?;
         merged = Some(match merged {
             None => value,
             Some(mut base) => {
@@ -132,7 +167,15 @@ fn load_unit(
     let mut value = merged.expect("at least one file");
     let file = &unit.files[0];
     merge::strip_tags(&mut value, "").map_err(|(path, message)| invalid(file, &path, message))?;
-    let input = parse::ParseInput { file, root: &value, dir: unit.working_dir, vars: &variables, name_override: unit.name_override };
+    let input = parse::ParseInput {
+        file,
+        root: &value,
+        dir: unit.working_dir,
+        vars: &variables,
+        name_override: unit.name_override,
+        budget: &ctx.budget,
+        project_root: ctx.root,
+    };
     let (mut project, mut services) = parse::project(&input, warnings)?;
     for (p, s) in included {
         absorb(file, &mut project, &mut services, p, s)?;
@@ -147,7 +190,7 @@ struct Include {
     env_files: Vec<PathBuf>,
 }
 
-fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeError> {
+fn include_entries(file: &Path, doc: &Value, root: &Path) -> Result<Vec<Include>, ComposeError> {
     let Some(list) = doc.get("include") else {
         return Ok(vec![]);
     };
@@ -212,15 +255,24 @@ fn include_entries(file: &Path, doc: &Value) -> Result<Vec<Include>, ComposeErro
         }
         let files: Vec<PathBuf> = paths.iter().map(|p| resolve(p)).collect();
         for f in &files {
-            if !f.is_file() {
+            if !input::within(root, f) {
+                return Err(input::outside(file, &ip, "included file", f, root));
+            }
+            if !f.exists() {
                 return Err(invalid(file, &ip, format!("included file {} does not exist", f.display())));
             }
         }
         let project_dir = project_dir.map(|d| resolve(&d)).unwrap_or_else(|| files[0].parent().unwrap_or(dir).to_path_buf());
-        let env_files = match env_files {
+        let env_files: Vec<PathBuf> = match env_files {
             Some(list) => list.iter().map(|p| resolve(p)).collect(),
             None => vec![],
         };
+        if !input::within(root, &project_dir) {
+            return Err(input::outside(file, &join(&ip, "project_directory"), "project directory", &project_dir, root));
+        }
+        if let Some(f) = env_files.iter().find(|f| !input::within(root, f)) {
+            return Err(input::outside(file, &join(&ip, "env_file"), "env file", f, root));
+        }
         out.push(Include { files, project_dir, env_files });
     }
     Ok(out)
@@ -255,8 +307,9 @@ fn absorb(file: &Path, project: &mut Project, services: &mut Services, inc: Proj
 }
 
 /// A compose file as a YAML tree: merge keys resolved, then every string interpolated.
-fn read_file(file: &Path, variables: &BTreeMap<String, String>) -> Result<Value, ComposeError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ComposeError::Read { path: file.to_path_buf(), source })?;
+fn read_file(file: &Path, variables: &BTreeMap<String, String>, budget: &input::Budget) -> Result<Value, ComposeError> {
+    let text = budget.read(file, input::MAX_COMPOSE_FILE)?;
+    input::check_yaml_depth(file, &text)?;
     let mut value = parse_yaml(file, &text)?;
     merge::resolve_merge_keys(&mut value).map_err(|e| invalid(file, "", format!("invalid YAML merge key (<<): {e}")))?;
     interpolate_tree(file, &mut value, "", variables)?;
@@ -268,16 +321,22 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).map(|a| parse::normalize_path(&a)).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn variables(env_files: &[PathBuf], environment: &BTreeMap<String, String>, working_dir: &Path) -> Result<BTreeMap<String, String>, ComposeError> {
+fn variables(
+    env_files: &[PathBuf],
+    environment: &BTreeMap<String, String>,
+    working_dir: &Path,
+    budget: &input::Budget,
+) -> Result<BTreeMap<String, String>, ComposeError> {
     let files: Vec<PathBuf> = if env_files.is_empty() {
         let dot_env = working_dir.join(".env");
-        if dot_env.is_file() { vec![dot_env] } else { vec![] }
+        // Present in any form (a pipe or a directory is then refused by the read, not skipped).
+        if dot_env.exists() { vec![dot_env] } else { vec![] }
     } else {
         env_files.to_vec()
     };
     let mut vars = BTreeMap::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| ComposeError::Read { path: f.clone(), source })?;
+        let text = budget.read(&f, input::MAX_ENV_FILE)?;
         let mut scope = vars.clone();
         scope.extend(environment.clone());
         let parsed = interpolate::parse_env_file(&text, &scope).map_err(|(line, message)| ComposeError::EnvFile { file: f.clone(), line, message })?;

@@ -99,6 +99,36 @@ fn document() -> impl Strategy<Value = String> {
     )
 }
 
+/// A small project of hostile shape: files that include each other (repeatedly, in cycles), extend services in
+/// each other, name files outside the project, devices, pipes and directories, and nest brackets or `${` deeply.
+#[derive(Debug, Clone)]
+struct Shape {
+    includes: Vec<Vec<usize>>,
+    extends: Vec<Option<usize>>,
+    hostile: Vec<usize>,
+    depth: usize,
+    interpolation: bool,
+}
+
+const SPECIAL: &[&str] = &["/dev/zero", "pipe.yaml", "dir.yaml", "../outside.yaml", "link/outside.yaml", "/etc/passwd", "missing.yaml"];
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (1usize..7).prop_flat_map(|n| {
+        (
+            prop::collection::vec(prop::collection::vec(0..n + SPECIAL.len(), 0..4), n),
+            prop::collection::vec(prop::option::of(0..n + SPECIAL.len()), n),
+            prop::collection::vec(0..SPECIAL.len(), 0..3),
+            prop_oneof![3 => 0usize..8, 1 => 100usize..400, 1 => 1000usize..40_000],
+            any::<bool>(),
+        )
+            .prop_map(|(includes, extends, hostile, depth, interpolation)| Shape { includes, extends, hostile, depth, interpolation })
+    })
+}
+
+fn file_name(i: usize, n: usize) -> String {
+    if i < n { format!("f{i}.yaml") } else { SPECIAL[i - n].to_string() }
+}
+
 fn config() -> ProptestConfig {
     // `PROPTEST_CASES` raises it for the fuzz script.
     ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48), ..ProptestConfig::default() }
@@ -125,5 +155,45 @@ proptest! {
     fn interpolation_never_panics(text in "[a-zA-Z0-9${}:?+_\\-]{0,40}", value in "\\PC{0,10}") {
         let vars = BTreeMap::from([("A".to_string(), value)]);
         let _ = interpolate::interpolate(&text, &vars);
+    }
+
+    #[test]
+    fn hostile_project_shapes_end_in_a_model_or_an_error(shape in shape()) {
+        let outer = tempfile::tempdir().unwrap();
+        std::fs::write(outer.path().join("outside.yaml"), "services:\n  out:\n    image: x\n").unwrap();
+        let root = outer.path().join("repo");
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir(root.join("dir.yaml")).unwrap();
+        std::os::unix::fs::symlink(outer.path(), root.join("link")).unwrap();
+        let _ = std::process::Command::new("mkfifo").arg(root.join("pipe.yaml")).status();
+        let n = shape.includes.len();
+        for i in 0..n {
+            let mut text = String::new();
+            if !shape.includes[i].is_empty() {
+                let list: Vec<String> = shape.includes[i].iter().map(|&j| file_name(j, n)).collect();
+                text += &format!("include: [{}]\n", list.join(", "));
+            }
+            let nest = if shape.interpolation {
+                format!("\"{}x{}\"", "${A:-".repeat(shape.depth), "}".repeat(shape.depth))
+            } else {
+                format!("{}x{}", "[".repeat(shape.depth), "]".repeat(shape.depth))
+            };
+            text += &format!("services:\n  s{i}:\n    image: busybox\n    command: {nest}\n");
+            if let Some(e) = shape.extends[i] {
+                text += &format!("  e{i}:\n    extends: {{ file: {}, service: s0 }}\n", file_name(e, n));
+            }
+            for &h in &shape.hostile {
+                text += &format!("  h{i}{h}:\n    image: busybox\n    env_file: {}\n", SPECIAL[h]);
+            }
+            std::fs::write(root.join(file_name(i, n)), text).unwrap();
+        }
+        if let Ok(loaded) = load(&LoadOptions { files: vec![root.join("f0.yaml")], ..Default::default() }) {
+            for s in loaded.project.services.values() {
+                if let Some(b) = &s.build {
+                    prop_assert!(b.context.starts_with(&root), "build context {} escaped", b.context.display());
+                }
+            }
+            prop_assert!(!loaded.project.services.contains_key("out"), "a file outside the project was loaded");
+        }
     }
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub const FILE_NAME: &str = "orch.toml";
+/// The largest `orch.toml` orch reads.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -66,13 +68,14 @@ impl ProjectConfig {
             Some(p) => p.to_path_buf(),
             None => {
                 let p = cwd.join(FILE_NAME);
-                if !p.is_file() {
+                if !p.exists() {
                     return Ok(None);
                 }
                 p
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text =
+            orch_compose::input::read_text(&path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Read { path: path.clone(), source: std::io::Error::other(e) })?;
         let mut cfg: ProjectConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
         cfg.dir = std::path::absolute(path.parent().unwrap_or(Path::new("."))).unwrap_or_default();
         if let Some(k) = &cfg.env_kind {

@@ -16,10 +16,11 @@ pub struct DockerIgnore {
 impl DockerIgnore {
     /// The rules of `dir/.dockerignore` (none when there is no such file).
     pub fn load(dir: &Path) -> std::io::Result<DockerIgnore> {
-        match std::fs::read_to_string(dir.join(".dockerignore")) {
+        let path = dir.join(".dockerignore");
+        match orch_compose::input::read_text(&path, orch_compose::input::MAX_ENV_FILE) {
             Ok(text) => DockerIgnore::parse(&text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerIgnore::default()),
-            Err(e) => Err(e),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => Ok(DockerIgnore::default()),
+            Err(e) => Err(std::io::Error::other(format!("{}: {e}", path.display()))),
         }
     }
 

@@ -89,6 +89,23 @@ pub fn resource_name(project: &str, env: &str, name: &str) -> String {
     format!("{project}{SEP}{env}{SEP}{name}")
 }
 
+/// The compose file's labels without those under `orch.`: orch's own, which the reaper and `gc` decide from
+/// (`orch.lifetime`, `orch.expires`, `orch.marker`…), so a repository may not set them. Each one dropped is a warning
+/// (an exported plan carries orch's labels and is imported again without them).
+fn user_labels(plan: &mut Plan, path: &str, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let (ours, theirs): (BTreeMap<_, _>, BTreeMap<_, _>) = labels.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| k.starts_with("orch."));
+    for k in ours.keys() {
+        plan.diagnose(
+            Level::Warning,
+            "compose.reserved-label",
+            format!("{path}: label {k} dropped: labels under `orch.` are orch's own and it sets them itself; rename it if it is yours"),
+            Some(format!("{path}.labels.{k}")),
+            "orch",
+        );
+    }
+    theirs
+}
+
 /// What separates the project, the environment and the resource in an engine-side name.
 pub const SEP: &str = "__";
 
@@ -336,6 +353,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
                 "orch",
             );
         }
+        let labels = user_labels(&mut plan, &format!("networks.{name}"), &n.labels);
         plan.networks.insert(
             name.clone(),
             NetworkPlan {
@@ -348,7 +366,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
                 gateway: ipam.and_then(|c| c.gateway.clone()),
                 ip_range: ipam.and_then(|c| c.ip_range.clone()),
                 driver_opts: n.driver_opts.clone(),
-                labels: n.labels.clone(),
+                labels,
             },
         );
         plan.set_by(format!("networks.{name}"), COMPOSE);
@@ -358,10 +376,9 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
     }
     for (name, v) in &project.volumes {
         let docker_name = if v.external { v.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
-        plan.volumes.insert(
-            name.clone(),
-            VolumePlan { docker_name, external: v.external, driver: v.driver.clone(), driver_opts: v.driver_opts.clone(), labels: v.labels.clone() },
-        );
+        let labels = user_labels(&mut plan, &format!("volumes.{name}"), &v.labels);
+        plan.volumes
+            .insert(name.clone(), VolumePlan { docker_name, external: v.external, driver: v.driver.clone(), driver_opts: v.driver_opts.clone(), labels });
     }
     // Services that others wait on with service_completed_successfully are one-shots: done when they exit 0.
     let one_shots: Vec<&String> = project
@@ -410,10 +427,15 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
                 "orch",
             );
         }
+        let labels = user_labels(&mut plan, &format!("services.{name}"), &s.labels);
+        let mut build = s.build.clone();
+        if let Some(b) = &mut build {
+            b.labels = user_labels(&mut plan, &format!("services.{name}.build"), &b.labels);
+        }
         let service = ServicePlan {
             container_name: identity.resource_name(name),
             image: s.image.clone(),
-            build: s.build.clone(),
+            build,
             command: s.command.clone(),
             entrypoint: s.entrypoint.clone(),
             environment,
@@ -425,7 +447,7 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
             resources: s.resources.clone(),
             tmpfs: s.tmpfs.clone(),
             volumes: s.volumes.clone(),
-            labels: s.labels.clone(),
+            labels,
             restart: s.restart.clone(),
             requested_container_name: s.container_name.clone(),
             hostname: s.hostname.clone(),

@@ -464,6 +464,9 @@ fn spawn_watcher(exe: &Path, owner: &crate::owner::Owner, state: &StateDir, engi
     Ok(())
 }
 
+/// The environment variable with which the runner widens the directory a repository's files may name.
+pub const PROJECT_ROOT_ENV: &str = "ORCH_PROJECT_ROOT";
+
 /// The compose load options: flags, else orch.toml, else the default file names in `dir`.
 fn compose_options(opts: &ProjectOptions, config: Option<&ProjectConfig>, dir: &Path) -> Result<orch_compose::LoadOptions, Error> {
     let none = ProjectConfig::default();
@@ -484,12 +487,33 @@ fn compose_options(opts: &ProjectOptions, config: Option<&ProjectConfig>, dir: &
             ))
         })?]
     };
+    let environment: BTreeMap<String, String> = opts.environment.clone().unwrap_or_else(|| std::env::vars().collect());
+    // The runner may widen the project root; the repository (orch.toml, compose files) may not.
+    let root = environment.get(PROJECT_ROOT_ENV).filter(|r| !r.is_empty()).map(PathBuf::from);
+    let env_files = if opts.env_files.is_empty() { from_config(&c.env_files) } else { in_dir(&opts.env_files) };
+    if let Some(cfg) = config {
+        let top = root.clone().unwrap_or_else(|| orch_compose::input::repository_root(&cfg.dir));
+        let named = (opts.files.is_empty()).then_some(&files).into_iter().chain((opts.env_files.is_empty()).then_some(&env_files));
+        if let Some(outside) =
+            named.flatten().find(|f| !orch_compose::input::within(&top, &orch_compose::normalize_path(&std::path::absolute(f).unwrap_or_default())))
+        {
+            return Err(Error::InvalidInput {
+                what: format!("{}", cfg.dir.join(crate::config::FILE_NAME).display()),
+                message: format!(
+                    "it names {}, which is outside the project {}; orch reads only files inside the repository under test ({PROJECT_ROOT_ENV}=DIR widens that)",
+                    outside.display(),
+                    top.display()
+                ),
+            });
+        }
+    }
     Ok(orch_compose::LoadOptions {
         files,
-        env_files: if opts.env_files.is_empty() { from_config(&c.env_files) } else { in_dir(&opts.env_files) },
+        env_files,
         profiles: if opts.profiles.is_empty() { c.profiles.clone() } else { opts.profiles.clone() },
-        environment: opts.environment.clone().unwrap_or_else(|| std::env::vars().collect()),
+        environment,
         project_name: opts.project_name.clone().or(c.project.clone()),
+        root,
     })
 }
 

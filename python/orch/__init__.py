@@ -18,6 +18,7 @@ from ._binary import find_binary
 from .environment import Environment, ExecResult, attach, from_orch_run, up
 from .errors import (
     Busy,
+    CommandTimeout,
     EngineError,
     InternalError,
     Interrupted,
@@ -32,6 +33,7 @@ from .manager import DockerManager, gc
 
 __all__ = [
     "Busy",
+    "CommandTimeout",
     "DockerManager",
     "EngineError",
     "Environment",

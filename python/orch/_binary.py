@@ -38,32 +38,44 @@ def find_binary() -> str:
     raise FileNotFoundError("the orch binary was not found: install the orch package (pip install orch) or set ORCH_BINARY")
 
 
+#: How long a command may run when the call names no timeout of its own (seconds). No orch command a test makes
+#: should take this long; one that does (a stalled engine, a wedged command) raises `CommandTimeout` instead of
+#: hanging the test session.
+DEFAULT_TIMEOUT = 300.0
+
+
 def run(
     args: Sequence[str],
     *,
     cwd: Optional[str] = None,
     env: Optional[Mapping[str, str]] = None,
-    timeout: Optional[float] = None,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
     check: bool = True,
     merge_stderr: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Runs `orch ARGS`; a non-zero exit raises the [`OrchError`] subclass for its code (with `check`)."""
+    """Runs `orch ARGS`; a non-zero exit raises the [`OrchError`] subclass for its code (with `check`), and a
+    command still running after `timeout` seconds is killed and raises [`CommandTimeout`]."""
     cmd = [find_binary(), *args]
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    proc = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        timeout=timeout,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            timeout=timeout,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except subprocess.TimeoutExpired as e:
+        from .errors import CommandTimeout
+
+        raise CommandTimeout(args, timeout or 0.0) from e
     if check and proc.returncode != 0:
         raise error_for(proc.returncode, args, proc.stdout if merge_stderr else proc.stderr)
     return proc

@@ -14,6 +14,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
+#: Seconds an `up` may take on top of its readiness timeout (image builds), before the call gives up on it.
+UP_BUILD_ALLOWANCE = 900.0
+
+
+def _service(name: str) -> str:
+    """A service name as a command-line argument: one that starts with `-` would read as an option."""
+    if not name or name.startswith("-"):
+        raise ValueError(f"invalid service name {name!r}: compose service names start with a letter or digit")
+    return name
+
+
 class ExecResult:
     """What a command run in a service's container did: its exit code and its output (stdout and stderr together)."""
 
@@ -82,7 +93,7 @@ class Environment:
     # -- reaching services -----------------------------------------------------------------------------------------
 
     def _published(self, service: str, container_port: int) -> Dict[str, Any]:
-        return self._json(["port", *self._select(), service, str(container_port), "--format", "json"])
+        return self._json(["port", *self._select(), "--format", "json", "--", _service(service), str(container_port)])
 
     def port(self, service: str, container_port: int) -> int:
         """The host port that reaches `container_port` of `service`."""
@@ -113,21 +124,21 @@ class Environment:
 
     def logs(self, service: str, tail: Optional[int] = None) -> str:
         """A service's output so far (stdout and stderr), or its last `tail` lines."""
-        args = ["logs", *self._select(), service]
+        args = ["logs", *self._select()]
         if tail is not None:
             args += ["--tail", str(tail)]
-        return self._run(args, merge_stderr=True).stdout
+        return self._run([*args, "--", _service(service)], merge_stderr=True).stdout
 
     def exec(self, service: str, cmd: Union[str, Sequence[str]]) -> ExecResult:
         """Runs `cmd` in the service's container (a string goes through `sh -c`) and returns its exit code and output;
         a command that fails is a result, not an exception."""
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        answer = self._json(["exec", *self._select(), "--format", "json", service, "--", *argv])
+        answer = self._json(["exec", *self._select(), "--format", "json", _service(service), "--", *argv])
         return ExecResult(int(answer["exit_code"]), answer["output"])
 
     def restart(self, service: str, timeout: float = 120) -> None:
         """Restarts a service and waits until it is ready again."""
-        self._run(["restart", *self._select(), service, "--timeout", _duration(timeout)])
+        self._run(["restart", *self._select(), "--timeout", _duration(timeout), "--", _service(service)], timeout=timeout + 60)
 
     # -- lifetime --------------------------------------------------------------------------------------------------
 
@@ -206,7 +217,8 @@ def up(
         args += ["--owner-pid", str(owner_pid or os.getpid())]
     args += list(extra_args)
     cwd = os.fspath(Path(dir).resolve()) if dir is not None else None
-    info = _binary.run_json(args, cwd=cwd)
+    # orch's own --timeout covers waiting for readiness; building images comes on top of it.
+    info = _binary.run_json(args, cwd=cwd, timeout=timeout + UP_BUILD_ALLOWANCE)
     return Environment(info["project"], info["env"], info, owned=not keep, cwd=cwd, engine=engine)
 
 

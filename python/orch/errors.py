@@ -84,3 +84,10 @@ _BY_CODE: Dict[int, Type[OrchError]] = {
 def error_for(exit_code: int, args_used: Sequence[str], output: str) -> OrchError:
     """The exception for an exit code."""
     return _BY_CODE.get(exit_code, OrchError)(exit_code, args_used, output)
+
+
+class CommandTimeout(OrchError):
+    """An orch command that did not finish within the call's timeout (it was killed); `exit_code` is -1."""
+
+    def __init__(self, args_used: Sequence[str], timeout: float):
+        super().__init__(-1, args_used, f"error: orch {' '.join(list(args_used)[:1])} did not finish within {timeout:g} s and was stopped")

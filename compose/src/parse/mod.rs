@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 use syntax::kind;
-pub(crate) use syntax::normalize_path;
+pub use syntax::normalize_path;
 pub use syntax::{normalize_name, parse_bytes, parse_duration_ms, parse_short_port};
 
 use crate::fields;
@@ -27,6 +27,8 @@ pub(crate) struct P<'a> {
     pub dir: &'a Path,
     pub vars: &'a BTreeMap<String, String>,
     pub warnings: &'a mut Vec<Warning>,
+    pub budget: &'a crate::input::Budget,
+    pub root: &'a Path,
 }
 
 pub(crate) struct ParseInput<'a> {
@@ -35,11 +37,13 @@ pub(crate) struct ParseInput<'a> {
     pub dir: &'a Path,
     pub vars: &'a BTreeMap<String, String>,
     pub name_override: Option<&'a str>,
+    pub budget: &'a crate::input::Budget,
+    pub project_root: &'a Path,
 }
 
 /// The project as written, before profiles select services (so that `include` can merge projects first).
 pub(crate) fn project(input: &ParseInput, warnings: &mut Vec<Warning>) -> R<(Project, BTreeMap<String, Service>)> {
-    let mut p = P { file: input.file, dir: input.dir, vars: input.vars, warnings };
+    let mut p = P { file: input.file, dir: input.dir, vars: input.vars, warnings, budget: input.budget, root: input.project_root };
     let root = p.mapping(input.root, "")?;
     let mut project = Project { working_dir: input.dir.to_path_buf(), ..Default::default() };
     let mut name = None;
@@ -53,6 +57,7 @@ pub(crate) fn project(input: &ParseInput, warnings: &mut Vec<Warning>) -> R<(Pro
                 for (sk, sv) in p.mapping_or_empty(v, "services")?.iter() {
                     let sname = p.key(sk, "services")?;
                     let path = join("services", &sname);
+                    check_resource_name(input.file, &path, "service", &sname)?;
                     let service = p.service(sv, &path)?;
                     all_services.insert(sname, service);
                 }
@@ -61,6 +66,7 @@ pub(crate) fn project(input: &ParseInput, warnings: &mut Vec<Warning>) -> R<(Pro
                 for (nk, nv) in p.mapping_or_empty(v, "networks")?.iter() {
                     let nname = p.key(nk, "networks")?;
                     let path = join("networks", &nname);
+                    check_resource_name(input.file, &path, "network", &nname)?;
                     project.networks.insert(nname, p.network(nv, &path)?);
                 }
             }
@@ -68,6 +74,7 @@ pub(crate) fn project(input: &ParseInput, warnings: &mut Vec<Warning>) -> R<(Pro
                 for (vk, vv) in p.mapping_or_empty(v, "volumes")?.iter() {
                     let vname = p.key(vk, "volumes")?;
                     let path = join("volumes", &vname);
+                    check_resource_name(input.file, &path, "volume", &vname)?;
                     project.volumes.insert(vname, p.volume(vv, &path)?);
                 }
             }
@@ -100,6 +107,17 @@ pub(crate) fn project(input: &ParseInput, warnings: &mut Vec<Warning>) -> R<(Pro
         return Err(invalid(input.file, "name", "the project name is empty after normalisation; use lowercase letters, digits, - or _"));
     }
     Ok((project, all_services))
+}
+
+/// Service, network and volume names as the compose specification allows them (`[a-zA-Z0-9._-]+`), and starting
+/// with a letter or digit as Docker's object names must: a name such as `-f` would read as an option wherever it
+/// reaches a command line.
+pub(crate) fn check_resource_name(file: &Path, path: &str, what: &str, name: &str) -> R<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.chars().all(ok_char) {
+        return Ok(());
+    }
+    Err(invalid(file, path, format!("invalid {what} name {name:?}: use letters, digits, `.`, `_` and `-`, starting with a letter or digit")))
 }
 
 /// Applies profiles (a service with profiles runs only when one of them is active) and checks every reference.
@@ -408,6 +426,13 @@ impl P<'_> {
         s.parse::<f64>().ok().filter(|f| *f >= 0.0).ok_or_else(|| self.err(path, format!("expected a number such as 0.5, found {s:?}")))
     }
 
+    /// [`Self::relative_path`] for a file or directory orch reads or sends to the engine: it must stay inside the
+    /// project root.
+    pub(crate) fn project_path(&self, s: &str, path: &str, what: &str) -> R<PathBuf> {
+        let p = self.relative_path(s);
+        if crate::input::within(self.root, &p) { Ok(p) } else { Err(crate::input::outside(self.file, path, what, &p, self.root)) }
+    }
+
     /// A host path: `~` is the home directory, a relative path is resolved against the project directory.
     pub(crate) fn relative_path(&self, s: &str) -> PathBuf {
         let expanded = match s.strip_prefix('~') {
@@ -430,7 +455,8 @@ mod tests {
         let Some(home) = std::env::var_os("HOME") else { return };
         let mut warnings = vec![];
         let vars = BTreeMap::new();
-        let p = P { file: Path::new("/p/compose.yaml"), dir: Path::new("/p"), vars: &vars, warnings: &mut warnings };
+        let budget = crate::input::Budget::default();
+        let p = P { file: Path::new("/p/compose.yaml"), dir: Path::new("/p"), vars: &vars, warnings: &mut warnings, budget: &budget, root: Path::new("/") };
         assert_eq!(p.relative_path("~/data"), Path::new(&home).join("data"));
         assert_eq!(p.relative_path("~"), normalize_path(Path::new(&home)));
         assert_eq!(p.relative_path("./a/../b"), Path::new("/p/b"));

@@ -102,7 +102,7 @@ impl P<'_> {
         let m = self.mapping_or_empty(v, path)?;
         for (key, fp, v) in self.fields(&m, path, fields::SECRET)? {
             match key.as_str() {
-                "file" => s.file = Some(self.relative_path(&self.string(v, &fp)?)),
+                "file" => s.file = Some(self.project_path(&self.string(v, &fp)?, &fp, "file")?),
                 "environment" => s.environment = self.opt_string(v, &fp)?,
                 "content" if is_config => s.content = Some(self.string(v, &fp)?),
                 "content" => {

@@ -32,8 +32,8 @@ impl P<'_> {
                 "env_file" => env_from_files = self.env_files(v, &fp)?,
                 "label_file" => {
                     for f in self.string_list(v, &fp)? {
-                        let full = self.relative_path(&f);
-                        let text = std::fs::read_to_string(&full).map_err(|e| self.err(&fp, format!("cannot read label_file {}: {e}", full.display())))?;
+                        let full = self.project_path(&f, &fp, "label_file")?;
+                        let text = self.budget.read(&full, crate::input::MAX_ENV_FILE)?;
                         let parsed = crate::interpolate::parse_env_file(&text, &BTreeMap::new()).map_err(|(line, message)| crate::ComposeError::EnvFile {
                             file: full.clone(),
                             line,
@@ -239,7 +239,7 @@ impl P<'_> {
     pub(crate) fn build(&mut self, v: &Value, path: &str) -> R<Build> {
         if !matches!(v, Value::Mapping(_)) {
             let ctx = self.string(v, path)?;
-            return Ok(Build { context: self.relative_path(&ctx), ..Default::default() });
+            return Ok(Build { context: self.project_path(&ctx, path, "build context")?, ..Default::default() });
         }
         let m = self.mapping(v, path)?.clone();
         let mut b = Build { context: self.dir.to_path_buf(), ..Default::default() };
@@ -255,7 +255,7 @@ impl P<'_> {
                             ),
                         ));
                     }
-                    b.context = self.relative_path(&ctx);
+                    b.context = self.project_path(&ctx, &fp, "build context")?;
                 }
                 "dockerfile" => b.dockerfile = self.opt_string(v, &fp)?,
                 "dockerfile_inline" => b.dockerfile_inline = self.opt_string(v, &fp)?,
@@ -297,7 +297,7 @@ impl P<'_> {
                         } else if source.is_empty() {
                             return Err(self.err(&cp, "an additional context needs a directory, docker-image://REF or service:NAME"));
                         } else {
-                            self.relative_path(&source).to_string_lossy().into_owned()
+                            self.project_path(&source, &cp, "build context")?.to_string_lossy().into_owned()
                         };
                         b.additional_contexts.insert(name, resolved);
                     }
@@ -310,6 +310,12 @@ impl P<'_> {
         }
         if b.dockerfile.is_some() && b.dockerfile_inline.is_some() {
             return Err(self.err(path, "dockerfile and dockerfile_inline cannot be combined; keep one of them"));
+        }
+        if let Some(df) = &b.dockerfile {
+            let full = super::normalize_path(&b.context.join(df));
+            if !crate::input::within(self.root, &full) {
+                return Err(crate::input::outside(self.file, &join(path, "dockerfile"), "Dockerfile", &full, self.root));
+            }
         }
         Ok(b)
     }
@@ -345,13 +351,16 @@ impl P<'_> {
         }
         let mut out = BTreeMap::new();
         for (file, required) in entries {
-            let full = self.relative_path(&file);
-            let text = match std::fs::read_to_string(&full) {
+            let full = self.project_path(&file, path, "env_file")?;
+            if !required && !full.exists() {
+                continue;
+            }
+            let text = match self.budget.read(&full, crate::input::MAX_ENV_FILE) {
                 Ok(t) => t,
-                Err(_) if !required => continue,
-                Err(e) => {
-                    return Err(self.err(path, format!("cannot read env_file {}: {e}; create it or mark it `required: false`", full.display())));
+                Err(crate::ComposeError::Input { source, .. }) if source.io_kind().is_some() => {
+                    return Err(self.err(path, format!("cannot read env_file {}: {source}; create it or mark it `required: false`", full.display())));
                 }
+                Err(e) => return Err(e),
             };
             let parsed = crate::interpolate::parse_env_file(&text, &BTreeMap::new()).map_err(|(line, message)| crate::ComposeError::EnvFile {
                 file: full.clone(),

@@ -18,7 +18,8 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
-pub(crate) fn normalize_path(p: &Path) -> PathBuf {
+/// `p` with `.` and `..` resolved lexically (no file system access).
+pub fn normalize_path(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

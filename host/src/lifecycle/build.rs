@@ -118,7 +118,8 @@ pub(super) async fn build_service<E: Engine>(
     if !named.is_empty() {
         let text = match &inline {
             Some(t) => t.clone(),
-            None => std::fs::read_to_string(b.context.join(&dockerfile)).map_err(|e| failed(format!("cannot read {dockerfile}: {e}")))?,
+            None => orch_compose::input::read_text(&b.context.join(&dockerfile), orch_compose::input::MAX_COMPOSE_FILE)
+                .map_err(|e| failed(format!("cannot read {dockerfile}: {e}")))?,
         };
         inline = Some(crate::dockerfile::rewrite_named_contexts(&text, &named));
     }

@@ -14,6 +14,9 @@ use crate::plan::{NetworkPlan, Plan, ServicePlan};
 use orch_compose::Mount;
 use std::collections::BTreeMap;
 
+/// The largest secret or config file orch copies into a container.
+const MAX_FILE_SOURCE: u64 = 4 << 20;
+
 /// A network of the plan as the engine's spec, named `name` and carrying `labels` on top of its own.
 pub fn network_spec(n: &NetworkPlan, name: &str, labels: &BTreeMap<String, String>) -> NetworkSpec {
     NetworkSpec {
@@ -72,7 +75,8 @@ pub(super) fn file_spec(service: &str, f: &crate::plan::FilePlan) -> Result<Opti
         }
     };
     let content = match &f.source {
-        FileSource::File { path } => std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?,
+        // A secret or config goes into the container's create request: capped like any input file.
+        FileSource::File { path } => orch_compose::input::read_bytes(path, MAX_FILE_SOURCE).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?,
         FileSource::Environment { value, .. } => value.clone().into_bytes(),
         FileSource::Content { content } => content.clone().into_bytes(),
     };

@@ -17,6 +17,34 @@ fn kv(map: &BTreeMap<String, String>) -> Vec<w::KeyValue> {
     map.iter().map(|(k, v)| w::KeyValue { key: k.clone(), value: v.clone() }).collect()
 }
 
+/// What a plugin sees instead of a value it has no need for.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether an environment variable or build arg holds a secret by its name (`DB_PASSWORD`, `API_KEY`, `GH_TOKEN`…).
+pub fn is_secret_name(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    ["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "CERT", "SALT", "SESSION", "COOKIE", "DSN"].iter().any(|w| k.contains(w))
+}
+
+/// A value as a plugin sees it: a secret by name is [`REDACTED`]; a URL keeps its shape but not its password
+/// (`postgres://app:<redacted>@db/app`).
+pub fn redact(key: &str, value: &str) -> String {
+    if is_secret_name(key) && !value.is_empty() {
+        return REDACTED.to_string();
+    }
+    if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:{REDACTED}@{host}");
+    }
+    value.to_string()
+}
+
+fn redacted_kv(map: &BTreeMap<String, String>) -> Vec<w::KeyValue> {
+    map.iter().map(|(k, v)| w::KeyValue { key: k.clone(), value: redact(k, v) }).collect()
+}
+
 fn from_kv(list: &[w::KeyValue]) -> BTreeMap<String, String> {
     list.iter().map(|p| (p.key.clone(), p.value.clone())).collect()
 }
@@ -112,7 +140,7 @@ fn strategy(s: &PortStrategy) -> w::PortStrategy {
 }
 
 fn build(b: &Build) -> w::BuildSpec {
-    w::BuildSpec { context: b.context.display().to_string(), dockerfile: b.dockerfile.clone(), target: b.target.clone(), args: kv(&b.args) }
+    w::BuildSpec { context: b.context.display().to_string(), dockerfile: b.dockerfile.clone(), target: b.target.clone(), args: redacted_kv(&b.args) }
 }
 
 /// The plugin's build, keeping what the WIT record does not carry (labels, build options) from the draft; an inline
@@ -124,7 +152,16 @@ fn from_build(b: &w::BuildSpec, previous: Option<&Build>) -> Build {
     }
     out.context = b.context.clone().into();
     out.dockerfile = b.dockerfile.clone();
-    out.args = from_kv(&b.args);
+    // An arg the plugin saw redacted and handed back unchanged keeps its real value.
+    let before = std::mem::take(&mut out.args);
+    out.args = b
+        .args
+        .iter()
+        .map(|p| {
+            let real = before.get(&p.key).filter(|v| redact(&p.key, v) == p.value);
+            (p.key.clone(), real.cloned().unwrap_or_else(|| p.value.clone()))
+        })
+        .collect();
     out.target = b.target.clone();
     out
 }
@@ -165,7 +202,7 @@ pub fn snapshot(plan: &Plan, settings: &str, facts: &Facts) -> w::Snapshot {
             healthcheck: s.healthcheck.as_ref().map(healthcheck),
             wait: s.wait.iter().map(wait).collect(),
             labels: kv(&s.labels),
-            environment: kv(&s.environment),
+            environment: redacted_kv(&s.environment),
             depends_on: s.depends_on.keys().cloned().collect(),
             resources: w::Resources { memory_limit: s.resources.memory_limit, memory_reservation: s.resources.memory_reservation, cpus: s.resources.cpus },
             // Plugins see every tmpfs mount point, whether `tmpfs:` or a `type: tmpfs` volume made it.
@@ -430,6 +467,11 @@ pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) 
         if i.image.as_deref().is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace)) {
             return Err(a.invalid(format!("service {}: image reference {:?} is not valid", i.service, i.image.as_deref().unwrap_or_default())));
         }
+        if let Some(b) = &i.build
+            && let Some(why) = build_refusal(a.plan, b)
+        {
+            return Err(a.invalid(format!("service {}: {why}", i.service)));
+        }
         a.edit(&i.service, |service| {
             let mut touched = vec![];
             if let Some(img) = &i.image {
@@ -445,6 +487,28 @@ pub fn apply_images(plan: &mut Plan, plugin: &str, out: &ex::images::ImagePlan) 
     }
     a.diagnostics(&out.diagnostics);
     Ok(())
+}
+
+/// Why a plugin may not build from here: its context and Dockerfile must lie inside a directory the compose file
+/// already builds from (which the compose import confined to the project), so a plugin cannot send the engine, or
+/// read, any other part of the host.
+fn build_refusal(plan: &Plan, b: &w::BuildSpec) -> Option<String> {
+    let normalize = orch_compose::normalize_path;
+    let contexts: Vec<&std::path::Path> = plan.services.values().filter_map(|s| s.build.as_ref()).map(|b| b.context.as_path()).collect();
+    let context = normalize(std::path::Path::new(&b.context));
+    let inside = |p: &std::path::Path| contexts.iter().any(|c| p.starts_with(c) && orch_compose::input::within(c, p));
+    if !context.is_absolute() || !inside(&context) {
+        return Some(format!(
+            "build context {} is not inside a directory the compose file builds from; a plugin may only choose among the project's own build contexts",
+            b.context
+        ));
+    }
+    if let Some(df) = &b.dockerfile
+        && !inside(&normalize(&context.join(df)))
+    {
+        return Some(format!("Dockerfile {df} is outside the build context {}; name a Dockerfile inside it", b.context));
+    }
+    None
 }
 
 /// Checks a placement constraint as Swarm reads it: `KEY==VALUE` or `KEY!=VALUE`, with a key Swarm knows.
@@ -465,6 +529,24 @@ fn placement_constraint(c: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a plugin may not set this label: `orch.` keys are orch's own (the reaper and `gc` trust them), and labels are
+/// readable by every user of the engine, so one may not carry the value of an environment variable or build arg
+/// (a value of 8 or more characters found in it). Says which variable, never the value.
+fn label_refusal(plan: &Plan, key: &str, value: &str) -> Option<String> {
+    if key.starts_with("orch.") {
+        return Some("keys under `orch.` are orch's own; choose another prefix".into());
+    }
+    for (name, s) in &plan.services {
+        let args = s.build.iter().flat_map(|b| b.args.iter());
+        if let Some((var, _)) = s.environment.iter().chain(args).find(|(_, v)| v.len() >= 8 && value.contains(v.as_str())) {
+            return Some(format!(
+                "its value copies {var} of service {name}; labels are readable by every user of the engine, so a plugin may not put an environment value in one"
+            ));
+        }
+    }
+    None
+}
+
 pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::ServicePlan) -> Result<(), PluginError> {
     let mut a = Apply { plan, plugin, call: "services.plan", source: format!("plugin:{plugin}") };
     for i in &out.services {
@@ -477,6 +559,11 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
         for c in i.placement.iter().flatten() {
             if let Err(why) = placement_constraint(c) {
                 return Err(a.invalid(format!("service {}: placement constraint {c:?} {why}", i.service)));
+            }
+        }
+        for l in &i.add_labels {
+            if let Some(why) = label_refusal(a.plan, &l.key, &l.value) {
+                return Err(a.invalid(format!("service {}: label {}: {why}", i.service, l.key)));
             }
         }
         a.edit(&i.service, |service| {
@@ -635,5 +722,69 @@ mod tests {
             assert!(err.contains("plugin place") && err.contains("service db") && err.contains(why), "{bad}: {err}");
             assert!(p.services["db"].runtime.placement.is_empty());
         }
+    }
+
+    #[test]
+    fn plugins_see_secrets_redacted_and_their_build_args_come_back_real() {
+        let p = plan(
+            "services:\n  db:\n    image: postgres\n    environment:\n      POSTGRES_USER: app\n      POSTGRES_PASSWORD: hunter2hunter2\n      DATABASE_URL: postgres://app:hunter2hunter2@db/app\n  web:\n    build:\n      context: .\n      args:\n        NPM_TOKEN: tok-123456789\n        MODE: fast\n",
+        );
+        let snap = super::snapshot(&p, "{}", &Facts::default());
+        let db = snap.services.iter().find(|s| s.name == "db").unwrap();
+        let env: std::collections::BTreeMap<_, _> = db.environment.iter().map(|kv| (kv.key.as_str(), kv.value.as_str())).collect();
+        assert_eq!(env["POSTGRES_USER"], "app", "what plugins need (user and database names) they see");
+        assert_eq!(env["POSTGRES_PASSWORD"], super::REDACTED);
+        assert_eq!(env["DATABASE_URL"], "postgres://app:<redacted>@db/app");
+        let web = snap.services.iter().find(|s| s.name == "web").unwrap();
+        let b = web.build.clone().unwrap();
+        assert!(b.args.iter().any(|kv| kv.key == "NPM_TOKEN" && kv.value == super::REDACTED));
+        // A plugin that hands the build back unchanged (say, with a new target) does not lose the real token.
+        let mut p = p;
+        let out = super::ex::images::ImagePlan {
+            services: vec![super::ex::images::ImageIntent {
+                service: "web".into(),
+                image: None,
+                build: Some(super::w::BuildSpec { target: Some("slim".into()), ..b }),
+            }],
+            diagnostics: vec![],
+        };
+        super::apply_images(&mut p, "t", &out).unwrap();
+        let args = &p.services["web"].build.as_ref().unwrap().args;
+        assert_eq!(args["NPM_TOKEN"], "tok-123456789");
+        assert_eq!(args["MODE"], "fast");
+    }
+
+    #[test]
+    fn plugin_labels_may_not_be_orchs_nor_copy_environment_values() {
+        let mut p = plan("services:\n  db:\n    image: postgres\n    environment:\n      POSTGRES_PASSWORD: hunter2hunter2\n");
+        let label = |k: &str, v: &str| ServicePlan {
+            services: vec![ServiceIntent { add_labels: vec![super::w::KeyValue { key: k.into(), value: v.into() }], ..intent("db") }],
+            diagnostics: vec![],
+        };
+        let err = super::apply_services(&mut p, "t", &label("orch.lifetime", "kept")).unwrap_err().to_string();
+        assert!(err.contains("orch.lifetime") && err.contains("orch's own"), "{err}");
+        let err = super::apply_services(&mut p, "t", &label("team.debug", "pw=hunter2hunter2")).unwrap_err().to_string();
+        assert!(err.contains("POSTGRES_PASSWORD") && !err.contains("hunter2"), "{err}");
+        super::apply_services(&mut p, "t", &label("team.tier", "db")).unwrap();
+        assert_eq!(p.services["db"].labels["team.tier"], "db");
+    }
+
+    #[test]
+    fn a_plugin_builds_only_from_the_projects_own_contexts() {
+        let mut p = plan("services:\n  web:\n    build: .\n");
+        let ctx = p.services["web"].build.as_ref().unwrap().context.display().to_string();
+        let with = |context: &str, dockerfile: Option<&str>| super::ex::images::ImagePlan {
+            services: vec![super::ex::images::ImageIntent {
+                service: "web".into(),
+                image: None,
+                build: Some(super::w::BuildSpec { context: context.into(), dockerfile: dockerfile.map(String::from), target: None, args: vec![] }),
+            }],
+            diagnostics: vec![],
+        };
+        for (context, dockerfile) in [("/", None), ("/etc", None), (&format!("{ctx}/.."), None), (ctx.as_str(), Some("../../etc/passwd")), ("rel", None)] {
+            let err = super::apply_images(&mut p, "t", &with(context, dockerfile)).unwrap_err().to_string();
+            assert!(err.contains("build context") || err.contains("Dockerfile"), "{context} {dockerfile:?}: {err}");
+        }
+        super::apply_images(&mut p, "t", &with(&format!("{ctx}/sub/.."), Some("alpine.Dockerfile"))).unwrap();
     }
 }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::PluginError;
 
 pub const FILE_NAME: &str = "orch.lock";
+/// The largest `orch.lock` orch reads (a few hundred bytes per plugin).
+pub const MAX_LOCK_FILE: u64 = 1 << 20;
 const HEADER: &str = "# orch.lock — the exact plugins this project runs, pinned by digest. Written by orch: commit it, do not edit it.\n# `orch plugin update` re-resolves every entry (or the ones named).\n\n";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +49,7 @@ impl Lock {
     /// The lock in `dir` (empty when the file does not exist yet).
     pub fn load(dir: &Path) -> Result<Lock, PluginError> {
         let path = dir.join(FILE_NAME);
-        let entries = match std::fs::read_to_string(&path) {
+        let entries = match orch_compose::input::read_text(&path, MAX_LOCK_FILE) {
             Ok(text) => {
                 let file: LockFileToml = toml::from_str(&text).map_err(|e| PluginError::Lock { path: path.clone(), message: e.to_string() })?;
                 if file.version != 1 {
@@ -56,10 +58,25 @@ impl Lock {
                         message: format!("version {} is not supported by this orch (it writes version 1); upgrade orch", file.version),
                     });
                 }
+                for e in &file.plugins {
+                    for (field, value) in [("digest", Some(&e.digest)), ("manifest", e.manifest.as_ref())] {
+                        if let Some(v) = value.filter(|v| !super::oci::is_digest(v)) {
+                            return Err(PluginError::Lock {
+                                path,
+                                message: format!(
+                                    "the entry for {} has {field} = {:?}, which is not sha256: and 64 lowercase hex digits; \
+                                     run `orch plugin update` to pin it again",
+                                    e.source,
+                                    v.chars().take(80).collect::<String>()
+                                ),
+                            });
+                        }
+                    }
+                }
                 file.plugins
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-            Err(e) => return Err(PluginError::Read { path, source: e }),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => vec![],
+            Err(e) => return Err(PluginError::Read { path, source: std::io::Error::other(e) }),
         };
         Ok(Lock { path, entries, changed: false, frozen: false })
     }
@@ -129,8 +146,8 @@ mod tests {
             source: "oci://127.0.0.1:5000/t/x:1".into(),
             name: "x".into(),
             version: "1.0.0".into(),
-            digest: "sha256:ab".into(),
-            manifest: Some("sha256:cd".into()),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            manifest: Some(format!("sha256:{}", "cd".repeat(32))),
         };
         lock.insert(e.clone()).unwrap();
         assert!(lock.save().unwrap());
@@ -142,5 +159,34 @@ mod tests {
         assert!(again.insert(other).unwrap_err().to_string().contains("--locked"));
         std::fs::write(dir.path().join(FILE_NAME), "version = 2\n").unwrap();
         assert!(Lock::load(dir.path()).unwrap_err().to_string().contains("version 2"));
+    }
+
+    /// A digest names the cache file: one that is not `sha256:` + 64 lowercase hex digits is refused when the lock is
+    /// read, before anything is looked up or removed by it.
+    #[test]
+    fn digests_that_are_not_sha256_hex_are_refused_at_parse_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = format!("sha256:{}", "0".repeat(64));
+        for bad in ["sha256:/some/dir/important", "sha256:../../x", &format!("sha256:{}", "A".repeat(64)), &format!("sha256:{}", "0".repeat(63)), "md5:00", ""]
+        {
+            for (digest, manifest) in [(bad, good.as_str()), (good.as_str(), bad)] {
+                let text = format!(
+                    "version = 1\n[[plugin]]\nsource = \"oci://r/x:1\"\nname = \"x\"\nversion = \"1\"\ndigest = \"{digest}\"\nmanifest = \"{manifest}\"\n"
+                );
+                std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+                let err = Lock::load(dir.path()).unwrap_err().to_string();
+                assert!(err.contains("orch.lock") && err.contains("oci://r/x:1") && err.contains("64 lowercase hex"), "{bad}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_lock_is_read_as_a_bounded_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "#".repeat((MAX_LOCK_FILE + 1) as usize)).unwrap();
+        assert!(Lock::load(dir.path()).unwrap_err().to_string().contains("1 MiB"));
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(FILE_NAME)).unwrap();
+        assert!(Lock::load(dir.path()).unwrap_err().to_string().contains("not a regular file"));
     }
 }

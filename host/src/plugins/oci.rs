@@ -33,6 +33,12 @@ pub fn parse(text: &str) -> Result<Reference, PluginError> {
     bare.parse::<Reference>().map_err(|e| invalid(format!("not an OCI reference: {e}")))
 }
 
+/// Whether `s` is a digest orch accepts: `sha256:` and 64 lowercase hex digits. Every digest read from a lock file or
+/// a registry is checked with this before it names anything (a cache file is named by it).
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -46,10 +52,28 @@ fn is_loopback(registry: &str) -> bool {
 /// Extra CA certificates (PEM) to trust for registries, besides the system's: `ORCH_REGISTRY_CA_FILE`.
 pub const CA_ENV: &str = "ORCH_REGISTRY_CA_FILE";
 
+/// How long one registry operation (a pull or a push, every request in it) may take in all:
+/// `ORCH_REGISTRY_TIMEOUT` (e.g. `30s`), 120 s by default. A registry that stalls or trickles fails within it.
+pub fn registry_timeout() -> std::time::Duration {
+    std::env::var("ORCH_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|v| orch_compose::parse_duration_ms(&v))
+        .map(std::time::Duration::from_millis)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(std::time::Duration::from_secs(120))
+}
+
+/// A connection must be made, and each read must see data, within this (the whole operation has
+/// [`registry_timeout`]).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn client(protocol: ClientProtocol) -> Result<Client, PluginError> {
-    let mut config = ClientConfig { protocol, ..Default::default() };
+    let mut config =
+        ClientConfig { protocol, connect_timeout: Some(CONNECT_TIMEOUT), read_timeout: Some(READ_TIMEOUT.min(registry_timeout())), ..Default::default() };
     if let Some(path) = std::env::var_os(CA_ENV) {
-        let data = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.into(), source })?;
+        let data = orch_compose::input::read_bytes(std::path::Path::new(&path), 4 << 20)
+            .map_err(|e| PluginError::Read { path: path.clone().into(), source: std::io::Error::other(e) })?;
         config.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
     }
     Ok(Client::new(config))
@@ -98,9 +122,19 @@ where
     Fut: std::future::Future<Output = Result<T, Fail>>,
 {
     let mut failures = vec![];
+    let deadline = tokio::time::Instant::now() + registry_timeout();
     for protocol in protocols(reference) {
         let scheme = if matches!(protocol, ClientProtocol::Http) { "http" } else { "https" };
-        match op(client(protocol)?).await {
+        let Ok(outcome) = tokio::time::timeout_at(deadline, op(client(protocol)?)).await else {
+            return Err(PluginError::Registry {
+                reference: text.into(),
+                message: format!(
+                    "the registry did not finish within {} s (ORCH_REGISTRY_TIMEOUT); check that it is up and answering",
+                    registry_timeout().as_secs()
+                ),
+            });
+        };
+        match outcome {
             Ok(v) => return Ok(v),
             Err(f) if f.transport() => failures.push((scheme, f)),
             // A TLS server answering the plain-HTTP retry: the TLS failure is the one that explains.
@@ -224,6 +258,12 @@ pub async fn pull(text: &str, manifest: Option<&str>) -> Result<Pulled, PluginEr
 async fn pull_with(c: &Client, reference: &Reference, credentials: &RegistryAuth, text: &str, manifest: Option<&str>) -> Result<Pulled, Fail> {
     let refuse = |message: String| Fail::Orch(PluginError::Registry { reference: text.into(), message });
     let (image, manifest_digest) = c.pull_image_manifest(reference, credentials).await?;
+    if !is_digest(&manifest_digest) {
+        return Err(refuse(format!(
+            "the registry named its manifest {:?}, which is not a sha256 digest",
+            manifest_digest.chars().take(80).collect::<String>()
+        )));
+    }
     if let Some(m) = manifest
         && m != manifest_digest
     {

@@ -30,6 +30,12 @@ pub struct Sources {
 
 impl Sources {
     /// Sources sharing the runtime's cache directory (pulled components under `oci/`); `lock` in a project.
+    /// Sources over a cache directory of their own (no runtime needed): for tests.
+    #[cfg(test)]
+    pub(crate) fn with_cache(cache_dir: PathBuf, lock: Option<Lock>) -> Sources {
+        Sources { cache_dir: Some(cache_dir), lock, runtime: None }
+    }
+
     pub fn new(runtime: &super::Runtime, lock: Option<Lock>) -> Sources {
         Sources { cache_dir: runtime.cache_dir().map(Path::to_path_buf), lock, runtime: None }
     }
@@ -40,15 +46,20 @@ impl Sources {
         rt.block_on(f)
     }
 
-    fn cached(&self, digest: &str) -> Option<PathBuf> {
+    /// The cache file of a digest; none for anything that is not a well-formed digest, so no digest can name a path
+    /// outside the cache.
+    pub(crate) fn cached(&self, digest: &str) -> Option<PathBuf> {
+        if !oci::is_digest(digest) {
+            return None;
+        }
         let hex = digest.strip_prefix("sha256:")?;
         Some(self.cache_dir.as_ref()?.join("oci").join("sha256").join(format!("{hex}.wasm")))
     }
 
     /// The cached component with this digest, if present and intact (a corrupted copy is dropped).
-    fn read_cached(&self, digest: &str) -> Option<Vec<u8>> {
+    pub(crate) fn read_cached(&self, digest: &str) -> Option<Vec<u8>> {
         let path = self.cached(digest)?;
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = orch_compose::input::read_bytes(&path, oci::MAX_COMPONENT_BYTES).ok()?;
         if oci::sha256(&bytes) == digest {
             return Some(bytes);
         }
@@ -56,7 +67,7 @@ impl Sources {
         None
     }
 
-    fn store(&self, digest: &str, bytes: &[u8]) {
+    pub(crate) fn store(&self, digest: &str, bytes: &[u8]) {
         if let Some(path) = self.cached(digest) {
             // A failed cache write only means fetching again next time.
             let _ = crate::atomic::write(&path, bytes);
@@ -88,7 +99,8 @@ impl Sources {
                 Ok(Fetched { digest: oci::sha256(&bytes), bytes: Cow::Owned(bytes), manifest: None, lock_source: None })
             }
             PluginRef::Path(p) => {
-                let bytes = std::fs::read(p).map_err(|source| PluginError::Read { path: p.clone(), source })?;
+                let bytes = orch_compose::input::read_bytes(p, oci::MAX_COMPONENT_BYTES)
+                    .map_err(|e| PluginError::Read { path: p.clone(), source: std::io::Error::other(e) })?;
                 let digest = oci::sha256(&bytes);
                 let key = self.path_key(p);
                 if let Some(entry) = self.lock.as_ref().and_then(|l| l.get(&key))
@@ -207,4 +219,34 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
         return Err(fail("cargo build failed (its errors are above)".into()));
     }
     wasm.ok_or_else(|| fail("cargo built no .wasm component; a plugin crate needs `crate-type = [\"cdylib\"]` under [lib]".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The finding of #24: `sha256:/some/dir/important` made `orch plan` delete `/some/dir/important.wasm` as "the
+    /// corrupted copy". A digest that is not sha256 hex names no file at all.
+    #[test]
+    fn a_crafted_digest_names_no_file_outside_the_cache() {
+        let cache = tempfile::tempdir().unwrap();
+        let victim_dir = tempfile::tempdir().unwrap();
+        let victim = victim_dir.path().join("important.wasm");
+        std::fs::write(&victim, "precious").unwrap();
+        let sources = Sources { cache_dir: Some(cache.path().to_path_buf()), lock: None, runtime: None };
+        let stem = victim.with_extension("");
+        for digest in [format!("sha256:{}", stem.display()), format!("sha256:../../../..{}", stem.display())] {
+            assert_eq!(sources.cached(&digest), None, "{digest}");
+            assert!(sources.read_cached(&digest).is_none());
+            sources.store(&digest, b"junk");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A well-formed digest whose cached copy is corrupted is dropped, inside the cache.
+        let digest = oci::sha256(b"component");
+        sources.store(&digest, b"other bytes");
+        let path = sources.cached(&digest).unwrap();
+        assert!(path.starts_with(cache.path()) && path.exists());
+        assert!(sources.read_cached(&digest).is_none());
+        assert!(!path.exists());
+    }
 }

@@ -108,7 +108,8 @@ fn compose_output_is_a_valid_compose_file() {
     // the re-import below checks them).
     let out = bpo(&["--format", "compose"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let dir = tempfile::tempdir().unwrap();
+    // Inside the repository: the export names the examples' build contexts, which orch builds only from inside it.
+    let dir = tempfile::tempdir_in(root().join("target")).unwrap();
     let file = dir.path().join("compose.yaml");
     std::fs::write(&file, &out.stdout).unwrap();
     // The real docker-compose must accept it.
@@ -319,8 +320,9 @@ fn orch_toml_supplies_files_plugins_settings_and_kind_and_flags_win() {
     let port = plan["services"]["api"]["ports"][0]["host_port"].as_u64().unwrap();
     assert!((30000..=40000).contains(&port), "{port}");
     assert_eq!(plan["provenance"]["services.api.ports.8080/tcp"], serde_json::json!(["compose", "plugin:port-ranges"]));
-    // --plugin replaces the list; orch.toml's settings still apply to the plugins named in both.
-    let dir = tempfile::tempdir().unwrap();
+    // --plugin replaces the list; orch.toml's settings still apply to the plugins named in both. (In the repository:
+    // the compose file's build contexts must be inside it.)
+    let dir = tempfile::tempdir_in(root().join("target")).unwrap();
     std::fs::copy(bpo.join("compose.yaml"), dir.path().join("compose.yaml")).unwrap();
     std::fs::write(dir.path().join("orch.toml"), "[[plugins]]\nuse = \"bpo-networks\"\nsettings = { subnets = \"fixed\" }\n").unwrap();
     let out = orch_in(dir.path(), &["plan", "--no-engine", "--format", "json", "--plugin", "bpo-networks"]);

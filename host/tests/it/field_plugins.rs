@@ -272,12 +272,12 @@ fn health_defaults_add_checks_and_http_waits() {
     // in the settings, is awaited over HTTP, so `up` returns only once it serves.
     let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/images/build-base.sh")).status().unwrap();
     assert!(status.success(), "examples/images/build-base.sh failed");
-    let redis_ctx = std::path::absolute(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/images/redis")).unwrap();
-    let compose = format!(
-        "services:\n  redis:\n    image: orch-examples/redis:7\n    build: {}\n  web:\n    image: $IMAGE\n    command: [\"sh\", \"-c\", \"sleep 2; mkdir -p /www && echo ok > /www/health && exec httpd -f -p 8080 -h /www\"]\n    ports: [\"8080\"]\n",
-        redis_ctx.display()
-    );
-    let p = Project::new(&compose);
+    // The example's build context, copied into the project: orch builds only from inside the repository under test.
+    let redis_ctx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/images/redis");
+    let compose = "services:\n  redis:\n    image: orch-examples/redis:7\n    build: ./redis\n  web:\n    image: $IMAGE\n    command: [\"sh\", \"-c\", \"sleep 2; mkdir -p /www && echo ok > /www/health && exec httpd -f -p 8080 -h /www\"]\n    ports: [\"8080\"]\n";
+    let p = Project::new(compose);
+    std::fs::create_dir(p.path().join("redis")).unwrap();
+    std::fs::copy(redis_ctx.join("Dockerfile"), p.path().join("redis/Dockerfile")).unwrap();
     let env = env_name("health");
     let _d = p.up(&env, &["--env-kind", "test", "--plugin", "health-defaults", "--plugin-setting", "health-defaults.http.web=8080/health"]);
     let redis = container(&env, "redis");

@@ -6,6 +6,7 @@ mod cli;
 mod examples;
 mod fault;
 mod field_plugins;
+mod hostile;
 mod lifecycle;
 mod network;
 mod parallel;
