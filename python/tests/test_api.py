@@ -41,6 +41,33 @@ def test_the_installed_binary_is_found_and_orch_binary_overrides_it(monkeypatch,
         orch.find_binary()
 
 
+def test_a_command_that_hangs_times_out_and_service_names_never_read_as_options(monkeypatch, tmp_path):
+    # A stand-in for an orch that never answers (a stalled engine, `logs -f` on a service named -f).
+    stuck = tmp_path / "orch"
+    stuck.write_text("#!/bin/sh\nexec sleep 60\n")
+    stuck.chmod(0o755)
+    monkeypatch.setenv("ORCH_BINARY", str(stuck))
+    started = time.monotonic()
+    with pytest.raises(orch.CommandTimeout) as info:
+        orch._binary.run(["ps"], timeout=0.5)
+    assert time.monotonic() - started < 10 and "did not finish within 0.5 s" in info.value.message
+    assert orch._binary.DEFAULT_TIMEOUT > 0, "every call has a timeout unless it names its own"
+    # Arguments as orch would receive them: `--` before the service, and no service that starts with `-`.
+    record = tmp_path / "args"
+    echo = tmp_path / "echo-orch"
+    echo.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\necho '{{\"host\": \"127.0.0.1\", \"port\": 1}}'\n")
+    echo.chmod(0o755)
+    monkeypatch.setenv("ORCH_BINARY", str(echo))
+    env = orch.Environment("p", "e1", {}, owned=False)
+    env.port("web", 80)
+    assert record.read_text().split("\n")[-4:-1] == ["--", "web", "80"]
+    env.logs("web", tail=5)
+    assert record.read_text().split("\n")[-3:-1] == ["--", "web"]
+    for bad in ["-f", "--follow", ""]:
+        with pytest.raises(ValueError):
+            env.logs(bad)
+
+
 def test_bad_input_is_an_exception_with_the_exit_code(tmp_path):
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    imag: busybox\n")
     with pytest.raises(orch.InvalidInput) as info:
