@@ -13,7 +13,6 @@ from . import _binary
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-@dataclass(frozen=True)
 #: Seconds an `up` may take on top of its readiness timeout (image builds), before the call gives up on it.
 UP_BUILD_ALLOWANCE = 900.0
 
@@ -25,6 +24,7 @@ def _service(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
 class ExecResult:
     """What a command run in a service's container did: its exit code and its output (stdout and stderr together)."""
 
