@@ -120,7 +120,7 @@ fn resolve_service(
 
 /// Makes the relative host paths of a service from `from` (another file's directory) absolute, so that they keep
 /// pointing where that file meant once the service is used from `to`.
-fn rebase(service: &mut Value, from: &Path, to: &Path) {
+pub(crate) fn rebase(service: &mut Value, from: &Path, to: &Path) {
     if from == to {
         return;
     }

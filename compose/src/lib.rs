@@ -84,7 +84,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ComposeError> {
     let unit = Unit { files: &files, working_dir: &working_dir, env_files: &opts.env_files, name_override: opts.project_name.as_deref() };
     let root = opts.root.as_deref().map(absolute).unwrap_or_else(|| input::repository_root(&working_dir));
     let ctx = Ctx { environment: &opts.environment, root: &root, budget: input::Budget::default(), includes: Default::default(), files: Default::default() };
-    let (project, services, variables) = load_unit(&unit, &ctx, &mut vec![], &mut warnings)?;
+    let (project, services, variables, _) = load_unit(&unit, &ctx, &mut vec![], &mut warnings)?;
     let mut profiles = opts.profiles.clone();
     if let Some(p) = variables.get("COMPOSE_PROFILES") {
         profiles.extend(p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
@@ -102,7 +102,12 @@ struct Unit<'a> {
 }
 
 type Services = BTreeMap<String, Service>;
-type UnitResult = (Project, Services, BTreeMap<String, String>);
+type UnitResult = (Project, Services, BTreeMap<String, String>, RawServices);
+/// A unit's services as YAML after extends, with relative host paths made absolute: what an including file's
+/// service of the same name is laid over.
+type RawServices = BTreeMap<String, Value>;
+/// What an include contributes: its model, and its services as YAML.
+type Included = (Project, Services, RawServices);
 /// An include entry as loaded: its files, project directory and env files.
 type IncludeKey = (Vec<PathBuf>, PathBuf, Vec<PathBuf>);
 /// A file as read: its path and the variables it was interpolated with.
@@ -114,7 +119,7 @@ struct Ctx<'a> {
     environment: &'a BTreeMap<String, String>,
     root: &'a Path,
     budget: input::Budget,
-    includes: std::cell::RefCell<BTreeMap<IncludeKey, (Project, Services)>>,
+    includes: std::cell::RefCell<BTreeMap<IncludeKey, Included>>,
     files: std::cell::RefCell<BTreeMap<FileKey, Value>>,
 }
 
@@ -131,7 +136,7 @@ fn load_unit(unit: &Unit, ctx: &Ctx, include_stack: &mut Vec<PathBuf>, warnings:
         Ok(v)
     };
     let mut merged: Option<Value> = None;
-    let mut included: Vec<(Project, Services)> = vec![];
+    let mut included: Vec<Included> = vec![];
     for file in unit.files {
         let mut value = read(file)?;
         for entry in include_entries(file, &value, ctx.root)? {
@@ -150,10 +155,10 @@ fn load_unit(unit: &Unit, ctx: &Ctx, include_stack: &mut Vec<PathBuf>, warnings:
             }
             include_stack.push(file.clone());
             let sub = Unit { files: &entry.files, working_dir: &entry.project_dir, env_files: &entry.env_files, name_override: None };
-            let (p, s, _) = load_unit(&sub, ctx, include_stack, warnings)?;
+            let (p, s, _, raw) = load_unit(&sub, ctx, include_stack, warnings)?;
             include_stack.pop();
-            ctx.includes.borrow_mut().insert(key, (p.clone(), s.clone()));
-            included.push((p, s));
+            ctx.includes.borrow_mut().insert(key, (p.clone(), s.clone(), raw.clone()));
+            included.push((p, s, raw));
         }
         extends::resolve(file, &mut value, &read, ctx.root)?;
         merged = Some(match merged {
@@ -166,6 +171,33 @@ fn load_unit(unit: &Unit, ctx: &Ctx, include_stack: &mut Vec<PathBuf>, warnings:
     }
     let mut value = merged.expect("at least one file");
     let file = &unit.files[0];
+    // A service the including file declares again is laid over the included one with the ordinary merge rules, the
+    // including file winning (compose-go since Nov 2025, "Allow importing compose file to override resource
+    // definition"); the included model of it then gives way.
+    let mut overridden: Vec<String> = vec![];
+    if let Some(Value::Mapping(own)) = value.get_mut("services") {
+        for (k, v) in own.iter_mut() {
+            let Some(name) = k.as_str() else { continue };
+            if let Some(base) = included.iter().rev().find_map(|(_, _, raw)| raw.get(name)) {
+                let mut laid = base.clone();
+                let over = std::mem::take(v);
+                merge::merge_service(&mut laid, if over.is_null() { Value::Mapping(Default::default()) } else { over });
+                *v = laid;
+                overridden.push(name.to_string());
+            }
+        }
+    }
+    let raw: RawServices = match value.get("services") {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| {
+                let mut v = v.clone();
+                extends::rebase(&mut v, unit.working_dir, Path::new("/"));
+                k.as_str().map(|k| (k.to_string(), v))
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
     merge::strip_tags(&mut value, "").map_err(|(path, message)| invalid(file, &path, message))?;
     let input = parse::ParseInput {
         file,
@@ -177,10 +209,11 @@ fn load_unit(unit: &Unit, ctx: &Ctx, include_stack: &mut Vec<PathBuf>, warnings:
         project_root: ctx.root,
     };
     let (mut project, mut services) = parse::project(&input, warnings)?;
-    for (p, s) in included {
+    for (p, mut s, _) in included {
+        s.retain(|name, _| !overridden.contains(name));
         absorb(file, &mut project, &mut services, p, s)?;
     }
-    Ok((project, services, variables))
+    Ok((project, services, variables, raw))
 }
 
 /// One `include:` entry: its files, project directory and env files (its own `.env` by default).

@@ -26,7 +26,7 @@ pub enum Error {
     /// The environment or service named does not exist (or does not publish what was asked).
     #[error("{0}")]
     NotFound(String),
-    #[error("environment {env} of project {project} already exists; use it, or remove it first with `orch down --env {env}`")]
+    #[error("environment {env} of project {project} already exists; use it, or remove it first with `orch down --env {env} --volumes`")]
     EnvironmentExists { project: String, env: String },
     /// Reading or starting something on this machine failed (a watcher process, the working directory).
     #[error("{what}: {source}")]

@@ -21,7 +21,7 @@ use crate::engine::{DockerEngine, Engine, EngineError};
 use crate::facts::Facts;
 use crate::lifecycle::{self, Lifetime, Progress, Removed, ServiceStatus, UpReport};
 use crate::plan::{EnvKind, Identity, Plan};
-use crate::plugins::{self, ActivePlugin, PluginRef, Runtime};
+use crate::plugins::{self, ActivePlugin, PluginError, PluginRef, Runtime};
 use crate::state::StateDir;
 use crate::{Error, PlanOutcome, blocking, labels};
 
@@ -272,8 +272,20 @@ impl Project {
     }
 
     /// Plans (plugins once), waits for admission, allocates under the lock and brings the environment up. On failure
-    /// nothing of it is left (unless `keep_on_failure`).
-    pub async fn up<E: Reconnect + Clone>(&self, engine: &E, opts: &EnvOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<Environment<E>, Error> {
+    /// nothing of it is left (unless `keep_on_failure`). The options are owned, so the future holds everything it
+    /// needs (`tokio::join!(project.up(&engine, EnvOptions::default()), …)` works); [`Project::up_reporting`] also
+    /// reports progress.
+    pub async fn up<E: Reconnect + Clone>(&self, engine: &E, opts: EnvOptions) -> Result<Environment<E>, Error> {
+        self.up_reporting(engine, &opts, &|_| {}).await
+    }
+
+    /// [`Project::up`], calling `progress` as services are built, started and become ready (the CLI's lines).
+    pub async fn up_reporting<E: Reconnect + Clone>(
+        &self,
+        engine: &E,
+        opts: &EnvOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Environment<E>, Error> {
         let _ = crate::reaper::gc(engine, &crate::reaper::GcOptions { mine_only: true, ..Default::default() }).await;
         let identity = self.identity(opts.name.as_deref())?;
         let _env_lock = match &opts.name {
@@ -415,6 +427,18 @@ pub fn status_filter(select: &Selector) -> Vec<String> {
     }
 }
 
+/// The services `orch ps` and `orch health` list: of one environment when `select` names one (then
+/// [`Error::NotFound`] when it does not exist, so a removed environment is never reported as an empty, healthy one),
+/// else of every environment (of one project). `probe` runs starting containers' healthchecks.
+pub async fn services<E: Engine>(engine: &E, select: &Selector, probe: bool) -> Result<Vec<ServiceStatus>, Error> {
+    let list = lifecycle::status_probed(engine, &status_filter(select), probe).await?;
+    if let (true, Some(env)) = (list.is_empty(), &select.env) {
+        let project = select.project.as_deref().map(|p| format!(" of project {p}")).unwrap_or_default();
+        return Err(Error::NotFound(format!("no environment {env}{project} is running; `orch ps` lists what runs")));
+    }
+    Ok(list)
+}
+
 /// Every environment this user's orch made on this host (for `orch down --all-mine`): the owner ran here and the
 /// `orch.owner-uid` label is this user's. Another user's environments on a shared engine are never among them.
 pub async fn environments_of_this_user<E: Engine>(engine: &E) -> Result<Vec<Selector>, Error> {
@@ -530,7 +554,24 @@ fn activate(opts: &ProjectOptions, config: Option<&ProjectConfig>, notes: &mut V
     let refs: Vec<PluginRef> = refs.iter().map(|p| PluginRef::parse(p)).collect();
     let runtime = runtime(&opts.cache_dir)?;
     let mut sources = project_sources(&runtime, config, opts.locked)?;
-    let active = plugins::activate_from(&runtime, &refs, &settings, &mut sources)?;
+    let active = plugins::activate_from(&runtime, &refs, &settings, &mut sources).map_err(|e| match e {
+        // Settings a plugin refuses that orch.toml gave it: say where they are written.
+        PluginError::Settings { plugin, problems, from: None } => {
+            let entry = config.and_then(|cfg| {
+                cfg.plugins.iter().enumerate().find(|(_, p)| {
+                    p.settings.is_some() && {
+                        let name = PluginRef::parse(&p.use_).display_name();
+                        name == plugin || p.use_ == plugin
+                    }
+                })
+            });
+            let from = entry.map(|(i, p)| {
+                format!("{}, plugins[{i}] (use = {:?}) settings", config.map(|c| c.dir.join(crate::config::FILE_NAME).display().to_string()).unwrap_or_default(), p.use_)
+            });
+            PluginError::Settings { plugin, problems, from }
+        }
+        e => e,
+    })?;
     notes.extend(active.iter().filter_map(|a| a.plugin.stats.cache_note.clone()));
     if let Some(path) = sources.save_lock()? {
         notes.push(format!("pinned plugin digests in {}", path.display()));
@@ -712,6 +753,8 @@ impl<E: Reconnect> Environment<E> {
 
     /// Restarts one service and waits for it as `up` did.
     pub async fn restart(&self, service: &str, timeout: Duration) -> Result<Duration, Error> {
+        // An unknown service is NotFound (exit 9), as for logs, port and exec, not an engine failure.
+        self.container(service).await?;
         Ok(lifecycle::restart(&self.engine, &self.filter(), service, timeout).await?)
     }
 

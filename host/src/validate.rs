@@ -66,6 +66,19 @@ pub fn bound_diagnostics(plan: &mut Plan) {
 fn placement_notes(plan: &mut Plan, facts: &Facts) {
     if facts.places_services {
         plan.diagnostics.retain(|d| !(d.code == "compose.not-applied" && d.path.as_deref().is_some_and(|p| p.ends_with("deploy.placement.constraints"))));
+        // Where placement is applied its syntax matters: Swarm takes KEY==VALUE and KEY!=VALUE only.
+        let mut bad = vec![];
+        for (name, s) in &plan.services {
+            for c in s.runtime.placement.iter().filter(|c| orch_compose::split_constraint(c).is_none()) {
+                bad.push((
+                    format!("service {name}: placement constraint {c:?} is neither KEY==VALUE nor KEY!=VALUE, which is all Swarm places by"),
+                    format!("services.{name}.deploy.placement.constraints"),
+                ));
+            }
+        }
+        for (message, path) in bad {
+            plan.diagnose(Level::Error, "plan.placement-invalid", message, Some(path), SOURCE);
+        }
         return;
     }
     let mut notes = vec![];
@@ -352,5 +365,26 @@ mod tests {
         assert!(super::is_private(&"172.30.0.0/16".parse().unwrap()));
         assert!(!super::is_private(&"172.32.0.0/16".parse().unwrap()));
         assert!(super::is_private(&"10.192.3.0/24".parse().unwrap()));
+    }
+
+    /// Compose ignores placement on one engine; so does orch, there: `node=foo` is only wrong where Swarm places.
+    #[test]
+    fn placement_syntax_is_checked_only_where_placement_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, "services:\n  db:\n    image: postgres\n    deploy:\n      placement:\n        constraints: [node=foo]\n").unwrap();
+        let plan = |places_services: bool| {
+            let req = crate::PlanRequest {
+                compose: orch_compose::LoadOptions { files: vec![file.clone()], project_name: Some("pl".into()), ..Default::default() },
+                env_id: Some("t1".into()),
+                ..Default::default()
+            };
+            let facts = crate::facts::Facts { places_services, ..Default::default() };
+            crate::make_plan(&req, &[], &facts)
+        };
+        let local = plan(false).expect("planned on one engine").plan;
+        assert!(local.diagnostics.iter().any(|d| d.code == "compose.not-applied"));
+        let Err(crate::Error::InvalidPlan { diagnostics }) = plan(true) else { panic!("the swarm engine refuses node=foo") };
+        assert!(diagnostics.iter().any(|d| d.code == "plan.placement-invalid" && d.message.contains("node=foo")), "{diagnostics:?}");
     }
 }

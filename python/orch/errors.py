@@ -7,8 +7,9 @@ from typing import Dict, Sequence, Type
 
 
 class OrchError(Exception):
-    """A failed orch command: `exit_code` is orch's documented exit code, `message` what orch said (its `error:` lines,
-    or all of its standard error when there are none), `args_used` the command line."""
+    """A failed orch command: `exit_code` is orch's documented exit code, `message` what orch said (from its first
+    `error:` line to the end — the lines after it name the key, setting or service at fault and what to do — or all
+    of its standard error when there is none), `args_used` the command line."""
 
     #: The exit code this class stands for (`None`: any code without a class of its own).
     code = None
@@ -17,8 +18,9 @@ class OrchError(Exception):
         self.exit_code = exit_code
         self.args_used = list(args_used)
         self.output = output or ""
-        lines = [line for line in self.output.splitlines() if line.startswith("error:")]
-        self.message = "\n".join(lines) if lines else self.output.strip()
+        lines = self.output.splitlines()
+        first = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+        self.message = "\n".join(lines[first:]).strip() if first is not None else self.output.strip()
         super().__init__(f"orch {' '.join(self.args_used[:1])} failed (exit {exit_code}): {self.message}")
 
 

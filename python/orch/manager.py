@@ -43,9 +43,15 @@ class DockerManager:
             return next(iter(self.environments.values()))
         return self.environments[env_name]
 
-    def acquire_environment(self, env_name: Optional[str] = None, timeout: float = 180) -> Tuple[str, Dict[str, int]]:
-        """Brings up an environment and returns its id and `{service: host port}` (each service's first published port)."""
-        env = up(env=env_name, timeout=timeout, **self.up_args)
+    def acquire_environment(self, env_name: Optional[str] = None, timeout: Optional[float] = None) -> Tuple[str, Dict[str, int]]:
+        """Brings up an environment and returns its id and `{service: host port}` (each service's first published port).
+        `timeout` (seconds) overrides the manager's own `timeout=`, else 180."""
+        args = dict(self.up_args)
+        if timeout is not None:
+            args["timeout"] = timeout
+        if env_name is not None:
+            args["env"] = env_name
+        env = up(**args)
         self.environments[env.id] = env
         ports: Dict[str, int] = {}
         for s in env.info.get("services", []):

@@ -179,7 +179,7 @@ class _Pool:
         for env in self.failed.values():
             if env.owned:
                 env.keep()
-            reporter.write_line(f"orch: kept environment {env.id} of a failing test; remove it with `orch down --env {env.id} -p {env.project}`")
+            reporter.write_line(f"orch: kept environment {env.id} of a failing test; remove it with `orch down --env {env.id} -p {env.project} --volumes`")
 
 
 _POOL = pytest.StashKey[_Pool]()
@@ -243,7 +243,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         if item.config.getoption("orch_keep_on_failure") and env is not pool.external:
             pool.failed[env.id] = env
             # In the report too: under xdist a worker's own terminal output never reaches the user.
-            report.sections.append(("orch", f"environment {env.id} is kept (--orch-keep-on-failure): `orch down --env {env.id} -p {env.project}` removes it"))
+            report.sections.append(("orch", f"environment {env.id} is kept (--orch-keep-on-failure): `orch down --env {env.id} -p {env.project} --volumes` removes it"))
         if lines <= 0:
             continue
         try:

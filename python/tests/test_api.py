@@ -29,6 +29,10 @@ def test_exit_codes_map_to_exception_classes_with_orchs_message():
     e = error_for(9, ["port", "--env", "x"], "note: something\nerror: no environment x is running\n")
     assert isinstance(e, orch.NotFound) and e.exit_code == 9
     assert e.message == "error: no environment x is running"
+    # What orch says after the error line (the key at fault, what to do) stays in the message.
+    e = error_for(3, ["up"], "note: pinned\nerror: orch.toml: unknown field `fils`\n  |\n2 | fils = []\nexpected one of `files`\n")
+    assert e.message.startswith("error: orch.toml") and "fils = []" in e.message and "expected one of `files`" in e.message
+    assert "note: pinned" not in e.message
     assert isinstance(error_for(42, ["up"], "boom"), orch.OrchError)
 
 
@@ -114,7 +118,8 @@ def test_environments_go_with_the_process_they_belong_to_and_it_has_one_watcher(
 
 
 def test_seed_001_manager_names():
-    manager = orch.DockerManager(dir=NETRA)
+    # The manager takes orch.up's keyword arguments, timeout among them.
+    manager = orch.DockerManager(dir=NETRA, timeout=240)
     env_name, ports = manager.acquire_environment()
     try:
         assert {"postgres", "redis", "backend", "auth", "frontend"} <= set(ports)

@@ -3,12 +3,14 @@ SIGKILL mid-run, failing on purpose, and under `orch run`. Each run is a subproc
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import orch
 from conftest import NETRA, down, resources
 
 
@@ -80,6 +82,11 @@ def test_a_failing_test_reports_the_services_logs_and_keep_on_failure_keeps_its_
         assert f"environment {env_id} is kept (--orch-keep-on-failure)" in out, "the failure report says so too (xdist hides a worker's own output)"
         time.sleep(1)
         assert resources(env_id) > 0, "the failing test's environment is kept after pytest ended"
+        # The hint it prints removes everything, volumes included.
+        hint = kept[0].split("`")[1]
+        assert hint.startswith("orch down ") and "--volumes" in hint, hint
+        subprocess.run([orch.find_binary(), *shlex.split(hint)[1:]], cwd=NETRA, check=True, capture_output=True, timeout=120)
+        assert resources(env_id) == 0, "the printed hint left something behind"
     finally:
         for line in run.stdout.splitlines():
             if "orch: kept environment" in line:

@@ -764,12 +764,9 @@ impl P<'_> {
                     for (pkey, pp, pv) in self.fields(&pm, &fp, fields::PLACEMENT)? {
                         match pkey.as_str() {
                             "constraints" => {
+                                // Their syntax is checked where placement is applied (the swarm engine): compose
+                                // ignores placement on one engine, and so does this import.
                                 rt.placement = self.strict_list(pv, &pp)?;
-                                for c in &rt.placement {
-                                    if crate::split_constraint(c).is_none() {
-                                        return Err(self.err(&pp, format!("placement constraint {c:?} is neither KEY==VALUE nor KEY!=VALUE")));
-                                    }
-                                }
                                 self.not_applied(&pp, "one engine is one node: only the swarm engine (--engine swarm) places services");
                             }
                             _ => self.not_applied(&pp, SWARM_ONLY),

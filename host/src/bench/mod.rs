@@ -255,7 +255,7 @@ async fn up_one<E: Reconnect + Clone>(
         watcher: opts.watcher.clone(),
         ..EnvOptions::default()
     };
-    let result = project.up(engine, &env_opts, &progress).await;
+    let result = project.up_reporting(engine, &env_opts, &progress).await;
     let elapsed = began.elapsed();
     let mut record = EnvRun { variant: variant.into(), run, slot, env: env_id.lock().unwrap_or_else(|e| e.into_inner()).clone(), ..EnvRun::default() };
     let ready = ready.into_inner().unwrap_or_else(|e| e.into_inner());

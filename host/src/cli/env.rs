@@ -68,7 +68,7 @@ pub fn down(select: &Select, all_mine: bool, volumes: bool) -> Result<(), Error>
 pub fn status(select: &Select, format: Format, probe: bool) -> Result<(), Error> {
     let rt = tokio();
     let engine = engine(&rt, None)?;
-    let list = rt.block_on(orch::lifecycle::status_probed(&engine, &status_filter(&selector(select)), probe))?;
+    let list = rt.block_on(orch::session::services(&engine, &selector(select), probe))?;
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
     } else {
@@ -94,7 +94,7 @@ pub fn keep(select: &Select, ttl: Option<Duration>) -> Result<(), Error> {
     let env = attach(&rt, select)?;
     let id = env.id().to_string();
     rt.block_on(env.keep(ttl.map(|t| orch::lifecycle::marker::now() + t.as_secs())))?;
-    eprintln!("environment {id} kept; remove it with `orch down --env {id}`");
+    eprintln!("environment {id} kept; remove it with `orch down --env {id} --volumes`");
     Ok(())
 }
 

@@ -65,7 +65,7 @@ fn bring_up(
     let opts = flags.options(input.env.clone(), lifetime, owner.clone());
     rt.block_on(async {
         tokio::select! {
-            r = project.up(engine, &opts, &report) => r,
+            r = project.up_reporting(engine, &opts, &report) => r,
             signal = interrupted_or_owner_gone(owner.as_ref()) => {
                 let env = planned.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let Some(env) = env else {
@@ -81,7 +81,7 @@ fn bring_up(
                         }
                     }
                     _ = tokio::signal::ctrl_c() => {
-                        eprintln!("left in place; remove it with `orch down --env {env}`");
+                        eprintln!("left in place; remove it with `orch down --env {env} --volumes`");
                         // The watcher would remove it once this process exits: this is a deliberate keep.
                         let _ = lifecycle::marker::keep(engine, project.name(), &env, None).await;
                     }
@@ -108,8 +108,8 @@ pub fn up(dirs: &Dirs, input: &PlanInput, flags: &UpFlags, ttl: Option<Duration>
     let env = bring_up(&rt, &engine, &project, flags, input, lifetime, owner)?;
     let id = env.id().to_string();
     let until = match owner_pid {
-        Some(pid) => format!("it goes when process {pid} ends, or with `orch down --env {id}`"),
-        None => format!("remove it with `orch down --env {id}`"),
+        Some(pid) => format!("it goes when process {pid} ends, or with `orch down --env {id} --volumes`"),
+        None => format!("remove it with `orch down --env {id} --volumes`"),
     };
     eprintln!("environment {id} is up in {:.1}s; {until}", env.elapsed().unwrap_or_default().as_secs_f64());
     match format {
@@ -149,7 +149,7 @@ pub fn run(dirs: &Dirs, input: &PlanInput, flags: &UpFlags, keep: bool, command:
     });
     if keep {
         rt.block_on(env.keep(None))?;
-        eprintln!("environment {id} kept; remove it with `orch down --env {id}`");
+        eprintln!("environment {id} kept; remove it with `orch down --env {id} --volumes`");
     } else {
         let removed = rt.block_on(env.down())?;
         eprintln!("environment {id} removed: {} containers, {} networks, {} volumes", removed.containers, removed.networks, removed.volumes);

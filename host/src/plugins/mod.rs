@@ -72,8 +72,13 @@ pub enum PluginError {
     /// times), or malformed (out-of-bounds pointers, invalid UTF-8).
     #[error("plugin {plugin}: {call} returned an answer orch cannot read: {cause}; orch copies at most {limit} bytes of one answer and nothing of it was used")]
     Unreadable { plugin: String, call: String, cause: String, limit: usize },
-    #[error("plugin {plugin} rejected its settings:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Settings { plugin: String, problems: Vec<String> },
+    #[error("plugin {plugin} rejected its settings{}:\n{}", from.as_ref().map(|f| format!(" (from {f})")).unwrap_or_default(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Settings {
+        plugin: String,
+        problems: Vec<String>,
+        /// Where the settings were written, when orch knows (orch.toml and the entry's key path).
+        from: Option<String>,
+    },
     #[error("invalid plugin setting {setting:?}: {message}")]
     SettingSyntax { setting: String, message: String },
     #[error("plugin {reference}: {message}")]
@@ -213,7 +218,7 @@ pub fn activate_from(
             .map(|d| format!("{}{} [{}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code))
             .collect();
         if !errors.is_empty() {
-            return Err(PluginError::Settings { plugin: plugin.name.clone(), problems: errors });
+            return Err(PluginError::Settings { plugin: plugin.name.clone(), problems: errors, from: None });
         }
         out.push(ActivePlugin { plugin, settings: text });
     }

@@ -190,7 +190,7 @@ async fn the_session_api_gives_each_test_its_own_netra_stack() {
     let project = Project::open(&ProjectOptions { dir: Some(root().join("examples/netra")), ..Default::default() }).unwrap();
     let engine = orch::engine::DockerEngine::connect().await.unwrap();
     let opts = EnvOptions { timeout: std::time::Duration::from_secs(180), ..Default::default() };
-    let (a, b) = tokio::join!(project.up(&engine, &opts, &|_| {}), project.up(&engine, &opts, &|_| {}));
+    let (a, b) = tokio::join!(project.up(&engine, opts.clone()), project.up(&engine, opts));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_ne!(a.id(), b.id());
     let policies: usize = project.plugins().iter().map(|p| p.plugin.description.implements.len()).sum();
