@@ -5,6 +5,11 @@
 //! (the plan as a compose file), [`render`] (tables for people). [`session`] is the front door for every front end:
 //! open a project, plan, bring environments up and use them.
 
+/// README.md's Rust blocks, compiled (and run) as doctests, so its examples stay examples that compile.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod admission;
 pub mod atomic;
 pub mod bench;

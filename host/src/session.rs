@@ -566,7 +566,11 @@ fn activate(opts: &ProjectOptions, config: Option<&ProjectConfig>, notes: &mut V
                 })
             });
             let from = entry.map(|(i, p)| {
-                format!("{}, plugins[{i}] (use = {:?}) settings", config.map(|c| c.dir.join(crate::config::FILE_NAME).display().to_string()).unwrap_or_default(), p.use_)
+                format!(
+                    "{}, plugins[{i}] (use = {:?}) settings",
+                    config.map(|c| c.dir.join(crate::config::FILE_NAME).display().to_string()).unwrap_or_default(),
+                    p.use_
+                )
             });
             PluginError::Settings { plugin, problems, from }
         }

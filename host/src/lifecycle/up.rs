@@ -370,7 +370,9 @@ async fn leftover<E: Engine>(
             let who = owner.map(|o| format!(" (pid {} on {})", o.pid, o.host)).unwrap_or_default();
             Err(in_the_way(format!("environment {env} is being made or used by a live orch process{who}; use another --env or wait for it")))
         }
-        crate::reaper::Verdict::Kept => Err(in_the_way(format!("environment {env} exists and is kept; `orch down --env {env} -p {project} --volumes` removes it"))),
+        crate::reaper::Verdict::Kept => {
+            Err(in_the_way(format!("environment {env} exists and is kept; `orch down --env {env} -p {project} --volumes` removes it")))
+        }
     }
 }
 

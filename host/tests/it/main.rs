@@ -9,6 +9,7 @@ mod field_plugins;
 mod hostile;
 mod lifecycle;
 mod network;
+mod newcomer;
 mod parallel;
 mod plan_golden;
 mod plugin_runtime;
