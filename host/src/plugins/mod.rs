@@ -7,6 +7,7 @@ pub mod decided;
 pub mod limits;
 pub mod lock;
 pub mod oci;
+mod oci_pull;
 pub mod runtime;
 pub mod sdk;
 pub mod sealed;

@@ -68,15 +68,35 @@ pub fn registry_timeout() -> std::time::Duration {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// `ORCH_REGISTRY_CA_FILE`'s PEM, if set.
+fn extra_ca() -> Result<Option<Vec<u8>>, PluginError> {
+    let Some(path) = std::env::var_os(CA_ENV) else {
+        return Ok(None);
+    };
+    orch_compose::input::read_bytes(std::path::Path::new(&path), 4 << 20)
+        .map(Some)
+        .map_err(|e| PluginError::Read { path: path.into(), source: std::io::Error::other(e) })
+}
+
+/// The OCI client library's client (for pushes).
 fn client(protocol: ClientProtocol) -> Result<Client, PluginError> {
     let mut config =
         ClientConfig { protocol, connect_timeout: Some(CONNECT_TIMEOUT), read_timeout: Some(READ_TIMEOUT.min(registry_timeout())), ..Default::default() };
-    if let Some(path) = std::env::var_os(CA_ENV) {
-        let data = orch_compose::input::read_bytes(std::path::Path::new(&path), 4 << 20)
-            .map_err(|e| PluginError::Read { path: path.clone().into(), source: std::io::Error::other(e) })?;
+    if let Some(data) = extra_ca()? {
         config.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
     }
     Ok(Client::new(config))
+}
+
+/// A plain HTTP client with the same timeouts and trust (for pulls, whose every answer orch bounds itself).
+fn http_client() -> Result<reqwest::Client, PluginError> {
+    let mut b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT.min(registry_timeout()));
+    if let Some(data) = extra_ca()? {
+        let cert = reqwest::Certificate::from_pem(&data)
+            .map_err(|e| PluginError::Registry { reference: CA_ENV.into(), message: format!("the CA file is not a PEM certificate: {e}") })?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build().map_err(|e| PluginError::Registry { reference: String::new(), message: format!("cannot make an HTTP client: {e}") })
 }
 
 /// The protocols to try, in order: TLS everywhere; for a loopback registry plain HTTP after TLS (as Docker does).
@@ -118,14 +138,14 @@ impl Fail {
 /// Runs one registry operation over each protocol in turn while the connection itself fails.
 async fn attempt<T, F, Fut>(reference: &Reference, text: &str, op: F) -> Result<T, PluginError>
 where
-    F: Fn(Client) -> Fut,
+    F: Fn(ClientProtocol) -> Fut,
     Fut: std::future::Future<Output = Result<T, Fail>>,
 {
     let mut failures = vec![];
     let deadline = tokio::time::Instant::now() + registry_timeout();
     for protocol in protocols(reference) {
         let scheme = if matches!(protocol, ClientProtocol::Http) { "http" } else { "https" };
-        let Ok(outcome) = tokio::time::timeout_at(deadline, op(client(protocol)?)).await else {
+        let Ok(outcome) = tokio::time::timeout_at(deadline, op(protocol)).await else {
             return Err(PluginError::Registry {
                 reference: text.into(),
                 message: format!(
@@ -217,9 +237,10 @@ pub async fn push(text: &str, bytes: &[u8], annotations: BTreeMap<String, String
     let layers = vec![ImageLayer::new(bytes.to_vec(), LAYER_MEDIA_TYPE.into(), None)];
     let manifest = OciImageManifest::build(&layers, &config, Some(annotations));
     let credentials = auth(&reference);
-    let stored = attempt(&reference, text, |c| {
+    let stored = attempt(&reference, text, |protocol| {
         let (layers, config, manifest, reference, credentials) = (layers.clone(), config.clone(), manifest.clone(), reference.clone(), credentials.clone());
         async move {
+            let c = client(protocol).map_err(Fail::Orch)?;
             c.push(&reference, &layers, config, &credentials, Some(manifest)).await?;
             // The registry's digest of the manifest as stored, which is what a pull by digest asks for.
             Ok(c.fetch_manifest_digest(&reference, &credentials).await?)
@@ -248,16 +269,25 @@ pub async fn pull(text: &str, manifest: Option<&str>) -> Result<Pulled, PluginEr
         reference = reference.clone_with_digest(m.to_string());
     }
     let credentials = auth(&reference);
-    attempt(&reference, text, |c| {
-        let (reference, credentials) = (reference.clone(), credentials.clone());
-        async move { pull_with(&c, &reference, &credentials, text, manifest).await }
+    let http = http_client()?;
+    attempt(&reference, text, |protocol| {
+        let scheme = if matches!(protocol, ClientProtocol::Http) { "http" } else { "https" };
+        let registry = super::oci_pull::Registry::new(http.clone(), scheme, &reference, credentials.clone());
+        let reference = reference.clone();
+        async move { pull_with(registry, &reference, text, manifest).await }
     })
     .await
 }
 
-async fn pull_with(c: &Client, reference: &Reference, credentials: &RegistryAuth, text: &str, manifest: Option<&str>) -> Result<Pulled, Fail> {
+/// Every answer is bounded (see [`super::oci_pull`]); the manifest and the blob are checked against their digests.
+async fn pull_with(mut registry: super::oci_pull::Registry, reference: &Reference, text: &str, manifest: Option<&str>) -> Result<Pulled, Fail> {
     let refuse = |message: String| Fail::Orch(PluginError::Registry { reference: text.into(), message });
-    let (image, manifest_digest) = c.pull_image_manifest(reference, credentials).await?;
+    let bounded = |e: super::oci_pull::PullError| match e {
+        super::oci_pull::PullError::Client(e) => Fail::Client(e),
+        super::oci_pull::PullError::Refused(message) => refuse(message),
+    };
+    let wanted = reference.digest().or(reference.tag()).unwrap_or("latest").to_string();
+    let (image, manifest_digest) = registry.manifest(&wanted).await.map_err(bounded)?;
     if !is_digest(&manifest_digest) {
         return Err(refuse(format!(
             "the registry named its manifest {:?}, which is not a sha256 digest",
@@ -284,24 +314,26 @@ async fn pull_with(c: &Client, reference: &Reference, credentials: &RegistryAuth
             MAX_COMPONENT_BYTES >> 20
         )));
     }
-    let mut stream = c.pull_blob_stream(reference, layer).await?;
+    if !is_digest(&layer.digest) {
+        return Err(refuse(format!("the manifest names its layer {:?}, which is not a sha256 digest", layer.digest.chars().take(80).collect::<String>())));
+    }
+    let mut stream = registry.blob(&layer.digest).await.map_err(bounded)?;
     let mut hasher = sha2::Sha256::new();
     let mut bytes = Vec::with_capacity(claimed.min(1 << 20) as usize);
-    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|e| match e.get_ref().and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>()) {
-            Some(d) => refuse(format!("the component's content does not match the digest the manifest names (tampered?): {d}; nothing was run")),
-            None => refuse(format!("the download broke off: {e}")),
-        })?;
+    while let Some(chunk) = stream.chunk().await.transpose() {
+        let chunk = chunk.map_err(|e| refuse(format!("the download broke off: {e}")))?;
         if bytes.len() as u64 + chunk.len() as u64 > claimed {
             return Err(refuse(format!("the registry sent more than the {claimed} bytes the manifest claims; stopped, nothing was run")));
         }
         sha2::Digest::update(&mut hasher, &chunk);
         bytes.extend_from_slice(&chunk);
     }
-    // Checked here too, so the guarantee does not rest on the client library alone.
     let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher)));
     if digest != layer.digest {
-        return Err(refuse(format!("the component's content has digest {digest}, but the manifest says {}; nothing was run", layer.digest)));
+        return Err(refuse(format!(
+            "the component's content does not match the digest the manifest names (tampered?): it has {digest}, the manifest says {}; nothing was run",
+            layer.digest
+        )));
     }
     Ok(Pulled { manifest: manifest_digest, digest, bytes })
 }

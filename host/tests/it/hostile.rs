@@ -121,3 +121,85 @@ fn compose_labels_under_orch_never_reach_the_engine() {
     }
     assert_eq!(container["team"], "a", "other labels are kept");
 }
+
+/// A registry the repository names (`oci://…` in orch.toml) that streams a manifest or a token forever, or never
+/// answers: orch stops at the size cap or the deadline, exit 4, with bounded memory.
+#[test]
+fn a_hostile_registry_is_cut_off_by_size_and_time() {
+    use std::io::{Read, Write};
+    #[derive(Clone, Copy)]
+    enum Mode {
+        EndlessManifest,
+        EndlessToken,
+        Silent,
+    }
+    fn serve(mode: Mode) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let n = conn.read(&mut buf).unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    if !req.starts_with("GET ") {
+                        // A TLS hello: answer as a plain-HTTP server does, so the client falls back to HTTP.
+                        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                        return;
+                    }
+                    let endless = |conn: &mut std::net::TcpStream, head: &str| {
+                        let _ = conn.write_all(head.as_bytes());
+                        let chunk = vec![b'a'; 64 << 10];
+                        while conn.write_all(&chunk).is_ok() {}
+                    };
+                    match mode {
+                        Mode::Silent => std::thread::sleep(std::time::Duration::from_secs(60)),
+                        Mode::EndlessManifest => {
+                            endless(&mut conn, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n")
+                        }
+                        Mode::EndlessToken if req.starts_with("GET /token") => {
+                            endless(&mut conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+                        }
+                        Mode::EndlessToken => {
+                            let port = conn.local_addr().unwrap().port();
+                            let _ = conn.write_all(
+                                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"r\"\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        (port, stop)
+    }
+    for (mode, expect) in [(Mode::EndlessManifest, "manifest is over"), (Mode::EndlessToken, "token is over"), (Mode::Silent, "")] {
+        let (port, stop) = serve(mode);
+        let reference = format!("oci://127.0.0.1:{port}/t/p:1");
+        let dir = repo(&[("compose.yaml", WEB), ("orch.toml", &format!("[[plugins]]\nuse = \"{reference}\"\n"))]);
+        let cache = tempfile::tempdir().unwrap();
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "%e %M", "-o"])
+            .arg(dir.path().join("time"))
+            .arg(env!("CARGO_BIN_EXE_orch"))
+            .args(["plan", "--no-engine"])
+            .current_dir(dir.path())
+            .env("ORCH_CACHE_DIR", cache.path())
+            .env("ORCH_REGISTRY_TIMEOUT", "3s")
+            .output()
+            .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains(&reference) && err.contains(expect), "{err}");
+        let time = std::fs::read_to_string(dir.path().join("time")).unwrap();
+        let rss_kib: u64 = time.lines().last().and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+        assert!(rss_kib < 256 << 10, "orch grew to {rss_kib} KiB: {err}");
+    }
+}
