@@ -271,6 +271,13 @@ impl Project {
         Ok(crate::plugins::convert::snapshot(&outcome.plan, "{}", facts))
     }
 
+    /// [`Project::snapshot`] as a fixture (`orch plan --no-engine --format snapshot`): the same on every run and
+    /// machine — environment `snapshot` unless one is named (so the seed is fixed too), and no host facts (this
+    /// machine's routes and networks would change the subnets plugins see).
+    pub fn fixture_snapshot(&self, env: Option<&str>, places_services: bool) -> Result<crate::plugins::runtime::types::Snapshot, Error> {
+        self.snapshot(Some(env.unwrap_or("snapshot")), &Facts { places_services, ..Facts::default() })
+    }
+
     /// Plans (plugins once), waits for admission, allocates under the lock and brings the environment up. On failure
     /// nothing of it is left (unless `keep_on_failure`). The options are owned, so the future holds everything it
     /// needs (`tokio::join!(project.up(&engine, EnvOptions::default()), …)` works); [`Project::up_reporting`] also

@@ -59,7 +59,11 @@ impl Plugin for PolicyTemplate {
         let mut plan = PortPlan::default();
         for svc in &snapshot.services {
             for p in svc.ports.iter().filter(|p| p.strategy != PortStrategy::Unpublished) {
-                plan.ports.push(PortIntent { host_ip: Some(s.host_ip.clone()), protocol: p.protocol.clone(), ..PortIntent::new(&svc.name, p.container_port, p.strategy) });
+                plan.ports.push(PortIntent {
+                    host_ip: Some(s.host_ip.clone()),
+                    protocol: p.protocol.clone(),
+                    ..PortIntent::new(&svc.name, p.container_port, p.strategy)
+                });
             }
         }
         Ok(plan)

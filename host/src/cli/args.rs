@@ -249,11 +249,12 @@ pub enum PluginCommand {
     Test {
         /// A plugin crate directory, a .wasm file, a built-in name or an oci:// reference
         plugin: String,
+        /// The compose file the plugin plans (e.g. tests/compose.yaml)
         #[arg(long)]
         compose: PathBuf,
-        /// The plugin's settings (a JSON object)
+        /// The plugin's settings: a JSON object inline (`{"host-ip": "127.0.0.1"}`) or a file holding one
         #[arg(long)]
-        settings: Option<PathBuf>,
+        settings: Option<String>,
         #[arg(long = "env-kind", default_value = "test")]
         env_kind: EnvKind,
         /// The expected decisions: what the plugin decided (fields by plan path, and its diagnostics), or with

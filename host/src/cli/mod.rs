@@ -123,7 +123,11 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Plan { input, format, explain } => {
             let project = open(&input, &dirs)?;
             if format == Format::Snapshot {
-                let snapshot = project.snapshot(input.env.as_deref(), &facts(input.no_engine, &project))?;
+                let snapshot = if input.no_engine {
+                    project.fixture_snapshot(input.env.as_deref(), engine_kind(Some(&project)) == EngineKind::Swarm)?
+                } else {
+                    project.snapshot(input.env.as_deref(), &facts(false, &project))?
+                };
                 println!("{}", serde_json::to_string_pretty(&snapshot).expect("a snapshot serialises"));
                 return Ok(());
             }

@@ -18,6 +18,7 @@ const TEMPLATE: &[(&str, &str)] = &[
     ("tests/settings.json", include_str!("../../../examples/plugin-template/tests/settings.json")),
     ("tests/expected.json", include_str!("../../../examples/plugin-template/tests/expected.json")),
     ("README.md", include_str!("../../../examples/plugin-template/README.md")),
+    ("rustfmt.toml", include_str!("../../../examples/plugin-template/rustfmt.toml")),
     (".gitignore", "target/\n"),
 ];
 const TEMPLATE_NAME: &str = "policy-template";
@@ -121,7 +122,7 @@ fn test(
     cache: &Option<PathBuf>,
     plugin: &str,
     compose: &Path,
-    settings: Option<&Path>,
+    settings: Option<&str>,
     env_kind: orch::plan::EnvKind,
     expect: &Path,
     update: bool,
@@ -130,12 +131,10 @@ fn test(
     let runtime = runtime(cache)?;
     let r = PluginRef::parse(plugin);
     let mut values = BTreeMap::new();
-    if let Some(path) = settings {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { what: format!("reading the settings {}", path.display()), source: e })?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::InvalidInput { what: path.display().to_string(), message: format!("not JSON: {e}") })?;
+    if let Some(given) = settings {
+        let (what, value) = orch::plugins::settings_argument(given)?;
         if !value.is_object() {
-            return Err(Error::InvalidInput { what: path.display().to_string(), message: "the settings must be a JSON object".into() });
+            return Err(Error::InvalidInput { what, message: "the settings must be a JSON object".into() });
         }
         values.insert(r.display_name(), value);
     }

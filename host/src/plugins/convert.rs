@@ -617,13 +617,16 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
                 ("bind", Some(path)) => format!("the host path {path}"),
                 (kind, _) => format!("a {kind} mount"),
             };
-            let (service, source) = (i.service.clone(), a.source.clone());
+            // orch's decision, not the plugin's: a warning from orch that names the plugin and the mount.
+            let service = i.service.clone();
             a.plan.diagnose(
-                Level::Info,
+                Level::Warning,
                 "plan.tmpfs-kept-mount",
-                format!("service {service}: {target} stays on {what} as the compose file says; plugin {plugin} asked for tmpfs there"),
+                format!(
+                    "service {service}: {target} stays on {what} as the compose file says; plugin {plugin} asked for tmpfs there, which orch did not apply"
+                ),
                 Some(format!("services.{service}.volumes")),
-                &source,
+                "orch",
             );
         }
     }
@@ -653,7 +656,7 @@ pub fn apply_services(plan: &mut Plan, plugin: &str, out: &ex::services::Service
 mod tests {
     use super::ex::services::{ServiceIntent, ServicePlan};
     use crate::facts::Facts;
-    use crate::plan::Plan;
+    use crate::plan::{Level, Plan};
 
     fn plan(compose: &str) -> Plan {
         let dir = tempfile::tempdir().unwrap();
@@ -705,7 +708,7 @@ mod tests {
         assert_eq!(p.services["db"].tmpfs, vec!["/tmp"]);
         let note = p.diagnostics.iter().find(|d| d.code == "plan.tmpfs-kept-mount").expect("a note");
         assert!(note.message.contains("named volume data") && note.message.contains("plugin iso"), "{}", note.message);
-        assert_eq!(note.source, "plugin:iso");
+        assert_eq!((note.source.as_str(), note.level), ("orch", Level::Warning), "orch decided, so orch warns");
     }
 
     #[test]

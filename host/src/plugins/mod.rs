@@ -191,6 +191,21 @@ pub fn parse_settings(base: BTreeMap<String, serde_json::Value>, flags: &[String
     Ok(out)
 }
 
+/// A `--settings` argument: a JSON object written inline (it starts with `{`) or the path of a file holding one.
+/// Returns what to name in errors (the file, or `--settings`) and the value.
+pub fn settings_argument(given: &str) -> Result<(String, serde_json::Value), PluginError> {
+    let (what, text) = if given.trim_start().starts_with('{') {
+        ("--settings".to_string(), given.to_string())
+    } else {
+        let path = std::path::Path::new(given);
+        let text = orch_compose::input::read_text(path, orch_compose::input::MAX_ENV_FILE)
+            .map_err(|e| PluginError::Read { path: path.to_path_buf(), source: std::io::Error::other(e) })?;
+        (path.display().to_string(), text)
+    };
+    let value = serde_json::from_str(&text).map_err(|e| PluginError::SettingSyntax { setting: what.clone(), message: format!("not JSON: {e}") })?;
+    Ok((what, value))
+}
+
 /// Loads plugins (nothing pinned: no project lock) and checks their settings.
 pub fn activate(runtime: &Runtime, refs: &[PluginRef], settings: &BTreeMap<String, serde_json::Value>) -> Result<Vec<ActivePlugin>, PluginError> {
     activate_from(runtime, refs, settings, &mut source::Sources::new(runtime, None))

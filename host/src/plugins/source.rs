@@ -181,17 +181,27 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.arg("build").arg("--manifest-path").arg(&manifest).args(["--release", "--target", TARGET, "--message-format=json-render-diagnostics"]);
-    if !verbose {
+    // Without a terminal the spinner below shows nothing: then cargo's own lines say what is compiled (a CI log
+    // would otherwise be silent for the minute or two of a first build).
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !verbose && on_terminal {
         cmd.arg("--quiet");
     }
     // Flags meant for the host's own build must not leak into the guest build.
     for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);
     }
+    // The same source gives the same component on every machine: paths rustc would embed (panic locations of the
+    // crate, of its dependencies in the cargo registry, of generated code in the target folder) are remapped.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", remap_flags(dir).join("\u{1f}"));
     cmd.stderr(std::process::Stdio::inherit()).stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
     // A first build compiles the SDK's dependencies (about a minute on 2 cores): say so, and show what it compiles.
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
+    if !on_terminal {
+        eprintln!("building plugin {name} for {TARGET} (a first build compiles the SDK's dependencies: a minute or two)");
+    }
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("a valid template"));
     progress.set_message(format!("building plugin {name} for {TARGET}"));
@@ -221,9 +231,34 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
     wasm.ok_or_else(|| fail("cargo built no .wasm component; a plugin crate needs `crate-type = [\"cdylib\"]` under [lib]".into()))
 }
 
+/// `--remap-path-prefix` for the machine-specific folders of a plugin build: cargo's home (`/cargo`), the crate
+/// (`/plugin`) and its target folder (`/target`); rustc applies the last that matches, so the most specific is last.
+fn remap_flags(dir: &Path) -> Vec<String> {
+    let crate_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate_dir.join("target"));
+    let target = std::fs::canonicalize(&target).unwrap_or(target);
+    cargo_home
+        .into_iter()
+        .map(|h| (h, "/cargo"))
+        .chain([(crate_dir, "/plugin"), (target, "/target")])
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_builds_remap_every_machine_specific_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = remap_flags(dir.path());
+        let crate_dir = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(flags.iter().any(|f| f == &format!("--remap-path-prefix={}=/plugin", crate_dir.display())), "{flags:?}");
+        assert!(flags.iter().any(|f| f.ends_with("=/cargo")), "{flags:?}");
+        assert!(flags.last().unwrap().ends_with("=/target"), "the most specific comes last: {flags:?}");
+    }
 
     /// The finding of #24: `sha256:/some/dir/important` made `orch plan` delete `/some/dir/important.wasm` as "the
     /// corrupted copy". A digest that is not sha256 hex names no file at all.

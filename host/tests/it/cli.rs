@@ -298,6 +298,15 @@ fn the_snapshot_a_plugin_sees_is_a_fixture_the_sdk_reads() {
     // After test-isolation: the database's data directory is on tmpfs, and the snapshot says so.
     assert!(!postgres.tmpfs.is_empty(), "{postgres:?}");
     assert_eq!(snapshot.settings, "{}");
+    // Without an env named, a fixture is still the same on every run and machine (no random id or seed, no host
+    // routes): two runs give the same bytes.
+    let fixture = || orch(&["plan", "-f", "examples/bpo/compose.yaml", "--plugin", "bpo-networks", "--no-engine", "--format", "snapshot"]);
+    let (one, two) = (fixture(), fixture());
+    assert!(one.status.success(), "{}", stderr(&one));
+    assert_eq!(stdout(&one), stdout(&two), "snapshot fixtures churn");
+    let fixed = orch_plugin_api::Snapshot::from_json(&stdout(&one)).unwrap();
+    assert_eq!(fixed.env_id, "snapshot");
+    assert!(fixed.facts.taken_subnets.is_empty() && fixed.facts.taken_host_ports.is_empty(), "no host facts in a fixture: {:?}", fixed.facts);
     // A snapshot missing a field is refused with the field's name.
     let err = orch_plugin_api::Snapshot::from_json(r#"{"api_version": "0.3.0"}"#).unwrap_err();
     assert!(err.contains("project"), "{err}");

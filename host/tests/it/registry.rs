@@ -353,9 +353,24 @@ fn an_outsider_writes_tests_publishes_and_uses_a_plugin() {
         args.extend_from_slice(extra);
         timed(what, &crate_dir, orch_bin, &args)
     };
+    // As made, the crate passes its own formatting check.
+    let fmt = timed("cargo fmt --check", &crate_dir, "cargo", &["fmt", "--check"]);
+    assert!(fmt.status.success(), "{}{}", text(&fmt.stdout), text(&fmt.stderr));
+
+    // The settings inline work as well as a file.
     let first = test("orch plugin test (first build)", &[]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(text(&first.stderr).contains("ok: team-labels decides"), "{}", text(&first.stderr));
+    // Not a terminal (as in a CI log): the first build says what it compiles instead of a silent spinner.
+    assert!(text(&first.stderr).contains("building plugin team-labels") && text(&first.stderr).contains("Compiling"), "{}", text(&first.stderr));
+    let settings = std::fs::read_to_string(crate_dir.join("tests/settings.json")).unwrap();
+    let inline = timed(
+        "orch plugin test --settings JSON",
+        &crate_dir,
+        orch_bin,
+        &["plugin", "test", ".", "--compose", "tests/compose.yaml", "--settings", settings.trim(), "--expect", "tests/expected.json"],
+    );
+    assert!(inline.status.success(), "{}", text(&inline.stderr));
 
     // Edit: the label is `owner`, not `team`. The test fails and shows the difference, by field.
     let lib = crate_dir.join("src/lib.rs");
@@ -374,6 +389,21 @@ fn an_outsider_writes_tests_publishes_and_uses_a_plugin() {
     // The expectation holds only what the plugin decided: nothing orch chose (subnets, container names).
     let expected = std::fs::read_to_string(crate_dir.join("tests/expected.json")).unwrap();
     assert!(!expected.contains("10.192.") && !expected.contains("container_name") && expected.contains("services.api.labels"), "{expected}");
+
+    // The same source built from another folder (another machine's paths) is the same component, byte for byte.
+    let copy = tmp.path().join("elsewhere/team-labels");
+    std::fs::create_dir_all(&copy).unwrap();
+    let cp = Command::new("cp").arg("-a").arg(format!("{}/.", crate_dir.display())).arg(&copy).status().unwrap();
+    assert!(cp.success());
+    let digest_of = |dir: &Path| {
+        let built = timed("orch plugin build", dir, orch_bin, &["plugin", "build", "."]);
+        assert!(built.status.success(), "{}", text(&built.stderr));
+        let wasm = std::fs::read(text(&built.stdout).trim()).unwrap();
+        orch::plugins::oci::sha256(&wasm)
+    };
+    let here = digest_of(&crate_dir);
+    let there = digest_of(&copy);
+    assert_eq!(here, there, "the component depends on the folder it was built in");
 
     let native = timed("cargo test", &crate_dir, "cargo", &["test", "--quiet"]);
     assert!(native.status.success(), "{}{}", text(&native.stdout), text(&native.stderr));
