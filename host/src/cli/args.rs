@@ -239,6 +239,13 @@ pub enum PluginCommand {
         #[arg(long, env = "ORCH_PLUGIN_SDK")]
         sdk: Option<PathBuf>,
     },
+    /// Write the plugin SDK this orch carries into a plugin crate's vendor/ folder (again, or for a crate copied
+    /// without it), replacing what is there
+    Vendor {
+        /// The plugin crate [default: the current directory]
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Build a plugin crate for wasm32-wasip2 and print the component's path
     Build {
         /// The plugin crate [default: the current directory]

@@ -28,6 +28,11 @@ const TEMPLATE_SDK: &str = "path = \"../../plugin-api\"";
 pub fn run(cache: &Option<PathBuf>, command: PluginCommand) -> Result<(), Error> {
     match command {
         PluginCommand::New { name, path, sdk } => new(&name, path, sdk),
+        PluginCommand::Vendor { dir } => {
+            let written = plugins::sdk::vendor(&dir).map_err(|e| Error::InvalidInput { what: dir.display().to_string(), message: e })?;
+            eprintln!("wrote the orch-plugin-api {} SDK into {}", plugins::sdk::VERSION, written.display());
+            Ok(())
+        }
         PluginCommand::Build { dir } => {
             let wasm = plugins::source::build_crate(&dir, true)?;
             println!("{}", wasm.display());

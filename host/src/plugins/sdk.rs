@@ -45,6 +45,26 @@ pub fn write(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `orch plugin vendor`: writes the SDK into `crate_dir/vendor`, replacing an older copy. The folder must be a plugin
+/// crate (a Cargo.toml that depends on orch-plugin-api), so nothing else is ever written over. Returns the folder.
+pub fn vendor(crate_dir: &Path) -> Result<std::path::PathBuf, String> {
+    let manifest = crate_dir.join("Cargo.toml");
+    let text = orch_compose::input::read_text(&manifest, 1 << 20).map_err(|e| format!("{}: {e}; run it in a plugin crate", manifest.display()))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", manifest.display()))?;
+    if table.get("dependencies").and_then(|d| d.get("orch-plugin-api")).is_none() {
+        return Err(format!("{} does not depend on orch-plugin-api; this is not a plugin crate, so nothing was written", manifest.display()));
+    }
+    let vendor = crate_dir.join("vendor");
+    for (name, _, _) in CRATES {
+        let old = vendor.join(name);
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| format!("removing the old {}: {e}", old.display()))?;
+        }
+    }
+    write(&vendor).map_err(|e| format!("writing {}: {e}", vendor.display()))?;
+    Ok(vendor)
+}
+
 /// A workspace member's manifest with everything it inherits from orch's workspace written out, and its path
 /// dependencies on the other SDK crate pointing at the sibling folder `write` makes.
 fn standalone(manifest: &str) -> String {

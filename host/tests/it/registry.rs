@@ -353,6 +353,13 @@ fn an_outsider_writes_tests_publishes_and_uses_a_plugin() {
         args.extend_from_slice(extra);
         timed(what, &crate_dir, orch_bin, &args)
     };
+    // A crate copied without vendor/ gets the SDK back (the builds below use this copy).
+    std::fs::remove_dir_all(crate_dir.join("vendor")).unwrap();
+    let vendored = timed("orch plugin vendor", &crate_dir, orch_bin, &["plugin", "vendor"]);
+    assert!(vendored.status.success(), "{}", text(&vendored.stderr));
+    assert!(crate_dir.join("vendor/orch-plugin-api/Cargo.toml").is_file() && crate_dir.join("vendor/orch-plugin-api-macros/src/lib.rs").is_file());
+    let elsewhere = timed("orch plugin vendor (not a plugin crate)", tmp.path(), orch_bin, &["plugin", "vendor"]);
+    assert_eq!(elsewhere.status.code(), Some(3), "{}", text(&elsewhere.stderr));
     // As made, the crate passes its own formatting check.
     let fmt = timed("cargo fmt --check", &crate_dir, "cargo", &["fmt", "--check"]);
     assert!(fmt.status.success(), "{}{}", text(&fmt.stdout), text(&fmt.stderr));
