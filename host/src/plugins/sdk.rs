@@ -23,6 +23,7 @@ const CRATES: [(&str, &str, Files); 2] = [
             ("src/settings.rs", include_str!("../../../plugin-api/src/settings.rs")),
             ("wit/policy.wit", include_str!("../../../plugin-api/wit/policy.wit")),
             ("README.md", include_str!("../../../plugin-api/README.md")),
+            ("REFERENCE.md", include_str!("../../../plugin-api/REFERENCE.md")),
         ],
     ),
     (
