@@ -61,6 +61,85 @@ pub struct PluginEntry {
     pub settings: Option<toml::Table>,
 }
 
+/// The field names of a struct as serde sees them (its `deserialize_struct` call names them): the keys orch.toml
+/// takes come from the types that read it, never from a list kept by hand.
+fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("fields read")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], _: V) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit unit_struct
+            newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut f = Fields(None);
+    let _ = T::deserialize(&mut f);
+    f.0.unwrap_or(&[])
+}
+
+/// A key orch.toml does not take, as an error naming it, its line, the nearest valid key and the valid ones; the
+/// TOML parser's own message shows the line but not always which key or what would be right.
+fn unknown_key(text: &str) -> Option<String> {
+    let table: toml::Table = text.parse().ok()?;
+    let line_of = |key: &str| {
+        text.lines()
+            .position(|l| {
+                let l = l.trim_start().trim_start_matches('[').trim_start();
+                l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(['=', ']', '.']))
+            })
+            .map(|n| format!(" (line {})", n + 1))
+            .unwrap_or_default()
+    };
+    let check = |at: &str, keys: Vec<&String>, valid: &'static [&'static str]| -> Option<String> {
+        let bad = keys.into_iter().find(|k| !valid.contains(&k.as_str()))?;
+        let near = orch_compose::fields::nearest(bad, valid).map(|v| format!("did you mean `{v}`? ")).unwrap_or_default();
+        Some(format!(
+            "unknown key `{at}{bad}`{}; {near}{} takes: {}",
+            line_of(bad),
+            if at.is_empty() { "orch.toml" } else { at.trim_end_matches('.') },
+            valid.join(", ")
+        ))
+    };
+    if let Some(e) = check("", table.keys().collect(), struct_fields::<ProjectConfig>()) {
+        return Some(e);
+    }
+    if let Some(toml::Value::Table(b)) = table.get("bench")
+        && let Some(e) = check("bench.", b.keys().collect(), struct_fields::<crate::bench::Targets>())
+    {
+        return Some(e);
+    }
+    if let Some(toml::Value::Array(list)) = table.get("plugins") {
+        for (i, p) in list.iter().enumerate() {
+            if let toml::Value::Table(p) = p
+                && let Some(e) = check(&format!("plugins[{i}]."), p.keys().collect(), struct_fields::<PluginEntry>())
+            {
+                return Some(e);
+            }
+        }
+    }
+    None
+}
+
 impl ProjectConfig {
     /// `explicit` (--config) or `orch.toml` in `cwd`, if there is one.
     pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<ProjectConfig>, ConfigError> {
@@ -76,6 +155,9 @@ impl ProjectConfig {
         };
         let text =
             orch_compose::input::read_text(&path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Read { path: path.clone(), source: std::io::Error::other(e) })?;
+        if let Some(message) = unknown_key(&text) {
+            return Err(ConfigError::Invalid { path, message });
+        }
         let mut cfg: ProjectConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
         cfg.dir = std::path::absolute(path.parent().unwrap_or(Path::new("."))).unwrap_or_default();
         if let Some(k) = &cfg.env_kind {
@@ -137,7 +219,17 @@ mod tests {
         assert_eq!(cfg.plugin_settings()["port-ranges"]["kinds"]["test"]["range"], "30000-30100");
         std::fs::write(dir.path().join(FILE_NAME), "fils = [\"x\"]\n").unwrap();
         let err = ProjectConfig::find(None, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("orch.toml") && err.contains("unknown field `fils`"), "{err}");
+        assert!(err.contains("orch.toml") && err.contains("unknown key `fils` (line 1)") && err.contains("did you mean `files`?"), "{err}");
+        // Nested keys are named by their path, with the nearest valid key of their table.
+        for (text, key, near) in [
+            ("[bench]\nstartp = \"3s\"\n", "bench.startp", "startup"),
+            ("project = \"x\"\n[[plugins]]\nuse = \"port-ranges\"\nsetings = {}\n", "plugins[0].setings", "settings"),
+            ("max-env = 3\n", "max-env", "max-envs"),
+        ] {
+            std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+            let err = ProjectConfig::find(None, dir.path()).unwrap_err().to_string();
+            assert!(err.contains(&format!("unknown key `{key}`")) && err.contains(&format!("did you mean `{near}`?")), "{err}");
+        }
         assert!(ProjectConfig::find(None, &dir.path().join("nowhere")).unwrap().is_none());
         std::fs::write(dir.path().join(FILE_NAME), "engine = \"swarm\"\n").unwrap();
         assert_eq!(ProjectConfig::find(None, dir.path()).unwrap().unwrap().engine, Some(crate::engine::EngineKind::Swarm));

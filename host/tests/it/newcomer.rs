@@ -46,3 +46,25 @@ fn a_plugins_settings_error_names_orch_toml_and_the_entry() {
     let err = stderr(&out);
     assert!(err.contains("orch.toml") && err.contains("plugins[0]") && err.contains("hostip") && err.contains("host-ip"), "{err}");
 }
+
+#[test]
+fn plugin_test_documents_its_options() {
+    let out = orch_in(std::path::Path::new("."), &["plugin", "test", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(help.contains("--compose") && help.contains("The compose file the plugin plans"), "{help}");
+    assert!(help.contains("a JSON object inline") && help.contains("or a file"), "{help}");
+}
+
+#[test]
+fn an_unknown_orch_toml_key_is_named_with_the_nearest_valid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), "services:\n  web:\n    image: busybox\n").unwrap();
+    std::fs::write(dir.path().join("orch.toml"), "[bench]\nstartp = \"30s\"\n").unwrap();
+    let out = orch_in(dir.path(), &["plan", "--no-engine"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("orch.toml") && stderr(&out).contains("bench.startp") && stderr(&out).contains("did you mean `startup`?"),
+        "{}",
+        stderr(&out)
+    );
+}
