@@ -206,6 +206,14 @@ pub fn settings_argument(given: &str) -> Result<(String, serde_json::Value), Plu
     Ok((what, value))
 }
 
+/// The top-level keys of a plugin's settings JSON Schema (`properties`); none when it has no schema.
+fn schema_keys(schema: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(schema)
+        .ok()
+        .and_then(|v| v.get("properties").and_then(|p| p.as_object()).map(|p| p.keys().cloned().collect()))
+        .unwrap_or_default()
+}
+
 /// Loads plugins (nothing pinned: no project lock) and checks their settings.
 pub fn activate(runtime: &Runtime, refs: &[PluginRef], settings: &BTreeMap<String, serde_json::Value>) -> Result<Vec<ActivePlugin>, PluginError> {
     activate_from(runtime, refs, settings, &mut source::Sources::new(runtime, None))
@@ -228,10 +236,21 @@ pub fn activate_from(
         let value = settings.get(&r.display_name()).or_else(|| settings.get(&plugin.description.name)).cloned().unwrap_or_else(|| serde_json::json!({}));
         let text = value.to_string();
         let problems = plugin.validate_settings(&text)?;
+        let known = schema_keys(&plugin.description.settings_schema);
         let errors: Vec<String> = problems
             .iter()
             .filter(|d| matches!(d.level, runtime::types::Level::Error))
-            .map(|d| format!("{}{} [{}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code))
+            .map(|d| {
+                // A top-level key the plugin's own schema does not have: say which one it has that is nearest.
+                let near = d
+                    .path
+                    .as_deref()
+                    .filter(|p| !p.contains(['.', '[']) && !known.is_empty() && !known.iter().any(|k| k == p))
+                    .and_then(|p| known.iter().map(|k| (strsim::jaro_winkler(p, k), k)).max_by(|a, b| a.0.total_cmp(&b.0)))
+                    .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                format!("{}{}{near} [{}]", d.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code)
+            })
             .collect();
         if !errors.is_empty() {
             return Err(PluginError::Settings { plugin: plugin.name.clone(), problems: errors, from: None });

@@ -44,7 +44,7 @@ fn a_plugins_settings_error_names_orch_toml_and_the_entry() {
     let out = orch_in(dir.path(), &["plan", "--no-engine"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("orch.toml") && err.contains("plugins[0]") && err.contains("hostip") && err.contains("host-ip"), "{err}");
+    assert!(err.contains("orch.toml") && err.contains("plugins[0]") && err.contains("hostip") && err.contains("did you mean `host-ip`?"), "{err}");
 }
 
 #[test]
