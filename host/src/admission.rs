@@ -11,8 +11,7 @@ use crate::plan::Plan;
 use crate::reaper::{self, Verdict};
 use crate::state::StateDir;
 
-/// Memory assumed for a service without a limit.
-pub const DEFAULT_SERVICE_MEMORY: u64 = 128 << 20;
+pub use crate::engine::DEFAULT_SERVICE_MEMORY;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -44,12 +43,7 @@ pub fn demand(plan: &Plan) -> u64 {
     plan.services.values().map(|s| s.resources.memory_limit.unwrap_or(DEFAULT_SERVICE_MEMORY)).sum()
 }
 
-/// (MemAvailable, MemTotal) in bytes from /proc/meminfo.
-pub fn host_memory() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> { text.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024) };
-    Some((field("MemAvailable:")?, field("MemTotal:")?))
-}
+pub use crate::facts::host_memory;
 
 /// A place in the queue; removed on drop.
 pub struct Ticket {

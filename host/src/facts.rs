@@ -79,6 +79,13 @@ pub fn parse_routes(text: &str) -> Vec<Ipv4Net> {
     out
 }
 
+/// (MemAvailable, MemTotal) in bytes from /proc/meminfo.
+pub fn host_memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> { text.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024) };
+    Some((field("MemAvailable:")?, field("MemTotal:")?))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

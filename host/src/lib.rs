@@ -13,6 +13,7 @@ pub struct ReadmeDoctests;
 pub mod admission;
 pub mod atomic;
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod dockerfile;
@@ -25,6 +26,7 @@ pub mod facts;
 mod fuzz_tests;
 pub mod labels;
 pub mod lifecycle;
+pub mod marker;
 pub mod owner;
 pub mod plan;
 pub mod plugins;
@@ -35,6 +37,7 @@ pub mod session;
 pub mod state;
 pub mod tiers;
 pub mod validate;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 
@@ -219,5 +222,92 @@ mod naming_tests {
             assert_eq!(err.exit_code(), error::exit::INVALID_INPUT, "{bad}: {err}");
         }
         assert!(identity("p", Some("a_b"), EnvKind::Test).is_err(), "environment ids have no '_'");
+    }
+}
+
+/// The module graph has no circle: no module of the library reaches, through `crate::` paths in its code, a module
+/// that reaches back to it (tests and comments aside; the CLI is the front end and may use everything). An import
+/// circle is the first step to a layer that cannot be moved into a crate of its own.
+#[cfg(test)]
+mod architecture_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    fn uses(code: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for line in code.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        }
+        out
+    }
+
+    fn graph() -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                if p.extension().and_then(|x| x.to_str()) != Some("rs") {
+                    continue;
+                }
+                let rel = p.strip_prefix(&src).unwrap();
+                let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+                if ["main", "lib", "fuzz_tests", "cli"].contains(&top.as_str()) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                graph.entry(top.clone()).or_default().extend(uses(code).into_iter().filter(|m| *m != top));
+            }
+        }
+        let known: BTreeSet<String> = graph.keys().cloned().collect();
+        graph.values_mut().for_each(|deps| deps.retain(|d| known.contains(d)));
+        graph
+    }
+
+    /// A path of modules from `from` back to itself, if there is one.
+    fn circle(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
+        let mut stack = vec![(from.to_string(), vec![from.to_string()])];
+        let mut seen = BTreeSet::new();
+        while let Some((at, path)) = stack.pop() {
+            for next in graph.get(&at).into_iter().flatten() {
+                if next == from {
+                    return Some([path.clone(), vec![from.to_string()]].concat());
+                }
+                if seen.insert(next.clone()) {
+                    stack.push((next.clone(), [path.clone(), vec![next.clone()]].concat()));
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn no_module_imports_in_a_circle() {
+        let graph = graph();
+        assert!(graph.len() > 20, "the module graph was read: {:?}", graph.keys());
+        let circles: Vec<String> = graph.keys().filter_map(|m| circle(&graph, m)).map(|c| c.join(" → ")).collect();
+        assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
+    }
+
+    #[test]
+    fn the_circle_check_finds_a_circle() {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        g.entry("a".into()).or_default().insert("b".into());
+        g.entry("b".into()).or_default().insert("a".into());
+        assert_eq!(circle(&g, "a"), Some(vec!["a".to_string(), "b".into(), "a".into()]));
+        assert_eq!(uses("use crate::engine::Engine;\n/// [`crate::doc`]\nlet x = crate::plan::fnv1a(b);"), ["engine", "plan"].map(String::from).into());
     }
 }

@@ -13,60 +13,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::engine::{Engine, EngineError};
-use crate::labels::{self, EXPIRES, LIFETIME, MARKER};
+use crate::labels::{self, LIFETIME, MARKER};
 use crate::lifecycle;
 use crate::owner::Owner;
 
-pub use crate::lifecycle::marker::{Lifetime, mark_ready, marker_name, now};
-
-/// One environment as found on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvInfo {
-    pub project: String,
-    pub env: String,
-    pub owner: Option<Owner>,
-    /// The uid of the user whose orch made it (`orch.owner-uid`), when recorded.
-    pub uid: Option<u32>,
-    pub created: u64,
-    pub containers: usize,
-    pub networks: usize,
-    pub volumes: usize,
-    /// The ready marker's labels, when the environment was completed.
-    pub marker: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Its owner is alive: someone is using it.
-    Live,
-    /// Complete and kept until `orch down` or its lease.
-    Kept,
-    /// Nobody will ever remove it but orch: the reason says why.
-    Orphan(String),
-}
-
-impl EnvInfo {
-    pub fn verdict(&self, now: u64) -> Verdict {
-        let owner_alive = self.owner.as_ref().is_some_and(Owner::is_alive);
-        if let Some(m) = &self.marker
-            && let Some(exp) = m.get(EXPIRES).and_then(|e| e.parse::<u64>().ok())
-            && exp <= now
-        {
-            return Verdict::Orphan("its lease expired".into());
-        }
-        if owner_alive {
-            return Verdict::Live;
-        }
-        match &self.marker {
-            None => Verdict::Orphan(match &self.owner {
-                Some(o) => format!("its owner (pid {} on {}) died before it was complete", o.pid, o.host),
-                None => "it has no owner label".into(),
-            }),
-            Some(m) if m.get(LIFETIME).map(String::as_str) == Some("process") => Verdict::Orphan("its owner process ended".into()),
-            Some(_) => Verdict::Kept,
-        }
-    }
-}
+pub use crate::clock::now;
+pub use crate::marker::{Lifetime, mark_ready, marker_name};
+pub use crate::verdict::{EnvInfo, Verdict};
 
 /// Every orch environment on the engine (from three list calls).
 pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineError> {
@@ -216,6 +169,7 @@ pub async fn watch<E: Engine>(engine: &E, owner: &Owner) -> Result<lifecycle::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels::EXPIRES;
 
     fn info(owner: Option<Owner>, marker: Option<&[(&str, &str)]>) -> EnvInfo {
         EnvInfo {

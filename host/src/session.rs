@@ -165,7 +165,7 @@ impl Project {
     }
 
     /// The targets of `orch bench` from orch.toml's `[bench]`.
-    pub fn bench_targets(&self) -> crate::bench::Targets {
+    pub fn bench_targets(&self) -> crate::config::Targets {
         self.config.as_ref().map(|c| c.bench.clone()).unwrap_or_default()
     }
 
@@ -493,6 +493,27 @@ fn spawn_watcher(exe: &Path, owner: &crate::owner::Owner, state: &StateDir, engi
         .spawn()
         .map_err(|e| Error::Io { what: format!("starting the watcher {}", exe.display()), source: e })?;
     Ok(())
+}
+
+impl crate::tiers::TierProject for Project {
+    fn name(&self) -> &str {
+        Project::name(self)
+    }
+    fn compose(&self) -> &orch_compose::Loaded {
+        Project::compose(self)
+    }
+    fn state(&self) -> &StateDir {
+        Project::state(self)
+    }
+    fn pools(&self) -> &[Ipv4Net] {
+        Project::pools(self)
+    }
+    fn policy_plan_for(&self, env: &str, facts: &Facts) -> Result<PlanOutcome, Error> {
+        Project::policy_plan_for(self, env, facts)
+    }
+    fn release_reservation(&self, env: &str) -> impl std::future::Future<Output = ()> + Send {
+        Project::release_reservation(self, env)
+    }
 }
 
 /// The environment variable with which the runner widens the directory a repository's files may name.

@@ -173,7 +173,7 @@ impl StateDir {
             }
         }
         let me = Owner::current();
-        let since = crate::lifecycle::marker::now();
+        let since = crate::clock::now();
         let _ = file.set_len(0);
         let _ = write!(file, "pid {} ({command}) since {since} (unix time)", me.pid);
         let _ = file.flush();
@@ -247,7 +247,7 @@ impl AllocGuard {
             key,
             EnvAllocation {
                 owner: Owner::current().label(),
-                created: crate::lifecycle::marker::now(),
+                created: crate::clock::now(),
                 subnets: plan.networks.values().filter(|n| !n.external).filter_map(|n| n.subnet.clone()).collect(),
                 ports: plan.services.values().flat_map(|s| s.ports.iter().filter_map(|p| p.host_port)).collect(),
             },

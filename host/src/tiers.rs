@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::engine::{Engine, EngineError, NetworkInfo};
 use crate::facts::Facts;
 use crate::plan::{Level, NetworkPlan, Plan, SubnetRequest};
-use crate::session::Project;
 use crate::{Error, labels};
 
 /// The environment id the tier plan is made for (plugins see it; no environment of that name is created).
@@ -60,8 +59,20 @@ impl Report {
     }
 }
 
+/// What tier planning needs of a project, so that tiers know nothing else of the session (whose `Project`
+/// implements it): its name, compose model, state directory, pools, the policy plan of an environment
+/// and the release of a reservation.
+pub trait TierProject: Sync {
+    fn name(&self) -> &str;
+    fn compose(&self) -> &orch_compose::Loaded;
+    fn state(&self) -> &crate::state::StateDir;
+    fn pools(&self) -> &[ipnet::Ipv4Net];
+    fn policy_plan_for(&self, env: &str, facts: &Facts) -> Result<crate::PlanOutcome, Error>;
+    fn release_reservation(&self, env: &str) -> impl std::future::Future<Output = ()> + Send;
+}
+
 /// The engine-side name of tier `tier`: the compose file's `name:` for it, else `<project>-<tier>`.
-pub fn tier_name(project: &Project, tier: &str) -> String {
+pub fn tier_name(project: &impl TierProject, tier: &str) -> String {
     project.compose().project.networks.get(tier).and_then(|n| n.name.clone()).unwrap_or_else(|| format!("{}-{tier}", project.name()))
 }
 
@@ -70,7 +81,7 @@ fn tier_labels(project: &str, tier: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::PROJECT.to_string(), project.to_string()),
         (labels::TIER.to_string(), tier.to_string()),
-        (labels::CREATED.to_string(), crate::lifecycle::marker::now().to_string()),
+        (labels::CREATED.to_string(), crate::clock::now().to_string()),
     ])
 }
 
@@ -100,7 +111,7 @@ fn planned(plan: &Plan) -> BTreeMap<String, NetworkPlan> {
 }
 
 /// The project's plan for its tiers (plugins applied once).
-fn tier_plan(project: &Project, facts: &Facts) -> Result<Plan, Error> {
+fn tier_plan(project: &impl TierProject, facts: &Facts) -> Result<Plan, Error> {
     Ok(project.policy_plan_for(TIER_ENV, facts)?.plan)
 }
 
@@ -163,13 +174,13 @@ fn status_of(tier: &str, name: &str, want: Option<&NetworkPlan>, info: Option<&N
 }
 
 /// Each network of the plan, whether it exists and matches, and the project's tier networks the plan no longer has.
-pub async fn status<E: Engine>(engine: &E, project: &Project) -> Result<Report, Error> {
+pub async fn status<E: Engine>(engine: &E, project: &impl TierProject) -> Result<Report, Error> {
     let facts = crate::engine::gather_facts(engine).await?;
     compare(engine, project, &planned(&tier_plan(project, &facts)?)).await
 }
 
 /// The networks `want` (the plan's) against the tiers the engine has now.
-async fn compare<E: Engine>(engine: &E, project: &Project, want: &BTreeMap<String, NetworkPlan>) -> Result<Report, Error> {
+async fn compare<E: Engine>(engine: &E, project: &impl TierProject, want: &BTreeMap<String, NetworkPlan>) -> Result<Report, Error> {
     let have = existing(engine, project.name()).await?;
     let mut out = vec![];
     for (tier, w) in want {
@@ -194,7 +205,7 @@ async fn compare<E: Engine>(engine: &E, project: &Project, want: &BTreeMap<Strin
 /// Makes the plan's networks that do not exist yet, with subnets as the plan says (fixed, or carved from the pools
 /// under the allocation lock, like an environment's). Idempotent: existing tier networks are left as they are. A
 /// network of the same name that orch did not make is an error, and then nothing is created.
-pub async fn create<E: Engine>(engine: &E, project: &Project, lock_timeout: Duration) -> Result<Report, Error> {
+pub async fn create<E: Engine>(engine: &E, project: &impl TierProject, lock_timeout: Duration) -> Result<Report, Error> {
     // One `create` per project at a time: a second one waits, then finds the tiers made.
     let _turn = {
         let (state, name) = (project.state().clone(), project.name().to_string());
@@ -288,7 +299,7 @@ fn is_tier_summary(n: &crate::engine::NetworkSummary, project: &str, tier: &str)
 }
 
 /// Makes the plan's networks; `created` gets each new tier's network id.
-async fn make<E: Engine>(engine: &E, project: &Project, plan: &Plan, created: &mut BTreeMap<String, String>) -> Result<(), Error> {
+async fn make<E: Engine>(engine: &E, project: &impl TierProject, plan: &Plan, created: &mut BTreeMap<String, String>) -> Result<(), Error> {
     for (tier, n) in plan.networks.iter().filter(|(_, n)| !n.external) {
         let name = tier_name(project, tier);
         let spec = crate::lifecycle::network_spec(n, &name, &tier_labels(project.name(), tier));
@@ -409,7 +420,7 @@ pub async fn join<E: Engine>(engine: &E, project: &str, plan: &mut Plan) -> Resu
 mod tests {
     use super::*;
     use crate::engine::fake::FakeEngine;
-    use crate::session::ProjectOptions;
+    use crate::session::{Project, ProjectOptions};
 
     fn project(dir: &std::path::Path) -> Project {
         std::fs::write(

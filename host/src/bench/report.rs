@@ -4,73 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// `orch bench --format json`.
 pub const FORMAT: &str = "orch.bench/v1";
 
-/// Targets a bench checks (`[bench]` in orch.toml, `--target KEY=VALUE`). Unset targets are not checked; conflicts
-/// and leftovers always are (there must be none).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(try_from = "RawTargets")]
-pub struct Targets {
-    /// Each environment is up, every service ready, within this (seed 004: 30s).
-    pub startup: Option<Duration>,
-    /// Each environment uses at most this much memory, its services together (seed 004: 2GB).
-    pub memory: Option<u64>,
-    /// Each image of the stack is at most this big (seed 004: 200MB).
-    pub image_size: Option<u64>,
-    /// Each environment is removed within this (seed 004: 5s).
-    pub cleanup: Option<Duration>,
-}
-
-/// `[bench]` as written: values as text, checked when orch.toml is read.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RawTargets {
-    startup: Option<String>,
-    memory: Option<String>,
-    image_size: Option<String>,
-    cleanup: Option<String>,
-}
-
-impl TryFrom<RawTargets> for Targets {
-    type Error = String;
-    fn try_from(raw: RawTargets) -> Result<Targets, String> {
-        let mut t = Targets::default();
-        for (key, value) in [("startup", raw.startup), ("memory", raw.memory), ("image-size", raw.image_size), ("cleanup", raw.cleanup)] {
-            if let Some(v) = value {
-                t.set(key, &v).map_err(|m| format!("bench.{key}: {m}"))?;
-            }
-        }
-        Ok(t)
-    }
-}
-
-pub const TARGET_KEYS: &str = "startup, memory, image-size, cleanup";
-
-impl Targets {
-    /// Sets one target from text: durations like `30s`, sizes like `200MB` or `2GiB`.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let duration =
-            || orch_compose::parse_duration_ms(value).map(Duration::from_millis).ok_or_else(|| format!("{value:?} is not a duration (e.g. 30s, 2m)"));
-        let size = || value.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("{value:?} is not a size (e.g. 200MB, 2GiB): {e}"));
-        match key {
-            "startup" => self.startup = Some(duration()?),
-            "cleanup" => self.cleanup = Some(duration()?),
-            "memory" => self.memory = Some(size()?),
-            "image-size" => self.image_size = Some(size()?),
-            other => return Err(format!("unknown bench target {other:?}; the targets are {TARGET_KEYS}")),
-        }
-        Ok(())
-    }
-
-    /// `KEY=VALUE` (`--target`).
-    pub fn set_pair(&mut self, pair: &str) -> Result<(), String> {
-        let (k, v) = pair.split_once('=').ok_or_else(|| format!("--target {pair:?}: use KEY=VALUE, e.g. startup=30s ({TARGET_KEYS})"))?;
-        self.set(k.trim(), v).map_err(|m| format!("--target {pair:?}: {m}"))
-    }
-}
+pub use crate::config::{TARGET_KEYS, Targets};
 
 /// Minimum, median, mean and maximum of a figure over the environments that have it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

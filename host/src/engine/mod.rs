@@ -19,6 +19,9 @@ use ipnet::Ipv4Net;
 
 use crate::facts::Facts;
 
+/// Memory assumed for a service without a limit (admission and the swarm engine's node accounting).
+pub const DEFAULT_SERVICE_MEMORY: u64 = 128 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach the Docker engine ({0}); is the daemon running and is DOCKER_HOST right?")]
@@ -322,7 +325,7 @@ pub trait Engine: Send + Sync {
     }
     /// (available, total) bytes of memory one environment can use; `None` when unknown. The host's own by default.
     fn memory(&self) -> impl Future<Output = Result<Option<(u64, u64)>, EngineError>> + Send {
-        async { Ok(crate::admission::host_memory()) }
+        async { Ok(crate::facts::host_memory()) }
     }
 }
 

@@ -189,7 +189,7 @@ impl SwarmEngine {
                 continue;
             }
             let limit = spec.task_template.and_then(|t| t.resources).and_then(|r| r.limits).and_then(|l| l.memory_bytes);
-            *out.entry(node).or_insert(0) += limit.map(|l| l.max(0) as u64).unwrap_or(crate::admission::DEFAULT_SERVICE_MEMORY);
+            *out.entry(node).or_insert(0) += limit.map(|l| l.max(0) as u64).unwrap_or(super::DEFAULT_SERVICE_MEMORY);
         }
         Ok(out)
     }

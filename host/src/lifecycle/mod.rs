@@ -10,7 +10,8 @@
 
 mod build;
 mod down;
-pub mod marker;
+/// The ready marker lives in [`crate::marker`]; this path is kept for callers.
+pub use crate::marker;
 mod spec;
 pub use spec::network_spec;
 mod status;

@@ -353,7 +353,7 @@ async fn leftover<E: Engine>(
     let owner = found.get(labels::OWNER).and_then(|o| Owner::parse(o));
     let marker =
         engine.volumes_labelled(&labels::env_filter(Some(project), env)).await?.into_iter().find(|(_, l)| l.contains_key(labels::MARKER)).map(|(_, l)| l);
-    let info = crate::reaper::EnvInfo {
+    let info = crate::verdict::EnvInfo {
         project: project.clone(),
         env: env.clone(),
         owner: owner.clone(),
@@ -364,13 +364,13 @@ async fn leftover<E: Engine>(
         volumes: 0,
         marker,
     };
-    match info.verdict(crate::reaper::now()) {
-        crate::reaper::Verdict::Orphan(_) => Ok(()),
-        crate::reaper::Verdict::Live => {
+    match info.verdict(crate::clock::now()) {
+        crate::verdict::Verdict::Orphan(_) => Ok(()),
+        crate::verdict::Verdict::Live => {
             let who = owner.map(|o| format!(" (pid {} on {})", o.pid, o.host)).unwrap_or_default();
             Err(in_the_way(format!("environment {env} is being made or used by a live orch process{who}; use another --env or wait for it")))
         }
-        crate::reaper::Verdict::Kept => {
+        crate::verdict::Verdict::Kept => {
             Err(in_the_way(format!("environment {env} exists and is kept; `orch down --env {env} -p {project} --volumes` removes it")))
         }
     }

@@ -4,7 +4,6 @@
 use crate::engine::{Engine, EngineError, VolumeSpec};
 use crate::labels::{self, EXPIRES, LIFETIME, MARKER, READY_AT};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How long an environment outlives the command that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,19 +14,11 @@ pub enum Lifetime {
     Process,
 }
 
-/// Unix seconds.
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+pub use crate::clock::{now, now_ms};
 
 /// The name of an environment's ready marker volume.
 pub fn marker_name(project: &str, env: &str) -> String {
     crate::plan::resource_name(project, env, "orch-ready")
-}
-
-/// Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Marks the environment complete: the last thing `up` creates (and again with a new lifetime, to keep one). A
