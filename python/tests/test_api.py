@@ -166,3 +166,18 @@ def test_the_same_api_on_a_swarm():
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
         if bridge:
             subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
+
+
+def test_the_exception_classes_cover_orchs_documented_exit_codes():
+    """The Python table is written by hand: it must agree with the exit codes the binary uses (host/src/error.rs)."""
+    import re
+    from pathlib import Path
+
+    from orch.errors import _BY_CODE
+
+    source = (Path(__file__).resolve().parents[2] / "host" / "src" / "error.rs").read_text()
+    block = source[source.index("pub mod exit {") :].split("\n}", 1)[0]
+    rust = {name: int(code) for name, code in re.findall(r"pub const ([A-Z_]+): u8 = (\d+);", block)}
+    # Success, and the plugin-test / bench verdict (commands the Python API does not run), have no exception.
+    expected = {code for name, code in rust.items() if name not in {"OK", "TEST_FAILED"}}
+    assert set(_BY_CODE) == expected, f"Python maps {sorted(_BY_CODE)}, orch exits with {sorted(expected)}"
