@@ -124,7 +124,7 @@ struct Ctx<'a> {
 }
 
 fn load_unit(unit: &Unit, ctx: &Ctx, include_stack: &mut Vec<PathBuf>, warnings: &mut Vec<Warning>) -> Result<UnitResult, ComposeError> {
-    let variables = variables(unit.env_files, ctx.environment, unit.working_dir, &ctx.budget)?;
+    let variables = variables(unit.env_files, ctx.environment, unit.working_dir, ctx.root, &ctx.budget)?;
     let var_key: Vec<(String, String)> = variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let read = |file: &Path| -> Result<Value, ComposeError> {
         let key = (file.to_path_buf(), var_key.clone());
@@ -358,10 +358,15 @@ fn variables(
     env_files: &[PathBuf],
     environment: &BTreeMap<String, String>,
     working_dir: &Path,
+    root: &Path,
     budget: &input::Budget,
 ) -> Result<BTreeMap<String, String>, ComposeError> {
     let files: Vec<PathBuf> = if env_files.is_empty() {
         let dot_env = working_dir.join(".env");
+        // A `.env` that links out of the repository would bring a host file's contents into interpolation.
+        if dot_env.exists() && !input::within(root, &dot_env) {
+            return Err(input::outside(&dot_env, "", "the .env file (a link)", &dot_env, root));
+        }
         // Present in any form (a pipe or a directory is then refused by the read, not skipped).
         if dot_env.exists() { vec![dot_env] } else { vec![] }
     } else {

@@ -167,6 +167,11 @@ fn files_outside_the_repository_are_refused() {
     std::os::unix::fs::symlink(outer.path(), repo.join("escape")).unwrap();
     let err = case("services:\n  web:\n    image: busybox\n    env_file: ../escape/secret.env\n").err().unwrap().to_string();
     assert!(err.contains("outside the project"), "{err}");
+    // Nor does a `.env` that is a link to a file outside.
+    std::os::unix::fs::symlink(outer.path().join("secret.env"), repo.join("deploy/.env")).unwrap();
+    let err = case("services:\n  web:\n    image: busybox\n").err().unwrap().to_string();
+    assert!(err.contains(".env") && err.contains("outside the project"), "{err}");
+    std::fs::remove_file(repo.join("deploy/.env")).unwrap();
     // The runner (not the repository) may widen it.
     let wide = LoadOptions { files: vec![repo.join("deploy/compose.yaml")], root: Some(PathBuf::from(outer.path())), ..Default::default() };
     std::fs::write(repo.join("deploy/compose.yaml"), "services:\n  web:\n    image: busybox\n    env_file: ../../secret.env\n").unwrap();
