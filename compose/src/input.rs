@@ -72,9 +72,22 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
 /// non-blocking so that a named pipe cannot hang the read, and the size is checked on the open file, then enforced
 /// while reading (a file that grows is cut off, not read on).
 pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+    read_opened(path, limit, 0)
+}
+
+/// [`read_bytes`] without following a symlink at `path` itself (orch's own state files: a link planted in the state
+/// directory must not be read through).
+pub fn read_bytes_nofollow(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+    read_opened(path, limit, libc::O_NOFOLLOW)
+}
+
+fn read_opened(path: &Path, limit: u64, extra_flags: i32) -> Result<Vec<u8>, InputError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(|source| InputError::Io { source })?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | extra_flags)
+        .open(path)
+        .map_err(|source| InputError::Io { source })?;
     let meta = file.metadata().map_err(|source| InputError::Io { source })?;
     if !meta.file_type().is_file() {
         return Err(InputError::NotRegular { kind: kind_of(meta.file_type()) });

@@ -545,9 +545,16 @@ fn compose_options(opts: &ProjectOptions, config: Option<&ProjectConfig>, dir: &
     let env_files = if opts.env_files.is_empty() { from_config(&c.env_files) } else { in_dir(&opts.env_files) };
     if let Some(cfg) = config {
         let top = root.clone().unwrap_or_else(|| orch_compose::input::repository_root(&cfg.dir));
-        let named = (opts.files.is_empty()).then_some(&files).into_iter().chain((opts.env_files.is_empty()).then_some(&env_files));
+        // Only what orch.toml named: flags are the runner's.
+        let mut named: Vec<&PathBuf> = vec![];
+        if opts.files.is_empty() {
+            named.extend(&files);
+        }
+        if opts.env_files.is_empty() {
+            named.extend(&env_files);
+        }
         if let Some(outside) =
-            named.flatten().find(|f| !orch_compose::input::within(&top, &orch_compose::normalize_path(&std::path::absolute(f).unwrap_or_default())))
+            named.into_iter().find(|f| !orch_compose::input::within(&top, &orch_compose::normalize_path(&std::path::absolute(f).unwrap_or_default())))
         {
             return Err(Error::InvalidInput {
                 what: format!("{}", cfg.dir.join(crate::config::FILE_NAME).display()),

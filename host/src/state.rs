@@ -187,16 +187,7 @@ pub const MAX_STATE_FILE: u64 = 16 << 20;
 /// Reads a small state file: not through a symlink, only a regular file (a FIFO would block), at most `limit`
 /// bytes. `None` when it is missing, unreadable, something else or larger: state files are repaired, not trusted.
 pub fn read_small(path: &Path, limit: u64) -> Option<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() > limit {
-        return None;
-    }
-    let mut out = vec![];
-    file.take(limit).read_to_end(&mut out).ok()?;
-    Some(out)
+    orch_compose::input::read_bytes_nofollow(path, limit).ok()
 }
 
 /// Held while an environment is created or removed; released on drop (and by the kernel if the process dies).
