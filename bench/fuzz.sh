@@ -26,7 +26,8 @@ binary() { # the test executable cargo builds for $@
 }
 compose_bin=$(binary -p orch-compose --test fuzz)
 host_bin=$(binary -p orch --lib)
-[ -x "$compose_bin" ] && [ -x "$host_bin" ] || { echo "could not build the fuzz targets" >&2; exit 2; }
+plugin_host_bin=$(binary -p orch-plugin-host --lib)
+[ -x "$compose_bin" ] && [ -x "$host_bin" ] && [ -x "$plugin_host_bin" ] || { echo "could not build the fuzz targets" >&2; exit 2; }
 
 # Every target at once (each is single-threaded): on a machine with fewer cores they share them, so the table
 # gives the CPU minutes each target had as well as its wall minutes.
@@ -50,6 +51,7 @@ run_one() { # target binary name dir
 for t in "${targets[@]}"; do
   case "$t" in
     compose_import_never_panics|env_files_never_panic|interpolation_never_panics|hostile_project_shapes_end_in_a_model_or_an_error) run_one "$t" "$compose_bin" "$t" & ;;
+    lock_digests_name_no_file_outside_the_cache) run_one "$t" "$plugin_host_bin" "source::fuzz::$t" & ;;
     *) run_one "$t" "$host_bin" "fuzz_tests::$t" & ;;
   esac
 done

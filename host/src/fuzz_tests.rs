@@ -2,6 +2,8 @@
 //! handling of what plugins answer (convert → resolve → validate → export and render), fed with real answers whose values are
 //! mutated at random. Any outcome but a panic (or a hang, which `bench/fuzz.sh` detects) is fine. proptest keeps
 //! failing inputs under `proptest-regressions/` as regression cases.
+// The closures hand back the plugin host's own error type, as its callers do; its size is not a test's concern.
+#![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 
@@ -207,33 +209,5 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("orch.lock"), &text).unwrap();
         let _ = crate::plugins::lock::Lock::load(dir.path());
-    }
-
-    /// Whatever a lock file says a digest is, it names no file outside the plugin cache: the lock refuses it, or
-    /// the cache path stays inside the cache, and a file beside the cache is never written or removed.
-    #[test]
-    fn lock_digests_name_no_file_outside_the_cache(digest in "(sha256:|sha512:|)([0-9a-f]{64}|[0-9a-fA-F]{0,70}|[./a-z~%]{0,30}|\\PC{0,20})") {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("cache");
-        let victim = dir.path().join("victim.wasm");
-        std::fs::write(&victim, "precious").unwrap();
-        let escaped = digest.replace('\\', "\\\\").replace('"', "\\\"");
-        let text = format!("version = 1\n[[plugin]]\nsource = \"oci://r/x:1\"\nname = \"x\"\nversion = \"1\"\ndigest = \"{escaped}\"\n");
-        std::fs::write(dir.path().join("orch.lock"), text).unwrap();
-        let lock = crate::plugins::lock::Lock::load(dir.path());
-        if let Ok(lock) = &lock {
-            prop_assert!(crate::plugins::oci::is_digest(&lock.entries()[0].digest));
-        }
-        let sources = crate::plugins::source::Sources::with_cache(cache.clone(), None);
-        if let Some(path) = sources.cached(&digest) {
-            prop_assert!(path.starts_with(&cache) && path.parent() == Some(&cache.join("oci").join("sha256")));
-        }
-        sources.store(&digest, b"junk");
-        let _ = sources.read_cached(&digest);
-        prop_assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-        for e in std::fs::read_dir(dir.path()).unwrap() {
-            let name = e.unwrap().file_name();
-            prop_assert!(["orch.lock", "victim.wasm", "cache"].contains(&name.to_str().unwrap_or_default()), "{:?} was written", name);
-        }
     }
 }

@@ -23,7 +23,7 @@ use crate::lifecycle::{self, Lifetime, Progress, Removed, ServiceStatus, UpRepor
 use crate::plan::{EnvKind, Identity, Plan};
 use crate::plugins::{self, ActivePlugin, PluginError, PluginRef, Runtime};
 use crate::state::StateDir;
-use crate::{Error, PlanOutcome, blocking, labels};
+use crate::{Error, PlanOutcome, Planner, blocking, labels};
 
 /// The compose files tried, in order, when none are named.
 pub const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
@@ -238,8 +238,9 @@ impl Project {
         self.plugin_calls.load(Ordering::Relaxed)
     }
 
-    fn identity(&self, env: Option<&str>) -> Result<Identity, Error> {
-        crate::identity(self.name(), env, self.env_kind)
+    /// The project's planning pipeline (compose model, plugins, environment kind, pools).
+    pub fn planner(&self) -> Planner<'_> {
+        Planner::new(&self.loaded, &self.plugins, self.env_kind, &self.pools)
     }
 
     pub fn pools(&self) -> &[Ipv4Net] {
@@ -248,26 +249,26 @@ impl Project {
 
     /// The plan of environment `env` before allocation (plugins applied once).
     pub(crate) fn policy_plan_for(&self, env: &str, facts: &Facts) -> Result<PlanOutcome, Error> {
-        self.policy_plan(self.identity(Some(env))?, facts)
+        self.policy_plan(self.planner().identity(Some(env))?, facts)
     }
 
     fn policy_plan(&self, identity: Identity, facts: &Facts) -> Result<PlanOutcome, Error> {
-        let outcome = crate::policy_plan(&self.loaded, identity, &self.plugins, facts)?;
+        let outcome = self.planner().policy(identity, facts)?;
         self.plugin_calls.fetch_add(outcome.timings.len(), Ordering::Relaxed);
         Ok(outcome)
     }
 
     /// A complete plan against `facts` (nothing is reserved: for `orch plan` and previews).
     pub fn plan(&self, env: Option<&str>, facts: &Facts) -> Result<PlanOutcome, Error> {
-        let mut outcome = self.policy_plan(self.identity(env)?, facts)?;
-        crate::finish_plan(&mut outcome.plan, facts, &self.pools)?;
+        let mut outcome = self.policy_plan(self.planner().identity(env)?, facts)?;
+        self.planner().finish(&mut outcome.plan, facts)?;
         Ok(outcome)
     }
 
     /// What a plugin placed after this project's plugins would see (with no settings): the plan before allocation
     /// as a `Snapshot`, for plugin authors' fixtures.
     pub fn snapshot(&self, env: Option<&str>, facts: &Facts) -> Result<crate::plugins::runtime::types::Snapshot, Error> {
-        let outcome = self.policy_plan(self.identity(env)?, facts)?;
+        let outcome = self.policy_plan(self.planner().identity(env)?, facts)?;
         Ok(crate::plugins::convert::snapshot(&outcome.plan, "{}", facts))
     }
 
@@ -294,7 +295,7 @@ impl Project {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Environment<E>, Error> {
         let _ = crate::reaper::gc(engine, &crate::reaper::GcOptions { mine_only: true, ..Default::default() }).await;
-        let identity = self.identity(opts.name.as_deref())?;
+        let identity = self.planner().identity(opts.name.as_deref())?;
         let _env_lock = match &opts.name {
             Some(env) => {
                 let (state, project, env, timeout) = (self.state.clone(), self.name().to_string(), env.clone(), opts.lock_timeout);
@@ -309,19 +310,15 @@ impl Project {
                 return Err(Error::EnvironmentExists { project: identity.project.clone(), env: identity.env_id.clone() });
             }
         }
-        // The plugins see the engine's facts and every live reservation; allocation is redone under the lock.
-        let mut facts = crate::engine::gather_facts(engine).await?;
-        let reserved = {
-            let (state, timeout) = (self.state.clone(), opts.lock_timeout);
-            blocking(move || state.allocations(timeout).map(|g| g.state)).await??
-        };
-        facts.taken_subnets.extend(reserved.subnets());
-        facts.taken_host_ports.extend(reserved.ports());
+
+        // Plan: the plugins run once, against the engine's facts and every live reservation.
+        let facts = crate::planner::facts(engine, &self.state, opts.lock_timeout).await?;
         let mut policy = self.policy_plan(identity.clone(), &facts)?.plan;
         if opts.join_networks || self.config.as_ref().is_some_and(|c| c.join_networks) {
             crate::tiers::join(engine, self.name(), &mut policy).await?;
         }
 
+        // Admit: the plan's memory and the environment cap, waiting for room unless told not to.
         let max_envs = if opts.max_envs > 0 { opts.max_envs } else { self.config.as_ref().and_then(|c| c.max_envs).unwrap_or(0) };
         let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
         let _ticket = crate::admission::admit(engine, &self.state, &policy, &admission, &|m| progress(Progress::Queued { why: m.to_string() })).await?;
@@ -329,65 +326,12 @@ impl Project {
             let owner = opts.owner.clone().unwrap_or_else(crate::owner::Owner::current);
             spawn_watcher(exe, &owner, &self.state, &engine.watcher_args())?;
         }
-        let up = lifecycle::UpOptions {
-            wait: opts.wait,
-            timeout: opts.timeout,
-            keep_on_failure: opts.keep_on_failure,
-            no_cache: opts.no_cache,
-            lifetime: opts.lifetime,
-            owner: opts.owner.clone(),
-        };
-        // The engine arbitrates subnets between every user of it: a subnet it refuses was taken after planning (by
-        // another user's orch, with another state directory, or another tool), so carve again around what it holds now.
-        let mut attempt = 0;
-        let mut refused: Vec<Ipv4Net> = vec![];
-        let (plan, result) = loop {
-            let plan = match crate::allocate(engine, &self.state, &policy, &self.pools, opts.lock_timeout, &refused).await {
-                Ok(plan) => plan,
-                Err(e) => {
-                    self.release_reservation(&identity.env_id).await;
-                    return Err(e);
-                }
-            };
-            if attempt == 0 {
-                for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning) {
-                    progress(Progress::Warning {
-                        message: format!("{}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source),
-                    });
-                }
-                progress(Progress::Planned {
-                    project: identity.project.clone(),
-                    env: identity.env_id.clone(),
-                    services: plan.services.len(),
-                    networks: plan.networks.len(),
-                });
-            }
-            let result = lifecycle::up(engine, &plan, &up, progress).await;
-            match &result {
-                Err(lifecycle::LifecycleError::Engine(EngineError::SubnetTaken { what, subnet, message })) => {
-                    let carved = plan
-                        .networks
-                        .values()
-                        .any(|n| n.subnet.as_deref() == Some(subnet.as_str()) && !matches!(n.subnet_request, Some(crate::plan::SubnetRequest::Fixed(_))));
-                    attempt += 1;
-                    if !carved {
-                        break (plan, result);
-                    }
-                    if attempt >= crate::tiers::SUBNET_ATTEMPTS {
-                        self.release_reservation(&identity.env_id).await;
-                        return Err(crate::subnets_kept_taken(what, subnet, &self.pools));
-                    }
-                    progress(Progress::Warning { message: format!("{what}: the engine refused subnet {subnet} ({message}); carving again") });
-                    refused.extend(subnet.parse::<Ipv4Net>().ok());
-                    // Whoever holds it may be mid-way through a create or a removal: give the engine a moment.
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
-                _ => break (plan, result),
-            }
-        };
+
+        // Allocate (under the lock, against fresh facts) and bring up.
+        let result = self.allocate_and_start(engine, &policy, opts, progress).await;
         // The engine knows the environment now (or it is gone): the reservation has done its job.
         self.release_reservation(&identity.env_id).await;
-        let report = result?;
+        let (plan, report) = result?;
         Ok(Environment {
             engine: engine.clone(),
             project: plan.identity.project.clone(),
@@ -396,6 +340,52 @@ impl Project {
             report: Some(report),
             owned: true,
         })
+    }
+
+    /// Allocates `policy` and brings the environment up. The engine arbitrates subnets between every user of it: a
+    /// carved subnet it refuses was taken after planning (by another user's orch, with another state directory, or
+    /// another tool), so the networks are carved again around what it holds now ([`crate::planner::SUBNET_BACKOFF`]).
+    async fn allocate_and_start<E: Reconnect + Clone>(
+        &self,
+        engine: &E,
+        policy: &Plan,
+        opts: &EnvOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(Plan, UpReport), Error> {
+        let up = lifecycle::UpOptions {
+            wait: opts.wait,
+            timeout: opts.timeout,
+            keep_on_failure: opts.keep_on_failure,
+            no_cache: opts.no_cache,
+            lifetime: opts.lifetime,
+            owner: opts.owner.clone(),
+        };
+        let planner = self.planner();
+        let backoff = crate::planner::SUBNET_BACKOFF;
+        let mut refused: Vec<Ipv4Net> = vec![];
+        for attempt in 0.. {
+            let plan = planner.allocate(engine, &self.state, policy, opts.lock_timeout, &refused).await?;
+            if attempt == 0 {
+                report_planned(&plan, progress);
+            }
+            let e = match lifecycle::up(engine, &plan, &up, progress).await {
+                Ok(report) => return Ok((plan, report)),
+                Err(e) => Error::from(e),
+            };
+            let Some((what, subnet, message)) = crate::planner::refused_subnet(&e) else { return Err(e) };
+            let carved =
+                plan.networks.values().any(|n| n.subnet.as_deref() == Some(subnet) && !matches!(n.subnet_request, Some(crate::plan::SubnetRequest::Fixed(_))));
+            if !carved {
+                return Err(e);
+            }
+            if !backoff.again(attempt) {
+                return Err(planner.subnets_kept_taken(what, subnet));
+            }
+            progress(Progress::Warning { message: format!("{what}: the engine refused subnet {subnet} ({message}); carving again") });
+            refused.extend(subnet.parse::<Ipv4Net>().ok());
+            tokio::time::sleep(backoff.delay(attempt)).await;
+        }
+        unreachable!("the loop returns")
     }
 
     /// Drops an environment's in-flight reservation (best effort: a stale one goes with its dead owner anyway). `up`
@@ -410,6 +400,21 @@ impl Project {
         })
         .await;
     }
+}
+
+/// The plan's warnings and its size, as `up` reports them once planned.
+fn report_planned(plan: &Plan, progress: &(dyn Fn(Progress) + Sync)) {
+    for d in plan.diagnostics.iter().filter(|d| d.level >= crate::plan::Level::Warning) {
+        progress(Progress::Warning {
+            message: format!("{}{} [{}, from {}]", d.path.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), d.message, d.code, d.source),
+        });
+    }
+    progress(Progress::Planned {
+        project: plan.identity.project.clone(),
+        env: plan.identity.env_id.clone(),
+        services: plan.services.len(),
+        networks: plan.networks.len(),
+    });
 }
 
 /// The project name the options describe (from the compose files alone: no plugins are loaded).
@@ -496,17 +501,11 @@ fn spawn_watcher(exe: &Path, owner: &crate::owner::Owner, state: &StateDir, engi
 }
 
 impl crate::tiers::TierProject for Project {
-    fn name(&self) -> &str {
-        Project::name(self)
-    }
-    fn compose(&self) -> &orch_compose::Loaded {
-        Project::compose(self)
+    fn planner(&self) -> Planner<'_> {
+        Project::planner(self)
     }
     fn state(&self) -> &StateDir {
         Project::state(self)
-    }
-    fn pools(&self) -> &[Ipv4Net] {
-        Project::pools(self)
     }
     fn policy_plan_for(&self, env: &str, facts: &Facts) -> Result<PlanOutcome, Error> {
         Project::policy_plan_for(self, env, facts)

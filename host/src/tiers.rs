@@ -60,20 +60,21 @@ impl Report {
 }
 
 /// What tier planning needs of a project, so that tiers know nothing else of the session (whose `Project`
-/// implements it): its name, compose model, state directory, pools, the policy plan of an environment
-/// and the release of a reservation.
+/// implements it): its planner, state directory, the policy plan of an environment (counted as the project's
+/// plugin calls) and the release of a reservation.
 pub trait TierProject: Sync {
-    fn name(&self) -> &str;
-    fn compose(&self) -> &orch_compose::Loaded;
+    fn planner(&self) -> crate::planner::Planner<'_>;
+    fn name(&self) -> &str {
+        self.planner().project()
+    }
     fn state(&self) -> &crate::state::StateDir;
-    fn pools(&self) -> &[ipnet::Ipv4Net];
     fn policy_plan_for(&self, env: &str, facts: &Facts) -> Result<crate::PlanOutcome, Error>;
     fn release_reservation(&self, env: &str) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// The engine-side name of tier `tier`: the compose file's `name:` for it, else `<project>-<tier>`.
 pub fn tier_name(project: &impl TierProject, tier: &str) -> String {
-    project.compose().project.networks.get(tier).and_then(|n| n.name.clone()).unwrap_or_else(|| format!("{}-{tier}", project.name()))
+    project.planner().compose().project.networks.get(tier).and_then(|n| n.name.clone()).unwrap_or_else(|| format!("{}-{tier}", project.name()))
 }
 
 /// Labels of tier `tier` of `project`.
@@ -240,25 +241,23 @@ pub async fn create<E: Engine>(engine: &E, project: &impl TierProject, lock_time
         let mut refused: Vec<ipnet::Ipv4Net> = vec![];
         // A subnet the engine refuses was taken after planning (another user's orch, another tool): carve again
         // around what the engine holds now, a bounded number of times.
-        for attempt in 0..SUBNET_ATTEMPTS {
+        let backoff = crate::planner::SUBNET_BACKOFF;
+        for attempt in 0..backoff.attempts {
             // The tiers that exist stay as they are: to this plan they are external, as to an environment that joins.
             let have = existing(engine, project.name()).await?;
             let mut attempt_policy = policy.clone();
             join_existing(&mut attempt_policy, &have);
-            result = match crate::allocate(engine, project.state(), &attempt_policy, project.pools(), lock_timeout, &refused).await {
+            result = match project.planner().allocate(engine, project.state(), &attempt_policy, lock_timeout, &refused).await {
                 Ok(plan) => make(engine, project, &plan, &mut created).await,
                 Err(e) => Err(e),
             };
-            match &result {
-                Err(Error::Engine(EngineError::SubnetTaken { subnet, .. })) if attempt + 1 < SUBNET_ATTEMPTS => {
+            if let Some((what, subnet, _)) = result.as_ref().err().and_then(crate::planner::refused_subnet) {
+                if backoff.again(attempt) {
                     refused.extend(subnet.parse::<ipnet::Ipv4Net>().ok());
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    tokio::time::sleep(backoff.delay(attempt)).await;
                     continue;
                 }
-                Err(Error::Engine(EngineError::SubnetTaken { what, subnet, .. })) => {
-                    result = Err(crate::subnets_kept_taken(what, subnet, project.pools()));
-                }
-                _ => {}
+                result = Err(project.planner().subnets_kept_taken(what, subnet));
             }
             break;
         }
@@ -290,9 +289,6 @@ fn join_existing(plan: &mut Plan, have: &BTreeMap<String, NetworkInfo>) -> Vec<(
     }
     joined
 }
-
-/// How many times a tier's or an environment's networks are carved again when the engine refuses a subnet.
-pub const SUBNET_ATTEMPTS: usize = 5;
 
 fn is_tier_summary(n: &crate::engine::NetworkSummary, project: &str, tier: &str) -> bool {
     n.labels.get(labels::PROJECT).map(String::as_str) == Some(project) && n.labels.get(labels::TIER).map(String::as_str) == Some(tier)
@@ -455,7 +451,7 @@ mod tests {
         assert_eq!(plan.networks["back"].docker_name, "shop-backend");
         assert_eq!(plan.networks["back"].subnet.as_deref(), Some("10.240.1.0/24"));
         // The joined plan is valid although its fixed subnet is taken: by the tier itself.
-        crate::finish_plan(&mut plan, &facts, &[]).unwrap();
+        p.planner().finish(&mut plan, &facts).unwrap();
         assert_eq!(plan.networks.len(), 2);
     }
 

@@ -153,15 +153,15 @@ fn test(
     };
     // No engine and no host facts: the plan depends on the inputs alone, so it is the same on every machine.
     let facts = orch::facts::Facts::default();
+    let loaded = orch_compose::load(&request.compose)?;
+    let planner = orch::Planner::new(&loaded, &active, env_kind, &request.pools);
     let actual = if full_plan {
-        serde_json::to_value(&orch::make_plan(&request, &active, &facts)?.plan).expect("plan serialises")
+        serde_json::to_value(&planner.plan(request.env_id.as_deref(), &facts)?.plan).expect("plan serialises")
     } else {
-        let loaded = orch_compose::load(&request.compose)?;
-        let identity = orch::identity(&loaded.project.name, request.env_id.as_deref(), env_kind)?;
-        // The whole plan must still be valid: a plugin whose decisions orch refuses fails its test.
-        let mut whole = orch::policy_plan(&loaded, identity, &active, &facts)?;
+        let mut whole = planner.policy(planner.identity(request.env_id.as_deref())?, &facts)?;
         let decided = plugins::decided::decided(&whole.plan, &name);
-        orch::finish_plan(&mut whole.plan, &facts, &[])?;
+        // The whole plan must still be valid: a plugin whose decisions orch refuses fails its test.
+        planner.finish(&mut whole.plan, &facts)?;
         decided
     };
     let actual_text = serde_json::to_string_pretty(&actual).expect("JSON serialises") + "\n";

@@ -2,8 +2,8 @@
 
 use crate::engine::{Engine, EngineError};
 use crate::labels;
+use crate::retry::Backoff;
 use futures_util::future::join_all;
-use std::time::Duration;
 
 /// What `down` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,20 +37,20 @@ pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Re
     Ok(removed)
 }
 
+/// Runs a removal, retried with [`Backoff::REMOVAL`] while the engine refuses it (a container still stopping); a
+/// resource that is gone already counts as removed.
 pub(super) async fn retry<F, Fut>(op: F) -> Result<(), EngineError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<(), EngineError>>,
 {
-    let mut delay = Duration::from_millis(100);
-    let mut last = None;
-    for _ in 0..4 {
-        match op().await {
-            Ok(()) | Err(EngineError::NotFound(_)) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-    }
-    Err(last.expect("an error was recorded"))
+    Backoff::REMOVAL
+        .run(
+            async |_| match op().await {
+                Err(EngineError::NotFound(_)) => Ok(()),
+                r => r,
+            },
+            |_| true,
+        )
+        .await
 }

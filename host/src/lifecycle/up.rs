@@ -19,7 +19,7 @@ use crate::plan::{Plan, ServicePlan};
 use futures_util::future::join_all;
 use orch_compose::Condition;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Labels of every resource of this plan's environment.
@@ -386,7 +386,7 @@ async fn create_network_owned<E: Engine>(
     identity: &crate::plan::Identity,
     mut same: Vec<crate::engine::NetworkSummary>,
 ) -> Result<String, LifecycleError> {
-    for attempt in 0..4 {
+    for attempt in 0..crate::retry::Backoff::CONFLICT.attempts {
         if attempt > 0 {
             same = engine.list_networks().await?.into_iter().filter(|n| n.name == spec.name).collect();
         }
@@ -408,8 +408,8 @@ async fn create_network_owned<E: Engine>(
 
 /// Creates the container; on a name conflict, removes a [`leftover`] in the way and tries again.
 async fn create_container_owned<E: Engine>(engine: &E, spec: &ContainerSpec, identity: &crate::plan::Identity) -> Result<String, LifecycleError> {
-    let mut delay = Duration::from_millis(200);
-    for _attempt in 0..4 {
+    let backoff = crate::retry::Backoff::CONFLICT;
+    for attempt in 0..backoff.attempts {
         match engine.create_container(spec).await {
             Ok(id) => return Ok(id),
             Err(EngineError::Conflict(_)) => {
@@ -420,8 +420,7 @@ async fn create_container_owned<E: Engine>(engine: &E, spec: &ContainerSpec, ide
                 };
                 leftover(engine, "container", &spec.name, &found.labels, identity).await?;
                 engine.remove_container(&found.id).await?;
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(backoff.delay(attempt)).await;
             }
             Err(e) => return Err(e.into()),
         }

@@ -5,7 +5,9 @@
 
 mod any;
 mod docker;
+#[cfg(feature = "fake")]
 pub mod fake;
+pub mod retry;
 mod swarm;
 
 pub use any::{AnyEngine, EngineKind};
@@ -16,6 +18,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+
+// The plan layer, at the paths this crate names it by.
+use orch_plan::{facts, labels, plan};
 
 use crate::facts::Facts;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 /// The SDK's version: its major.minor is the `orch:policy` WIT version it binds.
 pub const VERSION: &str = super::runtime::API_VERSION;
 
-const WORKSPACE: &str = include_str!("../../../Cargo.toml");
+const WORKSPACE: &str = include_str!("../../Cargo.toml");
 
 /// (path in the crate, content).
 type Files = &'static [(&'static str, &'static str)];
@@ -16,20 +16,20 @@ type Files = &'static [(&'static str, &'static str)];
 const CRATES: [(&str, &str, Files); 2] = [
     (
         "orch-plugin-api",
-        include_str!("../../../plugin-api/Cargo.toml"),
+        include_str!("../../plugin-api/Cargo.toml"),
         &[
-            ("src/lib.rs", include_str!("../../../plugin-api/src/lib.rs")),
-            ("src/builders.rs", include_str!("../../../plugin-api/src/builders.rs")),
-            ("src/settings.rs", include_str!("../../../plugin-api/src/settings.rs")),
-            ("wit/policy.wit", include_str!("../../../plugin-api/wit/policy.wit")),
-            ("README.md", include_str!("../../../plugin-api/README.md")),
-            ("REFERENCE.md", include_str!("../../../plugin-api/REFERENCE.md")),
+            ("src/lib.rs", include_str!("../../plugin-api/src/lib.rs")),
+            ("src/builders.rs", include_str!("../../plugin-api/src/builders.rs")),
+            ("src/settings.rs", include_str!("../../plugin-api/src/settings.rs")),
+            ("wit/policy.wit", include_str!("../../plugin-api/wit/policy.wit")),
+            ("README.md", include_str!("../../plugin-api/README.md")),
+            ("REFERENCE.md", include_str!("../../plugin-api/REFERENCE.md")),
         ],
     ),
     (
         "orch-plugin-api-macros",
-        include_str!("../../../plugin-api-macros/Cargo.toml"),
-        &[("src/lib.rs", include_str!("../../../plugin-api-macros/src/lib.rs")), ("README.md", include_str!("../../../plugin-api-macros/README.md"))],
+        include_str!("../../plugin-api-macros/Cargo.toml"),
+        &[("src/lib.rs", include_str!("../../plugin-api-macros/src/lib.rs")), ("README.md", include_str!("../../plugin-api-macros/README.md"))],
     ),
 ];
 

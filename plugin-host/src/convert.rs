@@ -659,15 +659,7 @@ mod tests {
     use crate::plan::{Level, Plan};
 
     fn plan(compose: &str) -> Plan {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("compose.yaml");
-        std::fs::write(&file, compose).unwrap();
-        let req = crate::PlanRequest {
-            compose: orch_compose::LoadOptions { files: vec![file], project_name: Some("cv".into()), ..Default::default() },
-            env_id: Some("t1".into()),
-            ..Default::default()
-        };
-        crate::make_plan(&req, &[], &Facts::default()).unwrap().plan
+        orch_plan::test_support::resolved(compose, "cv", "t1")
     }
 
     fn intent(service: &str) -> ServiceIntent {

@@ -6,7 +6,7 @@ pub const PROJECT: &str = "orch.project";
 /// `test`, `ci`, `dev` or `prod`: dev and prod containers get a graceful stop on `down`.
 pub const ENV_KIND: &str = "orch.env-kind";
 pub const SERVICE: &str = "orch.service";
-/// The owning process (see [`crate::owner::Owner`]).
+/// The owning process (orch's `owner::Owner`: pid, start time and host).
 pub const OWNER: &str = "orch.owner";
 /// The uid of the user whose orch made the resource: `down --all-mine` and opportunistic reaping act only on the
 /// caller's own, on an engine several users share.

@@ -240,8 +240,8 @@ impl SwarmEngine {
 
     async fn scale(&self, name: &str, replicas: i64) -> Result<(), EngineError> {
         let what = what_service(name);
-        let mut attempts = 0;
-        loop {
+        let backoff = crate::retry::Backoff::SEQUENCE;
+        for attempt in 0.. {
             let service = self.service(name).await?;
             let version = service.version.and_then(|v| v.index).unwrap_or(0);
             let mut spec = service.spec.unwrap_or_default();
@@ -277,13 +277,13 @@ impl SwarmEngine {
                 Ok(_) => return Ok(()),
                 // Swarm moved the service on between our read and write (it does right after creating one). It says
                 // so only in the text of a 500: there is no status for it.
-                Err(EngineError::Api { status: 500, message, .. }) if message.contains("update out of sequence") && attempts < 10 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(EngineError::Api { status: 500, message, .. }) if message.contains("update out of sequence") && backoff.again(attempt) => {
+                    tokio::time::sleep(backoff.delay(attempt)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
+        unreachable!("the loop returns")
     }
 
     /// Waits until the service's task has a started container (or has ended), turning a task Swarm could not start

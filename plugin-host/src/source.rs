@@ -285,3 +285,40 @@ mod tests {
         assert!(!path.exists());
     }
 }
+
+/// Bounded fuzz cases (more in bench/fuzz.sh, which sets PROPTEST_CASES).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a lock file says a digest is, it names no file outside the plugin cache: the lock refuses it, or
+        /// the cache path stays inside the cache, and a file beside the cache is never written or removed.
+        #[test]
+        fn lock_digests_name_no_file_outside_the_cache(digest in "(sha256:|sha512:|)([0-9a-f]{64}|[0-9a-fA-F]{0,70}|[./a-z~%]{0,30}|\\PC{0,20})") {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = dir.path().join("cache");
+            let victim = dir.path().join("victim.wasm");
+            std::fs::write(&victim, "precious").unwrap();
+            let escaped = digest.replace('\\', "\\\\").replace('"', "\\\"");
+            let text = format!("version = 1\n[[plugin]]\nsource = \"oci://r/x:1\"\nname = \"x\"\nversion = \"1\"\ndigest = \"{escaped}\"\n");
+            std::fs::write(dir.path().join("orch.lock"), text).unwrap();
+            let lock = crate::lock::Lock::load(dir.path());
+            if let Ok(lock) = &lock {
+                prop_assert!(crate::oci::is_digest(&lock.entries()[0].digest));
+            }
+            let sources = Sources::with_cache(cache.clone(), None);
+            if let Some(path) = sources.cached(&digest) {
+                prop_assert!(path.starts_with(&cache) && path.parent() == Some(&cache.join("oci").join("sha256")));
+            }
+            sources.store(&digest, b"junk");
+            let _ = sources.read_cached(&digest);
+            prop_assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+            for e in std::fs::read_dir(dir.path()).unwrap() {
+                let name = e.unwrap().file_name();
+                prop_assert!(["orch.lock", "victim.wasm", "cache"].contains(&name.to_str().unwrap_or_default()), "{:?} was written", name);
+            }
+        }
+    }
+}

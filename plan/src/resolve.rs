@@ -40,7 +40,7 @@ pub fn resolve(plan: &mut Plan, facts: &Facts, pools: &[Ipv4Net]) -> Result<(), 
 }
 
 /// Drops the networks no service uses (they are not created).
-pub(crate) fn prune_unused_networks(plan: &mut Plan) {
+pub fn prune_unused_networks(plan: &mut Plan) {
     let used: BTreeSet<String> = plan.services.values().flat_map(|s| s.networks.keys().cloned()).collect();
     let unused: Vec<String> = plan.networks.keys().filter(|n| !used.contains(*n)).cloned().collect();
     for name in unused {
@@ -337,17 +337,10 @@ mod tests {
 
     #[test]
     fn a_pool_taken_whole_is_named_with_what_covers_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("compose.yaml");
-        std::fs::write(&file, "services:\n  a: {image: img}\n").unwrap();
-        let req = crate::PlanRequest {
-            compose: orch_compose::LoadOptions { files: vec![file], project_name: Some("p".into()), ..Default::default() },
-            env_id: Some("e1".into()),
-            ..Default::default()
-        };
+        let mut plan = crate::test_support::drafted("services:\n  a: {image: img}\n", "p", "e1");
         let mut facts = Facts::default();
         facts.taken_subnets.insert("10.0.0.0/8".parse().unwrap());
-        let err = crate::make_plan(&req, &[], &facts).err().expect("no subnet is free").to_string();
+        let err = resolve(&mut plan, &facts, &[DEFAULT_POOL.parse().unwrap()]).expect_err("no subnet is free").to_string();
         assert!(err.contains("10.0.0.0/8 covers 10.192.0.0/12") && err.contains("--default-addr-pool"), "{err}");
     }
 

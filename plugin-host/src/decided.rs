@@ -9,7 +9,7 @@ use crate::plan::Plan;
 /// The format tag of a decisions file (`orch plugin test` writes and reads it).
 pub const FORMAT: &str = "orch.plugin-decisions/v1";
 
-/// Plugin `plugin`'s decisions in `policy_plan` (a plan before allocation: `orch::policy_plan`).
+/// Plugin `plugin`'s decisions in `policy_plan` (a plan before allocation: `orch::Planner::policy`).
 pub fn decided(policy_plan: &Plan, plugin: &str) -> Value {
     let source = format!("plugin:{plugin}");
     let whole = serde_json::to_value(policy_plan).expect("a plan serialises");
@@ -84,12 +84,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("compose.yaml");
         std::fs::write(&file, "services:\n  db.primary:\n    image: postgres\n    ports: ['5432']\n  web:\n    image: nginx\n").unwrap();
-        let req = crate::PlanRequest {
-            compose: orch_compose::LoadOptions { files: vec![file], project_name: Some("dc".into()), ..Default::default() },
-            env_id: Some("t1".into()),
-            ..Default::default()
-        };
-        let mut plan = crate::make_plan(&req, &[], &crate::facts::Facts::default()).unwrap().plan;
+        let mut plan = orch_plan::test_support::resolved(&std::fs::read_to_string(&file).unwrap(), "dc", "t1");
         plan.services.get_mut("db.primary").unwrap().labels.insert("team".into(), "data".into());
         plan.set_by("services.db.primary.labels", "plugin:mine");
         plan.set_by("services.db.primary.ports.5432/tcp", "plugin:mine");

@@ -78,8 +78,18 @@ fn extra_ca() -> Result<Option<Vec<u8>>, PluginError> {
         .map_err(|e| PluginError::Read { path: path.into(), source: std::io::Error::other(e) })
 }
 
+/// Makes ring rustls's crypto provider for this process (once; a provider installed already, by a program embedding
+/// orch, is kept). reqwest is built without a provider of its own.
+fn tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// The OCI client library's client (for pushes).
 fn client(protocol: ClientProtocol) -> Result<Client, PluginError> {
+    tls_provider();
     let mut config =
         ClientConfig { protocol, connect_timeout: Some(CONNECT_TIMEOUT), read_timeout: Some(READ_TIMEOUT.min(registry_timeout())), ..Default::default() };
     if let Some(data) = extra_ca()? {
@@ -90,6 +100,7 @@ fn client(protocol: ClientProtocol) -> Result<Client, PluginError> {
 
 /// A plain HTTP client with the same timeouts and trust (for pulls, whose every answer orch bounds itself).
 fn http_client() -> Result<reqwest::Client, PluginError> {
+    tls_provider();
     let mut b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT.min(registry_timeout()));
     if let Some(data) = extra_ca()? {
         let cert = reqwest::Certificate::from_pem(&data)

@@ -20,6 +20,9 @@ use std::time::Duration;
 use runtime::types::Policy;
 pub use runtime::{API_VERSION, LoadedPlugin, Runtime};
 
+// The plan layer, at the paths this crate names it by.
+use orch_plan::{atomic, facts, plan};
+
 use crate::facts::Facts;
 use crate::plan::{Level, Plan};
 
