@@ -8,7 +8,7 @@
 #   bench/attacks.sh            # prints a table; exits 1 if any row misses the bar
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release -q -p orch -p orch-test-plugins || exit 2
+cargo build --release -q -p orch-cli -p orch-test-plugins || exit 2
 orch=$PWD/target/release/orch
 wasm=$(ls target/wasm-plugins/wasm32-wasip2/plugin/orch_test_plugin_misbehave.wasm 2>/dev/null | head -1)
 [ -f "$wasm" ] || { echo "the misbehave test plugin was not built" >&2; exit 2; }

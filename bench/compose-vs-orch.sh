@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 SRC=${2:-examples/bpo/compose.yaml}
 ORCH=${ORCH:-target/release/orch}
-[ -x "$ORCH" ] || cargo build --release -q -p orch
+[ -x "$ORCH" ] || cargo build --release -q -p orch-cli
 examples/images/build.sh >/dev/null
 
 # docker-compose v1 rejects a top-level `name:`; give both tools the same file without it, next to the original

@@ -25,9 +25,9 @@ binary() { # the test executable cargo builds for $@
   cargo test --release --no-run "$@" 2>&1 | sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -n 1
 }
 compose_bin=$(binary -p orch-compose --test fuzz)
-host_bin=$(binary -p orch --lib)
+cli_bin=$(binary -p orch-cli --bin orch)
 plugin_host_bin=$(binary -p orch-plugin-host --lib)
-[ -x "$compose_bin" ] && [ -x "$host_bin" ] && [ -x "$plugin_host_bin" ] || { echo "could not build the fuzz targets" >&2; exit 2; }
+[ -x "$compose_bin" ] && [ -x "$cli_bin" ] && [ -x "$plugin_host_bin" ] || { echo "could not build the fuzz targets" >&2; exit 2; }
 
 # Every target at once (each is single-threaded): on a machine with fewer cores they share them, so the table
 # gives the CPU minutes each target had as well as its wall minutes.
@@ -52,7 +52,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     compose_import_never_panics|env_files_never_panic|interpolation_never_panics|hostile_project_shapes_end_in_a_model_or_an_error) run_one "$t" "$compose_bin" "$t" & ;;
     lock_digests_name_no_file_outside_the_cache) run_one "$t" "$plugin_host_bin" "source::fuzz::$t" & ;;
-    *) run_one "$t" "$host_bin" "fuzz_tests::$t" & ;;
+    *) run_one "$t" "$cli_bin" "fuzz_tests::$t" & ;;
   esac
 done
 wait
@@ -62,7 +62,7 @@ printf '%-46s %6s %6s  %s\n' target wall cpu result
 for t in "${targets[@]}"; do
   read -r rc ran <"/tmp/orch-fuzz-$t.rc"
   cpu=$(awk 'END { printf "%.0f", ($1 + $2) / 60 }' "/tmp/orch-fuzz-$t.cpu" 2>/dev/null)
-  case "$t" in compose_*|env_*|interpolation_*) dir=compose ;; *) dir=host ;; esac
+  case "$t" in compose_*|env_*|interpolation_*) dir=compose ;; lock_*) dir=plugin-host ;; *) dir=cli ;; esac
   case $rc in
     124 | 152) result="no failure" ;;
     0) result="all cases passed" ;;

@@ -33,12 +33,14 @@ impl Backoff {
 
     /// Runs `op` (given the 0-based try) until it succeeds, fails with an error `retryable` does not accept, or the
     /// tries run out (then the last error is returned).
-    pub async fn run<T, E>(&self, mut op: impl AsyncFnMut(usize) -> Result<T, E>, retryable: impl Fn(&E) -> bool) -> Result<T, E> {
+    pub async fn run<T, E: std::fmt::Display>(&self, mut op: impl AsyncFnMut(usize) -> Result<T, E>, retryable: impl Fn(&E) -> bool) -> Result<T, E> {
         let mut attempt = 0;
         loop {
             match op(attempt).await {
                 Err(e) if self.again(attempt) && retryable(&e) => {
-                    tokio::time::sleep(self.delay(attempt)).await;
+                    let wait = self.delay(attempt);
+                    tracing::debug!(try_ = attempt + 1, of = self.attempts, ?wait, "{e}: trying again");
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 result => return result,

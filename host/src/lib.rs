@@ -25,6 +25,7 @@ pub use orch_engine::{self as engine, retry};
 pub use orch_plugin_host as plugins;
 
 pub mod admission;
+pub mod authoring;
 pub mod bench;
 pub mod clock;
 pub mod config;
@@ -32,14 +33,11 @@ pub mod context;
 pub mod dockerfile;
 pub mod doctor;
 pub mod error;
-#[cfg(test)]
-mod fuzz_tests;
 pub mod lifecycle;
 pub mod marker;
 pub mod owner;
 pub mod planner;
 pub mod reaper;
-pub mod render;
 pub mod session;
 pub mod state;
 pub mod tiers;
@@ -104,37 +102,67 @@ mod architecture_tests {
     }
 
     /// The workspace crates of orch's layers, bottom up: a crate may depend on those before it only.
-    const LAYERS: [(&str, &str); 5] =
-        [("compose", "orch-compose"), ("plan", "orch-plan"), ("engine", "orch-engine"), ("plugin-host", "orch-plugin-host"), ("host", "orch")];
+    const LAYERS: [(&str, &str); 6] = [
+        ("compose", "orch-compose"),
+        ("plan", "orch-plan"),
+        ("engine", "orch-engine"),
+        ("plugin-host", "orch-plugin-host"),
+        ("host", "orch"),
+        ("cli", "orch-cli"),
+    ];
 
-    /// The module graph of the crate in folder `krate` of the workspace.
-    fn graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
+    /// The Rust files under `krate/src`, with their text up to the first `#[cfg(test)]` (their tests aside).
+    fn sources(krate: &str) -> Vec<(std::path::PathBuf, String)> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(krate).join("src");
-        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut stack = vec![src.clone()];
+        let mut out = vec![];
+        let mut stack = vec![src];
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                    continue;
+                } else if p.extension().and_then(|x| x.to_str()) == Some("rs") && !p.ends_with("fuzz_tests.rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_string();
+                    out.push((p, code));
                 }
-                if p.extension().and_then(|x| x.to_str()) != Some("rs") {
-                    continue;
-                }
-                let rel = p.strip_prefix(&src).unwrap();
-                let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
-                if ["main", "lib", "fuzz_tests", "cli"].contains(&top.as_str()) {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&p).unwrap();
-                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                graph.entry(top.clone()).or_default().extend(uses(code).into_iter().filter(|m| *m != top));
             }
+        }
+        out
+    }
+
+    /// The module graph of the crate in folder `krate` of the workspace.
+    fn graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(krate).join("src");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (p, code) in sources(krate) {
+            let rel = p.strip_prefix(&src).unwrap();
+            let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+            if ["main", "lib"].contains(&top.as_str()) {
+                continue;
+            }
+            graph.entry(top.clone()).or_default().extend(uses(&code).into_iter().filter(|m| *m != top));
         }
         let known: BTreeSet<String> = graph.keys().cloned().collect();
         graph.values_mut().for_each(|deps| deps.retain(|d| known.contains(d)));
         graph
+    }
+
+    /// Only the command line prints: the library and the layers below it report through return values, progress
+    /// callbacks and `tracing` events, so any front end (the CLI, a Rust test, Python) decides what is shown.
+    #[test]
+    fn only_the_command_line_prints() {
+        let mut files = 0;
+        for (krate, _) in LAYERS.iter().filter(|(k, _)| *k != "cli") {
+            for (path, code) in sources(krate) {
+                files += 1;
+                let code: String = code.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+                for word in ["print!(", "println!(", "eprint!(", "eprintln!(", "dbg!(", "indicatif::"] {
+                    assert!(!code.contains(word), "{} uses {word}: report a progress event or a tracing event instead", path.display());
+                }
+            }
+        }
+        assert!(files > 40, "the sources were read: {files} files");
     }
 
     /// A path of modules from `from` back to itself, if there is one.

@@ -317,11 +317,14 @@ impl Project {
         if opts.join_networks || self.config.as_ref().is_some_and(|c| c.join_networks) {
             crate::tiers::join(engine, self.name(), &mut policy).await?;
         }
+        let (project, env) = (identity.project.as_str(), identity.env_id.as_str());
+        tracing::info!(project, env, services = policy.services.len(), "planned");
 
         // Admit: the plan's memory and the environment cap, waiting for room unless told not to.
         let max_envs = if opts.max_envs > 0 { opts.max_envs } else { self.config.as_ref().and_then(|c| c.max_envs).unwrap_or(0) };
         let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
         let _ticket = crate::admission::admit(engine, &self.state, &policy, &admission, &|m| progress(Progress::Queued { why: m.to_string() })).await?;
+        tracing::info!(project, env, "admitted");
         if let Some(exe) = &opts.watcher {
             let owner = opts.owner.clone().unwrap_or_else(crate::owner::Owner::current);
             spawn_watcher(exe, &owner, &self.state, &engine.watcher_args())?;
@@ -332,6 +335,7 @@ impl Project {
         // The engine knows the environment now (or it is gone): the reservation has done its job.
         self.release_reservation(&identity.env_id).await;
         let (plan, report) = result?;
+        tracing::info!(project, env, "up");
         Ok(Environment {
             engine: engine.clone(),
             project: plan.identity.project.clone(),
@@ -381,6 +385,7 @@ impl Project {
             if !backoff.again(attempt) {
                 return Err(planner.subnets_kept_taken(what, subnet));
             }
+            tracing::debug!(project = %plan.identity.project, env = %plan.identity.env_id, what, subnet, try_ = attempt + 1, "the engine refused a carved subnet: {message}");
             progress(Progress::Warning { message: format!("{what}: the engine refused subnet {subnet} ({message}); carving again") });
             refused.extend(subnet.parse::<Ipv4Net>().ok());
             tokio::time::sleep(backoff.delay(attempt)).await;
@@ -839,7 +844,7 @@ impl<E: Reconnect> Drop for Environment<E> {
                 });
                 if let Err(e) = result {
                     // The reaper removes it later (its owner is this process); say so rather than fail silently.
-                    eprintln!("orch: could not remove environment {env} of {project} on drop: {e}; `orch gc` will");
+                    tracing::warn!(env, project, error = %e, "could not remove environment {env} of {project} on drop: {e}; `orch gc` will");
                 }
             });
         });

@@ -162,7 +162,7 @@ impl StateDir {
                         return Err(StateError::EnvLocked { env: env.into(), holder, waited: started.elapsed() });
                     }
                     if !said {
-                        eprintln!("waiting for environment {env}: in use by {holder}");
+                        tracing::warn!(env, %holder, "waiting for environment {env}: in use by {holder}");
                         said = true;
                     }
                     std::thread::sleep(Duration::from_millis(100));

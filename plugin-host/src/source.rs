@@ -181,8 +181,8 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.arg("build").arg("--manifest-path").arg(&manifest).args(["--release", "--target", TARGET, "--message-format=json-render-diagnostics"]);
-    // Without a terminal the spinner below shows nothing: then cargo's own lines say what is compiled (a CI log
-    // would otherwise be silent for the minute or two of a first build).
+    // On a terminal the front end shows the progress events below (a spinner); without one, cargo's own lines say
+    // what is compiled (a CI log would otherwise be silent for the minute or two of a first build).
     let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if !verbose && on_terminal {
         cmd.arg("--quiet");
@@ -199,13 +199,8 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
     // A first build compiles the SDK's dependencies (about a minute on 2 cores): say so, and show what it compiles.
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
-    if !on_terminal {
-        eprintln!("building plugin {name} for {TARGET} (a first build compiles the SDK's dependencies: a minute or two)");
-    }
-    let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("a valid template"));
-    progress.set_message(format!("building plugin {name} for {TARGET}"));
-    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    // Progress is reported as events (target `orch::plugin_build`): the front end shows them (a spinner, a line).
+    tracing::info!(target: "orch::plugin_build", plugin = %name, "building plugin {name} for {TARGET} (a first build compiles the SDK's dependencies: a minute or two)");
     // The artifact path from cargo's own messages: robust to target-dir settings and package names.
     let mut wasm = None;
     let mut compiled = 0;
@@ -218,13 +213,14 @@ pub fn build_crate(dir: &Path, verbose: bool) -> Result<PathBuf, PluginError> {
             continue;
         }
         compiled += 1;
-        progress.set_message(format!("building plugin {name} for {TARGET}: {compiled} crates, last {}", msg["target"]["name"].as_str().unwrap_or("?")));
+        let last = msg["target"]["name"].as_str().unwrap_or("?");
+        tracing::debug!(target: "orch::plugin_build", plugin = %name, compiled, last, "building plugin {name} for {TARGET}: {compiled} crates, last {last}");
         if msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib")) {
             wasm = msg["filenames"].as_array().and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from));
         }
     }
     let status = child.wait().map_err(|e| fail(format!("waiting for {cargo}: {e}")))?;
-    progress.finish_and_clear();
+    tracing::debug!(target: "orch::plugin_build", plugin = %name, done = true, success = status.success(), "built plugin {name}");
     if !status.success() {
         return Err(fail("cargo build failed (its errors are above)".into()));
     }

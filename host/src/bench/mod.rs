@@ -8,7 +8,6 @@
 //! Every environment belongs to this process ([`Lifetime::Process`]) and is removed by it; the [`Tracker`] knows every
 //! environment planned so far, so a front end that is interrupted removes them all ([`remove_tracked`]).
 
-pub mod render;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,5 @@
 //! Plugin overhead benchmark (not a test): cold compile vs cached load, per-call latency, and what plugins add to
-//! one `orch plan` process on the BPO example. Run: `cargo bench -p orch --bench plugins`.
+//! one `orch plan` process on the BPO example. Run: `cargo bench -p orch-cli --bench plugins`.
 
 use std::path::Path;
 use std::process::Command;

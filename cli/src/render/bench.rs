@@ -1,6 +1,6 @@
 //! A bench report for people: a terminal table, or markdown a team pastes into a pull request.
 
-use super::report::{Report, Stats, seconds, size};
+use orch::bench::report::{Report, Stats, seconds, size};
 
 fn secs(s: &Option<Stats>) -> String {
     s.map(|s| if s.n > 1 { format!("{} ({}–{})", seconds(s.median), seconds(s.min), seconds(s.max)) } else { seconds(s.median) }).unwrap_or_else(|| "-".into())
@@ -116,7 +116,7 @@ pub fn table(r: &Report) -> String {
     let mut out = format!("{}\n", headline(r));
     for s in sections(r) {
         out.push_str(&format!("\n{}\n", s.title));
-        out.push_str(&crate::render::table(&s.headers, &s.rows));
+        out.push_str(&super::table(&s.headers, &s.rows));
     }
     out
 }

@@ -47,7 +47,7 @@ pub fn doctor(dirs: &Dirs, pools: Vec<ipnet::Ipv4Net>, format: Format) -> Result
                 rows
             })
             .collect();
-        print!("{}", orch::render::table(&["STATUS", "CHECK", "DETAIL"], &rows));
+        print!("{}", crate::render::table(&["STATUS", "CHECK", "DETAIL"], &rows));
     }
     match checks.iter().filter(|c| c.status == orch::doctor::Status::Fail).count() {
         0 => Ok(()),

@@ -72,7 +72,7 @@ pub fn status(select: &Select, format: Format, probe: bool) -> Result<(), Error>
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
     } else {
-        print!("{}", orch::render::status(&list));
+        print!("{}", crate::render::status(&list));
     }
     Ok(())
 }

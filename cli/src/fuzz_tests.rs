@@ -1,4 +1,4 @@
-//! Property tests over hostile input on the host side: plugin settings, `orch.toml`, `orch.lock`, and the host's
+//! Property tests over hostile input on the host side, through the front end that renders it: plugin settings, `orch.toml`, `orch.lock`, and the host's
 //! handling of what plugins answer (convert → resolve → validate → export and render), fed with real answers whose values are
 //! mutated at random. Any outcome but a panic (or a hang, which `bench/fuzz.sh` detects) is fine. proptest keeps
 //! failing inputs under `proptest-regressions/` as regression cases.
@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::facts::Facts;
-use crate::plan::{EnvKind, Identity, Plan};
-use crate::plugins::convert;
-use crate::plugins::runtime::wit::exports::orch::policy as ex;
+use orch::facts::Facts;
+use orch::plan::{EnvKind, Identity, Plan};
+use orch::plugins::convert;
+use orch::plugins::runtime::wit::exports::orch::policy as ex;
 
 fn config() -> ProptestConfig {
     ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48), ..ProptestConfig::default() }
@@ -30,7 +30,7 @@ fn base_plan() -> Plan {
     .unwrap();
     let loaded = orch_compose::load(&orch_compose::LoadOptions { files: vec![file], ..Default::default() }).unwrap();
     let id = Identity { project: loaded.project.name.clone(), env_id: "fuzz".into(), env_kind: EnvKind::Test };
-    crate::plan::draft(&loaded.project, &id, &loaded.variables)
+    orch::plan::draft(&loaded.project, &id, &loaded.variables)
 }
 
 /// A value of the same kind as `v`, at random: hostile strings (CIDRs, huge numbers, unicode) and edge numbers.
@@ -94,7 +94,7 @@ fn mutate(v: &mut Value, choices: &mut impl Iterator<Item = u32>) {
 fn exercise<T: serde::Serialize + serde::de::DeserializeOwned>(
     seed: &T,
     choices: Vec<u32>,
-    apply: impl Fn(&mut Plan, &T) -> Result<(), crate::plugins::PluginError>,
+    apply: impl Fn(&mut Plan, &T) -> Result<(), orch::plugins::PluginError>,
 ) {
     let mut value = serde_json::to_value(seed).unwrap();
     mutate(&mut value, &mut choices.into_iter().cycle());
@@ -104,9 +104,9 @@ fn exercise<T: serde::Serialize + serde::de::DeserializeOwned>(
         return;
     }
     let facts = Facts { taken_subnets: ["10.192.0.0/24".parse().unwrap()].into(), taken_host_ports: [9000].into(), ..Facts::default() };
-    if crate::resolve::resolve(&mut plan, &facts, &["10.192.0.0/16".parse().unwrap()]).is_ok() {
-        crate::validate::validate(&mut plan, &facts);
-        let _ = crate::export::to_compose(&plan);
+    if orch::resolve::resolve(&mut plan, &facts, &["10.192.0.0/16".parse().unwrap()]).is_ok() {
+        orch::validate::validate(&mut plan, &facts);
+        let _ = orch::export::to_compose(&plan);
         let _ = serde_json::to_string(&plan);
     }
     // Rendered whatever happened: a plan that failed to resolve is still shown (with its diagnostics) to the user.
@@ -116,7 +116,7 @@ fn exercise<T: serde::Serialize + serde::de::DeserializeOwned>(
 }
 
 fn network_answer() -> ex::networks::NetworkPlan {
-    use crate::plugins::runtime::types::{ServiceNetwork, SubnetRequest};
+    use orch::plugins::runtime::types::{ServiceNetwork, SubnetRequest};
     ex::networks::NetworkPlan {
         networks: vec![
             ex::networks::NetworkIntent {
@@ -147,7 +147,7 @@ fn network_answer() -> ex::networks::NetworkPlan {
 }
 
 fn port_answer() -> ex::ports::PortPlan {
-    use crate::plugins::runtime::types::{PortRange, PortStrategy};
+    use orch::plugins::runtime::types::{PortRange, PortStrategy};
     ex::ports::PortPlan {
         ports: vec![
             ex::ports::PortIntent {
@@ -193,7 +193,7 @@ proptest! {
 
     #[test]
     fn plugin_settings_never_panic(flags in prop::collection::vec("[a-z.\\-]{0,12}=?\\PC{0,20}", 0..6)) {
-        let _ = crate::plugins::parse_settings(BTreeMap::new(), &flags);
+        let _ = orch::plugins::parse_settings(BTreeMap::new(), &flags);
     }
 
     #[test]
@@ -201,13 +201,13 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("orch.toml"), &text).unwrap();
         std::fs::write(dir.path().join("compose.yaml"), "services: {a: {image: a}}\n").unwrap();
-        let _ = crate::config::ProjectConfig::find(None, dir.path());
+        let _ = orch::config::ProjectConfig::find(None, dir.path());
     }
 
     #[test]
     fn orch_lock_never_panics(text in "(version = [0-9]{1,3}\n|\\[\\[plugin\\]\\]\n|[a-z]{1,10} = \"\\PC{0,20}\"\n|\\PC{0,20}\n){0,10}") {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("orch.lock"), &text).unwrap();
-        let _ = crate::plugins::lock::Lock::load(dir.path());
+        let _ = orch::plugins::lock::Lock::load(dir.path());
     }
 }

@@ -10,7 +10,7 @@ use super::{Dirs, engine, open, tokio};
 fn print(report: &Report, format: Output) {
     match format {
         Output::Json => println!("{}", serde_json::to_string_pretty(report).expect("a report serialises")),
-        Output::Text => print!("{}", orch::render::tiers(report)),
+        Output::Text => print!("{}", crate::render::tiers(report)),
     }
 }
 

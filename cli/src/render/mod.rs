@@ -1,10 +1,12 @@
 //! Text rendering for people: tables of plans, plugins and service status. Every cell is bounded, so no value (a
 //! plugin's diagnostic, a 70k-character image name) can panic or flood a terminal; JSON output stays whole.
 
-use crate::plan::{Level, Plan, PortStrategy, WaitStrategy};
-use crate::plugins::LoadedPlugin;
-use crate::plugins::runtime::policy_interface;
-use crate::plugins::runtime::types::Policy;
+use orch::plan::{Level, Plan, PortStrategy, WaitStrategy};
+use orch::plugins::LoadedPlugin;
+use orch::plugins::runtime::policy_interface;
+use orch::plugins::runtime::types::Policy;
+
+pub mod bench;
 
 /// Longest cell a table shows; longer values (a plugin's diagnostic, a 70k-character image name) are cut with `…`
 /// and stay whole in `--format json`.
@@ -158,7 +160,7 @@ pub fn inspect(p: &LoadedPlugin, json: bool) -> String {
     out
 }
 
-pub fn status(list: &[crate::lifecycle::ServiceStatus]) -> String {
+pub fn status(list: &[orch::lifecycle::ServiceStatus]) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let rows: Vec<Vec<String>> = list
         .iter()
@@ -185,7 +187,7 @@ pub fn status(list: &[crate::lifecycle::ServiceStatus]) -> String {
 }
 
 /// `orch network` for people: one row per tier network.
-pub fn tiers(report: &crate::tiers::Report) -> String {
+pub fn tiers(report: &orch::tiers::Report) -> String {
     if report.networks.is_empty() {
         return format!("project {} has no tier networks and its plan defines none\n", report.project);
     }

@@ -123,8 +123,8 @@ pub fn run(dirs: &Dirs, input: &PlanInput, args: BenchArgs) -> Result<(), Error>
     view.finish();
     let report = report?;
     let text = match args.format {
-        BenchFormat::Table => bench::render::table(&report),
-        BenchFormat::Markdown => bench::render::markdown(&report),
+        BenchFormat::Table => crate::render::bench::table(&report),
+        BenchFormat::Markdown => crate::render::bench::markdown(&report),
         BenchFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report).expect("a report serialises")),
     };
     print!("{text}");

@@ -1,4 +1,4 @@
-//! The command line: parse ([`args`]), call the library (mostly [`orch::session`]), render, and map errors to the
+//! `orch`, the command line: parse ([`args`]), call the library (mostly [`orch::session`]), render, and map errors to the
 //! documented exit codes. One module per group of commands: [`up`] (`up`, `run`), [`env`] (commands on a running
 //! environment), [`admin`] (`gc`, `doctor`, the watcher), [`plugin`], [`network`] (tier networks), [`bench`];
 //! [`progress`] shows `up` as it works.
@@ -7,9 +7,13 @@ mod admin;
 mod args;
 mod bench;
 mod env;
+#[cfg(test)]
+mod fuzz_tests;
+mod log;
 mod network;
 mod plugin;
 mod progress;
+mod render;
 mod up;
 
 use std::collections::BTreeMap;
@@ -21,10 +25,14 @@ use orch::engine::{AnyEngine, EngineKind};
 use orch::error::exit;
 use orch::facts::Facts;
 use orch::plugins::{self, PluginRef};
-use orch::render;
 use orch::session::{Project, runtime};
 
-pub fn run() -> u8 {
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(run())
+}
+
+fn run() -> u8 {
+    log::init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -36,7 +44,7 @@ pub fn run() -> u8 {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("error: {e}");
-            if std::env::var_os("ORCH_LOG").is_some()
+            if log::debug()
                 && let Some(details) = e.details()
             {
                 eprintln!("{details}");
