@@ -17,10 +17,10 @@ pub fn gc(dirs: &Dirs, dry_run: bool, older_than: Option<Duration>, all: bool, p
         let state = orch::state::StateDir::resolve(dirs.state_dir.clone())?;
         state.allocations(Duration::from_secs(30))?.save()?;
     }
-    if reaped.is_empty() {
+    if reaped.reaped.is_empty() && reaped.failed.is_empty() {
         eprintln!("no orphaned environments");
     }
-    for r in reaped {
+    for r in reaped.reaped {
         match r.removed {
             None => println!("would remove {} ({}): {}", r.env, r.project, r.reason),
             Some(rm) => {
@@ -28,7 +28,13 @@ pub fn gc(dirs: &Dirs, dry_run: bool, older_than: Option<Duration>, all: bool, p
             }
         }
     }
-    Ok(())
+    // Everything else was reaped; the first failure is the command's error (its exit code and message).
+    let mut first = None;
+    for (r, e) in reaped.failed {
+        eprintln!("could not remove {} ({}): {e}", r.env, r.project);
+        first.get_or_insert(e);
+    }
+    first.map_or(Ok(()), |e| Err(Error::from(e)))
 }
 
 pub fn doctor(dirs: &Dirs, pools: Vec<ipnet::Ipv4Net>, format: Format) -> Result<(), Error> {

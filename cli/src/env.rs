@@ -36,21 +36,38 @@ pub fn down(select: &Select, all_mine: bool, volumes: bool) -> Result<(), Error>
     let engine = engine(&rt, None)?;
     // Orphans left by killed runs go too, without waiting for `orch gc`.
     if let Ok(reaped) = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { mine_only: true, ..Default::default() })) {
-        for r in reaped {
+        for r in reaped.reaped {
             eprintln!("reaped orphaned environment {} ({}): {}", r.env, r.project, r.reason);
+        }
+        for (r, e) in reaped.failed {
+            eprintln!("warning: could not reap orphaned environment {} ({}): {e}", r.env, r.project);
         }
     }
     let selectors = if all_mine { rt.block_on(environments_of_this_user(&engine))? } else { vec![scoped_selector(&rt, &engine, select)?] };
+    // With --all-mine, one environment the engine will not remove does not keep the others: the first failure is
+    // the command's error once every one was tried.
+    let mut first_error = None;
     for s in selectors {
         let started = Instant::now();
-        // A named environment is removed by its labels: removing one that is gone already is success.
-        let (project, id, removed) = match &s.env {
-            Some(env) => (s.project.clone().unwrap_or_default(), env.clone(), rt.block_on(orch::lifecycle::down(&engine, &status_filter(&s), volumes))?),
-            None => {
-                let env = rt.block_on(Environment::attach(&engine, &s))?;
-                let (project, id) = (env.project().to_string(), env.id().to_string());
-                (project, id, if volumes { rt.block_on(env.down())? } else { rt.block_on(env.down_keeping_volumes())? })
+        let down_one = || -> Result<(String, String, orch::lifecycle::Removed), Error> {
+            // A named environment is removed by its labels: removing one that is gone already is success.
+            Ok(match &s.env {
+                Some(env) => (s.project.clone().unwrap_or_default(), env.clone(), rt.block_on(orch::lifecycle::down(&engine, &status_filter(&s), volumes))?),
+                None => {
+                    let env = rt.block_on(Environment::attach(&engine, &s))?;
+                    let (project, id) = (env.project().to_string(), env.id().to_string());
+                    (project, id, if volumes { rt.block_on(env.down())? } else { rt.block_on(env.down_keeping_volumes())? })
+                }
+            })
+        };
+        let (project, id, removed) = match down_one() {
+            Ok(done) => done,
+            Err(e) if all_mine => {
+                eprintln!("could not remove {}: {e}", s.env.as_deref().unwrap_or("an environment"));
+                first_error.get_or_insert(e);
+                continue;
             }
+            Err(e) => return Err(e),
         };
         let project = if project.is_empty() { String::new() } else { format!(" ({project})") };
         eprintln!(
@@ -61,7 +78,7 @@ pub fn down(select: &Select, all_mine: bool, volumes: bool) -> Result<(), Error>
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// `ps` shows the engine's view; `health` also runs a starting container's healthcheck to report what holds now.

@@ -52,6 +52,8 @@ struct State {
     journal: Vec<String>,
     starting: usize,
     max_starting: usize,
+    /// Networks the engine will not remove, as Docker 20.10 refuses a network it keeps a stale endpoint of.
+    stuck_networks: BTreeSet<String>,
 }
 
 /// The fake engine. Cheap to create; every test gets its own. Clones share the same engine state.
@@ -88,6 +90,12 @@ impl FakeEngine {
     /// What `service`'s container does once started (default: [`Behaviour::Run`]).
     pub fn behave(&self, service: &str, behaviour: Behaviour) {
         self.state().behaviours.insert(service.into(), behaviour);
+    }
+
+    /// Makes network `name` one the engine refuses to remove (403, "has active endpoints", with no container on it):
+    /// what a daemon that lost track of an endpoint answers until it restarts.
+    pub fn stick_network(&self, name: &str) {
+        self.state().stuck_networks.insert(name.to_string());
     }
 
     /// Marks a host port as bound by a process outside orch: a container publishing it fails to start.
@@ -297,6 +305,10 @@ impl Engine for FakeEngine {
             Err(EngineError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if st.stuck_networks.contains(&st.networks[&id].name) {
+            let message = format!("error while removing network: network {} id {id} has active endpoints", st.networks[&id].name);
+            return Err(EngineError::Api { what: format!("network {id}"), status: 403, message });
+        }
         let spec = st.networks.remove(&id).expect("found");
         // As Docker's removal does here: stragglers are disconnected first.
         for c in st.containers.values_mut() {

@@ -18,7 +18,7 @@
 pub struct ReadmeDoctests;
 
 // The plan layer (crate orch-plan), at the paths the rest of orch names it by.
-pub use orch_plan::{atomic, export, facts, labels, plan, resolve, validate};
+pub use orch_plan::{atomic, export, facts, labels, plan, procfs, resolve, validate};
 // The engine layer (crate orch-engine) and its retry policy.
 pub use orch_engine::{self as engine, retry};
 // The plugin host (crate orch-plugin-host).

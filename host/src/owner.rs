@@ -1,17 +1,7 @@
 //! The process that owns an environment, as recorded in its `orch.owner` label, and whether it still lives. The
 //! reaper removes an incomplete environment only when its owner is proven dead.
 
-fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-/// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot.
-fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+use crate::procfs;
 
 /// The process that owns an environment: `pid:start-time@host:boot-id`. An owner whose pid is gone, whose pid was
 /// reused (different start time) or whose machine rebooted (different boot id) is dead.
@@ -26,17 +16,12 @@ pub struct Owner {
 impl Owner {
     pub fn current() -> Owner {
         let pid = std::process::id();
-        Owner {
-            pid,
-            start_time: process_start_time(pid).unwrap_or(0),
-            host: read_trim("/proc/sys/kernel/hostname"),
-            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
-        }
+        Owner { pid, start_time: procfs::start_time(pid).unwrap_or(0), host: procfs::hostname(), boot_id: procfs::boot_id() }
     }
 
     /// Another process of this machine (e.g. the test runner an environment is made for), if it exists.
     pub fn of_pid(pid: u32) -> Option<Owner> {
-        let start_time = process_start_time(pid)?;
+        let start_time = procfs::start_time(pid)?;
         Some(Owner { pid, start_time, ..Owner::current() })
     }
 
@@ -67,7 +52,7 @@ impl Owner {
         if self.boot_id != here.boot_id {
             return false;
         }
-        process_start_time(self.pid) == Some(self.start_time)
+        procfs::start_time(self.pid) == Some(self.start_time)
     }
 }
 

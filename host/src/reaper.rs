@@ -92,7 +92,16 @@ pub async fn remove<E: Engine>(engine: &E, project: &str, env: &str) -> Result<l
     lifecycle::down(engine, &labels::env_filter(Some(project), env), true).await
 }
 
-/// What `gc` (or opportunistic reaping) found and did.
+/// What `gc` did: the environments it removed (or, dry, would remove), and those it could not remove with why. One
+/// environment the engine will not remove (a network it says still has endpoints, a daemon bug a restart clears)
+/// does not keep the others from being reaped.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub reaped: Vec<Reaped>,
+    pub failed: Vec<(Reaped, EngineError)>,
+}
+
+/// What `gc` (or opportunistic reaping) found and did with one environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reaped {
     pub project: String,
@@ -116,9 +125,9 @@ pub struct GcOptions {
 }
 
 /// Finds orphans (and with `all`, kept environments) and removes them unless `dry_run`.
-pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<Vec<Reaped>, EngineError> {
+pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<GcReport, EngineError> {
     let now = now();
-    let mut out = vec![];
+    let mut out = GcReport::default();
     for e in environments(engine).await? {
         if opts.project.as_ref().is_some_and(|p| *p != e.project) || (opts.mine_only && e.uid != Some(labels::my_uid())) {
             continue;
@@ -133,8 +142,21 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<Vec<Reaped>, 
             Verdict::Kept if opts.all => "kept environment (--all)".into(),
             _ => continue,
         };
-        let removed = if opts.dry_run { None } else { Some(remove(engine, &e.project, &e.env).await?) };
-        out.push(Reaped { project: e.project, env: e.env, reason, removed });
+        let mut reaped = Reaped { project: e.project, env: e.env, reason, removed: None };
+        if opts.dry_run {
+            out.reaped.push(reaped);
+            continue;
+        }
+        match remove(engine, &reaped.project, &reaped.env).await {
+            Ok(removed) => {
+                reaped.removed = Some(removed);
+                out.reaped.push(reaped);
+            }
+            Err(e) => {
+                tracing::warn!(project = %reaped.project, env = %reaped.env, error = %e, "could not reap an orphaned environment");
+                out.failed.push((reaped, e));
+            }
+        }
     }
     Ok(out)
 }
@@ -208,6 +230,34 @@ mod tests {
         let removed = watch(&engine, &dead).await.unwrap();
         assert_eq!(removed.containers, 2);
         assert_eq!(engine.container_names(), vec!["w-kept-app".to_string(), "w-other-app".to_string()]);
+    }
+
+    /// An environment the engine will not remove does not keep gc from the others, and it is reported with why.
+    #[tokio::test]
+    async fn gc_reaps_every_orphan_it_can_and_reports_the_one_it_cannot() {
+        use crate::engine::fake::FakeEngine;
+        let me = Owner::current();
+        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
+        let engine = FakeEngine::new();
+        for env in ["a", "b", "c"] {
+            let l = BTreeMap::from([
+                (labels::ENV.to_string(), env.to_string()),
+                (labels::PROJECT.to_string(), "g".to_string()),
+                (labels::OWNER.to_string(), dead.label()),
+            ]);
+            engine.plant_container(&format!("g-{env}-app"), l.clone());
+            engine.plant_network(&format!("g__{env}__default"), l);
+        }
+        // The first in order is stuck.
+        engine.stick_network("g__a__default");
+        let report = gc(&engine, &GcOptions::default()).await.unwrap();
+        assert_eq!(report.reaped.iter().map(|r| r.env.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(report.failed.len(), 1);
+        let (stuck, error) = &report.failed[0];
+        assert_eq!(stuck.env, "a");
+        assert!(matches!(error, EngineError::Api { status: 403, .. }), "{error}");
+        assert_eq!(engine.network_names(), ["g__a__default"]);
+        assert!(engine.container_names().is_empty(), "the stuck environment's container went, its network stays");
     }
 
     #[test]

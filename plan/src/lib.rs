@@ -3,7 +3,7 @@
 //! [`plan`] (the plan, drafted from a compose model), [`labels`] (the labels orch's resources carry), [`facts`]
 //! (what the host already holds: subnets, routes, listening ports), [`resolve`] (subnets and host ports allocated
 //! against the facts), [`validate`] (the checks a plan passes before it is applied), [`export`] (a plan as a compose
-//! file) and [`atomic`] (replacing orch's own files atomically). It knows nothing of engines, plugins or sessions:
+//! file), [`procfs`] (what orch reads from `/proc`) and [`atomic`] (replacing orch's own files atomically). It knows nothing of engines, plugins or sessions:
 //! every crate above it (the engine, the plugin host, the library) depends on it, never the other way round.
 
 pub mod atomic;
@@ -11,6 +11,7 @@ pub mod export;
 pub mod facts;
 pub mod labels;
 pub mod plan;
+pub mod procfs;
 pub mod resolve;
 pub mod validate;
 

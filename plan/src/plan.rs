@@ -324,6 +324,9 @@ impl Plan {
     }
 }
 
+/// Who set a field the compose file gave.
+const COMPOSE: &str = "compose";
+
 /// The draft plan: the compose model, normalised, with orch's names and default wait strategies.
 pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String, String>) -> Plan {
     let mut plan = Plan {
@@ -336,43 +339,8 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         diagnostics: vec![],
         provenance: BTreeMap::new(),
     };
-    const COMPOSE: &str = "compose";
     for (name, n) in &project.networks {
-        let ipam = n.ipam.first();
-        let subnet_request = ipam.and_then(|c| c.subnet.clone()).map(SubnetRequest::Fixed);
-        let docker_name = if n.external { n.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
-        if !n.external && n.name.is_some() {
-            plan.diagnose(
-                Level::Info,
-                "compose.network-name-ignored",
-                format!(
-                    "network {name} asks for the fixed name {:?}; orch names it {docker_name} so environments do not collide",
-                    n.name.as_deref().unwrap_or_default()
-                ),
-                Some(format!("networks.{name}.name")),
-                "orch",
-            );
-        }
-        let labels = user_labels(&mut plan, &format!("networks.{name}"), &n.labels);
-        plan.networks.insert(
-            name.clone(),
-            NetworkPlan {
-                docker_name,
-                external: n.external,
-                internal: n.internal,
-                driver: n.driver.clone().unwrap_or_else(|| "bridge".into()),
-                subnet_request,
-                subnet: None,
-                gateway: ipam.and_then(|c| c.gateway.clone()),
-                ip_range: ipam.and_then(|c| c.ip_range.clone()),
-                driver_opts: n.driver_opts.clone(),
-                labels,
-            },
-        );
-        plan.set_by(format!("networks.{name}"), COMPOSE);
-        if ipam.is_some_and(|c| c.subnet.is_some()) {
-            plan.set_by(format!("networks.{name}.subnet"), COMPOSE);
-        }
+        draft_network(&mut plan, identity, name, n);
     }
     for (name, v) in &project.volumes {
         let docker_name = if v.external { v.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
@@ -389,103 +357,157 @@ pub fn draft(project: &Project, identity: &Identity, variables: &BTreeMap<String
         .map(|(n, _)| n)
         .collect();
     for (name, s) in &project.services {
-        let environment = s.environment.iter().filter_map(|(k, v)| v.clone().or_else(|| variables.get(k).cloned()).map(|v| (k.clone(), v))).collect();
-        let ports = s
-            .ports
-            .iter()
-            .map(|p| PortPlan {
-                container_port: p.target,
-                protocol: p.protocol.clone(),
-                host_ip: p.host_ip.clone(),
-                strategy: match p.published {
-                    Some(Published::Port(port)) => PortStrategy::Fixed { port },
-                    Some(Published::Range(start, end)) => PortStrategy::Range { start, end },
-                    None => PortStrategy::Ephemeral,
-                },
-                host_port: None,
-            })
-            .collect::<Vec<_>>();
-        let has_health = s.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
-        let wait = if one_shots.contains(&name) {
-            vec![WaitStrategy::ExitZero]
-        } else if has_health {
-            vec![WaitStrategy::Healthcheck]
-        } else {
-            vec![WaitStrategy::Running]
-        };
-        let networks = s.networks.iter().map(|(n, a)| (n.clone(), Attachment { aliases: a.aliases.clone(), ipv4_address: a.ipv4_address.clone() })).collect();
-        if s.container_name.is_some() {
-            plan.diagnose(
-                Level::Info,
-                "compose.container-name-alias",
-                format!(
-                    "service {name} asks for the fixed container name {:?}; orch names the container {} and keeps the old name as a network alias",
-                    s.container_name.as_deref().unwrap_or_default(),
-                    identity.resource_name(name)
-                ),
-                Some(format!("services.{name}.container_name")),
-                "orch",
-            );
-        }
-        let labels = user_labels(&mut plan, &format!("services.{name}"), &s.labels);
-        let mut build = s.build.clone();
-        if let Some(b) = &mut build {
-            b.labels = user_labels(&mut plan, &format!("services.{name}.build"), &b.labels);
-        }
-        let service = ServicePlan {
-            container_name: identity.resource_name(name),
-            image: s.image.clone(),
-            build,
-            command: s.command.clone(),
-            entrypoint: s.entrypoint.clone(),
-            environment,
-            ports,
-            networks,
-            healthcheck: s.healthcheck.clone(),
-            wait,
-            depends_on: s.depends_on.iter().map(|(n, d)| (n.clone(), d.condition)).collect(),
-            resources: s.resources.clone(),
-            tmpfs: s.tmpfs.clone(),
-            volumes: s.volumes.clone(),
-            labels,
-            restart: s.restart.clone(),
-            requested_container_name: s.container_name.clone(),
-            hostname: s.hostname.clone(),
-            user: s.user.clone(),
-            working_dir: s.working_dir.clone(),
-            logging: s.logging.clone(),
-            stop_grace_period_ms: s.stop_grace_period_ms,
-            expose: s.expose.clone(),
-            network_mode: network_mode(&mut plan, project, name, s),
-            volumes_from: s.volumes_from.clone(),
-            links: s.links.clone(),
-            files: files(&mut plan, project, name, s, variables),
-            pull_policy: s.pull_policy.clone(),
-            profiles: s.profiles.clone(),
-            runtime: s.runtime.clone(),
-        };
-
-        let mut service = service;
-        // A service sharing another's network namespace starts after it, however the compose file named it.
-        if let Some(target) = service.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
-            service.depends_on.entry(target.to_string()).or_insert(Condition::ServiceStarted);
-        }
-        let p = format!("services.{name}");
-        plan.set_by(format!("{p}.image"), COMPOSE);
-        plan.set_by(format!("{p}.networks"), COMPOSE);
-        for port in &service.ports {
-            plan.set_by(format!("{p}.ports.{}", port.key()), COMPOSE);
-        }
-        if service.healthcheck.is_some() {
-            plan.set_by(format!("{p}.healthcheck"), COMPOSE);
-        }
-        plan.set_by(format!("{p}.wait"), if has_health { COMPOSE } else { "orch" });
-        if service.resources != Resources::default() {
-            plan.set_by(format!("{p}.resources"), COMPOSE);
-        }
+        let service = draft_service(&mut plan, project, variables, name, s, one_shots.contains(&name));
         plan.services.insert(name.clone(), service);
     }
     plan
+}
+
+/// A network of the compose file in the plan: orch's name unless external, its IPAM as asked.
+fn draft_network(plan: &mut Plan, identity: &Identity, name: &String, n: &orch_compose::Network) {
+    let ipam = n.ipam.first();
+    let subnet_request = ipam.and_then(|c| c.subnet.clone()).map(SubnetRequest::Fixed);
+    let docker_name = if n.external { n.name.clone().unwrap_or_else(|| name.clone()) } else { identity.resource_name(name) };
+    if !n.external && n.name.is_some() {
+        plan.diagnose(
+            Level::Info,
+            "compose.network-name-ignored",
+            format!(
+                "network {name} asks for the fixed name {:?}; orch names it {docker_name} so environments do not collide",
+                n.name.as_deref().unwrap_or_default()
+            ),
+            Some(format!("networks.{name}.name")),
+            "orch",
+        );
+    }
+    let labels = user_labels(plan, &format!("networks.{name}"), &n.labels);
+    plan.networks.insert(
+        name.clone(),
+        NetworkPlan {
+            docker_name,
+            external: n.external,
+            internal: n.internal,
+            driver: n.driver.clone().unwrap_or_else(|| "bridge".into()),
+            subnet_request,
+            subnet: None,
+            gateway: ipam.and_then(|c| c.gateway.clone()),
+            ip_range: ipam.and_then(|c| c.ip_range.clone()),
+            driver_opts: n.driver_opts.clone(),
+            labels,
+        },
+    );
+    plan.set_by(format!("networks.{name}"), COMPOSE);
+    if ipam.is_some_and(|c| c.subnet.is_some()) {
+        plan.set_by(format!("networks.{name}.subnet"), COMPOSE);
+    }
+}
+
+/// A service of the compose file in the plan: orch's container name, ports as strategies, a wait strategy (exit 0
+/// for a one-shot, the healthcheck when it has one, else running), its files.
+fn draft_service(
+    plan: &mut Plan,
+    project: &Project,
+    variables: &BTreeMap<String, String>,
+    name: &String,
+    s: &orch_compose::Service,
+    one_shot: bool,
+) -> ServicePlan {
+    let identity = plan.identity.clone();
+    let environment = s.environment.iter().filter_map(|(k, v)| v.clone().or_else(|| variables.get(k).cloned()).map(|v| (k.clone(), v))).collect();
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| PortPlan {
+            container_port: p.target,
+            protocol: p.protocol.clone(),
+            host_ip: p.host_ip.clone(),
+            strategy: match p.published {
+                Some(Published::Port(port)) => PortStrategy::Fixed { port },
+                Some(Published::Range(start, end)) => PortStrategy::Range { start, end },
+                None => PortStrategy::Ephemeral,
+            },
+            host_port: None,
+        })
+        .collect::<Vec<_>>();
+    let has_health = s.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+    let wait = if one_shot {
+        vec![WaitStrategy::ExitZero]
+    } else if has_health {
+        vec![WaitStrategy::Healthcheck]
+    } else {
+        vec![WaitStrategy::Running]
+    };
+    let networks = s.networks.iter().map(|(n, a)| (n.clone(), Attachment { aliases: a.aliases.clone(), ipv4_address: a.ipv4_address.clone() })).collect();
+    if s.container_name.is_some() {
+        plan.diagnose(
+            Level::Info,
+            "compose.container-name-alias",
+            format!(
+                "service {name} asks for the fixed container name {:?}; orch names the container {} and keeps the old name as a network alias",
+                s.container_name.as_deref().unwrap_or_default(),
+                identity.resource_name(name)
+            ),
+            Some(format!("services.{name}.container_name")),
+            "orch",
+        );
+    }
+    let labels = user_labels(plan, &format!("services.{name}"), &s.labels);
+    let mut build = s.build.clone();
+    if let Some(b) = &mut build {
+        b.labels = user_labels(plan, &format!("services.{name}.build"), &b.labels);
+    }
+    let service = ServicePlan {
+        container_name: identity.resource_name(name),
+        image: s.image.clone(),
+        build,
+        command: s.command.clone(),
+        entrypoint: s.entrypoint.clone(),
+        environment,
+        ports,
+        networks,
+        healthcheck: s.healthcheck.clone(),
+        wait,
+        depends_on: s.depends_on.iter().map(|(n, d)| (n.clone(), d.condition)).collect(),
+        resources: s.resources.clone(),
+        tmpfs: s.tmpfs.clone(),
+        volumes: s.volumes.clone(),
+        labels,
+        restart: s.restart.clone(),
+        requested_container_name: s.container_name.clone(),
+        hostname: s.hostname.clone(),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        logging: s.logging.clone(),
+        stop_grace_period_ms: s.stop_grace_period_ms,
+        expose: s.expose.clone(),
+        network_mode: network_mode(plan, project, name, s),
+        volumes_from: s.volumes_from.clone(),
+        links: s.links.clone(),
+        files: files(plan, project, name, s, variables),
+        pull_policy: s.pull_policy.clone(),
+        profiles: s.profiles.clone(),
+        runtime: s.runtime.clone(),
+    };
+
+    let mut service = service;
+    // A service sharing another's network namespace starts after it, however the compose file named it.
+    if let Some(target) = service.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
+        service.depends_on.entry(target.to_string()).or_insert(Condition::ServiceStarted);
+    }
+    let p = format!("services.{name}");
+    plan.set_by(format!("{p}.image"), COMPOSE);
+    plan.set_by(format!("{p}.networks"), COMPOSE);
+    for port in &service.ports {
+        plan.set_by(format!("{p}.ports.{}", port.key()), COMPOSE);
+    }
+    if service.healthcheck.is_some() {
+        plan.set_by(format!("{p}.healthcheck"), COMPOSE);
+    }
+    plan.set_by(format!("{p}.wait"), if has_health { COMPOSE } else { "orch" });
+    if service.resources != Resources::default() {
+        plan.set_by(format!("{p}.resources"), COMPOSE);
+    }
+    service
 }
 
 /// The service's secrets and configs as files; external ones (Swarm objects) cannot be mounted and are reported.

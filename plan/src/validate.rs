@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::facts::Facts;
-use crate::plan::{Level, Plan, PortStrategy, SubnetRequest};
+use crate::plan::{Level, Plan, PortStrategy, ServicePlan, SubnetRequest};
 
 const SOURCE: &str = "orch";
 
@@ -97,15 +97,42 @@ fn placement_notes(plan: &mut Plan, facts: &Facts) {
     }
 }
 
+/// Checks the plan against itself and the facts: every finding becomes a diagnostic (naming the plugin that decided
+/// the value at fault, if one did).
 pub fn validate(plan: &mut Plan, facts: &Facts) {
     placement_notes(plan, facts);
     let mut f = Findings::default();
+    let subnets = check_networks(plan, facts, &mut f);
+    check_overlaps(&subnets, &mut f);
+    // Host ports: (protocol, port) → (service, host ip) already holding it.
+    let mut bound = Bound::new();
+    for (sname, s) in &plan.services {
+        check_network_mode(plan, sname, s, &mut f);
+        check_references(plan, sname, s, &mut f);
+        check_files(sname, s, &mut f);
+        check_ports(plan, facts, sname, s, &mut bound, &mut f);
+    }
+    if let Some(cycle) = dependency_cycle(plan) {
+        f.0.push((Level::Error, "plan.dependency-cycle", format!("services depend on each other in a cycle: {}", cycle.join(" → ")), None));
+    }
+    for (level, code, message, path) in f.0 {
+        // A problem with a value a plugin decided names that plugin: the fix is in its settings, not the compose file.
+        let message = match path.as_deref().and_then(|p| decided_by(plan, p)) {
+            Some(plugin) => format!("{message} (the value comes from {plugin})"),
+            None => message,
+        };
+        plan.diagnose(level, code, message, path, SOURCE);
+    }
+    bound_diagnostics(plan);
+}
+
+/// Each network's subnet, gateway and range; the subnets that parse, by network.
+fn check_networks(plan: &Plan, facts: &Facts, f: &mut Findings) -> Vec<(String, Ipv4Net)> {
     let mut subnets: Vec<(String, Ipv4Net)> = vec![];
     let mut taken = crate::resolve::Taken::default();
     for t in &facts.taken_subnets {
         taken.insert(t);
     }
-
     for (name, n) in &plan.networks {
         let path = format!("networks.{name}");
         let Some(text) = &n.subnet else { continue };
@@ -156,7 +183,10 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
         subnets.push((name.clone(), net));
     }
 
-    // Overlaps among the plan's own subnets, by one sweep in address order (not every pair: plans can be large).
+    subnets
+}
+
+fn check_overlaps(subnets: &[(String, Ipv4Net)], f: &mut Findings) {
     let mut by_start: Vec<&(String, Ipv4Net)> = subnets.iter().collect();
     by_start.sort_by_key(|(_, n)| (u32::from(n.network()), std::cmp::Reverse(u32::from(n.broadcast()))));
     let mut widest: Option<&(String, Ipv4Net)> = None;
@@ -176,150 +206,151 @@ pub fn validate(plan: &mut Plan, facts: &Facts) {
             _ => widest = Some(entry),
         }
     }
+}
 
-    // Host ports: (protocol, port) → (service, host ip) already holding it.
-    type Holders = Vec<(String, Option<String>)>;
-    let mut bound: BTreeMap<(String, u16), Holders> = BTreeMap::new();
-    for (sname, s) in &plan.services {
-        let sp = format!("services.{sname}");
-        match &s.network_mode {
-            None if s.networks.is_empty() => {
-                f.err("plan.no-network", format!("service {sname} is attached to no network; attach it to at least one"), format!("{sp}.networks"));
-            }
-            None => {}
-            Some(mode) => {
-                if !s.networks.is_empty() {
-                    f.err(
-                        "plan.network-mode-and-networks",
-                        format!("service {sname} has network_mode {mode} and is also attached to networks ({}); a policy attached it, but a container with a network mode has no networks of its own", s.networks.keys().cloned().collect::<Vec<_>>().join(", ")),
-                        format!("{sp}.networks"),
-                    );
-                }
-                if let Some(target) = mode.strip_prefix("service:") {
-                    match plan.services.get(target) {
-                        None => f.err(
-                            "plan.network-mode-missing",
-                            format!("service {sname} shares the network of service {target:?}, which is not in the plan"),
-                            format!("{sp}.network_mode"),
-                        ),
-                        Some(t) if t.network_mode.as_deref().is_some_and(|m| m.starts_with("service:")) => {}
-                        Some(_) => {}
-                    }
-                }
-                let publishes = s.ports.iter().any(|p| p.strategy != PortStrategy::Unpublished);
-                if publishes && mode != "bridge" {
-                    f.err(
-                        "plan.network-mode-ports",
-                        format!("service {sname} publishes ports but has network_mode {mode}; publish them on the service whose network it shares"),
-                        format!("{sp}.ports"),
-                    );
-                }
-            }
+type Bound = BTreeMap<(String, u16), Vec<(String, Option<String>)>>;
+
+/// A service's network mode against its networks, the service it shares and its published ports.
+fn check_network_mode(plan: &Plan, sname: &str, s: &ServicePlan, f: &mut Findings) {
+    let sp = format!("services.{sname}");
+    match &s.network_mode {
+        None if s.networks.is_empty() => {
+            f.err("plan.no-network", format!("service {sname} is attached to no network; attach it to at least one"), format!("{sp}.networks"));
         }
-        for (i, v) in s.volumes_from.iter().enumerate() {
-            let target = v.split(':').next().unwrap_or_default();
-            if !v.starts_with("container:") && !plan.services.contains_key(target) {
+        None => {}
+        Some(mode) => {
+            if !s.networks.is_empty() {
                 f.err(
-                    "plan.volumes-from-missing",
-                    format!("service {sname} takes volumes from {target:?}, which is not a service of this plan"),
-                    format!("{sp}.volumes_from[{i}]"),
+                    "plan.network-mode-and-networks",
+                    format!("service {sname} has network_mode {mode} and is also attached to networks ({}); a policy attached it, but a container with a network mode has no networks of its own", s.networks.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    format!("{sp}.networks"),
                 );
             }
-        }
-        // Files are copied into the container before it starts unless bind-mounted: a read-only root filesystem
-        // refuses the copy, and a tmpfs mounted over the path at start would hide it.
-        let under = |target: &str, dir: &str| target.starts_with(&format!("{}/", dir.trim_end_matches('/')));
-        for file in s.files.iter().filter(|file| !file.is_bind()) {
-            let tmpfs = s
-                .tmpfs
-                .iter()
-                .map(|t| t.split(':').next().unwrap_or_default())
-                .chain(s.volumes.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.as_str()))
-                .find(|t| under(&file.target, t));
-            let on_volume = s.volumes.iter().any(|m| m.kind != "tmpfs" && under(&file.target, &m.target));
-            let why = match tmpfs {
-                Some(t) => Some(format!("the tmpfs at {t} would hide it")),
-                None if s.runtime.read_only && !on_volume => Some("the root filesystem is read-only".to_string()),
-                None => None,
-            };
-            if let Some(why) = why {
-                f.err(
-                    "plan.file-not-writable",
-                    format!(
-                        "service {sname}: {} {} cannot be copied to {}: {why}; give it a `file:` source without uid/gid/mode (bind-mounted) or another target",
-                        file.kind, file.name, file.target
+            if let Some(target) = mode.strip_prefix("service:") {
+                match plan.services.get(target) {
+                    None => f.err(
+                        "plan.network-mode-missing",
+                        format!("service {sname} shares the network of service {target:?}, which is not in the plan"),
+                        format!("{sp}.network_mode"),
                     ),
-                    format!("{sp}.{}s", file.kind),
-                );
-            }
-        }
-        for (net, att) in &s.networks {
-            let Some(n) = plan.networks.get(net) else {
-                f.err(
-                    "plan.network-missing",
-                    format!("service {sname} is attached to network {net:?}, which the plan does not define"),
-                    format!("{sp}.networks.{net}"),
-                );
-                continue;
-            };
-            if let (Some(ip), Some(subnet)) = (&att.ipv4_address, n.subnet.as_ref().and_then(|s| s.parse::<Ipv4Net>().ok())) {
-                match ip.parse::<Ipv4Addr>() {
-                    Ok(addr) if subnet.contains(&addr) => {}
-                    _ => f.err(
-                        "plan.address-outside",
-                        format!("service {sname}: ipv4_address {ip} is not in network {net} ({subnet})"),
-                        format!("{sp}.networks.{net}"),
-                    ),
+                    Some(t) if t.network_mode.as_deref().is_some_and(|m| m.starts_with("service:")) => {}
+                    Some(_) => {}
                 }
             }
-        }
-        for dep in s.depends_on.keys() {
-            if !plan.services.contains_key(dep) {
+            let publishes = s.ports.iter().any(|p| p.strategy != PortStrategy::Unpublished);
+            if publishes && mode != "bridge" {
                 f.err(
-                    "plan.dependency-missing",
-                    format!("service {sname} depends on {dep:?}, which is not a service of this plan"),
-                    format!("{sp}.depends_on.{dep}"),
+                    "plan.network-mode-ports",
+                    format!("service {sname} publishes ports but has network_mode {mode}; publish them on the service whose network it shares"),
+                    format!("{sp}.ports"),
                 );
             }
-        }
-        let only_internal = !s.networks.is_empty() && s.networks.keys().all(|n| plan.networks.get(n).is_some_and(|n| n.internal));
-        for p in &s.ports {
-            let pp = format!("{sp}.ports.{}", p.key());
-            let Some(host) = p.host_port else { continue };
-            if only_internal && p.strategy != PortStrategy::Unpublished {
-                f.warn(
-                    "plan.port-on-internal",
-                    format!("service {sname} is only on internal networks, so its published port {host} will not be reachable"),
-                    pp.clone(),
-                );
-            }
-            if matches!(p.strategy, PortStrategy::Fixed { .. }) && facts.taken_host_ports.contains(&host) {
-                f.err(
-                    "plan.port-taken",
-                    format!("service {sname}: host port {host} is already in use on this machine; use a port range or an ephemeral port"),
-                    pp.clone(),
-                );
-            }
-            let holders = bound.entry((p.protocol.clone(), host)).or_default();
-            let wildcard = |ip: &Option<String>| ip.as_deref().is_none_or(|i| i == "0.0.0.0" || i == "::");
-            if let Some((other, _)) = holders.iter().find(|(_, ip)| wildcard(ip) || wildcard(&p.host_ip) || ip == &p.host_ip) {
-                f.err("plan.port-duplicate", format!("host port {host}/{} is published by both {other} and {sname}", p.protocol), pp.clone());
-            }
-            holders.push((sname.clone(), p.host_ip.clone()));
         }
     }
-    if let Some(cycle) = dependency_cycle(plan) {
-        f.0.push((Level::Error, "plan.dependency-cycle", format!("services depend on each other in a cycle: {}", cycle.join(" → ")), None));
+}
+
+/// What a service names: services it takes volumes from, networks, dependencies.
+fn check_references(plan: &Plan, sname: &str, s: &ServicePlan, f: &mut Findings) {
+    let sp = format!("services.{sname}");
+    for (i, v) in s.volumes_from.iter().enumerate() {
+        let target = v.split(':').next().unwrap_or_default();
+        if !v.starts_with("container:") && !plan.services.contains_key(target) {
+            f.err(
+                "plan.volumes-from-missing",
+                format!("service {sname} takes volumes from {target:?}, which is not a service of this plan"),
+                format!("{sp}.volumes_from[{i}]"),
+            );
+        }
     }
-    for (level, code, message, path) in f.0 {
-        // A problem with a value a plugin decided names that plugin: the fix is in its settings, not the compose file.
-        let message = match path.as_deref().and_then(|p| decided_by(plan, p)) {
-            Some(plugin) => format!("{message} (the value comes from {plugin})"),
-            None => message,
+    for (net, att) in &s.networks {
+        let Some(n) = plan.networks.get(net) else {
+            f.err(
+                "plan.network-missing",
+                format!("service {sname} is attached to network {net:?}, which the plan does not define"),
+                format!("{sp}.networks.{net}"),
+            );
+            continue;
         };
-        plan.diagnose(level, code, message, path, SOURCE);
+        if let (Some(ip), Some(subnet)) = (&att.ipv4_address, n.subnet.as_ref().and_then(|s| s.parse::<Ipv4Net>().ok())) {
+            match ip.parse::<Ipv4Addr>() {
+                Ok(addr) if subnet.contains(&addr) => {}
+                _ => f.err(
+                    "plan.address-outside",
+                    format!("service {sname}: ipv4_address {ip} is not in network {net} ({subnet})"),
+                    format!("{sp}.networks.{net}"),
+                ),
+            }
+        }
     }
-    bound_diagnostics(plan);
+    for dep in s.depends_on.keys() {
+        if !plan.services.contains_key(dep) {
+            f.err(
+                "plan.dependency-missing",
+                format!("service {sname} depends on {dep:?}, which is not a service of this plan"),
+                format!("{sp}.depends_on.{dep}"),
+            );
+        }
+    }
+}
+
+fn check_files(sname: &str, s: &ServicePlan, f: &mut Findings) {
+    let sp = format!("services.{sname}");
+    // Files are copied into the container before it starts unless bind-mounted: a read-only root filesystem
+    // refuses the copy, and a tmpfs mounted over the path at start would hide it.
+    let under = |target: &str, dir: &str| target.starts_with(&format!("{}/", dir.trim_end_matches('/')));
+    for file in s.files.iter().filter(|file| !file.is_bind()) {
+        let tmpfs = s
+            .tmpfs
+            .iter()
+            .map(|t| t.split(':').next().unwrap_or_default())
+            .chain(s.volumes.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.as_str()))
+            .find(|t| under(&file.target, t));
+        let on_volume = s.volumes.iter().any(|m| m.kind != "tmpfs" && under(&file.target, &m.target));
+        let why = match tmpfs {
+            Some(t) => Some(format!("the tmpfs at {t} would hide it")),
+            None if s.runtime.read_only && !on_volume => Some("the root filesystem is read-only".to_string()),
+            None => None,
+        };
+        if let Some(why) = why {
+            f.err(
+                "plan.file-not-writable",
+                format!(
+                    "service {sname}: {} {} cannot be copied to {}: {why}; give it a `file:` source without uid/gid/mode (bind-mounted) or another target",
+                    file.kind, file.name, file.target
+                ),
+                format!("{sp}.{}s", file.kind),
+            );
+        }
+    }
+}
+
+fn check_ports(plan: &Plan, facts: &Facts, sname: &str, s: &ServicePlan, bound: &mut Bound, f: &mut Findings) {
+    let sp = format!("services.{sname}");
+    let only_internal = !s.networks.is_empty() && s.networks.keys().all(|n| plan.networks.get(n).is_some_and(|n| n.internal));
+    for p in &s.ports {
+        let pp = format!("{sp}.ports.{}", p.key());
+        let Some(host) = p.host_port else { continue };
+        if only_internal && p.strategy != PortStrategy::Unpublished {
+            f.warn(
+                "plan.port-on-internal",
+                format!("service {sname} is only on internal networks, so its published port {host} will not be reachable"),
+                pp.clone(),
+            );
+        }
+        if matches!(p.strategy, PortStrategy::Fixed { .. }) && facts.taken_host_ports.contains(&host) {
+            f.err(
+                "plan.port-taken",
+                format!("service {sname}: host port {host} is already in use on this machine; use a port range or an ephemeral port"),
+                pp.clone(),
+            );
+        }
+        let holders = bound.entry((p.protocol.clone(), host)).or_default();
+        let wildcard = |ip: &Option<String>| ip.as_deref().is_none_or(|i| i == "0.0.0.0" || i == "::");
+        if let Some((other, _)) = holders.iter().find(|(_, ip)| wildcard(ip) || wildcard(&p.host_ip) || ip == &p.host_ip) {
+            f.err("plan.port-duplicate", format!("host port {host}/{} is published by both {other} and {sname}", p.protocol), pp.clone());
+        }
+        holders.push((sname.to_string(), p.host_ip.clone()));
+    }
 }
 
 /// The plugin that last decided the field at `path` (or the subnet of the network at `path`), if one did.

@@ -140,16 +140,9 @@ pub struct Report {
     pub pass: bool,
 }
 
-/// `1.5 GiB`, `734.2 MiB`, `12.0 KiB`.
+/// `1.5 GiB`, `734.2 MiB`, `12.0 KiB`, `734 B` (IEC units, bytesize's rendering).
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 pub fn seconds(s: f64) -> String {
