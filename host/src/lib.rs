@@ -7,10 +7,16 @@
 //!   the plan, its labels, the host facts it is made against, allocation, validation, export;
 //! - `orch-engine` ([`engine`], [`retry`]): the engine trait, Docker, Swarm, the in-memory fake, the retry policy;
 //! - `orch-plugin-host` ([`plugins`]): the sandboxed wasm runtime, compile cache, OCI sharing, orch.lock;
-//! - this crate: [`planner`] (the one planning pipeline), [`session`] (the front door for every front end: open a
-//!   project, plan, bring environments up and use them), [`lifecycle`], [`admission`], [`reaper`], [`tiers`],
-//!   [`bench`] and the state they share;
-//! - the `orch` binary (`src/main.rs`, `src/cli`): parses, calls this library, renders, maps errors to exit codes.
+//! - this crate: [`session`] (the front door for every front end: open a project, plan, bring environments up and
+//!   use them; start there), [`planner`] (the one planning pipeline), [`lifecycle`], [`admission`], [`reaper`],
+//!   [`tiers`], [`bench`], [`authoring`] (plugin authors' `new` and `test`) and the state they share. Build contexts,
+//!   Dockerfile rewriting, the clock and the reaper's verdicts are private to it;
+//! - `orch-cli` (the `orch` binary): parses, calls this library, renders, maps errors to exit codes. It is the only
+//!   crate that prints: this one reports through return values, progress callbacks and `tracing` events.
+//!
+//! Errors are [`Error`] (each maps to a documented exit code, [`error::exit`]); a Rust test drives environments with
+//! [`session::Project`] and [`session::Environment`], on the Docker engine ([`engine::DockerEngine`]) or the
+//! in-memory fake ([`engine::fake::FakeEngine`]).
 
 /// README.md's Rust blocks, compiled (and run) as doctests, so its examples stay examples that compile.
 #[cfg(doctest)]
@@ -27,10 +33,10 @@ pub use orch_plugin_host as plugins;
 pub mod admission;
 pub mod authoring;
 pub mod bench;
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod context;
-pub mod dockerfile;
+mod context;
+mod dockerfile;
 pub mod doctor;
 pub mod error;
 pub mod lifecycle;
@@ -41,7 +47,7 @@ pub mod reaper;
 pub mod session;
 pub mod state;
 pub mod tiers;
-pub mod verdict;
+mod verdict;
 
 use std::collections::BTreeMap;
 

@@ -38,11 +38,7 @@ pub fn policies(list: &[Policy]) -> String {
 }
 
 fn bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}g", b >> 30),
-        b if b >= 1 << 20 => format!("{}m", b >> 20),
-        b => format!("{b}b"),
-    }
+    bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
 fn wait(w: &WaitStrategy) -> String {
