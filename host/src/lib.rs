@@ -18,6 +18,8 @@
 //! [`session::Project`] and [`session::Environment`], on the Docker engine ([`engine::DockerEngine`]) or the
 //! in-memory fake ([`engine::fake::FakeEngine`]).
 
+// The library's face (what a Rust user starts from) is documented throughout; a missing doc fails the build.
+
 /// README.md's Rust blocks, compiled (and run) as doctests, so its examples stay examples that compile.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
@@ -31,6 +33,7 @@ pub use orch_engine::{self as engine, retry};
 pub use orch_plugin_host as plugins;
 
 pub mod admission;
+#[deny(missing_docs)]
 pub mod authoring;
 pub mod bench;
 mod clock;
@@ -38,12 +41,15 @@ pub mod config;
 mod context;
 mod dockerfile;
 pub mod doctor;
+#[deny(missing_docs)]
 pub mod error;
 pub mod lifecycle;
 pub mod marker;
 pub mod owner;
+#[deny(missing_docs)]
 pub mod planner;
 pub mod reaper;
+#[deny(missing_docs)]
 pub mod session;
 pub mod state;
 pub mod tiers;

@@ -33,9 +33,11 @@ pub const SUBNET_BACKOFF: crate::retry::Backoff = crate::retry::Backoff { attemp
 /// Everything [`make_plan`] needs to make a plan from compose files alone.
 #[derive(Debug, Clone, Default)]
 pub struct PlanRequest {
+    /// The compose files and how to load them.
     pub compose: orch_compose::LoadOptions,
     /// `--env`; a fresh id is generated when absent.
     pub env_id: Option<String>,
+    /// What the environment is for, which plugins see.
     pub env_kind: EnvKind,
     /// Subnet pools to carve from; [`resolve::DEFAULT_POOL`] when empty.
     pub pools: Vec<Ipv4Net>,
@@ -43,7 +45,9 @@ pub struct PlanRequest {
 
 /// A plan and what each plugin call of it cost.
 pub struct PlanOutcome {
+    /// The resolved, validated plan.
     pub plan: Plan,
+    /// Each plugin call, with how long it took.
     pub timings: Vec<CallTiming>,
 }
 
@@ -58,18 +62,22 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
+    /// A planner over a compose model, plugins (already activated), environment kind and subnet pools.
     pub fn new(loaded: &'a orch_compose::Loaded, plugins: &'a [ActivePlugin], env_kind: EnvKind, pools: &'a [Ipv4Net]) -> Planner<'a> {
         Planner { loaded, plugins, env_kind, pools }
     }
 
+    /// The compose model.
     pub fn compose(&self) -> &'a orch_compose::Loaded {
         self.loaded
     }
 
+    /// The project's name.
     pub fn project(&self) -> &'a str {
         &self.loaded.project.name
     }
 
+    /// The pools subnets are carved from (the default pool when empty).
     pub fn pools(&self) -> &'a [Ipv4Net] {
         self.pools
     }

@@ -153,7 +153,7 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<GcReport, Eng
                 out.reaped.push(reaped);
             }
             Err(e) => {
-                tracing::warn!(project = %reaped.project, env = %reaped.env, error = %e, "could not reap an orphaned environment");
+                tracing::debug!(project = %reaped.project, env = %reaped.env, error = %e, "could not reap an orphaned environment");
                 out.failed.push((reaped, e));
             }
         }

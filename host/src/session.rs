@@ -35,14 +35,19 @@ pub struct ProjectOptions {
     pub dir: Option<PathBuf>,
     /// Compose files, later ones overriding earlier ones [default: orch.toml's `files`, else compose.yaml & co.].
     pub files: Vec<PathBuf>,
+    /// `.env` files for interpolation [default: orch.toml's `env-files`, else `.env` beside the compose file].
     pub env_files: Vec<PathBuf>,
+    /// Compose profiles to activate, as `--profile`.
     pub profiles: Vec<String>,
+    /// The project name [default: the compose file's `name`, else its folder's].
     pub project_name: Option<String>,
+    /// What the environments are for (test, dev, ci, prod), which plugins see [default: orch.toml's, else test].
     pub env_kind: Option<EnvKind>,
     /// Plugin references (built-in name, path, `oci://…`), applied in order; replaces orch.toml's list.
     pub plugins: Vec<String>,
     /// `NAME.KEY=VALUE` settings on top of orch.toml's.
     pub plugin_settings: Vec<String>,
+    /// Address pools subnets are carved from [default: orch.toml's `pools`, else 10.192.0.0/10].
     pub pools: Vec<Ipv4Net>,
     /// An explicit `orch.toml`.
     pub config: Option<PathBuf>,
@@ -63,13 +68,19 @@ pub struct EnvOptions {
     pub name: Option<String>,
     /// Wait until every service is ready.
     pub wait: bool,
+    /// How long the whole `up` may take before it fails (and rolls back).
     pub timeout: Duration,
+    /// Leave what a failed `up` made, to look at it, instead of rolling it back.
     pub keep_on_failure: bool,
+    /// Build images without the engine's build cache.
     pub no_cache: bool,
+    /// Until when the environment lives: as long as its owner process, or kept (with an optional lease).
     pub lifetime: Lifetime,
     /// 0: orch.toml's `max-envs`, else no cap.
     pub max_envs: usize,
+    /// Fail at once (exit 7) instead of queueing when the engine has no room.
     pub no_wait_capacity: bool,
+    /// How long to wait for the environment's lock, the allocation lock and room on the engine.
     pub lock_timeout: Duration,
     /// An `orch` binary to run `orch __watch` for the owner, so that even `kill -9` leaves nothing behind.
     pub watcher: Option<PathBuf>,
@@ -103,6 +114,7 @@ impl Default for EnvOptions {
 /// An engine a handle can reach again from another thread (to clean up on drop, when the runtime that made it may be
 /// blocked or gone).
 pub trait Reconnect: Engine + Sized + 'static {
+    /// A new connection to the same engine, usable from another runtime.
     fn reconnect(&self) -> impl Future<Output = Result<Self, EngineError>> + Send;
     /// Global flags a watcher process needs to reach the same engine.
     fn watcher_args(&self) -> Vec<String> {
@@ -213,22 +225,27 @@ impl Project {
         })
     }
 
+    /// The project's name: the prefix of every resource its environments get.
     pub fn name(&self) -> &str {
         &self.loaded.project.name
     }
 
+    /// The compose model the project was opened with.
     pub fn compose(&self) -> &orch_compose::Loaded {
         &self.loaded
     }
 
+    /// How the compose files were loaded (files, env files, profiles), to load them again.
     pub fn compose_options(&self) -> &orch_compose::LoadOptions {
         &self.compose
     }
 
+    /// The project's plugins, loaded, in the order they apply.
     pub fn plugins(&self) -> &[ActivePlugin] {
         &self.plugins
     }
 
+    /// The state directory the project's locks and reservations live in.
     pub fn state(&self) -> &StateDir {
         &self.state
     }
@@ -243,6 +260,7 @@ impl Project {
         Planner::new(&self.loaded, &self.plugins, self.env_kind, &self.pools)
     }
 
+    /// The address pools subnets are carved from.
     pub fn pools(&self) -> &[Ipv4Net] {
         &self.pools
     }
@@ -650,13 +668,17 @@ pub struct Environment<E: Reconnect> {
 /// A running environment as front ends print it (`orch up --format json`: the `orch.env/v1` format in README).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
+    /// Always `orch.env/v1`.
     pub format: &'static str,
+    /// The project's name.
     pub project: String,
+    /// The environment's id.
     pub env: String,
     /// The address host ports are reached on.
     pub host: String,
     /// How long `up` took, when the handle made the environment.
     pub elapsed_s: Option<f64>,
+    /// Each service's state, health and published ports.
     pub services: Vec<ServiceStatus>,
     /// The connection variables (`orch env`).
     pub connection: BTreeMap<String, String>,
@@ -667,6 +689,7 @@ pub struct Summary {
 pub struct Selector {
     /// Without it, the only environment there is (of `project`, when given).
     pub env: Option<String>,
+    /// Only environments of this project.
     pub project: Option<String>,
 }
 
@@ -691,10 +714,12 @@ impl<E: Reconnect + Clone> Environment<E> {
 }
 
 impl<E: Reconnect> Environment<E> {
+    /// The environment's id (`--env`).
     pub fn id(&self) -> &str {
         &self.env_id
     }
 
+    /// The project the environment belongs to.
     pub fn project(&self) -> &str {
         &self.project
     }

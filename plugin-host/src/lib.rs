@@ -26,9 +26,7 @@ use orch_plan::{atomic, facts, plan};
 use crate::facts::Facts;
 use crate::plan::{Level, Plan};
 
-mod builtin {
-    include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
-}
+use orch_builtin_plugins as builtin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

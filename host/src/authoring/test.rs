@@ -14,14 +14,17 @@ use crate::plugins::{self, PluginRef, Runtime};
 pub struct PluginTest {
     /// The plugin: a crate directory, a `.wasm` file, a built-in name or an `oci://` reference.
     pub plugin: String,
+    /// The compose file the plugin plans.
     pub compose: PathBuf,
     /// The plugin's settings: a JSON object inline, or a file holding one.
     pub settings: Option<String>,
+    /// The environment kind the plugin sees.
     pub env_kind: EnvKind,
     /// The expected decisions (or, with `full_plan`, the expected whole plan).
     pub expect: PathBuf,
     /// Rewrite `expect` with what the plugin decides now instead of comparing.
     pub update: bool,
+    /// Compare the whole plan instead of the plugin's decisions.
     pub full_plan: bool,
 }
 
@@ -29,7 +32,10 @@ pub struct PluginTest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The plugin (by the name it gives itself) decides as expected.
-    Passed { plugin: String },
+    Passed {
+        /// The plugin's own name.
+        plugin: String,
+    },
     /// `expect` was rewritten (`update`).
     Updated,
 }
