@@ -592,7 +592,9 @@ fn admission_counts_a_starting_environment_once_across_users() {
 /// `down --all-mine` and a bare `--env` reach only the caller's own environments.
 #[test]
 fn removal_reaches_only_the_callers_own_environments() {
-    let _sharing = support::sharing_the_engine();
+    // `down --all-mine` removes every environment of this user on the engine, other tests' too: no other test may
+    // have one meanwhile.
+    let _alone = support::alone_on_the_engine();
     support::ensure_image_blocking();
     let work = tempfile::tempdir().unwrap();
     let (dir, state, pid) = (work.path(), work.path().join("state"), std::process::id());
