@@ -330,7 +330,7 @@ pub trait Engine: Send + Sync {
     }
     /// (available, total) bytes of memory one environment can use; `None` when unknown. The host's own by default.
     fn memory(&self) -> impl Future<Output = Result<Option<(u64, u64)>, EngineError>> + Send {
-        async { Ok(crate::facts::host_memory()) }
+        async { Ok(orch_plan::procfs::memory()) }
     }
 }
 

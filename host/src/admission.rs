@@ -43,8 +43,6 @@ pub fn demand(plan: &Plan) -> u64 {
     plan.services.values().map(|s| s.resources.memory_limit.unwrap_or(DEFAULT_SERVICE_MEMORY)).sum()
 }
 
-pub use crate::facts::host_memory;
-
 /// A place in the queue; removed on drop.
 pub struct Ticket {
     path: PathBuf,

@@ -86,7 +86,7 @@ pub async fn run(engine: Result<DockerEngine, crate::engine::EngineError>, state
         }
         Err(e) => out.push(check("address pool", Status::Fail, e.to_string(), None)),
     }
-    if let Some((avail, total)) = crate::facts::host_memory() {
+    if let Some((avail, total)) = crate::procfs::memory() {
         let status = if avail < total / 10 { Status::Warn } else { Status::Ok };
         out.push(check(
             "memory",

@@ -31,8 +31,3 @@ impl Facts {
         self.taken_host_ports.extend(crate::procfs::listening_ports());
     }
 }
-
-/// (MemAvailable, MemTotal) in bytes.
-pub fn host_memory() -> Option<(u64, u64)> {
-    crate::procfs::memory()
-}

@@ -37,10 +37,6 @@ pub fn policies(list: &[Policy]) -> String {
     list.iter().map(|p| policy_interface(*p)).collect::<Vec<_>>().join(",")
 }
 
-fn bytes(b: u64) -> String {
-    bytesize::ByteSize::b(b).display().iec().to_string()
-}
-
 fn wait(w: &WaitStrategy) -> String {
     match w {
         WaitStrategy::Running => "running".into(),
@@ -91,8 +87,11 @@ pub fn plan(plan: &Plan, explain: bool) -> String {
                     (_, None) => format!("auto->{}", p.key()),
                 })
                 .collect();
-            let limits =
-                [s.resources.memory_limit.map(bytes), s.resources.cpus.map(|c| format!("{c} cpu"))].into_iter().flatten().collect::<Vec<_>>().join(" ");
+            let limits = [s.resources.memory_limit.map(orch::bench::report::size), s.resources.cpus.map(|c| format!("{c} cpu"))]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
             vec![
                 name.clone(),
                 s.container_name.clone(),

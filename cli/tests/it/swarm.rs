@@ -52,10 +52,14 @@ struct SingleNodeSwarm {
 }
 
 impl SingleNodeSwarm {
+    /// Call it before [`support::sharing_the_engine`]: it takes the engine alone while it changes its mode.
     fn ensure() -> SingleNodeSwarm {
         if docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active" {
             return SingleNodeSwarm { made: false, bridge: false };
         }
+        // Joining (and leaving) a swarm restarts the engine's network agent: another test's environment being torn
+        // down meanwhile can lose an endpoint and leave a network the daemon refuses to remove until it restarts.
+        let _alone = support::alone_on_the_engine();
         // Swarm's docker_gwbridge would otherwise take the next free 172.x/16 — a subnet other tests' compose files
         // fix (netra's is 172.18.0.0/16). Made first, it takes a subnet outside orch's and the swarm's pools.
         let bridge = make_gwbridge();
@@ -85,6 +89,8 @@ const GWBRIDGE_SUBNET: &str = "10.144.0.0/16";
 
 impl Drop for SingleNodeSwarm {
     fn drop(&mut self) {
+        // After the test's own sharing guard is gone (it is declared after this one), alone, as for `swarm init`.
+        let _alone = (self.made || self.bridge).then(support::alone_on_the_engine);
         if self.made {
             let _ = Command::new("docker").args(["swarm", "leave", "--force"]).output();
         }
@@ -124,10 +130,10 @@ fn http_get(addr: &str) -> String {
 
 #[test]
 fn netra_runs_twice_on_a_swarm_isolated_and_leaves_nothing() {
-    let _sharing = support::sharing_the_engine();
-    crate::examples::prepare_images();
     let _turn = SWARM_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let _swarm = SingleNodeSwarm::ensure();
+    let _sharing = support::sharing_the_engine();
+    crate::examples::prepare_images();
     let pid = std::process::id();
     let (a, b) = (format!("swarm-a-{pid}"), format!("swarm-b-{pid}"));
     let _down_a = Down(a.clone());
@@ -191,10 +197,10 @@ fn netra_runs_twice_on_a_swarm_isolated_and_leaves_nothing() {
 
 #[test]
 fn kill_9_of_up_on_a_swarm_is_reaped() {
-    let _sharing = support::sharing_the_engine();
-    crate::examples::prepare_images();
     let _turn = SWARM_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let _swarm = SingleNodeSwarm::ensure();
+    let _sharing = support::sharing_the_engine();
+    crate::examples::prepare_images();
     let env = format!("swarm-k-{}", std::process::id());
     let _down = Down(env.clone());
     let mut up = Command::new(env!("CARGO_BIN_EXE_orch"))
@@ -241,10 +247,10 @@ fn the_swarm_engine_on_an_engine_in_no_swarm_says_what_to_do() {
 /// leaving nothing.
 #[test]
 fn placement_constraints_from_the_compose_file_are_applied() {
-    let _sharing = support::sharing_the_engine();
-    support::ensure_image_blocking();
     let _turn = SWARM_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let _swarm = SingleNodeSwarm::ensure();
+    let _sharing = support::sharing_the_engine();
+    support::ensure_image_blocking();
     let dir = tempfile::tempdir().unwrap();
     let compose = |constraint: &str| {
         format!(
@@ -355,8 +361,6 @@ impl Drop for Worker {
 /// worker too.
 #[test]
 fn an_environment_is_placed_on_a_worker_node_by_a_plugins_placement_intent() {
-    let _sharing = support::sharing_the_engine();
-    support::ensure_image_blocking();
     let _turn = SWARM_TURN.lock().unwrap_or_else(|e| e.into_inner());
     if docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active" {
         eprintln!("the engine is in a swarm already; this test makes its own two-node swarm: skipped");
@@ -366,11 +370,16 @@ fn an_environment_is_placed_on_a_worker_node_by_a_plugins_placement_intent() {
         Ok(w) => w,
         Err(why) => panic!("this machine refused a second Docker engine in a network namespace: {why}"),
     };
-    // The manager advertises the address the worker reaches it on.
+    // The manager advertises the address the worker reaches it on. Alone on the engine while it changes mode, as in
+    // [`SingleNodeSwarm::ensure`].
+    let alone = support::alone_on_the_engine();
     let bridge = make_gwbridge();
     let out = Command::new("docker").args(["swarm", "init", "--advertise-addr", MANAGER_ADDR, "--default-addr-pool", "10.128.0.0/12"]).output().unwrap();
     assert!(out.status.success(), "docker swarm init: {}", String::from_utf8_lossy(&out.stderr));
     let _swarm = SingleNodeSwarm { made: true, bridge };
+    drop(alone);
+    let _sharing = support::sharing_the_engine();
+    support::ensure_image_blocking();
     let token = docker(&["swarm", "join-token", "-q", "worker"]);
     let joined = Command::new("docker")
         .args(["-H", &worker.socket(), "swarm", "join", "--token", &token, "--advertise-addr", WORKER_ADDR, &format!("{MANAGER_ADDR}:2377")])
