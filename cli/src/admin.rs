@@ -11,7 +11,10 @@ use super::{Dirs, engine, tokio};
 pub fn gc(dirs: &Dirs, dry_run: bool, older_than: Option<Duration>, all: bool, project: Option<String>) -> Result<(), Error> {
     let rt = tokio();
     let engine = engine(&rt, None)?;
-    let reaped = rt.block_on(orch::reaper::gc(&engine, &orch::reaper::GcOptions { dry_run, older_than, all, project, mine_only: false }))?;
+    let reaped = rt.block_on(orch::reaper::gc(
+        &engine,
+        &orch::reaper::GcOptions { dry_run, older_than, all, project, mine_only: false, patience: Duration::from_secs(30) },
+    ))?;
     if !dry_run {
         // Reservations of dead owners are dropped when the allocation state is loaded; save it pruned.
         let state = orch::state::StateDir::resolve(dirs.state_dir.clone())?;

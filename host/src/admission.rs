@@ -127,7 +127,7 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
             reaper::environments(engine)
                 .await?
                 .into_iter()
-                .filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept))
+                .filter(|e| matches!(e.verdict(now), Verdict::Live | Verdict::Kept | Verdict::Removing(_)))
                 .map(|e| (e.project, e.env))
                 .collect()
         } else {

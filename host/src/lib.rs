@@ -36,6 +36,7 @@ pub mod admission;
 #[deny(missing_docs)]
 pub mod authoring;
 pub mod bench;
+pub mod claim;
 mod clock;
 pub mod config;
 mod context;

@@ -52,8 +52,15 @@ pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, Str
 }
 
 /// Keeps an environment past its owner: replaces its marker (whose labels cannot change) with a kept one. For a moment
-/// the environment has no marker, which only a dead owner would make an orphan.
+/// the environment has no marker, which would make it an orphan if its owner is dead: the removal claim, held
+/// meanwhile, keeps reapers away.
 pub async fn keep<E: Engine>(engine: &E, project: &str, env: &str, expires: Option<u64>) -> Result<(), EngineError> {
+    let claim = crate::claim::take(engine, project, env, std::time::Duration::from_secs(60)).await?;
+    let result = swap_marker(engine, project, env, expires).await;
+    crate::claim::released(engine, claim, result).await
+}
+
+async fn swap_marker<E: Engine>(engine: &E, project: &str, env: &str, expires: Option<u64>) -> Result<(), EngineError> {
     let ready_at = ready_times(engine).await?.remove(&(project.to_string(), env.to_string()));
     engine.remove_volume(&marker_name(project, env)).await?;
     let mut env_labels = BTreeMap::from([(labels::ENV.to_string(), env.to_string()), (labels::PROJECT.to_string(), project.to_string())]);

@@ -12,8 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::claim::{self, Taken};
 use crate::engine::{Engine, EngineError};
-use crate::labels::{self, LIFETIME, MARKER};
+use crate::labels::{self, CLAIM, LIFETIME, MARKER};
 use crate::lifecycle;
 use crate::owner::Owner;
 
@@ -23,7 +24,16 @@ pub use crate::verdict::{EnvInfo, Verdict};
 
 /// Every orch environment on the engine (from three list calls).
 pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineError> {
-    let any = vec![labels::ENV.to_string()];
+    environments_matching(engine, &labels::any_env()).await
+}
+
+/// `project`'s environment `env` as the engine has it now, if it has anything of it.
+pub async fn environment<E: Engine>(engine: &E, project: &str, env: &str) -> Result<Option<EnvInfo>, EngineError> {
+    Ok(environments_matching(engine, &labels::env_filter(Some(project), env)).await?.into_iter().find(|e| e.project == project && e.env == env))
+}
+
+async fn environments_matching<E: Engine>(engine: &E, filter: &[String]) -> Result<Vec<EnvInfo>, EngineError> {
+    let any = filter.to_vec();
     let (containers, networks, volumes) = tokio::try_join!(engine.containers_labelled(&any), engine.networks_labelled(&any), engine.volumes_labelled(&any))?;
     let mut envs: BTreeMap<(String, String), EnvInfo> = BTreeMap::new();
     let mut note = |l: &BTreeMap<String, String>| -> Option<(String, String)> {
@@ -38,6 +48,7 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
             networks: 0,
             volumes: 0,
             marker: None,
+            claim: None,
         });
         if e.owner.is_none() {
             e.owner = l.get(labels::OWNER).and_then(|o| Owner::parse(o));
@@ -62,11 +73,17 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
             counts.push((k, 1, None));
         }
     }
+    let mut claims = vec![];
     for (_, l) in &volumes {
-        if let Some(k) = note(l) {
+        if l.contains_key(CLAIM) {
+            // A removal claim says who is removing the environment and counts as none of its resources; it is noted
+            // after everything else, so that the environment's owner and uid come from its own resources.
+            claims.push(l);
+        } else if let Some(k) = note(l) {
             counts.push((k, 2, l.contains_key(MARKER).then(|| l.clone())));
         }
     }
+    let claims: Vec<_> = claims.into_iter().filter_map(|l| Some((note(l)?, l.get(CLAIM).and_then(|h| claim::holder(h))))).collect();
     for (k, kind, marker) in counts {
         let e = envs.get_mut(&k).expect("noted above");
         match (kind, marker) {
@@ -75,6 +92,9 @@ pub async fn environments<E: Engine>(engine: &E) -> Result<Vec<EnvInfo>, EngineE
             (_, Some(m)) => e.marker = Some(m),
             _ => e.volumes += 1,
         }
+    }
+    for (k, holder) in claims {
+        envs.get_mut(&k).expect("noted above").claim = holder;
     }
     Ok(envs
         .into_values()
@@ -122,12 +142,20 @@ pub struct GcOptions {
     pub project: Option<String>,
     /// Only environments this user's orch made (`orch.owner-uid`): what an `up` or `down` reaps by the way.
     pub mine_only: bool,
+    /// How long to wait for another live process already removing an environment (a watcher, a `down`) before
+    /// leaving it to that process: `orch gc` waits, reaping by the way does not.
+    pub patience: Duration,
 }
 
 /// Finds orphans (and with `all`, kept environments) and removes them unless `dry_run`.
 pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<GcReport, EngineError> {
     let now = now();
     let mut out = GcReport::default();
+    let chosen = |v: Verdict| match v {
+        Verdict::Orphan(why) => Some(why),
+        Verdict::Kept if opts.all => Some("kept environment (--all)".into()),
+        _ => None,
+    };
     for e in environments(engine).await? {
         if opts.project.as_ref().is_some_and(|p| *p != e.project) || (opts.mine_only && e.uid != Some(labels::my_uid())) {
             continue;
@@ -137,18 +165,20 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<GcReport, Eng
         {
             continue;
         }
-        let reason = match e.verdict(now) {
-            Verdict::Orphan(why) => why,
-            Verdict::Kept if opts.all => "kept environment (--all)".into(),
-            _ => continue,
-        };
-        let mut reaped = Reaped { project: e.project, env: e.env, reason, removed: None };
+        let verdict = e.verdict(now);
+        // Another process is removing it: an explicit gc waits for that to end and looks again (what it left, if
+        // it died half-way, is an orphan then); reaping by the way leaves it.
+        let awaited = matches!(verdict, Verdict::Removing(_)) && !opts.patience.is_zero() && !opts.dry_run;
+        let Some(reason) = chosen(verdict).or_else(|| awaited.then(String::new)) else { continue };
+        let mut reaped = Reaped { project: e.project.clone(), env: e.env.clone(), reason, removed: None };
         if opts.dry_run {
             out.reaped.push(reaped);
             continue;
         }
-        match remove(engine, &reaped.project, &reaped.env).await {
-            Ok(removed) => {
+        match reap(engine, &e, opts.patience, |fresh, alive| chosen(fresh.verdict_given(now, alive))).await {
+            Ok(None) => {}
+            Ok(Some((reason, removed))) => {
+                reaped.reason = reason;
                 reaped.removed = Some(removed);
                 out.reaped.push(reaped);
             }
@@ -161,6 +191,40 @@ pub async fn gc<E: Engine>(engine: &E, opts: &GcOptions) -> Result<GcReport, Eng
     Ok(out)
 }
 
+/// Removes environment `e` under its claim if `still` says so of a fresh look at it (given its owner's liveness, found
+/// before that look: see [`EnvInfo::verdict_given`]). `None` when another live process is removing it, it is gone,
+/// or the fresh look changed the verdict (its owner completed it just before it exited).
+async fn reap<E: Engine>(
+    engine: &E,
+    e: &EnvInfo,
+    patience: Duration,
+    still: impl Fn(&EnvInfo, bool) -> Option<String>,
+) -> Result<Option<(String, lifecycle::Removed)>, EngineError> {
+    let claim = match claim::wait(engine, &e.project, &e.env, patience).await? {
+        Taken::Held(c) => Some(c),
+        Taken::Busy(holder) => {
+            tracing::debug!(project = %e.project, env = %e.env, pid = holder.pid, "left to the process removing it");
+            return Ok(None);
+        }
+        Taken::Unclaimable => None,
+    };
+    let owner_alive = e.owner.as_ref().is_some_and(Owner::is_alive);
+    let result = async {
+        let Some(mut fresh) = environment(engine, &e.project, &e.env).await? else { return Ok(None) };
+        // The claim on it is this call's own.
+        fresh.claim = None;
+        match still(&fresh, owner_alive) {
+            Some(reason) => Ok(Some((reason, lifecycle::down_claimed(engine, &labels::env_filter(Some(&e.project), &e.env), true).await?))),
+            None => {
+                tracing::debug!(project = %e.project, env = %e.env, "no longer to be removed on a second look");
+                Ok(None)
+            }
+        }
+    }
+    .await;
+    claim::released(engine, claim, result).await
+}
+
 /// Watches `owner` (the process running `up`, or the process an environment was made for); when it dies, removes
 /// every environment it owns except those completed with a kept lifetime. Runs in the detached `orch __watch` process,
 /// one per owner however many environments it makes (see [`crate::state::StateDir::watcher_lock`]).
@@ -169,20 +233,22 @@ pub async fn watch<E: Engine>(engine: &E, owner: &Owner) -> Result<lifecycle::Re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut total = lifecycle::Removed::default();
+    let kept = |e: &EnvInfo| e.marker.as_ref().is_some_and(|m| m.get(LIFETIME).map(String::as_str) == Some("kept"));
     // The owner may have been mid-way through creating things; removal is idempotent, so sweep twice.
     for sweep in 0..2 {
         if sweep > 0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         for e in environments(engine).await? {
-            let kept = e.marker.as_ref().is_some_and(|m| m.get(LIFETIME).map(String::as_str) == Some("kept"));
-            if e.owner.as_ref() != Some(owner) || kept {
+            if e.owner.as_ref() != Some(owner) || kept(&e) {
                 continue;
             }
-            let r = remove(engine, &e.project, &e.env).await?;
-            total.containers += r.containers;
-            total.networks += r.networks;
-            total.volumes += r.volumes;
+            // The owner is dead (so the listing is final), but `down` or a reaper may be removing it already.
+            if let Some((_, r)) = reap(engine, &e, Duration::ZERO, |fresh, _| (!kept(fresh)).then(String::new)).await? {
+                total.containers += r.containers;
+                total.networks += r.networks;
+                total.volumes += r.volumes;
+            }
         }
     }
     Ok(total)
@@ -203,6 +269,7 @@ mod tests {
             containers: 1,
             networks: 1,
             volumes: 0,
+            claim: None,
             marker: marker.map(|m| m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         }
     }
@@ -258,6 +325,78 @@ mod tests {
         assert!(matches!(error, EngineError::Api { status: 403, .. }), "{error}");
         assert_eq!(engine.network_names(), ["g__a__default"]);
         assert!(engine.container_names().is_empty(), "the stuck environment's container went, its network stays");
+    }
+
+    /// A gc that listed an environment before its owner completed it (the marker came just before the owner
+    /// exited) looks again, owner's death first, and leaves it: kept environments are never reaped on a stale look.
+    #[tokio::test]
+    async fn a_stale_look_at_an_environment_completed_since_reaps_nothing() {
+        use crate::engine::fake::FakeEngine;
+        let me = Owner::current();
+        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
+        let engine = FakeEngine::new();
+        let l = BTreeMap::from([
+            (labels::ENV.to_string(), "e".to_string()),
+            (labels::PROJECT.to_string(), "p".to_string()),
+            (labels::OWNER.to_string(), dead.label()),
+        ]);
+        engine.plant_container("p-e-app", l.clone());
+        let stale = environment(&engine, "p", "e").await.unwrap().unwrap();
+        assert!(matches!(stale.verdict(now()), Verdict::Orphan(_)));
+        mark_ready(&engine, &l, "p", "e", Lifetime::Kept { expires: None }).await.unwrap();
+        let chosen = |fresh: &EnvInfo, alive| match fresh.verdict_given(now(), alive) {
+            Verdict::Orphan(why) => Some(why),
+            _ => None,
+        };
+        assert_eq!(reap(&engine, &stale, Duration::ZERO, chosen).await.unwrap(), None);
+        assert_eq!(engine.container_names(), ["p-e-app"]);
+        assert_eq!(engine.volume_names(), [marker_name("p", "e")], "the marker stays and the claim was given up");
+    }
+
+    /// An environment a live process is removing (it holds the claim, its marker gone) is nobody else's: gc leaves
+    /// it, and `down` waits for the holder rather than race it. A dead holder's claim does not protect anything.
+    #[tokio::test]
+    async fn a_held_claim_keeps_gc_away_and_makes_down_wait() {
+        use crate::engine::fake::FakeEngine;
+        let me = Owner::current();
+        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
+        let engine = FakeEngine::new();
+        let l = BTreeMap::from([
+            (labels::ENV.to_string(), "e".to_string()),
+            (labels::PROJECT.to_string(), "p".to_string()),
+            (labels::OWNER.to_string(), dead.label()),
+        ]);
+        engine.plant_container("p-e-app", l.clone());
+        engine.plant_network("p__e__default", l);
+        let Taken::Held(held) = claim::try_take(&engine, "p", "e").await.unwrap() else { panic!("no claim") };
+        let envs = environments(&engine).await.unwrap();
+        assert_eq!(envs.len(), 1);
+        assert_eq!(envs[0].volumes, 0, "a claim is none of the environment's volumes");
+        assert_eq!(envs[0].verdict(now()), Verdict::Removing(me));
+        let report = gc(&engine, &GcOptions::default()).await.unwrap();
+        assert!(report.reaped.is_empty() && report.failed.is_empty());
+        assert_eq!(engine.container_names(), ["p-e-app"]);
+
+        let filter = labels::env_filter(Some("p"), "e");
+        let (removed, ()) = tokio::join!(lifecycle::down(&engine, &filter, true), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(engine.container_names(), ["p-e-app"], "down waits for the holder");
+            held.release(&engine).await.unwrap();
+        });
+        assert_eq!(removed.unwrap().containers, 1);
+        assert!(engine.container_names().is_empty() && engine.network_names().is_empty() && engine.volume_names().is_empty());
+
+        // A claim whose holder died (a `down` killed half-way) is the orphan's last remains: gc takes it over.
+        engine.plant_container("p-e-app", BTreeMap::from([(labels::ENV.to_string(), "e".to_string()), (labels::PROJECT.to_string(), "p".to_string())]));
+        let stale = [
+            (labels::ENV.to_string(), "e".to_string()),
+            (labels::PROJECT.to_string(), "p".to_string()),
+            (labels::CLAIM.to_string(), format!("{}#3", dead.label())),
+        ];
+        engine.create_volume(&crate::engine::VolumeSpec { name: claim::claim_name("p", "e"), labels: stale.into(), ..Default::default() }).await.unwrap();
+        let report = gc(&engine, &GcOptions::default()).await.unwrap();
+        assert_eq!(report.reaped.len(), 1, "{report:?}");
+        assert!(engine.container_names().is_empty() && engine.volume_names().is_empty());
     }
 
     #[test]

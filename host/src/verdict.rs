@@ -1,5 +1,5 @@
-//! What an environment is, from its labels alone — owner, uid, completeness, lease — and the verdict on it: live,
-//! kept, or an orphan nobody but orch will remove. The reaper acts on the verdict; `up` asks it before it clears a
+//! What an environment is, from its labels alone — owner, uid, completeness, lease, removal claim — and the verdict
+//! on it: live, kept, being removed, or an orphan nobody but orch will remove. The reaper acts on the verdict; `up` asks it before it clears a
 //! name another resource holds.
 
 use std::collections::BTreeMap;
@@ -21,12 +21,16 @@ pub struct EnvInfo {
     pub volumes: usize,
     /// The ready marker's labels, when the environment was completed.
     pub marker: Option<BTreeMap<String, String>>,
+    /// The process holding its removal claim ([`crate::claim`]), if any.
+    pub claim: Option<Owner>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Its owner is alive: someone is using it.
     Live,
+    /// A live process is removing it (holds its claim): nobody else's to remove, whatever else it looks like.
+    Removing(Owner),
     /// Complete and kept until `orch down` or its lease.
     Kept,
     /// Nobody will ever remove it but orch: the reason says why.
@@ -35,7 +39,16 @@ pub enum Verdict {
 
 impl EnvInfo {
     pub fn verdict(&self, now: u64) -> Verdict {
-        let owner_alive = self.owner.as_ref().is_some_and(Owner::is_alive);
+        self.verdict_given(now, self.owner.as_ref().is_some_and(Owner::is_alive))
+    }
+
+    /// The verdict with the owner's liveness found beforehand. Whoever removes on a verdict finds liveness first and
+    /// lists second: an owner proven dead makes no marker later, whereas a listing taken before the liveness check
+    /// may predate the marker an owner made just before it exited.
+    pub fn verdict_given(&self, now: u64, owner_alive: bool) -> Verdict {
+        if let Some(holder) = self.claim.as_ref().filter(|h| h.is_alive()) {
+            return Verdict::Removing(holder.clone());
+        }
         if let Some(m) = &self.marker
             && let Some(exp) = m.get(EXPIRES).and_then(|e| e.parse::<u64>().ok())
             && exp <= now

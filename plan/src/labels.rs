@@ -25,6 +25,10 @@ pub const EXPIRES: &str = "orch.expires";
 /// orch already saw healthy "starting" just because Docker has not run its own first check yet.
 pub const READY_AT: &str = "orch.ready-at";
 
+/// On an environment's removal claim (a volume): the process taking the environment apart, and a number telling its
+/// claims apart (`owner#n`).
+pub const CLAIM: &str = "orch.claim";
+
 /// On a project's long-lived tier network (`orch network create`): the network's name in the plan. Tier networks
 /// carry no [`ENV`] label, so nothing that removes environments touches them.
 pub const TIER: &str = "orch.tier";

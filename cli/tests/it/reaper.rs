@@ -248,7 +248,7 @@ fn gc_removes_exactly_the_orphans() {
 
     let orch = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_orch")).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(support::ok_but_for_others(&out, &format!("-{pid}")), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let ours = |text: &str| -> Vec<String> { text.lines().filter(|l| l.contains(&format!("-{pid} "))).map(String::from).collect() };
@@ -366,4 +366,90 @@ fn run_passes_the_exit_status_through_and_always_tears_down() {
     // The allocation state holds no reservation for either environment afterwards.
     let alloc = std::fs::read_to_string(state.join("allocations.json")).unwrap();
     assert!(!alloc.contains(&env) && !alloc.contains(&env2), "{alloc}");
+}
+
+/// An environment another process is taking apart (it holds the removal claim) is nobody else's, even one that looks
+/// like an orphan (its lease ran out): `orch gc` leaves it and `orch down` waits for the holder rather than race it. A dead
+/// holder's claim protects nothing. Then `down` and two `gc`s of the same environments at once, as on a shared CI
+/// host: every command succeeds and nothing is left — no network the engine still thinks has endpoints.
+#[test]
+fn a_removal_in_progress_is_never_raced() {
+    let _serial = serial_sharing();
+    let rt = rt();
+    let engine = engine(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        "name: claims\nservices:\n  a: {image: orch-test/busybox:latest, command: [sleep, '3600'], networks: [x, y]}\n  b: {image: orch-test/busybox:latest, command: [sleep, '3600'], networks: [y]}\nnetworks: {x: {}, y: {}}\n",
+    )
+    .unwrap();
+    let pid = std::process::id();
+    let envs: Vec<String> = (0..5).map(|i| format!("cl{i}-{pid}")).collect();
+    let _guards: Vec<Guard> = envs.iter().map(|e| Guard("claims".into(), e.clone())).collect();
+    let orch = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(dir.path()).output().unwrap();
+    let up_for = |env: &str, ttl: &str| {
+        let out = orch(&["up", "--env", env, "--pool", "10.235.0.0/16", "--ttl", ttl]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Orphans once their one-second lease is over (orch's own watcher leaves an environment with a lease alone).
+    let up_expiring = |env: &str| up_for(env, "1s");
+    let lease_over = || std::thread::sleep(Duration::from_millis(2100));
+
+    // Held by a live process (this test), lease over: gc leaves it, down waits.
+    up_expiring(&envs[0]);
+    let orch::claim::Taken::Held(claim) = rt.block_on(orch::claim::try_take(&engine, "claims", &envs[0])).unwrap() else { panic!("no claim") };
+    lease_over();
+    let before = leftovers(&rt, &engine, &envs[0]);
+    let dry = orch(&["gc", "-p", "claims", "--dry-run"]);
+    assert!(!String::from_utf8_lossy(&dry.stdout).contains(&envs[0]), "not an orphan: {}", String::from_utf8_lossy(&dry.stdout));
+    let gc = orch(&["gc", "-p", "claims"]);
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    assert!(!String::from_utf8_lossy(&gc.stdout).contains(&envs[0]), "{}", String::from_utf8_lossy(&gc.stdout));
+    assert_eq!(leftovers(&rt, &engine, &envs[0]), before, "gc left the environment being removed alone");
+    let mut down = Command::new(env!("CARGO_BIN_EXE_orch")).args(["down", "--env", &envs[0], "-p", "claims"]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(down.try_wait().unwrap().is_none(), "down waits while the claim is held");
+    assert_eq!(leftovers(&rt, &engine, &envs[0]), before);
+    rt.block_on(claim.release(&engine)).unwrap();
+    let out = down.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(leftovers(&rt, &engine, &envs[0]), 0);
+
+    // Held by a process that died half-way through its down: gc finishes the job, the claim included.
+    up_expiring(&envs[1]);
+    let me = orch::owner::Owner::current();
+    let dead = orch::owner::Owner { start_time: me.start_time + 1, ..me };
+    let stale = BTreeMap::from([
+        ("orch.env".to_string(), envs[1].clone()),
+        ("orch.project".to_string(), "claims".to_string()),
+        ("orch.claim".to_string(), format!("{}#0", dead.label())),
+    ]);
+    let volume = orch::engine::VolumeSpec { name: orch::claim::claim_name("claims", &envs[1]), labels: stale, ..Default::default() };
+    rt.block_on(engine.create_volume(&volume)).unwrap();
+    lease_over();
+    let gc = orch(&["gc", "-p", "claims"]);
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    assert!(String::from_utf8_lossy(&gc.stdout).contains(&envs[1]), "{}", String::from_utf8_lossy(&gc.stdout));
+    assert_eq!(leftovers(&rt, &engine, &envs[1]), 0);
+
+    // A down and two gcs of each environment at once.
+    for env in &envs[2..] {
+        up_for(env, "1h");
+    }
+    let children: Vec<Child> = envs[2..]
+        .iter()
+        .flat_map(|env| {
+            let down = Command::new(env!("CARGO_BIN_EXE_orch")).args(["down", "--env", env, "-p", "claims"]).stderr(Stdio::piped()).spawn().unwrap();
+            let gcs = (0..2).map(|_| Command::new(env!("CARGO_BIN_EXE_orch")).args(["gc", "-p", "claims"]).stderr(Stdio::piped()).spawn().unwrap());
+            std::iter::once(down).chain(gcs).collect::<Vec<_>>()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for env in &envs {
+        assert_eq!(leftovers(&rt, &engine, env), 0, "{env} left something");
+    }
 }

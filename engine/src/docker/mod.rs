@@ -348,7 +348,14 @@ impl Engine for DockerEngine {
             labels: Some(spec.labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        let volume = self.docker.create_volume(req).await.map_err(classify(&format!("volume {}", spec.name)))?;
+        let what = format!("volume {}", spec.name);
+        let volume = self.docker.create_volume(req).await.map_err(classify(&what))?;
+        if volume.labels.is_empty() && !spec.labels.is_empty() {
+            // Docker (20.10) answers without labels for an existing volume it restored after a restart; its inspect
+            // has them, and the caller tells its own volume from another's by them.
+            let found = self.docker.inspect_volume(&spec.name).await.map_err(classify(&what))?;
+            return Ok(found.labels.into_iter().collect());
+        }
         Ok(volume.labels.into_iter().collect())
     }
 

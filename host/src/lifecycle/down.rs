@@ -1,5 +1,9 @@
-//! `down`: the ready marker first, then containers, networks and (optionally) volumes, found by label.
+//! `down`: under the environment's removal claim, the ready marker first, then containers, networks and
+//! (optionally) volumes, found by label.
 
+use std::time::Duration;
+
+use crate::claim;
 use crate::engine::{Engine, EngineError};
 use crate::labels;
 use crate::retry::Backoff;
@@ -13,13 +17,29 @@ pub struct Removed {
     pub volumes: usize,
 }
 
+/// How long `down` waits for another live process removing the same environment (its claim) before it goes on.
+const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Removes every container, then every network (and with `volumes` every volume) carrying the filter's labels.
-/// "Already gone" is success; transient errors are retried with backoff.
+/// "Already gone" is success; transient errors are retried with backoff. When the filter names one environment, its
+/// removal claim is held meanwhile ([`crate::claim`]): a reaper leaves it alone, and another process removing it is
+/// waited for rather than raced.
 pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
+    let claim = match claim::of_filter(filter) {
+        Some((project, env)) => claim::take(engine, &project, &env, PATIENCE).await?,
+        None => None,
+    };
+    let result = down_claimed(engine, filter, volumes).await;
+    claim::released(engine, claim, result).await
+}
+
+/// [`down`] for a caller that holds the environment's claim (or has none to hold).
+pub(crate) async fn down_claimed<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
     let filter = filter.to_vec();
     // The ready marker goes first: if anything below fails, the environment is left as an orphan (no marker) that
     // the next `orch gc` or opportunistic reap finishes — the labels themselves record the unfinished work.
-    let vols = engine.volumes_labelled(&filter).await?;
+    // Claims are not the environment's: the holder gives its own up, and another's is not this call's to remove.
+    let vols: Vec<_> = engine.volumes_labelled(&filter).await?.into_iter().filter(|(_, l)| !l.contains_key(labels::CLAIM)).collect();
     let (markers, data): (Vec<_>, Vec<_>) = vols.iter().partition(|(_, l)| l.contains_key(labels::MARKER));
     join_all(markers.iter().map(|(v, _)| retry(|| engine.remove_volume(v)))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let containers = engine.containers_labelled(&filter).await?;

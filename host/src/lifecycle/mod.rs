@@ -19,6 +19,7 @@ pub mod up;
 mod wait;
 
 pub use build::tar_context;
+pub(crate) use down::down_claimed;
 pub use down::{Removed, down};
 pub use marker::Lifetime;
 pub use status::{ServiceStatus, connection_env, reachable_host, status, status_probed};

@@ -58,11 +58,12 @@ pub async fn up<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: 
     if result.is_err() && (!opts.keep_on_failure || subnet_taken) {
         progress(Progress::RollingBack);
         // Only what this run made: another process may hold resources of the same name and labels (a live run of
-        // the same `--env` by another user), and those are not this run's to remove.
+        // the same `--env` by another user), and those are not this run's to remove. No claim: while this run's
+        // owner lives nobody reaps what it made.
         let owner = opts.owner.clone().unwrap_or_else(Owner::current);
         let mut filter = labels::env_filter(Some(&plan.identity.project), &plan.identity.env_id);
         filter.push(format!("{}={}", labels::OWNER, owner.label()));
-        if let Ok(removed) = down(engine, &filter, true).await {
+        if let Ok(removed) = down_claimed(engine, &filter, true).await {
             progress(Progress::Removed { containers: removed.containers, networks: removed.networks, volumes: removed.volumes });
         }
     }
@@ -363,12 +364,16 @@ async fn leftover<E: Engine>(
         networks: 0,
         volumes: 0,
         marker,
+        claim: None,
     };
     match info.verdict(crate::clock::now()) {
         crate::verdict::Verdict::Orphan(_) => Ok(()),
         crate::verdict::Verdict::Live => {
             let who = owner.map(|o| format!(" (pid {} on {})", o.pid, o.host)).unwrap_or_default();
             Err(in_the_way(format!("environment {env} is being made or used by a live orch process{who}; use another --env or wait for it")))
+        }
+        crate::verdict::Verdict::Removing(o) => {
+            Err(in_the_way(format!("environment {env} is being removed by a live orch process (pid {} on {}); wait for it", o.pid, o.host)))
         }
         crate::verdict::Verdict::Kept => {
             Err(in_the_way(format!("environment {env} exists and is kept; `orch down --env {env} -p {project} --volumes` removes it")))
