@@ -16,6 +16,10 @@ use crate::engine::{Engine, EngineError, VolumeSpec};
 use crate::labels::{self, CLAIM};
 use crate::owner::Owner;
 
+/// How long `down` and `keep` wait for another live process removing the same environment before they go on: its
+/// removal usually ends well before.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// The name of an environment's claim volume.
 pub fn claim_name(project: &str, env: &str) -> String {
     crate::plan::resource_name(project, env, "orch-removing")
@@ -93,7 +97,7 @@ pub async fn wait<E: Engine>(engine: &E, project: &str, env: &str, patience: Dur
     }
 }
 
-/// The claim, waiting up to `patience` while a live process holds it (its removal usually ends well before). `None`
+/// The claim, waiting up to `patience` while a live process holds it. `None`
 /// when there is no claim to be had: a foreign volume has its name, or the holder outlasted `patience` (then the
 /// caller goes on without one rather than hang on a stuck process).
 pub async fn take<E: Engine>(engine: &E, project: &str, env: &str, patience: Duration) -> Result<Option<Claim>, EngineError> {

@@ -55,7 +55,7 @@ pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, Str
 /// the environment has no marker, which would make it an orphan if its owner is dead: the removal claim, held
 /// meanwhile, keeps reapers away.
 pub async fn keep<E: Engine>(engine: &E, project: &str, env: &str, expires: Option<u64>) -> Result<(), EngineError> {
-    let claim = crate::claim::take(engine, project, env, std::time::Duration::from_secs(60)).await?;
+    let claim = crate::claim::take(engine, project, env, crate::claim::PATIENCE).await?;
     let result = swap_marker(engine, project, env, expires).await;
     crate::claim::released(engine, claim, result).await
 }

@@ -327,19 +327,23 @@ mod tests {
         assert!(engine.container_names().is_empty(), "the stuck environment's container went, its network stays");
     }
 
-    /// A gc that listed an environment before its owner completed it (the marker came just before the owner
-    /// exited) looks again, owner's death first, and leaves it: kept environments are never reaped on a stale look.
-    #[tokio::test]
-    async fn a_stale_look_at_an_environment_completed_since_reaps_nothing() {
-        use crate::engine::fake::FakeEngine;
+    /// A fake engine, a dead owner, and the labels of environment `e` of project `p` made by it.
+    fn dead_owners_environment() -> (crate::engine::fake::FakeEngine, Owner, BTreeMap<String, String>) {
         let me = Owner::current();
         let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
-        let engine = FakeEngine::new();
         let l = BTreeMap::from([
             (labels::ENV.to_string(), "e".to_string()),
             (labels::PROJECT.to_string(), "p".to_string()),
             (labels::OWNER.to_string(), dead.label()),
         ]);
+        (crate::engine::fake::FakeEngine::new(), dead, l)
+    }
+
+    /// A gc that listed an environment before its owner completed it (the marker came just before the owner
+    /// exited) looks again, owner's death first, and leaves it: kept environments are never reaped on a stale look.
+    #[tokio::test]
+    async fn a_stale_look_at_an_environment_completed_since_reaps_nothing() {
+        let (engine, _, l) = dead_owners_environment();
         engine.plant_container("p-e-app", l.clone());
         let stale = environment(&engine, "p", "e").await.unwrap().unwrap();
         assert!(matches!(stale.verdict(now()), Verdict::Orphan(_)));
@@ -357,15 +361,8 @@ mod tests {
     /// it, and `down` waits for the holder rather than race it. A dead holder's claim does not protect anything.
     #[tokio::test]
     async fn a_held_claim_keeps_gc_away_and_makes_down_wait() {
-        use crate::engine::fake::FakeEngine;
+        let (engine, dead, l) = dead_owners_environment();
         let me = Owner::current();
-        let dead = Owner { start_time: me.start_time + 1, ..me.clone() };
-        let engine = FakeEngine::new();
-        let l = BTreeMap::from([
-            (labels::ENV.to_string(), "e".to_string()),
-            (labels::PROJECT.to_string(), "p".to_string()),
-            (labels::OWNER.to_string(), dead.label()),
-        ]);
         engine.plant_container("p-e-app", l.clone());
         engine.plant_network("p__e__default", l);
         let Taken::Held(held) = claim::try_take(&engine, "p", "e").await.unwrap() else { panic!("no claim") };

@@ -387,7 +387,7 @@ fn a_removal_in_progress_is_never_raced() {
     let pid = std::process::id();
     let envs: Vec<String> = (0..5).map(|i| format!("cl{i}-{pid}")).collect();
     let _guards: Vec<Guard> = envs.iter().map(|e| Guard("claims".into(), e.clone())).collect();
-    let orch = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(dir.path()).output().unwrap();
+    let orch = |args: &[&str]| support::orch_in(dir.path(), args);
     let up_for = |env: &str, ttl: &str| {
         let out = orch(&["up", "--env", env, "--pool", "10.235.0.0/16", "--ttl", ttl]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,8 +1,6 @@
 //! `down`: under the environment's removal claim, the ready marker first, then containers, networks and
 //! (optionally) volumes, found by label.
 
-use std::time::Duration;
-
 use crate::claim;
 use crate::engine::{Engine, EngineError};
 use crate::labels;
@@ -17,16 +15,13 @@ pub struct Removed {
     pub volumes: usize,
 }
 
-/// How long `down` waits for another live process removing the same environment (its claim) before it goes on.
-const PATIENCE: Duration = Duration::from_secs(60);
-
 /// Removes every container, then every network (and with `volumes` every volume) carrying the filter's labels.
 /// "Already gone" is success; transient errors are retried with backoff. When the filter names one environment, its
 /// removal claim is held meanwhile ([`crate::claim`]): a reaper leaves it alone, and another process removing it is
 /// waited for rather than raced.
 pub async fn down<E: Engine>(engine: &E, filter: &[String], volumes: bool) -> Result<Removed, EngineError> {
     let claim = match claim::of_filter(filter) {
-        Some((project, env)) => claim::take(engine, &project, &env, PATIENCE).await?,
+        Some((project, env)) => claim::take(engine, &project, &env, claim::PATIENCE).await?,
         None => None,
     };
     let result = down_claimed(engine, filter, volumes).await;
