@@ -209,10 +209,49 @@ pub enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// A warm pool: ready environments of the project, made before anyone asks, for `up --from-pool`
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
     /// Built-in and external policy plugins
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PoolCommand {
+    /// Start the project's pool keeper (a detached process) holding --size ready environments
+    Start {
+        #[command(flatten)]
+        input: PlanInput,
+        /// Ready environments to hold [default: orch.toml's [pool] size, else 2]
+        #[arg(long)]
+        size: Option<usize>,
+        /// How long one member may take to come up
+        #[arg(long, default_value = "180s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Return only once the pool is full (up to --timeout)
+        #[arg(long)]
+        wait: bool,
+        /// Run the keeper in this process instead of detaching it
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// The pool's members (ready, starting, claimed) and its keeper
+    Status {
+        #[command(flatten)]
+        input: PlanInput,
+        /// table, or json (orch.pool/v1)
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+    /// Stop the keeper; it removes every member not handed out
+    Stop {
+        #[command(flatten)]
+        input: PlanInput,
     },
 }
 
@@ -402,6 +441,13 @@ pub struct UpFlags {
     /// orch.toml's join-networks]
     #[arg(long)]
     pub join_networks: bool,
+    /// Take a ready environment from the project's warm pool (`orch pool start`) when it has one of the current
+    /// plan; else bring a fresh one up (and say which)
+    #[arg(long)]
+    pub from_pool: bool,
+    /// With --from-pool: wait this long for a ready member before bringing a fresh one up (e.g. 30s)
+    #[arg(long, value_parser = parse_duration, requires = "from_pool")]
+    pub pool_wait: Option<std::time::Duration>,
 }
 
 /// Which environment a command acts on.
@@ -508,6 +554,7 @@ impl UpFlags {
             watcher: std::env::current_exe().ok(),
             owner,
             join_networks: self.join_networks,
+            pool: None,
         }
     }
 }

@@ -12,6 +12,7 @@ mod fuzz_tests;
 mod log;
 mod network;
 mod plugin;
+mod pool;
 mod progress;
 mod render;
 mod up;
@@ -151,6 +152,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Network { command } => network::run(&dirs, command),
+        Command::Pool { command } => pool::run(&dirs, command),
         Command::Bench { input, parallel, runs, targets, timeout, no_variants, format, output } => {
             bench::run(&dirs, &input, bench::BenchArgs { parallel, runs, targets, timeout, no_variants, format, output })
         }

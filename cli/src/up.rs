@@ -93,6 +93,36 @@ fn bring_up(
     })
 }
 
+/// With `--from-pool`: a ready member of the project's warm pool, claimed for `owner` with `lifetime`; `None` (and a
+/// note saying so) when the pool has none of the current plan within `--pool-wait`.
+fn from_pool(
+    rt: &tokio::runtime::Runtime,
+    engine: &AnyEngine,
+    project: &Project,
+    flags: &UpFlags,
+    input: &PlanInput,
+    lifetime: Lifetime,
+    owner: Option<Owner>,
+) -> Result<Option<Environment<AnyEngine>>, Error> {
+    if !flags.from_pool {
+        return Ok(None);
+    }
+    if input.env.is_some() {
+        return Err(Error::Usage("--from-pool hands out pool members under their own ids; leave out --env".into()));
+    }
+    let started = std::time::Instant::now();
+    let opts = orch::pool::ClaimOptions { owner, lifetime, watcher: std::env::current_exe().ok(), wait: flags.pool_wait.unwrap_or_default() };
+    let claimed = rt.block_on(async {
+        let key = orch::pool::key(project, engine).await?;
+        orch::pool::claim(project, engine, &key, &opts).await
+    })?;
+    match &claimed {
+        Some(env) => eprintln!("claimed environment {} from the warm pool in {} ms", env.id(), started.elapsed().as_millis()),
+        None => eprintln!("the warm pool of {} has no ready environment of this plan: bringing a fresh one up", project.name()),
+    }
+    Ok(claimed)
+}
+
 pub fn up(dirs: &Dirs, input: &PlanInput, flags: &UpFlags, ttl: Option<Duration>, owner_pid: Option<u32>, format: Output) -> Result<(), Error> {
     let owner = match owner_pid {
         Some(pid) => Some(Owner::of_pid(pid).ok_or_else(|| Error::Usage(format!("--owner-pid {pid}: no such process")))?),
@@ -105,13 +135,17 @@ pub fn up(dirs: &Dirs, input: &PlanInput, flags: &UpFlags, ttl: Option<Duration>
         Some(_) => Lifetime::Process,
         None => Lifetime::Kept { expires: ttl.map(|t| lifecycle::marker::now() + t.as_secs()) },
     };
-    let env = bring_up(&rt, &engine, &project, flags, input, lifetime, owner)?;
+    let started = std::time::Instant::now();
+    let env = match from_pool(&rt, &engine, &project, flags, input, lifetime, owner.clone())? {
+        Some(env) => env,
+        None => bring_up(&rt, &engine, &project, flags, input, lifetime, owner)?,
+    };
     let id = env.id().to_string();
     let until = match owner_pid {
         Some(pid) => format!("it goes when process {pid} ends, or with `orch down --env {id} --volumes`"),
         None => format!("remove it with `orch down --env {id} --volumes`"),
     };
-    eprintln!("environment {id} is up in {:.1}s; {until}", env.elapsed().unwrap_or_default().as_secs_f64());
+    eprintln!("environment {id} is up in {:.1}s; {until}", started.elapsed().as_secs_f64());
     match format {
         Output::Text => println!("{id}"),
         Output::Json => println!("{}", serde_json::to_string_pretty(&rt.block_on(env.summary())?).expect("serialises")),
@@ -125,7 +159,10 @@ pub fn run(dirs: &Dirs, input: &PlanInput, flags: &UpFlags, keep: bool, command:
     let rt = tokio();
     let project = open(input, dirs)?;
     let engine = engine(&rt, Some(&project))?;
-    let env = bring_up(&rt, &engine, &project, flags, input, Lifetime::Process, None)?;
+    let env = match from_pool(&rt, &engine, &project, flags, input, Lifetime::Process, None)? {
+        Some(env) => env,
+        None => bring_up(&rt, &engine, &project, flags, input, Lifetime::Process, None)?,
+    };
     let vars = rt.block_on(env.connection_env())?;
     let (id, project_name) = (env.id().to_string(), env.project().to_string());
     let outcome = rt.block_on(async {

@@ -138,6 +138,9 @@ impl Engine for AnyEngine {
     async fn image_size(&self, image: &str) -> Result<Option<u64>, EngineError> {
         forward!(self, e => e.image_size(image))
     }
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        forward!(self, e => e.image_id(image))
+    }
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         forward!(self, e => e.create_volume(spec))
     }

@@ -401,6 +401,11 @@ impl Engine for FakeEngine {
         Ok(self.state().images.contains(image).then(|| image.len() as u64 * (10 << 20)))
     }
 
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        // The fake's images have no content: the name stands for it.
+        Ok(self.state().images.contains(image).then(|| format!("sha256:{:016x}", orch_plan::plan::fnv1a(image.as_bytes()))))
+    }
+
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         let mut st = self.state();
         if st.containers.values().any(|c| c.spec.name == spec.name) {

@@ -296,6 +296,8 @@ pub trait Engine: Send + Sync {
     fn container_memory(&self, id: &str) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
     /// The size of a local image; `None` when it is not there.
     fn image_size(&self, image: &str) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
+    /// The id (`sha256:…`) a local image reference stands for now; `None` when there is no such image.
+    fn image_id(&self, image: &str) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
     /// Creates a volume, or finds the one of that name (the engine does not refuse it): returns the labels of the
     /// volume the name now stands for, so the caller can tell its own from another's.
     fn create_volume(&self, spec: &VolumeSpec) -> impl Future<Output = Result<Labels, EngineError>> + Send;

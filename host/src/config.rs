@@ -45,6 +45,9 @@ pub struct ProjectConfig {
     /// Targets `orch bench` checks.
     #[serde(default)]
     pub bench: Targets,
+    /// `[pool]`: the warm pool `orch pool start` keeps.
+    #[serde(default)]
+    pub pool: PoolConfig,
     #[serde(default)]
     pub plugins: Vec<PluginEntry>,
     /// The directory orch.toml is in (set on load).
@@ -216,6 +219,16 @@ pub struct Targets {
     pub image_size: Option<u64>,
     /// Each environment is removed within this (seed 004: 5s).
     pub cleanup: Option<Duration>,
+}
+
+/// `[pool]` in orch.toml: how many ready environments the keeper holds, and the warm-up commands each runs (with the
+/// member's connection variables, in orch.toml's directory) before it counts as ready.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoolConfig {
+    pub size: Option<usize>,
+    #[serde(default)]
+    pub warm: Vec<String>,
 }
 
 /// `[bench]` as written: values as text, checked when orch.toml is read.

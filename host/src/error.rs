@@ -90,6 +90,16 @@ pub enum Error {
     /// A command run by orch (`exec`, later `run`) failed with this status; orch exits with it.
     #[error("the command exited with status {0}")]
     CommandFailed(u8),
+    /// A warm pool's warm-up command failed on a member (which was removed).
+    #[error("warm-up command `{command}` failed on pool member {env}: {why}; fix the command or orch.toml's [pool] warm")]
+    WarmUp {
+        /// The command as orch.toml has it.
+        command: String,
+        /// The member it ran against.
+        env: String,
+        /// Its status and the end of its error output, or the timeout.
+        why: String,
+    },
     /// `orch plugin test`: the plan differs from the expectation.
     #[error("{0}")]
     TestFailed(String),
@@ -152,7 +162,7 @@ impl Error {
             // A subnet in the way is a resource in the way, not an engine failure.
             Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(crate::engine::EngineError::SubnetTaken { .. })) => exit::SERVICE,
             Error::Lifecycle(crate::lifecycle::LifecycleError::Engine(_)) => exit::ENGINE,
-            Error::Lifecycle(_) => exit::SERVICE,
+            Error::Lifecycle(_) | Error::WarmUp { .. } => exit::SERVICE,
             Error::Usage(_) => exit::USAGE,
             Error::NotFound(_) | Error::EnvironmentExists { .. } => exit::NO_SUCH_ENV,
             Error::Io { .. } | Error::Internal(_) => exit::INTERNAL,

@@ -49,6 +49,7 @@ pub mod marker;
 pub mod owner;
 #[deny(missing_docs)]
 pub mod planner;
+pub mod pool;
 pub mod reaper;
 #[deny(missing_docs)]
 pub mod session;

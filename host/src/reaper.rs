@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::claim::{self, Taken};
 use crate::engine::{Engine, EngineError};
-use crate::labels::{self, CLAIM, LIFETIME, MARKER};
+use crate::labels::{self, CLAIM, CLAIMED, EXPIRES, LIFETIME, MARKER, POOL};
 use crate::lifecycle;
 use crate::owner::Owner;
 
@@ -74,8 +74,12 @@ async fn environments_matching<E: Engine>(engine: &E, filter: &[String]) -> Resu
         }
     }
     let mut claims = vec![];
+    let mut deeds = vec![];
     for (_, l) in &volumes {
-        if l.contains_key(CLAIM) {
+        if l.contains_key(CLAIMED) {
+            // A claimed pool member's deed: applied last, as it replaces the keeper's ownership.
+            deeds.push(l);
+        } else if l.contains_key(CLAIM) {
             // A removal claim says who is removing the environment and counts as none of its resources; it is noted
             // after everything else, so that the environment's owner and uid come from its own resources.
             claims.push(l);
@@ -84,6 +88,7 @@ async fn environments_matching<E: Engine>(engine: &E, filter: &[String]) -> Resu
         }
     }
     let claims: Vec<_> = claims.into_iter().filter_map(|l| Some((note(l)?, l.get(CLAIM).and_then(|h| claim::holder(h))))).collect();
+    let deeds: Vec<_> = deeds.into_iter().filter_map(|l| Some((note(l)?, l))).collect();
     for (k, kind, marker) in counts {
         let e = envs.get_mut(&k).expect("noted above");
         match (kind, marker) {
@@ -96,6 +101,9 @@ async fn environments_matching<E: Engine>(engine: &E, filter: &[String]) -> Resu
     for (k, holder) in claims {
         envs.get_mut(&k).expect("noted above").claim = holder;
     }
+    for (k, deed) in deeds {
+        apply_deed(envs.get_mut(&k).expect("noted above"), deed);
+    }
     Ok(envs
         .into_values()
         .map(|mut e| {
@@ -105,6 +113,22 @@ async fn environments_matching<E: Engine>(engine: &E, filter: &[String]) -> Resu
             e
         })
         .collect())
+}
+
+/// A claimed pool member belongs to its claimer: the deed's owner and uid replace the keeper's, and while the marker
+/// is still the keeper's (labelled with the pool key) the deed's lifetime and lease replace the marker's. A marker
+/// written since (`keep`) is the claimer's own and rules.
+fn apply_deed(e: &mut EnvInfo, deed: &BTreeMap<String, String>) {
+    e.owner = deed.get(CLAIMED).and_then(|h| claim::holder(h));
+    e.uid = deed.get(labels::OWNER_UID).and_then(|u| u.parse().ok());
+    if let Some(m) = e.marker.as_mut().filter(|m| m.contains_key(POOL)) {
+        for key in [LIFETIME, EXPIRES] {
+            match deed.get(key) {
+                Some(v) => m.insert(key.to_string(), v.clone()),
+                None => m.remove(key),
+            };
+        }
+    }
 }
 
 /// Removes one environment completely, its volumes and marker included.
@@ -407,5 +431,40 @@ mod tests {
         assert!(matches!(info(Some(me), Some(&[(LIFETIME, "kept"), (EXPIRES, "5")])).verdict(10), Verdict::Orphan(r) if r.contains("lease")));
         assert_eq!(info(Some(dead), Some(&[(LIFETIME, "kept"), (EXPIRES, "50")])).verdict(10), Verdict::Kept);
         assert!(matches!(info(None, None).verdict(10), Verdict::Orphan(_)));
+    }
+
+    /// A claimed pool member is its claimer's: the deed's owner and lifetime decide, the keeper's no longer do; a
+    /// marker the claimer wrote since (`keep`) rules over the deed's lifetime.
+    #[tokio::test]
+    async fn a_deed_hands_a_pool_member_to_its_claimer() {
+        let (engine, dead_keeper, mut l) = dead_owners_environment();
+        l.insert(POOL.into(), "k".into());
+        engine.plant_container("p-e-app", l.clone());
+        mark_ready(&engine, &l, "p", "e", Lifetime::Process).await.unwrap();
+        assert!(matches!(environment(&engine, "p", "e").await.unwrap().unwrap().verdict(now()), Verdict::Orphan(_)), "an unclaimed member of a dead keeper");
+
+        let deed = |owner: &Owner, lifetime: &str| {
+            let labels = BTreeMap::from([
+                (labels::ENV.to_string(), "e".to_string()),
+                (labels::PROJECT.to_string(), "p".to_string()),
+                (CLAIMED.to_string(), format!("{}#0", owner.label())),
+                (LIFETIME.to_string(), lifetime.to_string()),
+            ]);
+            crate::engine::VolumeSpec { name: crate::pool::deed_name("p", "e"), labels, ..Default::default() }
+        };
+        engine.create_volume(&deed(&Owner::current(), "process")).await.unwrap();
+        let e = environment(&engine, "p", "e").await.unwrap().unwrap();
+        assert_eq!(e.owner, Some(Owner::current()));
+        assert_eq!(e.verdict(now()), Verdict::Live, "its live claimer uses it, whatever became of the keeper");
+        assert_eq!(watch(&engine, &dead_keeper).await.unwrap(), lifecycle::Removed::default(), "the keeper's watcher leaves it");
+
+        engine.remove_volume(&crate::pool::deed_name("p", "e")).await.unwrap();
+        engine.create_volume(&deed(&dead_keeper, "kept")).await.unwrap();
+        assert_eq!(environment(&engine, "p", "e").await.unwrap().unwrap().verdict(now()), Verdict::Kept, "the deed's lifetime replaces the keeper's marker's");
+        crate::marker::keep(&engine, "p", "e", Some(1)).await.unwrap();
+        assert!(
+            matches!(environment(&engine, "p", "e").await.unwrap().unwrap().verdict(now()), Verdict::Orphan(r) if r.contains("lease")),
+            "a marker written since rules"
+        );
     }
 }

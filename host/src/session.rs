@@ -90,6 +90,8 @@ pub struct EnvOptions {
     /// Join the project's tier networks (`orch network create`) instead of creating networks of its own [default:
     /// orch.toml's `join-networks`].
     pub join_networks: bool,
+    /// Made as a member of the project's warm pool with this key ([`crate::pool`]).
+    pub pool: Option<String>,
 }
 
 impl Default for EnvOptions {
@@ -107,6 +109,7 @@ impl Default for EnvOptions {
             watcher: None,
             owner: None,
             join_networks: false,
+            pool: None,
         }
     }
 }
@@ -179,6 +182,33 @@ impl Project {
     /// The targets of `orch bench` from orch.toml's `[bench]`.
     pub fn bench_targets(&self) -> crate::config::Targets {
         self.config.as_ref().map(|c| c.bench.clone()).unwrap_or_default()
+    }
+
+    /// orch.toml's `[pool]` (empty without orch.toml).
+    pub fn pool_config(&self) -> crate::config::PoolConfig {
+        self.config.as_ref().map(|c| c.pool.clone()).unwrap_or_default()
+    }
+
+    /// Where the project's relative paths start: orch.toml's directory, else the first compose file's.
+    pub fn dir(&self) -> PathBuf {
+        match &self.config {
+            Some(c) => c.dir.clone(),
+            None => self.compose.files.first().and_then(|f| f.parent()).map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+
+    /// Everything an environment of this project is made from, as one text: the loaded compose model (interpolated,
+    /// profiles applied), the environment kind, each plugin's digest and settings, and orch.toml. A change to any
+    /// input file changes it.
+    pub fn inputs_fingerprint(&self) -> String {
+        let plugins: Vec<(&str, &str, &str)> = self.plugins.iter().map(|p| (p.plugin.name.as_str(), p.plugin.sha256.as_str(), p.settings.as_str())).collect();
+        serde_json::json!({
+            "compose": self.loaded.project,
+            "env-kind": self.env_kind,
+            "plugins": plugins,
+            "config": format!("{:?}", self.config.as_ref().map(|c| (&c.files, &c.env_files, &c.project, &c.env_kind, &c.profiles, &c.join_networks, &c.plugins, &c.pool))),
+        })
+        .to_string()
     }
 
     /// The engine orch.toml names (`engine = "swarm"`), if it names one.
@@ -381,6 +411,7 @@ impl Project {
             no_cache: opts.no_cache,
             lifetime: opts.lifetime,
             owner: opts.owner.clone(),
+            pool: opts.pool.clone(),
         };
         let planner = self.planner();
         let backoff = crate::planner::SUBNET_BACKOFF;
@@ -507,7 +538,7 @@ pub async fn project_of_env<E: Engine>(engine: &E, env: &str, folder_project: Op
 /// Starts `orch __watch` for the owner: detached (own process group, so a terminal's Ctrl-C does not reach it), it
 /// removes the owner's environments when the owner dies before they are complete (or at all, for a process lifetime).
 /// When the owner has a watcher already (an earlier environment), the new one exits at once.
-fn spawn_watcher(exe: &Path, owner: &crate::owner::Owner, state: &StateDir, engine_args: &[String]) -> Result<(), Error> {
+pub(crate) fn spawn_watcher(exe: &Path, owner: &crate::owner::Owner, state: &StateDir, engine_args: &[String]) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
     std::process::Command::new(exe)
         .arg("--state-dir")
@@ -694,6 +725,11 @@ pub struct Selector {
 }
 
 impl<E: Reconnect + Clone> Environment<E> {
+    /// A handle on a pool member this process has just claimed: it owns it as if it had made it.
+    pub(crate) fn claimed(engine: &E, project: &str, env_id: &str) -> Environment<E> {
+        Environment { engine: engine.clone(), project: project.into(), env_id: env_id.into(), plan: None, report: None, owned: true }
+    }
+
     /// An environment that is running already (made by another process or `orch up`); dropping the handle leaves it.
     pub async fn attach(engine: &E, select: &Selector) -> Result<Environment<E>, Error> {
         let all = lifecycle::status(engine, &status_filter(select)).await?;

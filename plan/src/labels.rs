@@ -29,6 +29,15 @@ pub const READY_AT: &str = "orch.ready-at";
 /// claims apart (`owner#n`).
 pub const CLAIM: &str = "orch.claim";
 
+/// On a warm-pool member's ticket (a volume the pool keeper creates once the member is healthy and warmed up): the
+/// pool key of the project state it was made from. Only a member with a ticket of the current key is handed out.
+pub const POOL: &str = "orch.pool";
+/// On a claimed pool member's deed (a volume): who claimed it (`owner#n`). The engine hands the deed's name to one
+/// process; the deed's owner, lifetime and lease replace the keeper's from then on.
+pub const CLAIMED: &str = "orch.claimed";
+/// On a pool member's ticket (with [`POOL`]): it is ready to be claimed.
+pub const POOL_TICKET: &str = "orch.pool-ticket";
+
 /// On a project's long-lived tier network (`orch network create`): the network's name in the plan. Tier networks
 /// carry no [`ENV`] label, so nothing that removes environments touches them.
 pub const TIER: &str = "orch.tier";

@@ -13,6 +13,7 @@ mod newcomer;
 mod parallel;
 mod plan_golden;
 mod plugin_runtime;
+mod pool;
 mod reaper;
 mod registry;
 mod support;

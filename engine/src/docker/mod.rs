@@ -340,6 +340,14 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(image).await.map_err(classify(image)) {
+            Ok(i) => Ok(i.id),
+            Err(EngineError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         let req = bollard::models::VolumeCreateRequest {
             name: Some(spec.name.clone()),

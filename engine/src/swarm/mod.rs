@@ -483,6 +483,10 @@ impl Engine for SwarmEngine {
         self.local.image_size(image).await
     }
 
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        self.local.image_id(image).await
+    }
+
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<Labels, EngineError> {
         self.local.create_volume(&VolumeSpec { labels: marked(&spec.labels), ..spec.clone() }).await
     }

@@ -115,6 +115,8 @@ pub struct UpOptions {
     pub lifetime: marker::Lifetime,
     /// The process the environment belongs to [default: this one].
     pub owner: Option<crate::owner::Owner>,
+    /// A warm-pool member's pool key ([`crate::pool`]): every resource, its marker included, is labelled with it.
+    pub pool: Option<String>,
 }
 
 impl Default for UpOptions {
@@ -126,6 +128,7 @@ impl Default for UpOptions {
             no_cache: false,
             lifetime: marker::Lifetime::Kept { expires: None },
             owner: None,
+            pool: None,
         }
     }
 }

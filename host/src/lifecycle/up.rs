@@ -73,7 +73,10 @@ pub async fn up<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: 
 pub(super) async fn up_inner<E: Engine>(engine: &E, plan: &Plan, opts: &UpOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<UpReport, LifecycleError> {
     let started = Instant::now();
     let owner = opts.owner.clone().unwrap_or_else(Owner::current);
-    let labels = resource_labels(plan, &owner);
+    let mut labels = resource_labels(plan, &owner);
+    if let Some(key) = &opts.pool {
+        labels.insert(labels::POOL.into(), key.clone());
+    }
     let images = ensure_images(engine, plan, opts, progress).await?;
 
     // One listing for every network of the plan: names already taken are checked against it.

@@ -1,0 +1,222 @@
+//! Warm pools on the real engine: claims are unique under twenty concurrent claimers from two state directories, a
+//! compose change drains stale members (never handed out), a killed keeper leaves no unclaimed member and a killed
+//! claimer's member goes, and warm-up commands run before a claim (a failing one is reported, its member removed).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use orch::engine::DockerEngine;
+
+use crate::support::{self, IMAGE, ensure_image, orch_in};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A project of one small service with a healthcheck and a published port.
+fn project(dir: &Path, name: &str, warm: &[&str]) {
+    let rt = rt();
+    ensure_image(&rt, &rt.block_on(DockerEngine::connect()).expect("the Docker engine must be running for these tests"));
+    std::fs::write(dir.join("compose.yaml"), compose(name, "one")).unwrap();
+    let warm: Vec<String> = warm.iter().map(|w| format!("{w:?}")).collect();
+    std::fs::write(dir.join("orch.toml"), format!("[pool]\nwarm = [{}]\n", warm.join(", "))).unwrap();
+}
+
+fn compose(name: &str, flavour: &str) -> String {
+    format!(
+        r#"name: {name}
+services:
+  web:
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && echo $$FLAVOUR > /www/index.html && httpd -f -p 8080 -h /www"]
+    environment:
+      FLAVOUR: {flavour}
+    ports: ["8080"]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]
+      interval: 1s
+      retries: 30
+"#
+    )
+}
+
+/// `orch` in `dir` with state directory `state`.
+fn orch(dir: &Path, state: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--state-dir", state.to_str().unwrap()];
+    all.extend_from_slice(args);
+    orch_in(dir, &all)
+}
+
+fn pool_status(dir: &Path, state: &Path) -> serde_json::Value {
+    let out = orch(dir, state, &["pool", "status", "--format", "json"]);
+    assert!(out.status.success(), "pool status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits up to `patience` for `done`.
+fn eventually(patience: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    done()
+}
+
+/// Stops the keeper and removes every environment of the project, whatever the test did.
+struct Cleanup<'a> {
+    dir: &'a Path,
+    state: &'a Path,
+    project: &'a str,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = orch(self.dir, self.state, &["pool", "stop"]);
+        let rt = rt();
+        if let Ok(e) = rt.block_on(DockerEngine::connect()) {
+            for env in rt.block_on(orch::reaper::environments(&e)).unwrap_or_default().into_iter().filter(|e| e.project == self.project) {
+                let _ = rt.block_on(orch::reaper::remove(&e, &env.project, &env.env));
+            }
+        }
+    }
+}
+
+fn containers_of(project: &str) -> usize {
+    support::count_labelled("container", &format!("orch.project={project}"))
+}
+
+/// What `up --from-pool` said: the environment id and whether it came from the pool.
+fn claimed(out: &Output) -> (String, bool) {
+    assert!(out.status.success(), "up --from-pool: {}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (id, String::from_utf8_lossy(&out.stderr).contains("from the warm pool in"))
+}
+
+#[test]
+fn twenty_concurrent_claimers_from_two_state_directories_never_share_a_member() {
+    let _sharing = support::sharing_the_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let (state_a, state_b) = (dir.path().join("state-a"), dir.path().join("state-b"));
+    project(dir.path(), "poolclaims", &[]);
+    let _cleanup = Cleanup { dir: dir.path(), state: &state_a, project: "poolclaims" };
+    let out = orch(dir.path(), &state_a, &["pool", "start", "--size", "8", "--wait", "--pool", "10.237.0.0/16"]);
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pool_status(dir.path(), &state_a)["ready"], 8);
+
+    let claimers: Vec<_> = (0..20)
+        .map(|i| {
+            let state = if i % 2 == 0 { &state_a } else { &state_b };
+            Command::new(env!("CARGO_BIN_EXE_orch"))
+                .args(["--state-dir", state.to_str().unwrap(), "up", "--from-pool", "--pool", "10.237.0.0/16"])
+                .current_dir(dir.path())
+                .env("ORCH_CACHE_DIR", std::env::temp_dir().join("orch-test-plugin-cache"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<(String, bool)> = claimers.into_iter().map(|c| claimed(&c.wait_with_output().unwrap())).collect();
+    let ids: std::collections::BTreeSet<&String> = results.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 20, "every claimer got an environment of its own: {results:?}");
+    let from_pool = results.iter().filter(|(_, p)| *p).count();
+    assert!(from_pool >= 8, "the eight ready members were all handed out (and replacements perhaps): {results:?}");
+    // Every environment is whole and its claimer's: one running container each, one deed per claimed one.
+    for (id, pooled) in &results {
+        assert_eq!(support::count_labelled("container", &format!("orch.env={id}")), 1, "{id}");
+        assert_eq!(support::count_labelled("volume", &format!("orch.env={id}")) > 1, *pooled, "{id}: a deed (and marker) exactly when claimed");
+    }
+}
+
+#[test]
+fn a_compose_change_drains_stale_members_and_none_is_handed_out() {
+    let _sharing = support::sharing_the_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    project(dir.path(), "poolstale", &[]);
+    let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolstale" };
+    let out = orch(dir.path(), &state, &["pool", "start", "--size", "2", "--wait", "--pool", "10.238.0.0/16"]);
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    let old_key = pool_status(dir.path(), &state)["key"].as_str().unwrap().to_string();
+
+    std::fs::write(dir.path().join("compose.yaml"), compose("poolstale", "two")).unwrap();
+    // At once, before the keeper has noticed: the claim must not take an old member.
+    let (id, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--pool", "10.238.0.0/16"]));
+    let page = orch(dir.path(), &state, &["exec", "--env", &id, "--format", "json", "web", "--", "cat", "/www/index.html"]);
+    assert!(String::from_utf8_lossy(&page.stdout).contains("two"), "environment {id} (pooled: {pooled}) runs the new compose file");
+
+    // The keeper drains the old members and makes new ones.
+    let drained = eventually(Duration::from_secs(60), || {
+        let s = pool_status(dir.path(), &state);
+        s["key"] != old_key.as_str()
+            && s["ready"] == 2
+            && s["members"].as_array().unwrap().iter().filter(|m| m["state"] != "claimed").all(|m| m["key"] == s["key"])
+    });
+    assert!(drained, "the pool holds only members of the new key: {}", pool_status(dir.path(), &state));
+    let (id, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--pool", "10.238.0.0/16"]));
+    assert!(pooled, "a member of the new key is handed out");
+    let page = orch(dir.path(), &state, &["exec", "--env", &id, "--format", "json", "web", "--", "cat", "/www/index.html"]);
+    assert!(String::from_utf8_lossy(&page.stdout).contains("two"), "{}", String::from_utf8_lossy(&page.stdout));
+}
+
+#[test]
+fn a_killed_keeper_leaves_no_unclaimed_member_and_a_killed_claimers_member_goes() {
+    let _sharing = support::sharing_the_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    project(dir.path(), "poolkill", &[]);
+    let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolkill" };
+    let out = orch(dir.path(), &state, &["pool", "start", "--size", "3", "--wait", "--pool", "10.239.0.0/16"]);
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    let keeper: u32 = pool_status(dir.path(), &state)["keeper"].as_str().unwrap().split(':').next().unwrap().parse().unwrap();
+
+    // A claimer that belongs to a test runner (here a sleep), as the Python plugin's are.
+    let mut runner = Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = runner.id().to_string();
+    let (id, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--owner-pid", &pid, "--pool", "10.239.0.0/16"]));
+    assert!(pooled);
+
+    Command::new("kill").args(["-9", &keeper.to_string()]).status().unwrap();
+    let reaped = eventually(Duration::from_secs(30), || containers_of("poolkill") == 1);
+    assert!(reaped, "only the claimed member is left after the keeper's watcher ran: {} containers", containers_of("poolkill"));
+    assert_eq!(support::count_labelled("container", &format!("orch.env={id}")), 1, "the claimed member is its claimer's, not the keeper's");
+
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let gone = eventually(Duration::from_secs(30), || containers_of("poolkill") + support::count_labelled("volume", "orch.project=poolkill") == 0);
+    assert!(gone, "the claimed member goes with its claimer, its deed and marker too");
+}
+
+#[test]
+fn warm_up_commands_run_before_a_claim_and_a_failing_one_discards_its_member() {
+    let _sharing = support::sharing_the_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    project(dir.path(), "poolwarm", &["echo $ORCH_ENV $WEB_PORT_8080 >> warmed.log"]);
+    let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolwarm" };
+    let out = orch(dir.path(), &state, &["pool", "start", "--size", "1", "--wait", "--pool", "10.240.0.0/16"]);
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    let (id, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--format", "text", "--pool", "10.240.0.0/16"]));
+    assert!(pooled);
+    let log = std::fs::read_to_string(dir.path().join("warmed.log")).unwrap();
+    let port = String::from_utf8_lossy(&orch(dir.path(), &state, &["port", "--env", &id, "web", "8080"]).stdout).trim().rsplit(':').next().unwrap().to_string();
+    assert!(log.lines().any(|l| l == format!("{id} {port}")), "the warm-up ran on {id} (port {port}) with its connection variables: {log}");
+    let out = orch(dir.path(), &state, &["pool", "stop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A failing warm-up: reported, and its member removed rather than handed out.
+    std::fs::write(dir.path().join("orch.toml"), "[pool]\nwarm = [\"echo seeding failed >&2; exit 3\"]\n").unwrap();
+    let out = orch(dir.path(), &state, &["pool", "start", "--size", "1", "--pool", "10.240.0.0/16"]);
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    let reported = eventually(Duration::from_secs(60), || pool_status(dir.path(), &state)["last_error"].as_str().is_some_and(|e| e.contains("seeding failed")));
+    assert!(reported, "{}", pool_status(dir.path(), &state));
+    let s = pool_status(dir.path(), &state);
+    assert!(s["last_error"].as_str().unwrap().contains("status: 3"), "{s}");
+    assert_eq!(s["ready"], 0, "{s}");
+    let (_, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--pool", "10.240.0.0/16"]));
+    assert!(!pooled, "nothing that failed its warm-up is handed out");
+}
