@@ -403,6 +403,11 @@ async fn round<E: Reconnect + Clone>(popts: &ProjectOptions, engine: &E, opts: &
             }
             continue;
         }
+        if m.state == MemberState::Ready && !found.tickets.contains_key(&m.env) {
+            // Its ticket went without a deed left: claimed and removed again between two rounds.
+            pool.handed_out += 1;
+            continue;
+        }
         if m.state == MemberState::Ready && (m.key != key || !healthy(engine, &name, &m.env).await) {
             tracing::info!(project = %name, env = %m.env, stale = m.key != key, "draining pool member");
             drain(engine, &name, &m.env, &me).await;

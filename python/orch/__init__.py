@@ -15,7 +15,7 @@ process ends without it — even by `kill -9`. The pytest plugin (`orch_env` fix
 from __future__ import annotations
 
 from ._binary import find_binary
-from .environment import Environment, ExecResult, attach, from_orch_run, up
+from .environment import Environment, ExecResult, attach, from_orch_run, pool_start, pool_stop, up
 from .errors import (
     Busy,
     CommandTimeout,
@@ -50,5 +50,7 @@ __all__ = [
     "find_binary",
     "from_orch_run",
     "gc",
+    "pool_start",
+    "pool_stop",
     "up",
 ]

@@ -180,6 +180,7 @@ def up(
     keep: bool = False,
     owner_pid: Optional[int] = None,
     engine: Optional[str] = None,
+    from_pool: bool = False,
     extra_args: Sequence[str] = (),
 ) -> Environment:
     """Brings up an isolated environment and waits until its services are ready.
@@ -191,7 +192,9 @@ def up(
     `swarm`; default: `$ORCH_ENGINE`, else `orch.toml`'s, else local).
 
     The environment belongs to this process (or to process `owner_pid`): `down()` removes it, and orch's watcher does
-    when that process ends without it. With `keep=True` it stays until `orch down`.
+    when that process ends without it. With `keep=True` it stays until `orch down`. With `from_pool=True` a ready
+    member of the project's warm pool (`pool_start`) is claimed when there is one of the current plan, else a fresh
+    environment is brought up.
     """
     args = ["up", "--format", "json", "--timeout", _duration(timeout)]
     for f in files or ():
@@ -215,11 +218,53 @@ def up(
         args += ["--engine", engine]
     if not keep:
         args += ["--owner-pid", str(owner_pid or os.getpid())]
+    if from_pool:
+        args += ["--from-pool"]
     args += list(extra_args)
     cwd = os.fspath(Path(dir).resolve()) if dir is not None else None
     # orch's own --timeout covers waiting for readiness; building images comes on top of it.
     info = _binary.run_json(args, cwd=cwd, timeout=timeout + UP_BUILD_ALLOWANCE)
     return Environment(info["project"], info["env"], info, owned=not keep, cwd=cwd, engine=engine)
+
+
+def _project_args(files: Optional[Iterable[PathLike]], plugins: Optional[Iterable[str]], env_kind: Optional[str], settings: Optional[Mapping[str, Any]]) -> List[str]:
+    args: List[str] = []
+    for f in files or ():
+        args += ["-f", os.fspath(f)]
+    for p in plugins or ():
+        args += ["--plugin", p]
+    if env_kind:
+        args += ["--env-kind", env_kind]
+    return args + _settings_args(settings)
+
+
+def pool_start(
+    size: Optional[int] = None,
+    files: Optional[Iterable[PathLike]] = None,
+    plugins: Optional[Iterable[str]] = None,
+    env_kind: Optional[str] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    *,
+    dir: Optional[PathLike] = None,
+    wait: bool = True,
+    timeout: float = 600,
+) -> None:
+    """Starts the project's warm-pool keeper (`orch pool start`), holding `size` ready environments (default:
+    orch.toml's `[pool] size`, else 2); with `wait`, returns once the pool is full. `up(from_pool=True)` claims from it."""
+    args = ["pool", "start", "--timeout", _duration(timeout)] + _project_args(files, plugins, env_kind, settings)
+    if size is not None:
+        args += ["--size", str(size)]
+    if wait:
+        args += ["--wait"]
+    cwd = os.fspath(Path(dir).resolve()) if dir is not None else None
+    _binary.run(args, cwd=cwd, timeout=timeout + UP_BUILD_ALLOWANCE)
+
+
+def pool_stop(files: Optional[Iterable[PathLike]] = None, *, dir: Optional[PathLike] = None) -> None:
+    """Stops the project's warm-pool keeper (`orch pool stop`); it removes every member not handed out."""
+    args = ["pool", "stop"] + _project_args(files, None, None, None)
+    cwd = os.fspath(Path(dir).resolve()) if dir is not None else None
+    _binary.run(args, cwd=cwd, timeout=600)
 
 
 def attach(env: str, project: Optional[str] = None, *, dir: Optional[PathLike] = None) -> Environment:

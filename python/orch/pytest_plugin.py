@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from .environment import Environment, attach, up
+from .environment import Environment, attach, pool_start, pool_stop, up
 from .errors import OrchError
 
 _SCOPES = ("session", "module", "function")
@@ -47,6 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="keep the orch environments of failing tests (and print how to remove them) instead of removing them",
     )
+    group.addoption(
+        "--orch-pool",
+        default=None,
+        metavar="N",
+        help="start a warm pool of N environments (auto: one per xdist worker) for the session; orch_env claims from it",
+    )
+    parser.addini("orch_pool", "warm pool size for the session (auto: one per xdist worker; empty or 0: no pool)", default="")
     parser.addini("orch_dir", "orch project folder (orch.toml / compose files), relative to the ini file", default=None)
     parser.addini("orch_files", "compose files for orch_env", type="args", default=[])
     parser.addini("orch_plugins", "policy plugins for orch_env, applied in order", type="args", default=[])
@@ -78,6 +85,7 @@ class _Spec:
     scope: str
     timeout: float
     log_services: Optional[Tuple[str, ...]] = field(default=None, compare=False)
+    from_pool: bool = field(default=False, compare=False)
 
     def up(self) -> Environment:
         return up(
@@ -88,7 +96,23 @@ class _Spec:
             dir=self.dir,
             timeout=self.timeout,
             owner_pid=_owner_pid(),
+            from_pool=self.from_pool,
         )
+
+
+def _pool_size(config: pytest.Config) -> Optional[int]:
+    """The session's warm pool size (`--orch-pool`, else the `orch_pool` ini value), `None` for no pool."""
+    value = str(config.getoption("orch_pool", None) or config.getini("orch_pool") or "").strip()
+    if value in ("", "0"):
+        return None
+    if value == "auto":
+        workers = config.getoption("numprocesses", None)
+        return workers if isinstance(workers, int) and workers > 0 else (os.cpu_count() or 1)
+    try:
+        size = int(value)
+    except ValueError:
+        raise pytest.UsageError(f"orch_pool: {value!r} is not a number or auto") from None
+    return size if size > 0 else None
 
 
 def _owner_pid() -> int:
@@ -139,6 +163,7 @@ def _spec(config: pytest.Config, marker: Optional[pytest.Mark]) -> _Spec:
         scope=scope,
         timeout=float(kw.get("timeout") or config.getini("orch_timeout")),
         log_services=tuple(logs) if logs else None,
+        from_pool=_pool_size(config) is not None,
     )
 
 
@@ -183,6 +208,7 @@ class _Pool:
 
 
 _POOL = pytest.StashKey[_Pool]()
+_STARTED_POOL = pytest.StashKey[_Spec]()
 _USED = pytest.StashKey[List[Tuple[Environment, _Spec]]]()
 
 
@@ -255,7 +281,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
             report.sections.append((f"orch logs ({env.id})", f"could not read the logs: {e}"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With a pool size, the controlling pytest process (not an xdist worker, and not under `orch run`) starts the
+    warm pool of the default environment and waits until it is full, before any worker starts."""
+    config = session.config
+    size = _pool_size(config)
+    if size is None or os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("ORCH_ENV"):
+        return
+    spec = _spec(config, None)
+    settings = {k: json.loads(v) for k, v in spec.settings}
+    pool_start(size, spec.files, spec.plugins, spec.env_kind, settings, dir=spec.dir, timeout=max(spec.timeout, 600))
+    config.stash[_STARTED_POOL] = spec
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    started = session.config.stash.get(_STARTED_POOL, None)
+    if started is not None:
+        try:
+            pool_stop(started.files, dir=started.dir)
+        except OrchError as e:
+            print(f"orch: could not stop the warm pool: {e}")
     pool = session.config.stash.get(_POOL, None)
     if pool is None:
         return

@@ -108,3 +108,20 @@ def test_under_orch_run_the_fixture_uses_the_environment_orch_run_made(tmp_path)
     (seen,) = records(tmp_path)
     assert f"environment {seen['env']} removed" in run.stderr, "the suite's environment is the one orch run made and removed"
     assert resources(seen["env"]) == 0
+
+
+def test_a_warm_pool_serves_the_session_and_stops_with_it(tmp_path):
+    env = dict(os.environ, ORCH_SUITE_RECORD=str(tmp_path))
+    run = subprocess.run(pytest_cmd("-n", "2", "-q", "--orch-pool", "auto"), cwd=NETRA, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    seen = records(tmp_path)
+    assert sorted(r["worker"] for r in seen) == ["gw0", "gw1"], seen
+    assert len({r["env"] for r in seen}) == 2, "every worker has an environment of its own"
+    assert all(r["pooled"] for r in seen), f"both workers claimed a ready member of the session's pool: {seen}"
+    for r in seen:
+        assert resources(r["env"]) == 0, f"{r['env']} of {r['worker']} was left behind"
+    # The pool stopped with the session: no keeper, and none of its members left.
+    status = subprocess.run([orch.find_binary(), "pool", "status"], cwd=NETRA, capture_output=True, text=True)
+    assert status.returncode == 9, status.stdout + status.stderr
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=orch.project=netra", "--filter", "label=orch.pool"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"pool members left behind: {left.stdout}"

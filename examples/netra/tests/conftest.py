@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import time
 
 import psycopg
@@ -19,7 +20,10 @@ def stack(orch_envs):
     record = os.environ.get("ORCH_SUITE_RECORD")
     if record:
         with open(os.path.join(record, f"{WORKER}.json"), "w") as f:
-            json.dump({"worker": WORKER, "pid": os.getpid(), "env": env.id, "project": env.project, "asked": asked, "ready": time.time()}, f)
+            # A member claimed from a warm pool (`--orch-pool`) has a deed on the engine.
+            deed = subprocess.run(["docker", "volume", "inspect", f"{env.project}__{env.id}__orch-claimed"], capture_output=True)
+            pooled = deed.returncode == 0
+            json.dump({"worker": WORKER, "pid": os.getpid(), "env": env.id, "project": env.project, "asked": asked, "ready": time.time(), "pooled": pooled}, f)
     return env
 
 
