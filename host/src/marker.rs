@@ -14,6 +14,23 @@ pub enum Lifetime {
     Process,
 }
 
+impl Lifetime {
+    /// Records this lifetime in `labels` (`orch.lifetime`, and `orch.expires` for a lease): on a marker or a deed.
+    pub fn label(&self, labels: &mut BTreeMap<String, String>) {
+        match self {
+            Lifetime::Kept { expires } => {
+                labels.insert(LIFETIME.into(), "kept".into());
+                if let Some(e) = expires {
+                    labels.insert(EXPIRES.into(), e.to_string());
+                }
+            }
+            Lifetime::Process => {
+                labels.insert(LIFETIME.into(), "process".into());
+            }
+        }
+    }
+}
+
 pub use crate::clock::{now, now_ms};
 
 /// The name of an environment's ready marker volume.
@@ -27,17 +44,7 @@ pub async fn mark_ready<E: Engine>(engine: &E, env_labels: &BTreeMap<String, Str
     let mut l = env_labels.clone();
     l.insert(MARKER.into(), "ready".into());
     l.entry(READY_AT.into()).or_insert_with(|| now_ms().to_string());
-    match lifetime {
-        Lifetime::Kept { expires } => {
-            l.insert(LIFETIME.into(), "kept".into());
-            if let Some(e) = expires {
-                l.insert(EXPIRES.into(), e.to_string());
-            }
-        }
-        Lifetime::Process => {
-            l.insert(LIFETIME.into(), "process".into());
-        }
-    }
+    lifetime.label(&mut l);
     let name = marker_name(project, env);
     let found = engine.create_volume(&VolumeSpec { name: name.clone(), labels: l, ..Default::default() }).await?;
     // The engine hands back a volume of that name that exists already: it must be this environment's marker.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineError, VolumeSpec};
-use crate::labels::{self, CLAIMED, EXPIRES, LIFETIME, POOL, POOL_TICKET};
+use crate::labels::{self, CLAIMED, POOL, POOL_TICKET};
 use crate::lifecycle::{self, Lifetime};
 use crate::owner::Owner;
 use crate::session::{EnvOptions, Environment, Project, ProjectOptions, Reconnect};
@@ -129,17 +129,7 @@ async fn take_deed<E: Engine>(engine: &E, project: &str, env: &str, owner: &Owne
         (CLAIMED.to_string(), me.clone()),
     ]
     .into();
-    match lifetime {
-        Lifetime::Process => {
-            l.insert(LIFETIME.into(), "process".into());
-        }
-        Lifetime::Kept { expires } => {
-            l.insert(LIFETIME.into(), "kept".into());
-            if let Some(e) = expires {
-                l.insert(EXPIRES.into(), e.to_string());
-            }
-        }
-    }
+    lifetime.label(&mut l);
     let found = engine.create_volume(&VolumeSpec { name: deed_name(project, env), labels: l, ..Default::default() }).await?;
     Ok(found.get(CLAIMED) == Some(&me))
 }

@@ -196,14 +196,7 @@ def up(
     member of the project's warm pool (`pool_start`) is claimed when there is one of the current plan, else a fresh
     environment is brought up.
     """
-    args = ["up", "--format", "json", "--timeout", _duration(timeout)]
-    for f in files or ():
-        args += ["-f", os.fspath(f)]
-    for p in plugins or ():
-        args += ["--plugin", p]
-    if env_kind:
-        args += ["--env-kind", env_kind]
-    args += _settings_args(settings)
+    args = ["up", "--format", "json", "--timeout", _duration(timeout)] + _project_args(files, plugins, env_kind, settings)
     if project:
         args += ["-p", project]
     if env:
