@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::deed;
 use crate::engine::{Engine, EngineError};
 use crate::owner::Owner;
 use crate::plan::Plan;
@@ -20,6 +21,9 @@ pub struct Policy {
     /// Fail instead of waiting.
     pub no_wait: bool,
     pub timeout: Duration,
+    /// Remove an idle warm-pool member of this user when there is no room, rather than wait or fail: a pool never
+    /// starves a normal `up`. Off for the pool's own members.
+    pub evict_idle: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +119,8 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
     let ticket = Ticket { path };
     let started = Instant::now();
     let mut last_said = String::new();
+    // Freed memory shows up in the engine's figures a little later: one eviction at a time, then a look again.
+    let mut evicted_at: Option<Instant> = None;
     loop {
         // Capacity must hold for this plan on top of everyone admitted and everyone waiting ahead (first come, first
         // served). Every environment counts once: by its (project, env), whether the engine has its resources (any
@@ -157,7 +163,15 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
             write_ticket(&ticket.path, need, true, plan).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
             return Ok(ticket);
         };
-        if policy.no_wait {
+        if policy.evict_idle
+            && evicted_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+            && let Some((project, env)) = deed::evict_idle(engine).await?
+        {
+            on_wait(&format!("removed idle pool member {env} of project {project} to make room ({why})"));
+            evicted_at = Some(Instant::now());
+            continue;
+        }
+        if policy.no_wait && evicted_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
             return Err(AdmissionError::NoCapacity { why });
         }
         if started.elapsed() >= policy.timeout {
@@ -194,7 +208,7 @@ mod tests {
         let state_dir = tempfile::tempdir().unwrap();
         let state = StateDir { root: state_dir.path().to_path_buf() };
         let engine = FakeEngine::new();
-        let policy = Policy { max_envs: 2, no_wait: true, timeout: Duration::from_secs(1) };
+        let policy = Policy { max_envs: 2, no_wait: true, timeout: Duration::from_secs(1), evict_idle: true };
         // Environment `one` is starting: admitted here (its ticket held by a live `up`) and already on the engine.
         let first = admit(&engine, &state, &plan("one"), &policy, &|_| {}).await.unwrap();
         let labels = BTreeMap::from([
@@ -211,5 +225,49 @@ mod tests {
         // Once `two` gave up its ticket (made nothing), `one` alone counts.
         drop((first, second));
         assert!(admit(&engine, &state, &plan("three"), &policy, &|_| {}).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_normal_up_evicts_an_idle_pool_member_of_its_user_and_a_member_never_does() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDir { root: state_dir.path().to_path_buf() };
+        let engine = FakeEngine::new();
+        let env_labels = |env: &str| {
+            BTreeMap::from([
+                (crate::labels::ENV.to_string(), env.to_string()),
+                (crate::labels::PROJECT.to_string(), "pooled".to_string()),
+                (crate::labels::OWNER.to_string(), Owner::current().label()),
+                (crate::labels::OWNER_UID.to_string(), crate::labels::my_uid().to_string()),
+                (crate::labels::POOL.to_string(), "k1".to_string()),
+            ])
+        };
+        // An idle member of this user (ticketed), and a claimed one (deed, no ticket): the cap of two is full.
+        engine.plant_container("pooled__idle__a", env_labels("idle"));
+        let mut ticket = env_labels("idle");
+        ticket.insert(crate::labels::POOL_TICKET.to_string(), "ready".to_string());
+        engine.plant_volume(&deed::ticket_name("pooled", "idle"), ticket);
+        engine.plant_container("pooled__held__a", env_labels("held"));
+        let mut held = env_labels("held");
+        held.insert(crate::labels::CLAIMED.to_string(), format!("{}#0", Owner::current().label()));
+        engine.plant_volume(&deed::deed_name("pooled", "held"), held);
+
+        // A pool member's own admission never evicts: it is refused.
+        let member = Policy { max_envs: 2, no_wait: true, timeout: Duration::from_secs(1), evict_idle: false };
+        let err = admit(&engine, &state, &plan("m1"), &member, &|_| {}).await.err().expect("a member waits for room like anyone");
+        assert!(matches!(err, AdmissionError::NoCapacity { .. }), "{err}");
+        assert_eq!(engine.container_names().len(), 2);
+
+        // A normal `up` takes the idle member's room, and only the idle one's.
+        let said = std::sync::Mutex::new(vec![]);
+        let normal = Policy { evict_idle: true, ..member };
+        let ticket = admit(&engine, &state, &plan("n1"), &normal, &|m| said.lock().unwrap().push(m.to_string())).await.expect("room made by eviction");
+        assert_eq!(engine.container_names(), vec!["pooled__held__a".to_string()], "the claimed member stays");
+        assert!(said.lock().unwrap().iter().any(|m| m.contains("removed idle pool member idle of project pooled")), "{:?}", said.lock().unwrap());
+        drop(ticket);
+
+        // With no idle member left, a full engine refuses as before.
+        engine.plant_container("adm__other__a", env_labels("other"));
+        let err = admit(&engine, &state, &plan("n2"), &normal, &|_| {}).await.err().expect("nothing idle to evict");
+        assert!(matches!(err, AdmissionError::NoCapacity { .. }), "{err}");
     }
 }

@@ -40,6 +40,7 @@ pub mod claim;
 mod clock;
 pub mod config;
 mod context;
+mod deed;
 mod dockerfile;
 pub mod doctor;
 #[deny(missing_docs)]

@@ -19,26 +19,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::deed::{self, drain, look};
+pub use crate::deed::{deed_name, ticket_name};
 use crate::engine::{Engine, EngineError, VolumeSpec};
-use crate::labels::{self, CLAIMED, POOL, POOL_TICKET};
+use crate::labels::{self, POOL, POOL_TICKET};
 use crate::lifecycle::{self, Lifetime};
 use crate::owner::Owner;
 use crate::session::{EnvOptions, Environment, Project, ProjectOptions, Reconnect};
 use crate::state::StateDir;
 use crate::{Error, blocking};
-
-/// The name of a member's ticket volume.
-pub fn ticket_name(project: &str, env: &str) -> String {
-    crate::plan::resource_name(project, env, "orch-pool-ready")
-}
-
-/// The name of a claimed member's deed volume.
-pub fn deed_name(project: &str, env: &str) -> String {
-    crate::plan::resource_name(project, env, "orch-claimed")
-}
 
 /// Bounds the build contexts the key reads: a context with more files than this is keyed by its first ones.
 const MAX_CONTEXT_FILES: usize = 20_000;
@@ -94,46 +85,6 @@ impl Default for ClaimOptions {
     }
 }
 
-/// What one look at the project's pool found on the engine: ticketed members by key, and the claimed ones.
-#[derive(Debug, Default)]
-struct Found {
-    /// env → key, for members with a ticket.
-    tickets: BTreeMap<String, String>,
-    /// Members with a deed (claimed), and who holds it.
-    deeds: BTreeMap<String, String>,
-}
-
-async fn look<E: Engine>(engine: &E, project: &str) -> Result<Found, EngineError> {
-    let mut found = Found::default();
-    for (_, l) in engine.volumes_labelled(&vec![labels::project_filter(project)]).await? {
-        let Some(env) = l.get(labels::ENV) else { continue };
-        if let Some(h) = l.get(CLAIMED) {
-            found.deeds.insert(env.clone(), h.clone());
-        } else if l.contains_key(POOL_TICKET)
-            && let Some(k) = l.get(POOL)
-        {
-            found.tickets.insert(env.clone(), k.clone());
-        }
-    }
-    Ok(found)
-}
-
-/// Takes the deed of member `env`: `true` when this call won it.
-async fn take_deed<E: Engine>(engine: &E, project: &str, env: &str, owner: &Owner, lifetime: Lifetime) -> Result<bool, EngineError> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let me = format!("{}#{}", owner.label(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut l: BTreeMap<String, String> = [
-        (labels::ENV.to_string(), env.to_string()),
-        (labels::PROJECT.to_string(), project.to_string()),
-        (labels::OWNER_UID.to_string(), labels::my_uid().to_string()),
-        (CLAIMED.to_string(), me.clone()),
-    ]
-    .into();
-    lifetime.label(&mut l);
-    let found = engine.create_volume(&VolumeSpec { name: deed_name(project, env), labels: l, ..Default::default() }).await?;
-    Ok(found.get(CLAIMED) == Some(&me))
-}
-
 /// Claims a ready member of `project`'s pool whose key is `key`, waiting up to `opts.wait` for one: `None` when there
 /// is none (the caller brings a fresh environment up instead). The member is this process's as a fresh environment
 /// from [`Project::up`] would be; a claimed member that turns out not to be running any more is removed and the next
@@ -151,7 +102,7 @@ pub async fn claim<E: Reconnect + Clone>(project: &Project, engine: &E, key: &st
             candidates.rotate_left(start);
         }
         for env in candidates {
-            if !take_deed(engine, name, env, &owner, opts.lifetime).await? {
+            if !deed::take(engine, name, env, &owner, opts.lifetime).await? {
                 continue;
             }
             match engine.remove_volume(&ticket_name(name, env)).await {
@@ -343,19 +294,6 @@ pub async fn keep<E: Reconnect + Clone>(popts: &ProjectOptions, engine: &E, opts
     }
     forget(&state, &project_name);
     result
-}
-
-/// Removes member `env` unless another process claimed it first.
-async fn drain<E: Engine>(engine: &E, project: &str, env: &str, me: &Owner) {
-    match take_deed(engine, project, env, me, Lifetime::Process).await {
-        Ok(true) => {
-            if let Err(e) = lifecycle::down(engine, &labels::env_filter(Some(project), env), true).await {
-                tracing::warn!(project, env, error = %e, "could not remove pool member {env}: {e}; `orch gc` will");
-            }
-        }
-        Ok(false) => tracing::debug!(project, env, "claimed before it could be drained"),
-        Err(e) => tracing::warn!(project, env, error = %e, "could not drain pool member {env}: {e}"),
-    }
 }
 
 fn write_status(state: &StateDir, pool: &mut PoolStatus) {

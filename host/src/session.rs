@@ -370,7 +370,7 @@ impl Project {
 
         // Admit: the plan's memory and the environment cap, waiting for room unless told not to.
         let max_envs = if opts.max_envs > 0 { opts.max_envs } else { self.config.as_ref().and_then(|c| c.max_envs).unwrap_or(0) };
-        let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout };
+        let admission = crate::admission::Policy { max_envs, no_wait: opts.no_wait_capacity, timeout: opts.lock_timeout, evict_idle: opts.pool.is_none() };
         let _ticket = crate::admission::admit(engine, &self.state, &policy, &admission, &|m| progress(Progress::Queued { why: m.to_string() })).await?;
         tracing::info!(project, env, "admitted");
         if let Some(exe) = &opts.watcher {

@@ -1,6 +1,7 @@
 //! Warm pools on the real engine: claims are unique under twenty concurrent claimers from two state directories, a
 //! compose change drains stale members (never handed out), a killed keeper leaves no unclaimed member and a killed
-//! claimer's member goes, and warm-up commands run before a claim (a failing one is reported, its member removed).
+//! claimer's member goes, warm-up commands run before a claim (a failing one is reported, its member removed), and a
+//! normal `up` without room takes an idle member's.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -219,4 +220,41 @@ fn warm_up_commands_run_before_a_claim_and_a_failing_one_discards_its_member() {
     assert_eq!(s["ready"], 0, "{s}");
     let (_, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--pool", "10.240.0.0/16"]));
     assert!(!pooled, "nothing that failed its warm-up is handed out");
+}
+
+#[test]
+fn a_normal_up_without_room_takes_the_room_of_an_idle_member() {
+    // Room is counted on the whole engine: no other test may start or remove environments meanwhile.
+    let _alone = support::alone_on_the_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    project(dir.path(), "poolroom", &[]);
+    let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolroom" };
+    let _ = orch(dir.path(), &state, &["gc"]);
+    // The cap (orch.toml's, so the keeper's too) leaves room for exactly the pool's two members.
+    let rt = rt();
+    let engine = rt.block_on(DockerEngine::connect()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let live = rt.block_on(orch::reaper::environments(&engine)).unwrap();
+    let others = live.iter().filter(|e| !matches!(e.verdict(now), orch::reaper::Verdict::Orphan(_))).count();
+    std::fs::write(dir.path().join("orch.toml"), format!("max-envs = {}\npools = [\"10.243.0.0/16\"]\n\n[pool]\nsize = 2\n", others + 2)).unwrap();
+    let out = orch(dir.path(), &state, &["pool", "start", "--wait"]);
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+
+    for n in 1..=2 {
+        let out = orch(dir.path(), &state, &["up", "--env", &format!("room{n}-{}", std::process::id()), "--no-wait-capacity"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "normal up {n} is never starved by the pool: {said}");
+        assert!(said.contains("removed idle pool member"), "{said}");
+        // The member gave its room and the keeper, bound by the same cap, cannot take it back.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(containers_of("poolroom"), 2, "after up {n}: {n} environment(s) and {} member(s)", 2 - n);
+        assert_eq!(support::count_labelled("volume", "orch.pool-ticket"), 2 - n, "after up {n}");
+    }
+    // With no idle member left, a normal up is refused as before (exit 7: no capacity).
+    let out = orch(dir.path(), &state, &["up", "--env", &format!("room3-{}", std::process::id()), "--no-wait-capacity"]);
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = pool_status(dir.path(), &state);
+    assert_eq!(s["ready"], 0, "{s}");
+    assert!(s["last_error"].as_str().is_some_and(|e| e.contains("no capacity")), "the keeper says why it holds none: {s}");
 }

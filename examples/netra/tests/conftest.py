@@ -17,13 +17,17 @@ def stack(orch_envs):
     """This worker's environment. With ORCH_SUITE_RECORD set, records when it was asked for and when it was ready."""
     asked = time.time()
     env = orch_envs.get()
+    ready = time.time()
     record = os.environ.get("ORCH_SUITE_RECORD")
     if record:
-        with open(os.path.join(record, f"{WORKER}.json"), "w") as f:
-            # A member claimed from a warm pool (`--orch-pool`) has a deed on the engine.
-            deed = subprocess.run(["docker", "volume", "inspect", f"{env.project}__{env.id}__orch-claimed"], capture_output=True)
-            pooled = deed.returncode == 0
-            json.dump({"worker": WORKER, "pid": os.getpid(), "env": env.id, "project": env.project, "asked": asked, "ready": time.time(), "pooled": pooled}, f)
+        # A member claimed from a warm pool (`--orch-pool`) has a deed on the engine.
+        deed = subprocess.run(["docker", "volume", "inspect", f"{env.project}__{env.id}__orch-claimed"], capture_output=True)
+        fields = {"worker": WORKER, "pid": os.getpid(), "env": env.id, "project": env.project, "asked": asked, "ready": ready, "pooled": deed.returncode == 0}
+        # Written whole and renamed, so a reader polling the folder never sees half a record.
+        path = os.path.join(record, f"{WORKER}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(fields, f)
+        os.replace(path + ".tmp", path)
     return env
 
 
