@@ -163,15 +163,16 @@ pub async fn admit<E: Engine>(engine: &E, state: &StateDir, plan: &Plan, policy:
             write_ticket(&ticket.path, need, true, plan).map_err(|e| AdmissionError::Io(ticket.path.clone(), e))?;
             return Ok(ticket);
         };
+        let settling = evicted_at.is_some_and(|t| t.elapsed() < Duration::from_secs(2));
         if policy.evict_idle
-            && evicted_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+            && !settling
             && let Some((project, env)) = deed::evict_idle(engine).await?
         {
             on_wait(&format!("removed idle pool member {env} of project {project} to make room ({why})"));
             evicted_at = Some(Instant::now());
             continue;
         }
-        if policy.no_wait && evicted_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+        if policy.no_wait && !settling {
             return Err(AdmissionError::NoCapacity { why });
         }
         if started.elapsed() >= policy.timeout {

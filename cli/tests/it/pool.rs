@@ -49,6 +49,12 @@ fn orch(dir: &Path, state: &Path, args: &[&str]) -> Output {
     orch_in(dir, &all)
 }
 
+/// `orch pool start ARGS`, which must succeed.
+fn pool_start(dir: &Path, state: &Path, args: &[&str]) {
+    let out = orch(dir, state, &[&["pool", "start"], args].concat());
+    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn pool_status(dir: &Path, state: &Path) -> serde_json::Value {
     let out = orch(dir, state, &["pool", "status", "--format", "json"]);
     assert!(out.status.success(), "pool status: {}", String::from_utf8_lossy(&out.stderr));
@@ -104,8 +110,7 @@ fn twenty_concurrent_claimers_from_two_state_directories_never_share_a_member() 
     let (state_a, state_b) = (dir.path().join("state-a"), dir.path().join("state-b"));
     project(dir.path(), "poolclaims", &[]);
     let _cleanup = Cleanup { dir: dir.path(), state: &state_a, project: "poolclaims" };
-    let out = orch(dir.path(), &state_a, &["pool", "start", "--size", "8", "--wait", "--pool", "10.237.0.0/16"]);
-    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    pool_start(dir.path(), &state_a, &["--size", "8", "--wait", "--pool", "10.237.0.0/16"]);
     assert_eq!(pool_status(dir.path(), &state_a)["ready"], 8);
 
     let claimers: Vec<_> = (0..20)
@@ -140,8 +145,7 @@ fn a_compose_change_drains_stale_members_and_none_is_handed_out() {
     let state = dir.path().join("state");
     project(dir.path(), "poolstale", &[]);
     let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolstale" };
-    let out = orch(dir.path(), &state, &["pool", "start", "--size", "2", "--wait", "--pool", "10.238.0.0/16"]);
-    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    pool_start(dir.path(), &state, &["--size", "2", "--wait", "--pool", "10.238.0.0/16"]);
     let old_key = pool_status(dir.path(), &state)["key"].as_str().unwrap().to_string();
 
     std::fs::write(dir.path().join("compose.yaml"), compose("poolstale", "two")).unwrap();
@@ -171,8 +175,7 @@ fn a_killed_keeper_leaves_no_unclaimed_member_and_a_killed_claimers_member_goes(
     let state = dir.path().join("state");
     project(dir.path(), "poolkill", &[]);
     let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolkill" };
-    let out = orch(dir.path(), &state, &["pool", "start", "--size", "3", "--wait", "--pool", "10.239.0.0/16"]);
-    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    pool_start(dir.path(), &state, &["--size", "3", "--wait", "--pool", "10.239.0.0/16"]);
     let keeper: u32 = pool_status(dir.path(), &state)["keeper"].as_str().unwrap().split(':').next().unwrap().parse().unwrap();
 
     // A claimer that belongs to a test runner (here a sleep), as the Python plugin's are.
@@ -199,8 +202,7 @@ fn warm_up_commands_run_before_a_claim_and_a_failing_one_discards_its_member() {
     let state = dir.path().join("state");
     project(dir.path(), "poolwarm", &["echo $ORCH_ENV $WEB_PORT_8080 >> warmed.log"]);
     let _cleanup = Cleanup { dir: dir.path(), state: &state, project: "poolwarm" };
-    let out = orch(dir.path(), &state, &["pool", "start", "--size", "1", "--wait", "--pool", "10.240.0.0/16"]);
-    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    pool_start(dir.path(), &state, &["--size", "1", "--wait", "--pool", "10.240.0.0/16"]);
     let (id, pooled) = claimed(&orch(dir.path(), &state, &["up", "--from-pool", "--format", "text", "--pool", "10.240.0.0/16"]));
     assert!(pooled);
     let log = std::fs::read_to_string(dir.path().join("warmed.log")).unwrap();
@@ -211,8 +213,7 @@ fn warm_up_commands_run_before_a_claim_and_a_failing_one_discards_its_member() {
 
     // A failing warm-up: reported, and its member removed rather than handed out.
     std::fs::write(dir.path().join("orch.toml"), "[pool]\nwarm = [\"echo seeding failed >&2; exit 3\"]\n").unwrap();
-    let out = orch(dir.path(), &state, &["pool", "start", "--size", "1", "--pool", "10.240.0.0/16"]);
-    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    pool_start(dir.path(), &state, &["--size", "1", "--pool", "10.240.0.0/16"]);
     let reported = eventually(Duration::from_secs(60), || pool_status(dir.path(), &state)["last_error"].as_str().is_some_and(|e| e.contains("seeding failed")));
     assert!(reported, "{}", pool_status(dir.path(), &state));
     let s = pool_status(dir.path(), &state);
@@ -238,8 +239,7 @@ fn a_normal_up_without_room_takes_the_room_of_an_idle_member() {
     let live = rt.block_on(orch::reaper::environments(&engine)).unwrap();
     let others = live.iter().filter(|e| !matches!(e.verdict(now), orch::reaper::Verdict::Orphan(_))).count();
     std::fs::write(dir.path().join("orch.toml"), format!("max-envs = {}\npools = [\"10.243.0.0/16\"]\n\n[pool]\nsize = 2\n", others + 2)).unwrap();
-    let out = orch(dir.path(), &state, &["pool", "start", "--wait"]);
-    assert!(out.status.success(), "pool start: {}", String::from_utf8_lossy(&out.stderr));
+    pool_start(dir.path(), &state, &["--wait"]);
 
     for n in 1..=2 {
         let out = orch(dir.path(), &state, &["up", "--env", &format!("room{n}-{}", std::process::id()), "--no-wait-capacity"]);
